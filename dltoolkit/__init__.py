@@ -1,0 +1,25 @@
+"""dltoolkit: Keras 3 task recipes that train, report and export for TF Serving.
+
+The recipe classes are imported on first use, so `import dltoolkit` stays cheap.
+"""
+
+import importlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ImageClassifier": "dltoolkit.tasks",
+    "load": "dltoolkit.core.recipe",
+    "DLToolkitError": "dltoolkit.core.errors",
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dltoolkit' has no attribute {name!r}")

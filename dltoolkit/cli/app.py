@@ -1,0 +1,57 @@
+"""The `dltoolkit` command: one verb per recipe plus the generic verbs that use a run."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from dltoolkit import __version__
+from dltoolkit.cli import classify, info, runs
+from dltoolkit.cli.common import stderr
+from dltoolkit.core.errors import DLToolkitError
+
+app = typer.Typer(
+    name="dltoolkit",
+    help="Train, evaluate and export deep-learning recipes (Keras 3).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command()(classify.classify)
+for command in (runs.predict, runs.evaluate, runs.export, runs.report, runs.run):
+    app.command()(command)
+app.command()(info.devices)
+app.command()(info.datasets)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dltoolkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Train, evaluate and export deep-learning recipes (Keras 3)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one red line and exit 2; bugs keep their traceback."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except DLToolkitError as err:
+        stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        stderr.print("[red]interrupted[/]; continue later with --resume")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

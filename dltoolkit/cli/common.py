@@ -1,0 +1,86 @@
+"""What every CLI command shares: option types, output (tables or one JSON object), training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dltoolkit.core import config as cfg
+from dltoolkit.core.metrics import headline
+from dltoolkit.core.recipe import Recipe
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+# Shared options, spelled the same by every command (DESIGN.md, 'CLI grammar').
+Data = Annotated[str | None, typer.Option(help="Data: folder, CSV file, tfds:NAME or a built-in name (`dltoolkit datasets`).")]
+Out = Annotated[Path | None, typer.Option(help="Run directory to write (default runs/<task>-<time>).")]
+Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
+BatchSize = Annotated[int | None, typer.Option(help="Global batch size (split across replicas).")]
+Strategy = Annotated[str | None, typer.Option(help="auto|cpu|gpu|mirrored|multi-worker|tpu.")]
+Tpu = Annotated[str | None, typer.Option(help="TPU name or address for --strategy tpu.")]
+MixedPrecision = Annotated[bool | None, typer.Option("--mixed-precision/--no-mixed-precision", help="float16 on GPU, bfloat16 on TPU/CPU.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed.")]
+Resume = Annotated[bool, typer.Option(help="Continue the interrupted run in --out with its saved recipe.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace the run already in --out.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts) instead of tables.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Set = Annotated[list[str] | None, typer.Option("--set", help="Override any recipe parameter: --set key=value (repeatable).")]
+
+
+def given(**options) -> dict:
+    """The options the user actually passed (None means 'not given')."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def train(recipe_cls: type[Recipe], data, params: dict, overrides: list[str] | None, *, out,
+          resume: bool, overwrite: bool, as_json: bool, quiet: bool) -> None:
+    """Fit a recipe into a run directory, export it, and print the summary."""
+    doc = {"task": recipe_cls.task, "data": data, "params": params}
+    if resume and out is not None and (Path(out) / "recipe.toml").is_file():
+        doc = cfg.read_recipe_file(Path(out) / "recipe.toml")
+        if not quiet and not as_json:
+            stderr.print(f"resuming {out} with its saved recipe")
+    doc = cfg.apply_overrides(doc, overrides or [])
+    recipe = recipe_cls(**doc["params"])
+    recipe.fit(doc["data"], out, resume=resume, overwrite=overwrite, progress=not (quiet or as_json))
+    exported = recipe.export()
+    summary = {
+        "run": str(recipe.run_.path),
+        "metrics": headline(recipe.metrics_),
+        "export": str(exported),
+        "report": str(recipe.run_.report_file),
+    }
+    if as_json:
+        print_json({**summary, "metrics": recipe.metrics_})
+        return
+    print_table(f"{recipe_cls.__name__} — test metrics", summary["metrics"])
+    print_table("Run", {k: v for k, v in summary.items() if k != "metrics"})
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def print_table(title: str, rows: dict | list[dict]) -> None:
+    """A key/value table from a dict, or a columned table from a list of row dicts."""
+    table = Table(title=title, title_justify="left")
+    if isinstance(rows, dict):
+        rows = [{"": k, "value": v} for k, v in rows.items()]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c, "")) for c in columns))
+    stdout.print(table)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

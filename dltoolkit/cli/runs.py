@@ -1,0 +1,106 @@
+"""Generic verbs that use a finished run: predict, evaluate, export, report, run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dltoolkit.cli import common as c
+from dltoolkit.core import config as cfg
+from dltoolkit.core.errors import DataError
+from dltoolkit.core.metrics import headline
+from dltoolkit.core.recipe import load, recipe_class
+from dltoolkit.core.rundir import RunDir
+
+RunArg = Annotated[Path, typer.Argument(help="A run directory (the --out of a training command).")]
+
+
+def predict(
+    run: RunArg,
+    inputs: Annotated[list[str] | None, typer.Argument(help="Input files or folders.")] = None,
+    data: c.Data = None,
+    as_json: c.Json = False,
+) -> None:
+    """Predict with a trained run (e.g. top-k labels for images)."""
+    items = list(inputs or []) + ([data] if data else [])
+    if not items:
+        raise DataError("nothing to predict: pass input files or folders after the run directory")
+    results = load(run).predict(items)
+    if as_json:
+        c.print_json(results)
+        return
+    c.print_table(f"Predictions ({len(results)})", [_flat(r) for r in results])
+
+
+def _flat(result: dict) -> dict:
+    """One table row: nested lists (like top-k) become compact text."""
+    row = {}
+    for key, value in result.items():
+        if isinstance(value, list):
+            value = ", ".join(f"{v['label']} {v['probability']:.3f}" for v in value)
+        row[key] = value
+    return row
+
+
+def evaluate(run: RunArg, data: c.Data = None, as_json: c.Json = False) -> None:
+    """Evaluate a trained run on labelled data: metrics and confusion matrix."""
+    if not data:
+        raise DataError("evaluate needs --data with labelled examples")
+    recipe = load(run)
+    metrics = recipe.evaluate(data)
+    if as_json:
+        c.print_json(metrics)
+        return
+    c.print_table("Metrics", headline(metrics))
+    if "per_class" in metrics:
+        c.print_table("Per class", [{"class": k, **v} for k, v in metrics["per_class"].items()])
+    if "confusion_matrix" in metrics and len(metrics["confusion_matrix"]) <= 20:
+        names = list(metrics["per_class"])
+        c.print_table("Confusion matrix (rows: true, columns: predicted)",
+                      [{"": n, **dict(zip(names, row, strict=True))}
+                       for n, row in zip(names, metrics["confusion_matrix"], strict=True)])
+
+
+def export(
+    run: RunArg,
+    format: Annotated[str, typer.Option("--format", help="saved_model|tflite")] = "saved_model",
+    version: Annotated[int, typer.Option(help="Model version directory under export/<name>/.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Export directory (default: inside the run).")] = None,
+    as_json: c.Json = False,
+) -> None:
+    """Export a trained run for serving (SavedModel for TF Serving, or TFLite)."""
+    path = load(run).export(out, version=version, format=format)
+    if as_json:
+        c.print_json({"export": str(path), "format": format})
+    else:
+        c.stdout.print(f"exported {format}: {path}")
+
+
+def report(run: RunArg, as_json: c.Json = False) -> None:
+    """Show a run's final metrics and where its report is."""
+    rundir = RunDir.open(run)
+    metrics = json.loads(rundir.metrics_file.read_text()) if rundir.metrics_file.is_file() else {}
+    if as_json:
+        c.print_json({"run": str(rundir.path), "report": str(rundir.report_file), "metrics": metrics})
+        return
+    c.print_table(f"{rundir.name} — metrics", headline(metrics))
+    c.stdout.print(f"report: {rundir.report_file}")
+
+
+def run(
+    recipe_file: Annotated[Path, typer.Argument(help="A recipe .toml file or a run directory.")],
+    set_: c.Set = None,
+    out: c.Out = None,
+    resume: c.Resume = False,
+    overwrite: c.Overwrite = False,
+    as_json: c.Json = False,
+    quiet: c.Quiet = False,
+) -> None:
+    """Run a recipe file; --set key=value overrides any parameter (or data)."""
+    doc = cfg.read_recipe_file(recipe_file)
+    recipe_cls = recipe_class(doc["task"])
+    c.train(recipe_cls, doc["data"] or recipe_cls.default_data, doc["params"], set_, out=out,
+            resume=resume, overwrite=overwrite, as_json=as_json, quiet=quiet)

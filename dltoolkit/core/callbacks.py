@@ -1,0 +1,117 @@
+"""Keras callbacks of our own: Rich progress and a crash-safe history log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import keras
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dltoolkit.core import files
+
+# Reading a metric from the training loop forces a device sync; do it every so often.
+_LOSS_REFRESH_BATCHES = 25
+
+
+def format_metrics(logs: dict) -> str:
+    """'loss 0.1234  accuracy 0.9700 ...' for the numbers in `logs`."""
+    return "  ".join(f"{k} {float(v):.4f}" for k, v in logs.items() if k != "learning_rate")
+
+
+class RichProgress(keras.callbacks.Callback):
+    """One Rich progress bar per epoch, then a one-line summary of the epoch's metrics."""
+
+    def __init__(self, total_epochs: int, steps_per_epoch: int | None, console: Console, label=""):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.steps = steps_per_epoch
+        self.console = console
+        self.label = f"{label} " if label else ""
+        self._progress: Progress | None = None
+
+    def on_train_begin(self, logs=None):
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[loss]}"),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+        self._task = self._progress.add_task(
+            f"{self.label}epoch {epoch + 1}/{self.total_epochs}", total=self.steps, loss=""
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._progress.advance(self._task)
+        if logs and batch % _LOSS_REFRESH_BATCHES == 0 and "loss" in logs:
+            self._progress.update(self._task, loss=f"loss {float(logs['loss']):.4f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._progress.remove_task(self._task)
+        seconds = time.perf_counter() - self._started
+        self.console.print(
+            f"{self.label}epoch {epoch + 1}/{self.total_epochs}  {format_metrics(logs or {})}"
+            f"  [dim]({seconds:.1f}s)[/]"
+        )
+
+    def on_train_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Rewrites history.csv atomically after every epoch.
+
+    Rows are keyed by global epoch, so a resumed run replaces the epochs it repeats and a
+    crash mid-write never leaves a truncated file.
+    """
+
+    def __init__(self, path: Path, phase: str):
+        super().__init__()
+        self.path = Path(path)
+        self.phase = phase
+        self.rows = read_history(self.path)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "phase": self.phase}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row["seconds"] = round(time.perf_counter() - self._started, 3)
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
+        write_history(self.path, self.rows)
+
+
+def read_history(path: Path) -> list[dict]:
+    """Rows of history.csv (numbers as floats), or [] when there is none."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [
+            {k: (v if k == "phase" else float(v)) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(fh)
+        ]
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    """Write history rows as CSV, atomically; the header is the union of every row's keys."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    files.write_text(path, buffer.getvalue())

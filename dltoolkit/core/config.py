@@ -1,0 +1,142 @@
+"""Recipe configuration: typed parameter sets and the TOML recipe file.
+
+A recipe file holds the task, the data and the recipe's parameters:
+
+    task = "classify"
+    data = "digits"
+
+    [params]
+    epochs = 10
+    backbone = "small-cnn"
+
+Keys left out take their defaults; `None` values are left out when writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from pathlib import Path
+
+import tomli_w
+
+from dltoolkit.core import files
+from dltoolkit.core.errors import ConfigError
+
+HEADER = "# dltoolkit recipe: `dltoolkit run {path}` repeats this run.\n"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Training practice shared by every recipe trained with `model.fit`."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5
+    clipnorm: float = 1.0
+    grad_accum_steps: int = 1
+    early_stopping_patience: int = 5
+    mixed_precision: bool = False
+    strategy: str = "auto"
+    tpu: str | None = None
+    seed: int = 0
+
+
+def make_config(config_cls: type, params: dict) -> object:
+    """Build a config dataclass from `params`, rejecting unknown keys and wrong types."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"unknown parameter '{key}'{hint}; valid parameters: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(config_cls)
+    values = {key: _coerce(key, value, hints[key]) for key, value in params.items()}
+    return config_cls(**values)
+
+
+def _coerce(key: str, value, hint):
+    """Check `value` against the field's type, widening int to float."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, bool):
+            continue
+        if isinstance(kind, type) and isinstance(value, kind):
+            return value
+    names = " or ".join("none" if k is type(None) else k.__name__ for k in allowed)
+    raise ConfigError(f"parameter '{key}' must be {names}, got {value!r}")
+
+
+def to_params(config) -> dict:
+    """The parameters of a config dataclass as a plain dict."""
+    return dataclasses.asdict(config)
+
+
+def write_recipe_file(path: str | Path, task: str, data, params: dict) -> None:
+    """Write a recipe file atomically (None values are left out: they mean 'default')."""
+    doc: dict = {"task": task}
+    if isinstance(data, str):
+        doc["data"] = data
+    doc["params"] = {k: v for k, v in params.items() if v is not None}
+    files.write_text(path, HEADER.format(path=path) + tomli_w.dumps(doc))
+
+
+def read_recipe_file(path: str | Path) -> dict:
+    """Read a recipe file into {'task', 'data', 'params'}; errors are one-line ConfigErrors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "recipe.toml"
+    if not path.is_file():
+        raise ConfigError(f"recipe file '{path}' does not exist; pass a .toml recipe file or a run directory")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"recipe file '{path}' is not valid TOML: {err}") from None
+    if "task" not in doc:
+        raise ConfigError(f"recipe file '{path}' has no 'task' key; add e.g. task = \"classify\"")
+    unknown = sorted(set(doc) - {"task", "data", "params"})
+    if unknown:
+        raise ConfigError(
+            f"recipe file '{path}' has unknown top-level key '{unknown[0]}'; "
+            "valid keys: task, data, params (recipe parameters go under [params])"
+        )
+    return {"task": doc["task"], "data": doc.get("data"), "params": dict(doc.get("params", {}))}
+
+
+def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
+    """Apply `key=value` overrides (values parsed as TOML, else taken as strings)."""
+    recipe = {**recipe, "params": dict(recipe["params"])}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set '{item}' is not key=value; write e.g. --set epochs=3")
+        value = parse_value(raw.strip())
+        if key in ("data", "task"):
+            recipe[key] = value
+        else:
+            recipe["params"][key.removeprefix("params.")] = value
+    return recipe
+
+
+def parse_value(raw: str):
+    """Parse a TOML literal ('3', '0.1', 'true', '"x"'); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw

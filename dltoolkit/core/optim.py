@@ -1,0 +1,47 @@
+"""Optimizers and learning-rate schedules built from a TrainConfig."""
+
+from __future__ import annotations
+
+import keras
+
+from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, scale=1.0):
+    """Linear warmup then cosine decay to zero over `epochs`, or a constant rate."""
+    peak = config.learning_rate * scale
+    if config.schedule == "constant":
+        return peak
+    if config.schedule != "cosine":
+        raise ConfigError(f"unknown schedule '{config.schedule}'; choose one of: {', '.join(SCHEDULES)}")
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total)
+    return keras.optimizers.schedules.CosineDecay(
+        peak * 0.01, decay_steps=total - warmup, warmup_target=peak, warmup_steps=warmup
+    )
+
+
+def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scale=1.0):
+    """AdamW (default) or SGD with momentum, with clipping and gradient accumulation.
+
+    `steps_per_epoch` counts batches; with gradient accumulation the weights move every
+    `grad_accum_steps` batches but the schedule still advances per batch.
+    """
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+    if config.grad_accum_steps < 1:
+        raise ConfigError("grad_accum_steps must be at least 1 (1 means no accumulation)")
+    common = {
+        "learning_rate": learning_rate_schedule(config, steps_per_epoch, epochs, scale),
+        "clipnorm": config.clipnorm or None,
+        "gradient_accumulation_steps": config.grad_accum_steps if config.grad_accum_steps > 1 else None,
+    }
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=config.momentum, nesterov=True, **common)
+    return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)

@@ -1,0 +1,197 @@
+"""The Recipe base class: parameters, the fit → run directory flow, save/load and export.
+
+A recipe subclass declares `task` (its CLI verb), `Config` (a dataclass of parameters)
+and implements the task-specific steps: `_prepare`, `_train`, `_evaluate_prepared`,
+`_report`, `_state`/`_restore_state` and `_endpoints`.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+from rich.console import Console
+
+from dltoolkit.core import config as cfg
+from dltoolkit.core import files
+from dltoolkit.core.errors import ConfigError, RunDirError
+from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
+from dltoolkit.core.report import Report
+from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.runtime import Runtime, runtime
+
+_REGISTRY: dict[str, type[Recipe]] = {}
+
+
+class Recipe(abc.ABC):
+    """Base of the seven task recipes (scikit-learn style: the constructor only stores)."""
+
+    task: ClassVar[str] = ""
+    Config: ClassVar[type] = cfg.TrainConfig
+    default_data: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.task:
+            _REGISTRY[cls.task] = cls
+
+    def __init__(self, **params: Any):
+        self.config = cfg.make_config(self.Config, params)
+        self.model_: keras.Model | None = None
+        self.run_: RunDir | None = None
+        self.metrics_: dict = {}
+        self.data_: Any = None
+
+    def __repr__(self) -> str:
+        changed = {
+            k: v for k, v in self.get_params().items() if v != cfg.to_params(self.Config()).get(k)
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def get_params(self) -> dict:
+        """Every parameter by name: the keys of the recipe file's [params] table."""
+        return cfg.to_params(self.config)
+
+    def set_params(self, **params) -> Recipe:
+        self.config = cfg.make_config(self.Config, {**self.get_params(), **params})
+        return self
+
+    # -- training -------------------------------------------------------------------------
+
+    def fit(self, data=None, out=None, *, resume=False, overwrite=False, progress=True) -> Recipe:
+        """Train on `data` and write a run directory (see DESIGN.md) at `out`.
+
+        Data is read and checked before anything is written, so bad input never touches
+        an existing run. `resume` continues an interrupted run in `out`.
+        """
+        data = self.default_data if data is None else data
+        console = Console(stderr=True) if progress else None
+        prepared = self._prepare(data, console)
+        run = RunDir.create(out, self.task, resume=resume, overwrite=overwrite)
+        self.run_, self.data_ = run, data
+        cfg.write_recipe_file(run.recipe_file, self.task, data, self.get_params())
+        c = self.config
+        with runtime(c.strategy, tpu=c.tpu, mixed_precision=c.mixed_precision, seed=c.seed) as rt:
+            self._train(prepared, run, rt, console)
+        self.metrics_ = self._evaluate_prepared(prepared)
+        self.save(run.path)
+        files.write_json(run.metrics_file, self.metrics_)
+        report = Report(f"{type(self).__name__}: {run.name}", run.plots)
+        self._report(report, prepared)
+        report.write(run.report_file)
+        return self
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self, directory) -> Path:
+        """Write recipe.toml, model.keras and state.json into `directory`."""
+        self._require_model()
+        run = RunDir(Path(directory))
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not run.recipe_file.is_file() or self.run_ is None or self.run_.path != run.path:
+            cfg.write_recipe_file(run.recipe_file, self.task, self.data_, self.get_params())
+        with files.atomic_path(run.model_file) as tmp:
+            self.model_.save(tmp)
+        files.write_json(run.state_file, self._state())
+        self.run_ = run
+        return run.path
+
+    @classmethod
+    def load(cls, directory) -> Recipe:
+        """Load a saved recipe; called on `Recipe` it picks the class from recipe.toml."""
+        run = RunDir.open(directory)
+        recipe_doc = cfg.read_recipe_file(run.recipe_file)
+        recipe_cls = recipe_class(recipe_doc["task"])
+        if cls is not Recipe and recipe_cls is not cls:
+            raise RunDirError(
+                f"'{directory}' holds a {recipe_cls.__name__} run, not {cls.__name__}; "
+                f"use {recipe_cls.__name__}.load or dltoolkit.load"
+            )
+        recipe = recipe_cls(**recipe_doc["params"])
+        recipe.model_ = keras.saving.load_model(run.model_file)
+        state = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
+        recipe._restore_state(state)
+        recipe.run_, recipe.data_ = run, recipe_doc["data"]
+        if run.metrics_file.is_file():
+            recipe.metrics_ = json.loads(run.metrics_file.read_text())
+        return recipe
+
+    # -- export ---------------------------------------------------------------------------
+
+    def export(self, directory=None, version: int = 1, format: str = "saved_model") -> Path:
+        """Export for serving; by default into the run's `export/<name>/<version>/`.
+
+        `saved_model`: a directory for TF Serving with every preprocessing step inside;
+        `tflite`: `model.tflite` (numeric input) plus whatever side files the recipe needs.
+        """
+        self._require_model()
+        if format not in EXPORT_FORMATS:
+            raise ConfigError(f"unknown export format '{format}'; choose one of: {', '.join(EXPORT_FORMATS)}")
+        if directory is None:
+            if self.run_ is None:
+                raise ConfigError("export needs a directory: pass one, or fit/load the recipe from a run")
+            directory = self.run_.export_dir(version) if format == "saved_model" else self.run_.path / "export" / "tflite"
+        directory = Path(directory)
+        if format == "saved_model":
+            return write_saved_model(directory, self.model_, self._endpoints())
+        directory.mkdir(parents=True, exist_ok=True)
+        write_tflite(directory / "model.tflite", self.model_, self._tflite_endpoint())
+        self._write_tflite_side_files(directory)
+        return directory / "model.tflite"
+
+    def _require_model(self) -> None:
+        if self.model_ is None:
+            raise ConfigError(f"this {type(self).__name__} has no model yet; call fit() or load() first")
+
+    # -- task-specific steps ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _prepare(self, data, console: Console | None):
+        """Read and check `data`; raise DataError on bad input. Returns what _train needs."""
+
+    @abc.abstractmethod
+    def _train(self, prepared, run: RunDir, rt: Runtime, console: Console | None) -> None:
+        """Build the model under `rt.strategy` and train it, checkpointing into `run`."""
+
+    @abc.abstractmethod
+    def _evaluate_prepared(self, prepared) -> dict:
+        """Final metrics on the held-out part of the prepared data."""
+
+    @abc.abstractmethod
+    def _report(self, report: Report, prepared) -> None:
+        """Add the task's tables and plots to the run's report."""
+
+    def _state(self) -> dict:
+        return {}
+
+    def _restore_state(self, state: dict) -> None:
+        """Restore what `_state` saved."""
+
+    @abc.abstractmethod
+    def _endpoints(self) -> dict:
+        """SavedModel signatures: name -> (function, input signature); serving_default first."""
+
+    def _tflite_endpoint(self):
+        raise ConfigError(f"{type(self).__name__} does not support TFLite export")
+
+    def _write_tflite_side_files(self, directory: Path) -> None:
+        """Files a TFLite user needs beside the model (e.g. labels.txt)."""
+
+
+def recipe_class(task: str) -> type[Recipe]:
+    """The recipe class registered for `task`."""
+    import dltoolkit.tasks  # noqa: F401  (registers every recipe)
+
+    if task not in _REGISTRY:
+        raise ConfigError(f"unknown task '{task}'; known tasks: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[task]
+
+
+def load(directory) -> Recipe:
+    """Load any saved recipe from its run directory."""
+    return Recipe.load(directory)

@@ -1,0 +1,118 @@
+"""The run directory: where a run's config, model, history, report and exports live."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dltoolkit.core.errors import RunDirError
+
+RECIPE_FILE = "recipe.toml"
+MODEL_FILE = "model.keras"
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory (see DESIGN.md, 'Run directory')."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / RECIPE_FILE
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def export_dir(self, version: int = 1) -> Path:
+        """`export/<name>/<version>/`, the layout TF Serving's model base path expects."""
+        return self.path / "export" / self.name / str(version)
+
+    @classmethod
+    def create(cls, path: str | Path | None, task: str, *, resume=False, overwrite=False) -> RunDir:
+        """Prepare a run directory for training, refusing to clobber an existing run."""
+        path = Path(path) if path else default_run_path(task)
+        exists = path.exists() and any(path.iterdir())
+        if resume and overwrite:
+            raise RunDirError("--resume and --overwrite contradict each other; pass only one")
+        if resume and not (path / RECIPE_FILE).is_file():
+            raise RunDirError(
+                f"cannot resume: '{path}' is not a run directory (no {RECIPE_FILE}); "
+                "drop --resume to start a new run"
+            )
+        if exists and not resume:
+            if not overwrite:
+                raise RunDirError(
+                    f"'{path}' already holds a run; pass --resume to continue it, "
+                    "--overwrite to replace it, or --out for a new directory"
+                )
+            if not (path / RECIPE_FILE).is_file():
+                raise RunDirError(
+                    f"refusing to overwrite '{path}': it is not empty and not a dltoolkit run; "
+                    "choose another --out"
+                )
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing, finished run (it has a recipe file and a model)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"run directory '{path}' does not exist; pass the --out of a finished run")
+        run = cls(path)
+        for needed in (run.recipe_file, run.model_file):
+            if not needed.is_file():
+                raise RunDirError(
+                    f"'{path}' is not a finished run (no {needed.name}); "
+                    "train it to the end first, or resume it with --resume"
+                )
+        return run
+
+
+def default_run_path(task: str) -> Path:
+    """runs/<task>-<YYYYmmdd-HHMMSS>, unique within the second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{task}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path("runs") / f"{task}-{stamp}-{suffix}"
+    return path

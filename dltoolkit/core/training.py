@@ -1,0 +1,103 @@
+"""Run `model.fit` in resumable phases with the standard callbacks.
+
+A phase is a stretch of epochs with one compiled model (e.g. 'head' with a frozen
+backbone, then 'finetune'). Every phase checkpoints as it goes (BackupAndRestore), keeps
+its best weights on validation, and leaves `<phase>.done.weights.h5` when finished, so a
+resumed run skips finished phases and continues the interrupted one from its last epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from rich.console import Console
+
+from dltoolkit.core.callbacks import HistoryLog, RichProgress, read_history
+from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.files import atomic_path
+from dltoolkit.core.rundir import RunDir
+
+
+@dataclass
+class Phase:
+    """`epochs` epochs of training after `prepare()` has set trainability and compiled."""
+
+    name: str
+    epochs: int
+    prepare: Callable[[], None]
+
+
+def fit_phases(
+    model: keras.Model,
+    train_ds,
+    val_ds,
+    *,
+    phases: list[Phase],
+    run: RunDir,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    console: Console | None,
+    class_weight: dict | None = None,
+) -> list[dict]:
+    """Train through `phases` and return the full per-epoch history."""
+    monitor = "val_loss" if val_ds is not None else "loss"
+    total = sum(p.epochs for p in phases)
+    start = 0
+    for phase in phases:
+        done = run.checkpoints / f"{phase.name}.done.weights.h5"
+        if phase.epochs <= 0:
+            continue
+        if done.is_file():
+            model.load_weights(done)
+        else:
+            phase.prepare()
+            callbacks = _callbacks(run, config, phase, monitor, total, steps_per_epoch, console)
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=start,
+                epochs=start + phase.epochs,
+                callbacks=callbacks,
+                class_weight=class_weight,
+                verbose=0,
+            )
+            best = run.checkpoints / f"{phase.name}.best.weights.h5"
+            if best.is_file():
+                model.load_weights(best)
+            _save_weights_atomically(model, done)
+        start += phase.epochs
+    return read_history(run.history_file)
+
+
+def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, console):
+    previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
+    best_so_far = min((r[monitor] for r in previous if monitor in r), default=None)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(backup_dir=str(run.checkpoints / f"{phase.name}.backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(run.checkpoints / f"{phase.name}.best.weights.h5"),
+            monitor=monitor,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.TensorBoard(
+            log_dir=str(run.logs), write_graph=False, profile_batch=0, update_freq="epoch"
+        ),
+        HistoryLog(run.history_file, phase.name),
+    ]
+    if config.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
+        )
+    if console is not None:
+        callbacks.append(RichProgress(total_epochs, steps_per_epoch, console, label=phase.name))
+    return callbacks
+
+
+def _save_weights_atomically(model: keras.Model, path) -> None:
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)

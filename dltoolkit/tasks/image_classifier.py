@@ -1,0 +1,320 @@
+"""ImageClassifier: the classify-images recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dltoolkit.core import files
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.metrics import classification_metrics
+from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history
+from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.data.augment import build_augmenter
+from dltoolkit.data.images import (
+    ImageSet,
+    decode_image_bytes,
+    image_files,
+    infer_image_shape,
+    load_image_source,
+    make_dataset,
+    prepare_array,
+    split_stratified,
+)
+from dltoolkit.models.vision import build_image_model, default_image_size
+
+LOSSES = ("crossentropy", "focal")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+@dataclass
+class ClassifierConfig(TrainConfig):
+    """Parameters of ImageClassifier (see the README's 'classify images' section)."""
+
+    epochs: int = 15
+    learning_rate: float = 3e-3
+    backbone: str = "small-cnn"
+    weights: str = "auto"
+    image_size: int | None = None
+    fine_tune_epochs: int = 0
+    fine_tune_lr_factor: float = 0.1
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    loss: str = "crossentropy"
+    class_weight: str = "none"
+    augment: str = "standard"
+    flip: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    val_split: float = 0.1
+    test_split: float = 0.1
+    top_k: int = 5
+    strict: bool = False
+    path_col: str | None = None
+    label_col: str | None = None
+    tfds_data_dir: str | None = None
+
+
+@dataclass
+class _Prepared:
+    splits: dict[str, ImageSet]
+    class_names: list[str]
+    image_shape: tuple[int, int, int]
+    description: str
+    skipped: list[tuple[str, str]]
+
+
+class ImageClassifier(Recipe):
+    """Classify images with a small CNN or a pretrained backbone (transfer learning).
+
+    >>> ImageClassifier(epochs=5).fit("./imgs").predict(["photo.jpg"])
+    """
+
+    task = "classify"
+    Config = ClassifierConfig
+    default_data = "digits"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.class_names_: list[str] = []
+        self.image_shape_: tuple[int, int, int] | None = None
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _prepare(self, data, console) -> _Prepared:
+        c = self.config
+        _check_choice("loss", c.loss, LOSSES)
+        _check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
+        source = load_image_source(
+            data, strict=c.strict, path_col=c.path_col, label_col=c.label_col,
+            tfds_data_dir=c.tfds_data_dir,
+        )
+        splits = dict(source.splits)
+        wanted = {k: f for k, f in (("val", c.val_split), ("test", c.test_split)) if f > 0 and k not in splits}
+        if wanted:
+            splits.update(split_stratified(splits.pop("train"), wanted, c.seed))
+        size = c.image_size or default_image_size(c.backbone)
+        shape = infer_image_shape(splits["train"])
+        if size:
+            shape = (size, size, shape[2])
+        if console is not None:
+            counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+            console.print(f"data: {source.description}; {counts}; images {shape[0]}x{shape[1]}x{shape[2]}")
+            if source.skipped:
+                console.print(f"[yellow]skipped {len(source.skipped)} unreadable file(s), e.g. {source.skipped[0][0]}[/]")
+        return _Prepared(splits, source.class_names, shape, source.description, source.skipped)
+
+    def _dataset(self, images: ImageSet, training: bool, shape=None):
+        c = self.config
+        augment = None
+        if training:
+            augment = build_augmenter(c.augment, flip=c.flip, mixup=c.mixup, cutmix=c.cutmix, seed=c.seed)
+        return make_dataset(
+            images, shape or self.image_shape_, c.batch_size, training=training,
+            num_classes=len(self.class_names_), seed=c.seed, augment=augment,
+        )
+
+    # -- training -------------------------------------------------------------------------
+
+    def _train(self, prepared: _Prepared, run, rt, console) -> None:
+        c = self.config
+        self.class_names_, self.image_shape_ = prepared.class_names, prepared.image_shape
+        train = prepared.splits["train"]
+        val = prepared.splits.get("val")
+        train_ds = self._dataset(train, training=True)
+        val_ds = self._dataset(val, training=False) if val is not None and len(val) else None
+        steps = math.ceil(len(train) / c.batch_size)
+        weights = c.weights
+        if weights == "auto":
+            weights = None if c.backbone == "small-cnn" else "imagenet"
+        with rt.strategy.scope():
+            built = build_image_model(
+                c.backbone, prepared.image_shape, len(prepared.class_names),
+                weights=weights, dropout=c.dropout,
+            )
+        model = self.model_ = built.model
+
+        def compile_for(epochs: int, scale: float):
+            with rt.strategy.scope():
+                model.compile(
+                    optimizer=build_optimizer(c, steps, epochs, scale=scale),
+                    loss=self._loss(),
+                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                )
+
+        def head_phase():
+            if built.backbone is not None:
+                built.backbone.trainable = False
+            compile_for(c.epochs, 1.0)
+
+        def finetune_phase():
+            built.backbone.trainable = True
+            compile_for(c.fine_tune_epochs, c.fine_tune_lr_factor)
+
+        phases = [Phase("train" if built.backbone is None else "head", c.epochs, head_phase)]
+        if c.fine_tune_epochs > 0:
+            if built.backbone is None:
+                raise ConfigError("fine_tune_epochs needs a pretrained backbone; small-cnn trains fully already")
+            phases.append(Phase("finetune", c.fine_tune_epochs, finetune_phase))
+        fit_phases(
+            model, train_ds, val_ds, phases=phases, run=run, config=c,
+            steps_per_epoch=steps, console=console, class_weight=self._class_weight(train),
+        )
+
+    def _loss(self):
+        c = self.config
+        if c.loss == "focal":
+            return keras.losses.CategoricalFocalCrossentropy(label_smoothing=c.label_smoothing)
+        return keras.losses.CategoricalCrossentropy(label_smoothing=c.label_smoothing)
+
+    def _class_weight(self, train: ImageSet) -> dict | None:
+        if self.config.class_weight != "balanced":
+            return None
+        counts = np.bincount(train.labels, minlength=len(self.class_names_))
+        return {i: len(train.labels) / (len(counts) * max(n, 1)) for i, n in enumerate(counts)}
+
+    # -- evaluation and prediction ----------------------------------------------------------
+
+    def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        held_out = prepared.splits.get("test") or prepared.splits.get("val") or prepared.splits["train"]
+        return self._metrics(held_out)
+
+    def _metrics(self, images: ImageSet) -> dict:
+        probabilities = self.model_.predict(self._dataset(images, training=False), verbose=0)
+        return classification_metrics(images.labels, probabilities, self.class_names_, self.config.top_k)
+
+    def evaluate(self, data) -> dict:
+        """Metrics (accuracy, macro-F1, per-class, confusion matrix) on labelled `data`."""
+        self._require_model()
+        source = load_image_source(
+            data, strict=self.config.strict, path_col=self.config.path_col,
+            label_col=self.config.label_col, tfds_data_dir=self.config.tfds_data_dir,
+            class_names=self.class_names_,
+        )
+        images = source.splits.get("test") or _concat(list(source.splits.values()))
+        return self._metrics(images)
+
+    def predict_proba(self, inputs) -> np.ndarray:
+        """Class probabilities, shape (N, classes), for image files/folders or an image array."""
+        self._require_model()
+        return self.model_.predict(self._dataset(self._input_set(inputs), training=False), verbose=0)
+
+    def predict(self, inputs) -> list[dict]:
+        """Top-k labels with probabilities for each input image (files, folders or arrays)."""
+        images = self._input_set(inputs)
+        probabilities = self.model_.predict(self._dataset(images, training=False), verbose=0)
+        names = images.paths if images.paths is not None else range(len(probabilities))
+        k = min(self.config.top_k, len(self.class_names_))
+        results = []
+        for name, probs in zip(names, probabilities, strict=True):
+            order = np.argsort(-probs)[:k]
+            results.append({
+                "input": str(name),
+                "label": self.class_names_[order[0]],
+                "probability": float(probs[order[0]]),
+                "top_k": [{"label": self.class_names_[i], "probability": float(probs[i])} for i in order],
+            })
+        return results
+
+    def _input_set(self, inputs) -> ImageSet:
+        if isinstance(inputs, np.ndarray):
+            array = inputs if inputs.ndim == 4 else inputs[None]
+            return ImageSet(labels=np.zeros(len(array), np.int32),
+                            images=prepare_array(array, self.image_shape_))
+        paths = image_files([inputs] if isinstance(inputs, str | Path) else list(inputs))
+        if not paths:
+            raise DataError("no image files found in the inputs; pass JPEG/PNG/BMP/GIF files or folders")
+        return ImageSet(labels=np.zeros(len(paths), np.int32), paths=np.array(paths))
+
+    # -- persistence and export ---------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {"class_names": self.class_names_, "image_shape": list(self.image_shape_)}
+
+    def _restore_state(self, state: dict) -> None:
+        self.class_names_ = list(state["class_names"])
+        self.image_shape_ = tuple(state["image_shape"])
+
+    def _outputs(self, pixels):
+        probabilities = tf.cast(self.model_(pixels, training=False), tf.float32)
+        scores, indices = tf.math.top_k(probabilities, k=min(self.config.top_k, len(self.class_names_)))
+        labels = tf.gather(tf.constant(self.class_names_), indices)
+        return {
+            "label": labels[:, 0],
+            "score": scores[:, 0],
+            "top_labels": labels,
+            "top_scores": scores,
+            "probabilities": probabilities,
+        }
+
+    def _endpoints(self) -> dict:
+        shape = self.image_shape_
+        channels = shape[2]
+
+        def from_bytes(image_bytes):
+            pixels = tf.map_fn(
+                lambda b: decode_image_bytes(b, shape), image_bytes,
+                fn_output_signature=tf.TensorSpec(shape, tf.float32),
+            )
+            return self._outputs(pixels)
+
+        def from_pixels(images):
+            return self._outputs(tf.image.resize(tf.cast(images, tf.float32), shape[:2]))
+
+        return {
+            "serving_default": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+            "predict_images": (
+                from_pixels, [tf.TensorSpec([None, None, None, channels], tf.float32, name="images")]
+            ),
+        }
+
+    def _tflite_endpoint(self):
+        def probabilities(images):
+            return {"probabilities": tf.cast(self.model_(images, training=False), tf.float32)}
+
+        return probabilities, [tf.TensorSpec([None, *self.image_shape_], tf.float32, name="images")]
+
+    def _write_tflite_side_files(self, directory: Path) -> None:
+        files.write_text(directory / "labels.txt", "\n".join(self.class_names_) + "\n")
+
+    # -- report ---------------------------------------------------------------------------
+
+    def _report(self, report: Report, prepared: _Prepared) -> None:
+        m = self.metrics_
+        report.text("Data", f"{prepared.description}; images resized to "
+                    f"{prepared.image_shape[0]}x{prepared.image_shape[1]}x{prepared.image_shape[2]}; "
+                    + ", ".join(f"{k}: {len(v)}" for k, v in prepared.splits.items()))
+        report.table("Test metrics", {k: v for k, v in m.items() if isinstance(v, int | float)})
+        report.table("Per-class metrics", [{"class": k, **v} for k, v in m["per_class"].items()])
+        report.figure("Confusion matrix", plot_confusion_matrix(np.array(m["confusion_matrix"]),
+                                                                self.class_names_), "confusion_matrix")
+        history = read_history(self.run_.history_file)
+        if history:
+            report.figure("Training curves", plot_history(history), "history")
+        report.table("Parameters", self.get_params())
+        if prepared.skipped:
+            report.table("Skipped files", [{"file": p, "reason": r} for p, r in prepared.skipped])
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+
+
+def _concat(sets: list[ImageSet]) -> ImageSet:
+    if len(sets) == 1:
+        return sets[0]
+    labels = np.concatenate([s.labels for s in sets])
+    if sets[0].paths is not None:
+        return ImageSet(labels=labels, paths=np.concatenate([s.paths for s in sets]))
+    return dataclasses.replace(sets[0], labels=labels, images=np.concatenate([s.images for s in sets]))

@@ -1,0 +1,139 @@
+"""Core pieces: config round trip, run directory rules, atomic writes, strategies, schedules."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from dltoolkit.core import config as cfg
+from dltoolkit.core import files
+from dltoolkit.core.callbacks import read_history, write_history
+from dltoolkit.core.errors import ConfigError, RunDirError
+from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.runtime import choose_strategy, is_chief, precision_policy, runtime
+
+
+def test_config_rejects_unknown_key_and_lists_valid_ones():
+    with pytest.raises(ConfigError, match="did you mean 'epochs'.*valid parameters: .*batch_size"):
+        cfg.make_config(cfg.TrainConfig, {"epoch": 3})
+
+
+def test_config_checks_types_and_widens_int_to_float():
+    assert cfg.make_config(cfg.TrainConfig, {"learning_rate": 1}).learning_rate == 1.0
+    with pytest.raises(ConfigError, match="'epochs' must be int"):
+        cfg.make_config(cfg.TrainConfig, {"epochs": "ten"})
+    with pytest.raises(ConfigError, match="must be int"):
+        cfg.make_config(cfg.TrainConfig, {"epochs": True})
+
+
+def test_recipe_file_round_trip_and_overrides(tmp_path):
+    params = cfg.to_params(cfg.TrainConfig(epochs=3))
+    path = tmp_path / "r.toml"
+    cfg.write_recipe_file(path, "classify", "digits", params)
+    doc = cfg.read_recipe_file(path)
+    assert doc["task"] == "classify" and doc["data"] == "digits"
+    assert cfg.make_config(cfg.TrainConfig, doc["params"]) == cfg.TrainConfig(epochs=3)
+    doc = cfg.apply_overrides(doc, ["epochs=5", "optimizer=sgd", "data=./imgs", "mixed_precision=true"])
+    assert doc["params"]["epochs"] == 5 and doc["params"]["optimizer"] == "sgd"
+    assert doc["params"]["mixed_precision"] is True and doc["data"] == "./imgs"
+    with pytest.raises(ConfigError, match="key=value"):
+        cfg.apply_overrides(doc, ["epochs"])
+
+
+def test_recipe_file_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("task = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        cfg.read_recipe_file(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        cfg.read_recipe_file(tmp_path / "missing.toml")
+    bad.write_text('task = "classify"\nepochs = 3\n')
+    with pytest.raises(ConfigError, match=r"\[params\]"):
+        cfg.read_recipe_file(bad)
+
+
+def test_run_dir_refuses_to_clobber_an_existing_run(tmp_path):
+    run = RunDir.create(tmp_path / "r", "classify")
+    files.write_text(run.recipe_file, 'task = "classify"\n')
+    files.write_text(run.model_file, "precious")
+    with pytest.raises(RunDirError, match="--resume.*--overwrite"):
+        RunDir.create(run.path, "classify")
+    assert run.model_file.read_text() == "precious"
+    assert RunDir.create(run.path, "classify", resume=True).path == run.path
+    assert run.model_file.read_text() == "precious"
+    RunDir.create(run.path, "classify", overwrite=True)
+    assert not run.model_file.exists()
+    with pytest.raises(RunDirError, match="not a run directory"):
+        RunDir.create(tmp_path / "nothing", "classify", resume=True)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("x")
+    with pytest.raises(RunDirError, match="not a dltoolkit run"):
+        RunDir.create(other, "classify", overwrite=True)
+    assert (other / "mine.txt").exists()
+
+
+def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "metrics.json"
+    files.write_json(target, {"a": np.float32(1.5)})
+    with pytest.raises(RuntimeError), files.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert json.loads(target.read_text()) == {"a": 1.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_directory_replace(tmp_path):
+    target = tmp_path / "export"
+    for content in ("v1", "v2"):
+        with files.atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "saved_model.pb").write_text(content)
+    assert (target / "saved_model.pb").read_text() == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_history_rows_round_trip(tmp_path):
+    rows = [{"epoch": 1, "phase": "train", "loss": 0.5}, {"epoch": 2, "phase": "train", "loss": 0.4, "val_loss": 0.45}]
+    write_history(tmp_path / "h.csv", rows)
+    back = read_history(tmp_path / "h.csv")
+    assert back[1]["val_loss"] == 0.45 and "val_loss" not in back[0] and back[0]["phase"] == "train"
+
+
+def test_strategy_choice_on_this_machine(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    assert choose_strategy("auto")[0] == "cpu"
+    assert choose_strategy("mirrored") == ("mirrored", "asked for explicitly")
+    with pytest.raises(ConfigError, match="choose one of"):
+        choose_strategy("horovod")
+    cluster = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    assert choose_strategy("auto")[0] == "multi-worker"
+    assert not is_chief()
+    assert precision_policy(True, "gpu") == "mixed_float16"
+    assert precision_policy(True, "tpu") == precision_policy(True, "cpu") == "mixed_bfloat16"
+
+
+def test_runtime_sets_and_restores_precision(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with runtime("cpu", mixed_precision=True) as rt:
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        assert rt.replicas == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ConfigError, match="TF_CONFIG"), runtime("multi-worker"):
+        pass
+
+
+def test_warmup_then_cosine_schedule():
+    config = cfg.TrainConfig(learning_rate=0.01, warmup_epochs=1, grad_accum_steps=2, clipnorm=1.0)
+    opt = build_optimizer(config, steps_per_epoch=10, epochs=5)
+    schedule = opt._learning_rate
+    rates = [float(schedule(step)) for step in (0, 10, 30, 49)]
+    assert rates[0] < rates[1] and abs(rates[1] - 0.01) < 1e-6 and rates[1] > rates[2] > rates[3]
+    assert opt.gradient_accumulation_steps == 2 and opt.clipnorm == 1.0
+    assert isinstance(build_optimizer(cfg.TrainConfig(optimizer="sgd"), 10, 1), keras.optimizers.SGD)
+    with pytest.raises(ConfigError, match="adamw, sgd"):
+        build_optimizer(cfg.TrainConfig(optimizer="adam8bit"), 10, 1)
