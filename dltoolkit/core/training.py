@@ -74,8 +74,11 @@ def fit_phases(
 def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, console):
     previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
     best_so_far = min((r[monitor] for r in previous if monitor in r), default=None)
+    # HistoryLog runs before BackupAndRestore: a crash between the two repeats an epoch
+    # on resume (its row is then replaced) rather than losing one.
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
+        HistoryLog(run.history_file, phase.name),
         keras.callbacks.BackupAndRestore(backup_dir=str(run.checkpoints / f"{phase.name}.backup")),
         keras.callbacks.ModelCheckpoint(
             str(run.checkpoints / f"{phase.name}.best.weights.h5"),
@@ -87,7 +90,6 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
         keras.callbacks.TensorBoard(
             log_dir=str(run.logs), write_graph=False, profile_batch=0, update_freq="epoch"
         ),
-        HistoryLog(run.history_file, phase.name),
     ]
     if config.early_stopping_patience > 0:
         callbacks.append(

@@ -30,6 +30,7 @@ from dltoolkit.data.images import (
     make_dataset,
     prepare_array,
     split_stratified,
+    to_image_shape,
 )
 from dltoolkit.models.vision import build_image_model, default_image_size
 
@@ -259,7 +260,6 @@ class ImageClassifier(Recipe):
 
     def _endpoints(self) -> dict:
         shape = self.image_shape_
-        channels = shape[2]
 
         def from_bytes(image_bytes):
             pixels = tf.map_fn(
@@ -269,12 +269,12 @@ class ImageClassifier(Recipe):
             return self._outputs(pixels)
 
         def from_pixels(images):
-            return self._outputs(tf.image.resize(tf.cast(images, tf.float32), shape[:2]))
+            return self._outputs(to_image_shape(images, shape))
 
         return {
             "serving_default": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
             "predict_images": (
-                from_pixels, [tf.TensorSpec([None, None, None, channels], tf.float32, name="images")]
+                from_pixels, [tf.TensorSpec([None, None, None, shape[2]], tf.float32, name="images")]
             ),
         }
 

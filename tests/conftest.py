@@ -1,0 +1,56 @@
+"""Shared fixtures: small real image data made on the fly, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FORMATS = [("png", "PNG"), ("jpg", "JPEG"), ("bmp", "BMP"), ("gif", "GIF")]
+
+
+def write_digit_folder(root: Path, classes=(0, 1, 2), per_class=40, size=16) -> Path:
+    """Real handwritten digits saved as image files, one subfolder per class.
+
+    Formats and colour modes rotate (PNG/JPEG/BMP/GIF, grayscale/RGB/RGBA/palette) so every
+    loader path is exercised.
+    """
+    digits = load_digits()
+    modes = ["L", "RGB", "RGBA", "P"]
+    for c in classes:
+        folder = root / str(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        images = digits.images[digits.target == c][:per_class]
+        for i, img in enumerate(images):
+            pixels = (img * (255 / 16)).astype(np.uint8)
+            picture = Image.fromarray(pixels, "L").resize((size, size), Image.NEAREST)
+            ext, fmt = FORMATS[i % len(FORMATS)]
+            mode = modes[i % len(modes)]
+            if fmt == "JPEG" and mode in ("RGBA", "P"):
+                mode = "RGB"
+            if fmt == "GIF":
+                mode = "P"
+            picture.convert(mode).save(folder / f"{c}_{i}.{ext}", format=fmt)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory) -> Path:
+    return write_digit_folder(tmp_path_factory.mktemp("digit_imgs"))
+
+
+def run_cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run the installed `dltoolkit` entry point in a fresh process, as a user would."""
+    exe = Path(sys.executable).with_name("dltoolkit")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "dltoolkit"]
+    return subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )

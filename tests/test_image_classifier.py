@@ -1,0 +1,153 @@
+"""ImageClassifier end to end on real digits: train, run directory, save/load, export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dltoolkit import ImageClassifier, load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import read_recipe_file
+from dltoolkit.core.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    clf = ImageClassifier(epochs=6, batch_size=64, seed=1).fit("digits", out=out, progress=False)
+    return clf, out
+
+
+def test_fit_writes_a_complete_run_directory(trained):
+    clf, out = trained
+    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+    assert (out / "plots" / "confusion_matrix.png").stat().st_size > 1000
+    report = (out / "report.html").read_text()
+    assert "Confusion matrix" in report and "Per-class metrics" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.9 and len(metrics["confusion_matrix"]) == 10
+
+
+def test_loss_falls_and_history_has_every_epoch(trained):
+    _, out = trained
+    rows = read_history(out / "history.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert {"val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
+
+
+def test_recipe_file_holds_every_param(trained):
+    clf, out = trained
+    doc = read_recipe_file(out / "recipe.toml")
+    assert doc["task"] == "classify" and doc["data"] == "digits"
+    expected = {k: v for k, v in clf.get_params().items() if v is not None}
+    assert doc["params"] == expected
+    assert ImageClassifier(**doc["params"]).get_params() == clf.get_params()
+
+
+def test_save_load_predict_gives_the_same_numbers(trained, tmp_path):
+    clf, out = trained
+    images = (np.random.default_rng(0).random((5, 8, 8, 1)) * 255).astype(np.uint8)
+    again = load(out)
+    assert isinstance(again, ImageClassifier) and again.class_names_ == clf.class_names_
+    np.testing.assert_allclose(again.predict_proba(images), clf.predict_proba(images), atol=1e-6)
+    saved = clf.save(tmp_path / "copy")
+    np.testing.assert_allclose(ImageClassifier.load(saved).predict_proba(images),
+                               clf.predict_proba(images), atol=1e-6)
+
+
+def test_unknown_param_and_unknown_backbone_are_user_errors():
+    with pytest.raises(ConfigError, match="valid parameters"):
+        ImageClassifier(backbon="resnet50")
+    with pytest.raises(ConfigError, match="small-cnn"):
+        ImageClassifier(backbone="resnet5000", epochs=1).fit("digits", progress=False)
+
+
+def test_predict_files_and_evaluate_folder(trained, digit_folder):
+    clf, _ = trained
+    results = clf.predict([str(digit_folder / "1")])
+    assert len(results) == 40 and {"input", "label", "probability", "top_k"} <= set(results[0])
+    assert abs(sum(t["probability"] for t in results[0]["top_k"]) - 1) < 0.2
+    metrics = clf.evaluate(str(digit_folder))
+    assert metrics["samples"] == 120 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_evaluate_rejects_labels_the_model_never_saw(trained, tmp_path):
+    clf, _ = trained
+    folder = tmp_path / "eval"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "1").mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(folder / "cat" / "a.png")
+    Image.new("L", (8, 8)).save(folder / "1" / "b.png")
+    with pytest.raises(DataError, match="cat"):
+        clf.evaluate(str(folder))
+
+
+SERVE = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    files = sys.argv[2:]
+    out = model.signatures["serving_default"](
+        image_bytes=tf.constant([open(f, "rb").read() for f in files]))
+    assert "dltoolkit" not in sys.modules and "keras_hub" not in sys.modules
+    print(json.dumps({"labels": [l.decode() for l in out["label"].numpy()],
+                      "probs": out["probabilities"].numpy().tolist(),
+                      "signatures": sorted(model.signatures)}))
+    """
+)
+
+
+def test_export_serves_raw_image_bytes_in_a_fresh_tensorflow_only_process(trained, digit_folder):
+    clf, out = trained
+    path = clf.export()
+    assert path == out / "export" / out.name / "1"
+    assert (path / "saved_model.pb").is_file()
+    images = sorted(str(p) for p in (digit_folder / "2").iterdir())[:8]
+    served = subprocess.run([sys.executable, "-c", SERVE, str(path), *images],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert result["signatures"] == ["predict_images", "serving_default"]
+    expected = clf.predict(images)
+    assert result["labels"] == [r["label"] for r in expected]
+    np.testing.assert_allclose(result["probs"], clf.predict_proba(images), atol=1e-4)
+
+
+def test_float_signature_and_tflite_match_predict(trained, tmp_path):
+    clf, _ = trained
+    images = (np.random.default_rng(1).random((3, 8, 8, 1)) * 255).astype(np.float32)
+    saved = clf.export(tmp_path / "sm")
+    served = tf.saved_model.load(str(saved)).signatures["predict_images"](images=tf.constant(images))
+    np.testing.assert_allclose(served["probabilities"].numpy(), clf.predict_proba(images), atol=1e-5)
+    tflite = clf.export(tmp_path / "lite", format="tflite")
+    assert (tmp_path / "lite" / "labels.txt").read_text().split() == clf.class_names_
+    interpreter = tf.lite.Interpreter(model_path=str(tflite))
+    runner = interpreter.get_signature_runner()
+    probs = runner(images=images)["probabilities"]
+    np.testing.assert_allclose(probs, clf.predict_proba(images), atol=1e-4)
+
+
+def test_trains_on_a_folder_of_mixed_files_and_skips_a_corrupt_one(digit_folder, tmp_path):
+    import shutil
+
+    data = tmp_path / "imgs"
+    shutil.copytree(digit_folder, data)
+    (data / "0" / "broken.jpg").write_bytes(b"not an image at all")
+    clf = ImageClassifier(epochs=3, batch_size=32, image_size=16).fit(str(data), out=tmp_path / "run", progress=False)
+    assert clf.metrics_["accuracy"] > 0.5
+    assert "broken.jpg" in (tmp_path / "run" / "report.html").read_text()
+    with pytest.raises(DataError, match="broken.jpg"):
+        ImageClassifier(epochs=1, strict=True).fit(str(data), out=tmp_path / "strict", progress=False)
+    assert not (tmp_path / "strict").exists()
