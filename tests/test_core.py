@@ -55,23 +55,23 @@ def test_recipe_file_errors_are_one_line(tmp_path):
 
 
 def test_run_dir_refuses_to_clobber_an_existing_run(tmp_path):
-    run = RunDir.create(tmp_path / "r", "classify")
+    run = RunDir.create(tmp_path / "r")
     files.write_text(run.recipe_file, 'task = "classify"\n')
     files.write_text(run.model_file, "precious")
     with pytest.raises(RunDirError, match="--resume.*--overwrite"):
-        RunDir.create(run.path, "classify")
+        RunDir.create(run.path)
     assert run.model_file.read_text() == "precious"
-    assert RunDir.create(run.path, "classify", resume=True).path == run.path
+    assert RunDir.create(run.path, resume=True).path == run.path
     assert run.model_file.read_text() == "precious"
-    RunDir.create(run.path, "classify", overwrite=True)
+    RunDir.create(run.path, overwrite=True)
     assert not run.model_file.exists()
     with pytest.raises(RunDirError, match="not a run directory"):
-        RunDir.create(tmp_path / "nothing", "classify", resume=True)
+        RunDir.create(tmp_path / "nothing", resume=True)
     other = tmp_path / "notes"
     other.mkdir()
     (other / "mine.txt").write_text("x")
     with pytest.raises(RunDirError, match="not a dltoolkit run"):
-        RunDir.create(other, "classify", overwrite=True)
+        RunDir.create(other, overwrite=True)
     assert (other / "mine.txt").exists()
 
 

@@ -145,7 +145,7 @@ def test_trains_on_a_folder_of_mixed_files_and_skips_a_corrupt_one(digit_folder,
     data = tmp_path / "imgs"
     shutil.copytree(digit_folder, data)
     (data / "0" / "broken.jpg").write_bytes(b"not an image at all")
-    clf = ImageClassifier(epochs=3, batch_size=32, image_size=16).fit(str(data), out=tmp_path / "run", progress=False)
+    clf = ImageClassifier(epochs=10, batch_size=16, image_size=16).fit(str(data), out=tmp_path / "run", progress=False)
     assert clf.metrics_["accuracy"] > 0.5
     assert "broken.jpg" in (tmp_path / "run" / "report.html").read_text()
     with pytest.raises(DataError, match="broken.jpg"):

@@ -69,7 +69,8 @@ def print_json(obj) -> None:
 
 def print_table(title: str, rows: dict | list[dict]) -> None:
     """A key/value table from a dict, or a columned table from a list of row dicts."""
-    table = Table(title=title, title_justify="left")
+    stdout.print(f"[bold]{title}[/]")
+    table = Table()
     if isinstance(rows, dict):
         rows = [{"": k, "value": v} for k, v in rows.items()]
     columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -20,7 +20,7 @@ from dltoolkit.core import files
 from dltoolkit.core.errors import ConfigError, RunDirError
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
 from dltoolkit.core.report import Report
-from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.rundir import RunDir, default_run_path
 from dltoolkit.core.runtime import Runtime, runtime
 
 _REGISTRY: dict[str, type[Recipe]] = {}
@@ -70,9 +70,11 @@ class Recipe(abc.ABC):
         an existing run. `resume` continues an interrupted run in `out`.
         """
         data = self.default_data if data is None else data
+        out = out or default_run_path(self.task)
+        RunDir.check(out, resume=resume, overwrite=overwrite)
         console = Console(stderr=True) if progress else None
         prepared = self._prepare(data, console)
-        run = RunDir.create(out, self.task, resume=resume, overwrite=overwrite)
+        run = RunDir.create(out, resume=resume, overwrite=overwrite)
         self.run_, self.data_ = run, data
         cfg.write_recipe_file(run.recipe_file, self.task, data, self.get_params())
         c = self.config
@@ -98,7 +100,6 @@ class Recipe(abc.ABC):
         with files.atomic_path(run.model_file) as tmp:
             self.model_.save(tmp)
         files.write_json(run.state_file, self._state())
-        self.run_ = run
         return run.path
 
     @classmethod

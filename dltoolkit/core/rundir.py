@@ -65,10 +65,9 @@ class RunDir:
         return self.path / "export" / self.name / str(version)
 
     @classmethod
-    def create(cls, path: str | Path | None, task: str, *, resume=False, overwrite=False) -> RunDir:
-        """Prepare a run directory for training, refusing to clobber an existing run."""
-        path = Path(path) if path else default_run_path(task)
-        exists = path.exists() and any(path.iterdir())
+    def check(cls, path: str | Path, *, resume=False, overwrite=False) -> None:
+        """Refuse, before any work is done, a run directory that cannot be used as asked."""
+        path = Path(path)
         if resume and overwrite:
             raise RunDirError("--resume and --overwrite contradict each other; pass only one")
         if resume and not (path / RECIPE_FILE).is_file():
@@ -76,17 +75,25 @@ class RunDir:
                 f"cannot resume: '{path}' is not a run directory (no {RECIPE_FILE}); "
                 "drop --resume to start a new run"
             )
-        if exists and not resume:
-            if not overwrite:
-                raise RunDirError(
-                    f"'{path}' already holds a run; pass --resume to continue it, "
-                    "--overwrite to replace it, or --out for a new directory"
-                )
-            if not (path / RECIPE_FILE).is_file():
-                raise RunDirError(
-                    f"refusing to overwrite '{path}': it is not empty and not a dltoolkit run; "
-                    "choose another --out"
-                )
+        if resume or not (path.exists() and any(path.iterdir())):
+            return
+        if not overwrite:
+            raise RunDirError(
+                f"'{path}' already holds a run; pass --resume to continue it, "
+                "--overwrite to replace it, or --out for a new directory"
+            )
+        if not (path / RECIPE_FILE).is_file():
+            raise RunDirError(
+                f"refusing to overwrite '{path}': it is not empty and not a dltoolkit run; "
+                "choose another --out"
+            )
+
+    @classmethod
+    def create(cls, path: str | Path, *, resume=False, overwrite=False) -> RunDir:
+        """Prepare a run directory for training (after `check`): replaced if `overwrite`."""
+        path = Path(path)
+        cls.check(path, resume=resume, overwrite=overwrite)
+        if overwrite and path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)

@@ -8,6 +8,7 @@ resumed run skips finished phases and continues the interrupted one from its las
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,15 +55,20 @@ def fit_phases(
         else:
             phase.prepare()
             callbacks = _callbacks(run, config, phase, monitor, total, steps_per_epoch, console)
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=start,
-                epochs=start + phase.epochs,
-                callbacks=callbacks,
-                class_weight=class_weight,
-                verbose=0,
-            )
+            with warnings.catch_warnings():
+                # Pipelines that may drop unreadable files have no known length; Keras
+                # warns at the end of each of their epochs although nothing is wrong.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    initial_epoch=start,
+                    epochs=start + phase.epochs,
+                    callbacks=callbacks,
+                    class_weight=class_weight,
+                    shuffle=False,  # tf.data pipelines shuffle themselves
+                    verbose=0,
+                )
             best = run.checkpoints / f"{phase.name}.best.weights.h5"
             if best.is_file():
                 model.load_weights(best)
@@ -96,8 +102,13 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
             keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
         )
     if console is not None:
-        callbacks.append(RichProgress(total_epochs, steps_per_epoch, console, label=phase.name))
+        callbacks.append(RichProgress(total_epochs, steps_per_epoch, console, label=_label(phase.name)))
     return callbacks
+
+
+def _label(phase_name: str) -> str:
+    """Progress lines name the phase only when there is more than the plain one."""
+    return "" if phase_name == "train" else phase_name
 
 
 def _save_weights_atomically(model: keras.Model, path) -> None:
