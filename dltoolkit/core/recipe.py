@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import json
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from dltoolkit.core import config as cfg
 from dltoolkit.core import files
-from dltoolkit.core.errors import ConfigError, RunDirError
+from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
 from dltoolkit.core.report import Report
 from dltoolkit.core.rundir import RunDir, default_run_path
@@ -71,12 +72,22 @@ class Recipe(abc.ABC):
         """
         data = self.default_data if data is None else data
         out = out or default_run_path(self.task)
+        self._validate()
         RunDir.check(out, resume=resume, overwrite=overwrite)
         console = Console(stderr=True) if progress else None
         prepared = self._prepare(data, console)
         run = RunDir.create(out, resume=resume, overwrite=overwrite)
         self.run_, self.data_ = run, data
-        cfg.write_recipe_file(run.recipe_file, self.task, data, self.get_params())
+        try:
+            self._fit_into(run, prepared, console)
+        except DLToolkitError:
+            if not resume:  # a user error found late (e.g. weights offline): leave no stub run
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        return self
+
+    def _fit_into(self, run: RunDir, prepared, console) -> None:
+        cfg.write_recipe_file(run.recipe_file, self.task, self.data_, self.get_params())
         c = self.config
         with runtime(c.strategy, tpu=c.tpu, mixed_precision=c.mixed_precision, seed=c.seed) as rt:
             self._train(prepared, run, rt, console)
@@ -86,7 +97,6 @@ class Recipe(abc.ABC):
         report = Report(f"{type(self).__name__}: {run.name}", run.plots)
         self._report(report, prepared)
         report.write(run.report_file)
-        return self
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -150,6 +160,9 @@ class Recipe(abc.ABC):
             raise ConfigError(f"this {type(self).__name__} has no model yet; call fit() or load() first")
 
     # -- task-specific steps ----------------------------------------------------------------
+
+    def _validate(self) -> None:
+        """Reject bad parameter values before any data is read (ConfigError)."""
 
     @abc.abstractmethod
     def _prepare(self, data, console: Console | None):

@@ -32,7 +32,7 @@ from dltoolkit.data.images import (
     split_stratified,
     to_image_shape,
 )
-from dltoolkit.models.vision import build_image_model, default_image_size
+from dltoolkit.models.vision import build_image_model, default_image_size, default_weights
 
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -92,10 +92,17 @@ class ImageClassifier(Recipe):
 
     # -- data ---------------------------------------------------------------------------
 
-    def _prepare(self, data, console) -> _Prepared:
+    def _validate(self) -> None:
         c = self.config
         _check_choice("loss", c.loss, LOSSES)
         _check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
+        build_augmenter(c.augment)  # checks the level
+        default_image_size(c.backbone)  # checks the name
+        if c.fine_tune_epochs > 0 and c.backbone == "small-cnn":
+            raise ConfigError("fine_tune_epochs needs a pretrained backbone; small-cnn trains fully already")
+
+    def _prepare(self, data, console) -> _Prepared:
+        c = self.config
         source = load_image_source(
             data, strict=c.strict, path_col=c.path_col, label_col=c.label_col,
             tfds_data_dir=c.tfds_data_dir,
@@ -135,9 +142,7 @@ class ImageClassifier(Recipe):
         train_ds = self._dataset(train, training=True)
         val_ds = self._dataset(val, training=False) if val is not None and len(val) else None
         steps = math.ceil(len(train) / c.batch_size)
-        weights = c.weights
-        if weights == "auto":
-            weights = None if c.backbone == "small-cnn" else "imagenet"
+        weights = default_weights(c.backbone) if c.weights == "auto" else c.weights
         with rt.strategy.scope():
             built = build_image_model(
                 c.backbone, prepared.image_shape, len(prepared.class_names),
@@ -164,8 +169,6 @@ class ImageClassifier(Recipe):
 
         phases = [Phase("train" if built.backbone is None else "head", c.epochs, head_phase)]
         if c.fine_tune_epochs > 0:
-            if built.backbone is None:
-                raise ConfigError("fine_tune_epochs needs a pretrained backbone; small-cnn trains fully already")
             phases.append(Phase("finetune", c.fine_tune_epochs, finetune_phase))
         fit_phases(
             model, train_ds, val_ds, phases=phases, run=run, config=c,
