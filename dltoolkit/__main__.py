@@ -1,5 +1,5 @@
 """`python -m dltoolkit` runs the CLI."""
 
-from dltoolkit.cli.app import main
+from dltoolkit.cli import main
 
 main()
