@@ -151,3 +151,20 @@ def test_trains_on_a_folder_of_mixed_files_and_skips_a_corrupt_one(digit_folder,
     with pytest.raises(DataError, match="broken.jpg"):
         ImageClassifier(epochs=1, strict=True).fit(str(data), out=tmp_path / "strict", progress=False)
     assert not (tmp_path / "strict").exists()
+
+
+def test_offline_imagenet_request_names_the_local_options_and_leaves_no_run(tmp_path):
+    from pathlib import Path
+
+    from dltoolkit.core.errors import WeightsError
+
+    if list((Path.home() / ".keras" / "models").glob("weights_mobilenet_v3_small*")):
+        pytest.skip("ImageNet weights are cached on this machine")
+    clf = ImageClassifier(backbone="mobilenetv3-small", weights="imagenet", image_size=32, epochs=1)
+    try:
+        clf.fit("digits", out=tmp_path / "run", progress=False)
+    except WeightsError as err:
+        assert "local" in str(err) and "weights=none" in str(err)
+    else:
+        pytest.skip("this machine is online: the weights downloaded")
+    assert not (tmp_path / "run").exists()
