@@ -122,13 +122,13 @@ class ImageClassifier(Recipe):
                 console.print(f"[yellow]skipped {len(source.skipped)} unreadable file(s), e.g. {source.skipped[0][0]}[/]")
         return _Prepared(splits, source.class_names, shape, source.description, source.skipped)
 
-    def _dataset(self, images: ImageSet, training: bool, shape=None):
+    def _dataset(self, images: ImageSet, training: bool):
         c = self.config
         augment = None
         if training:
             augment = build_augmenter(c.augment, flip=c.flip, mixup=c.mixup, cutmix=c.cutmix, seed=c.seed)
         return make_dataset(
-            images, shape or self.image_shape_, c.batch_size, training=training,
+            images, self.image_shape_, c.batch_size, training=training,
             num_classes=len(self.class_names_), seed=c.seed, augment=augment,
         )
 
