@@ -49,10 +49,15 @@ def test_classify_wrote_run_and_export(run_dir):
 
 
 def test_predict_evaluate_export_report(run_dir, digit_folder, capsys):
-    code, out, _ = cli(capsys, "predict", run_dir, digit_folder / "1", "--json")
+    code, out, _ = cli(capsys, "predict", run_dir, digit_folder / "1", "--json",
+                       "--output", run_dir.parent / "pred.csv")
     assert code == 0
     results = json.loads(out)
     assert len(results) == 40 and results[0]["top_k"]
+    lines = (run_dir.parent / "pred.csv").read_text().splitlines()
+    assert lines[0] == "input,label,probability,top_k" and len(lines) == 41
+    code, out, _ = cli(capsys, "predict", run_dir, digit_folder / "2" / "2_0.png")
+    assert code == 0 and "Predictions (1)" in out
     code, out, _ = cli(capsys, "evaluate", run_dir, "--data", digit_folder)
     assert code == 0 and "Confusion matrix" in out and "accuracy" in out
     code, out, _ = cli(capsys, "export", run_dir, "--format", "tflite", "--json")

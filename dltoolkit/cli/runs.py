@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +12,8 @@ import typer
 
 from dltoolkit.cli import common as c
 from dltoolkit.core import config as cfg
-from dltoolkit.core.errors import DataError
+from dltoolkit.core import files
+from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import headline
 from dltoolkit.core.recipe import load, recipe_class
 from dltoolkit.core.rundir import RunDir
@@ -22,27 +25,50 @@ def predict(
     run: RunArg,
     inputs: Annotated[list[str] | None, typer.Argument(help="Input files or folders.")] = None,
     data: c.Data = None,
+    output: Annotated[Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")] = None,
     as_json: c.Json = False,
 ) -> None:
     """Predict with a trained run (e.g. top-k labels for images)."""
     items = list(inputs or []) + ([data] if data else [])
     if not items:
         raise DataError("nothing to predict: pass input files or folders after the run directory")
-    results = load(run).predict(items)
+    rows = load(run).predict(items)
+    if output is not None:
+        write_rows(output, rows)
     if as_json:
-        c.print_json(results)
+        c.print_json(rows)
         return
-    c.print_table(f"Predictions ({len(results)})", [_flat(r) for r in results])
+    c.print_table(f"Predictions ({len(rows)})", [_flat(r) for r in rows])
 
 
-def _flat(result: dict) -> dict:
-    """One table row: nested lists (like top-k) become compact text."""
-    row = {}
-    for key, value in result.items():
-        if isinstance(value, list):
-            value = ", ".join(f"{v['label']} {v['probability']:.3f}" for v in value)
-        row[key] = value
-    return row
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Prediction rows as JSON (nested as they are) or CSV (nested values flattened)."""
+    if path.suffix.lower() == ".json":
+        files.write_json(path, rows)
+    elif path.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(_flat(r) for r in rows)
+        files.write_text(path, buffer.getvalue())
+    else:
+        raise ConfigError(f"--output {path}: use a .csv or .json file name")
+
+
+def _flat(row: dict) -> dict:
+    """One table/CSV row: nested lists become compact text ('cat 0.970, dog 0.020')."""
+    return {key: _compact(value) for key, value in row.items()}
+
+
+def _compact(value):
+    if isinstance(value, list):
+        return ", ".join(
+            " ".join(_compact(v) for v in item.values()) if isinstance(item, dict) else _compact(item)
+            for item in value
+        )
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value
 
 
 def evaluate(run: RunArg, data: c.Data = None, as_json: c.Json = False) -> None:
