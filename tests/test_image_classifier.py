@@ -31,7 +31,8 @@ def test_fit_writes_a_complete_run_directory(trained):
     assert list((out / "logs").rglob("events.out.tfevents*"))
     assert (out / "plots" / "confusion_matrix.png").stat().st_size > 1000
     report = (out / "report.html").read_text()
-    assert "Confusion matrix" in report and "Per-class metrics" in report
+    assert "Confusion matrix" in report and "Per-class metrics" in report and "mistakes first" in report
+    assert (out / "plots" / "examples.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.9 and len(metrics["confusion_matrix"]) == 10
 

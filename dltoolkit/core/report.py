@@ -7,6 +7,7 @@ import html
 import io
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from dltoolkit.core import files
@@ -108,4 +109,21 @@ def plot_confusion_matrix(matrix, class_names: list[str]) -> Figure:
             for j in range(n):
                 color = "white" if matrix[i, j] > peak / 2 else "black"
                 ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=color, fontsize=8)
+    return fig
+
+
+def plot_image_grid(images, titles: list[str], columns: int = 8) -> Figure:
+    """Images (N, H, W, C) in [0, 255] in a grid, each with a short title."""
+    rows = max(1, -(-len(images) // columns))
+    fig = Figure(figsize=(columns * 1.3, rows * 1.5))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        pixels = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+        if pixels.shape[-1] == 1:
+            ax.imshow(pixels[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(pixels)
+        ax.set_title(title, fontsize=8)
     return fig

@@ -18,7 +18,7 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history
+from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history, plot_image_grid
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.augment import build_augmenter
 from dltoolkit.data.images import (
@@ -73,6 +73,8 @@ class _Prepared:
     image_shape: tuple[int, int, int]
     description: str
     skipped: list[tuple[str, str]]
+    held_out: ImageSet | None = None
+    held_out_probabilities: np.ndarray | None = None
 
 
 class ImageClassifier(Recipe):
@@ -190,11 +192,15 @@ class ImageClassifier(Recipe):
     # -- evaluation and prediction ----------------------------------------------------------
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
-        held_out = prepared.splits.get("test") or prepared.splits.get("val") or prepared.splits["train"]
-        return self._metrics(held_out)
+        splits = prepared.splits
+        prepared.held_out = splits.get("test") or splits.get("val") or splits["train"]
+        prepared.held_out_probabilities = self._probabilities(prepared.held_out)
+        return self._metrics(prepared.held_out, prepared.held_out_probabilities)
 
-    def _metrics(self, images: ImageSet) -> dict:
-        probabilities = self.model_.predict(self._dataset(images, training=False), verbose=0)
+    def _probabilities(self, images: ImageSet) -> np.ndarray:
+        return self.model_.predict(self._dataset(images, training=False), verbose=0)
+
+    def _metrics(self, images: ImageSet, probabilities: np.ndarray) -> dict:
         return classification_metrics(images.labels, probabilities, self.class_names_, self.config.top_k)
 
     def evaluate(self, data) -> dict:
@@ -206,17 +212,17 @@ class ImageClassifier(Recipe):
             class_names=self.class_names_,
         )
         images = source.splits.get("test") or _concat(list(source.splits.values()))
-        return self._metrics(images)
+        return self._metrics(images, self._probabilities(images))
 
     def predict_proba(self, inputs) -> np.ndarray:
         """Class probabilities, shape (N, classes), for image files/folders or an image array."""
         self._require_model()
-        return self.model_.predict(self._dataset(self._input_set(inputs), training=False), verbose=0)
+        return self._probabilities(self._input_set(inputs))
 
     def predict(self, inputs) -> list[dict]:
         """Top-k labels with probabilities for each input image (files, folders or arrays)."""
         images = self._input_set(inputs)
-        probabilities = self.model_.predict(self._dataset(images, training=False), verbose=0)
+        probabilities = self._probabilities(images)
         names = images.paths if images.paths is not None else range(len(probabilities))
         k = min(self.config.top_k, len(self.class_names_))
         results = []
@@ -301,12 +307,23 @@ class ImageClassifier(Recipe):
         report.table("Per-class metrics", [{"class": k, **v} for k, v in m["per_class"].items()])
         report.figure("Confusion matrix", plot_confusion_matrix(np.array(m["confusion_matrix"]),
                                                                 self.class_names_), "confusion_matrix")
+        report.figure("Examples: predicted (true), mistakes first", self._examples_figure(prepared), "examples")
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Training curves", plot_history(history), "history")
         report.table("Parameters", self.get_params())
         if prepared.skipped:
             report.table("Skipped files", [{"file": p, "reason": r} for p, r in prepared.skipped])
+
+
+    def _examples_figure(self, prepared: _Prepared, count: int = 16):
+        images, probabilities = prepared.held_out, prepared.held_out_probabilities
+        predicted = probabilities.argmax(axis=1)
+        order = np.argsort(predicted == images.labels, kind="stable")[:count]
+        pixels = np.concatenate([x for x, _ in self._dataset(images.subset(order), training=False)])
+        names = self.class_names_
+        titles = [f"{names[predicted[i]]} ({names[images.labels[i]]})" for i in order]
+        return plot_image_grid(pixels, titles)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
