@@ -8,7 +8,7 @@ import click
 import typer
 
 from dltoolkit import __version__
-from dltoolkit.cli import classify, info, runs
+from dltoolkit.cli import classify, forecast, info, runs
 from dltoolkit.cli.common import stderr
 from dltoolkit.core.errors import DLToolkitError
 
@@ -21,6 +21,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command()(classify.classify)
+app.command()(forecast.forecast)
 for command in (runs.predict, runs.evaluate, runs.export, runs.report, runs.run):
     app.command()(command)
 app.command()(info.devices)

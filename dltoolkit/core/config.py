@@ -140,3 +140,9 @@ def parse_value(raw: str):
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise a ConfigError naming the valid choices when `value` is not one of them."""
+    if value not in choices:
+        raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")

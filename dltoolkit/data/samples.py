@@ -1,8 +1,8 @@
 """Built-in sample data sets that ship inside dependencies, so they work offline.
 
-`SAMPLES` is a registry: each entry has a `kind` (only "images" so far; recipes for
-tables or series can register their own kinds) and a loader. An "images" loader returns
-`(images uint8 (N, H, W, C), labels int (N,), class_names)`.
+`SAMPLES` is a registry: each entry has a `kind` and a loader. An "images" loader returns
+`(images uint8 (N, H, W, C), labels int (N,), class_names)`; a "series" loader returns a
+DataFrame with a time column and numeric columns.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from dltoolkit.core.errors import DataError
 
@@ -30,8 +31,27 @@ def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images, bunch.target.astype(np.int32), [str(d) for d in range(10)]
 
 
+def _co2():
+    """Weekly CO2 at Mauna Loa (statsmodels); its 59 gaps are interpolated in time."""
+    from statsmodels.datasets import co2
+
+    frame = co2.load_pandas().data.interpolate(method="time")
+    return frame.rename_axis("week").reset_index()
+
+
+def _sunspots():
+    from statsmodels.datasets import sunspots
+
+    frame = sunspots.load_pandas().data
+    year = pd.to_datetime(frame["YEAR"].astype(int).astype(str), format="%Y")
+    return pd.DataFrame({"year": year, "sunspots": frame["SUNACTIVITY"]})
+
+
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
+    "co2": Sample("weekly CO2 (ppm) at Mauna Loa 1958-2001, 2,284 rows, gaps interpolated (statsmodels)",
+                  _co2, kind="series"),
+    "sunspots": Sample("yearly sunspot numbers 1700-2008, 309 rows (statsmodels)", _sunspots, kind="series"),
 }
 
 

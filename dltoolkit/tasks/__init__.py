@@ -1,5 +1,6 @@
 """The user-facing recipe classes, one module each."""
 
+from dltoolkit.tasks.forecaster import Forecaster
 from dltoolkit.tasks.image_classifier import ImageClassifier
 
-__all__ = ["ImageClassifier"]
+__all__ = ["Forecaster", "ImageClassifier"]

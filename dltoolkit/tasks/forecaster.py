@@ -1,0 +1,369 @@
+"""Forecaster: the forecast-series recipe (direct multi-horizon, optional quantiles)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import TrainConfig, check_choice
+from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.report import Report, plot_history
+from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.data.series import (
+    FILLS,
+    Columns,
+    Scaler,
+    Series,
+    choose_columns,
+    infer_season,
+    infer_step,
+    make_series,
+    read_frame,
+    split_borders,
+    window_dataset,
+    window_starts,
+    windows,
+)
+from dltoolkit.models.sequence import (
+    CHANNEL_INDEPENDENT,
+    PinballLoss,
+    SequenceForecaster,
+    check_model,
+)
+from dltoolkit.tasks.forecast_eval import (
+    comparison_rows,
+    forecast_metrics,
+    mase_scale,
+    plot_forecasts,
+)
+
+LOSSES = ("mse", "mae", "huber")
+
+
+@dataclass
+class ForecasterConfig(TrainConfig):
+    """Parameters of Forecaster (see the README's 'forecast series' section)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    model: str = "patch-transformer"
+    lookback: int = 96
+    horizon: int = 24
+    target: str | None = None
+    covariates: str | None = None
+    all_columns: bool = False
+    time_col: str | None = None
+    fill: str = "error"
+    val_split: float = 0.2
+    test_split: float = 0.2
+    split_rows: str | None = None
+    season: int | None = None
+    quantiles: str | None = None
+    loss: str = "mse"
+    instance_norm: bool = True
+    d_model: int = 16
+    layers: int = 3
+    heads: int = 4
+    ff_dim: int = 128
+    dropout: float = 0.2
+    patch_len: int = 16
+    stride: int = 8
+    units: int = 64
+    kernel: int = 25
+    plot_windows: int = 4
+
+
+@dataclass
+class _Prepared:
+    series: Series
+    parts: dict[str, tuple[int, int]]
+    scaler: Scaler
+    scaled: np.ndarray
+    season: int
+    step: pd.Timedelta | None
+    held_out: dict | None = None
+
+
+class Forecaster(Recipe):
+    """Forecast the next `horizon` steps of one or more series from the last `lookback` rows.
+
+    >>> Forecaster(horizon=14).fit("sales.csv").predict("recent.csv")
+    """
+
+    task = "forecast"
+    Config = ForecasterConfig
+    default_data = "co2"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.inputs_: list[str] = []
+        self.targets_: list[str] = []
+        self.time_col_: str | None = None
+        self.scaler_: Scaler | None = None
+        self.season_ = 1
+        self.step_: pd.Timedelta | None = None
+        self.mase_scale_: np.ndarray | None = None
+
+    @property
+    def levels(self) -> list[float]:
+        """Quantile levels, sorted ([] for a point forecast)."""
+        return sorted(float(q) for q in self.config.quantiles.split(",")) if self.config.quantiles else []
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        c = self.config
+        check_choice("fill", c.fill, FILLS)
+        check_choice("loss", c.loss, LOSSES)
+        check_model(c.model, lookback=c.lookback, patch_len=c.patch_len, d_model=c.d_model, heads=c.heads)
+        if c.lookback < 1 or c.horizon < 1:
+            raise ConfigError("lookback and horizon must be at least 1")
+        if c.covariates and c.model in CHANNEL_INDEPENDENT:
+            raise ConfigError(f"model '{c.model}' reads each target alone and would ignore covariates; "
+                              "use lstm, gru, rnn or transformer with --covariates")
+        try:
+            levels = self.levels
+        except ValueError:
+            raise ConfigError(f"quantiles '{c.quantiles}' must be numbers like 0.1,0.5,0.9") from None
+        if levels and (0.5 not in levels or min(levels) <= 0 or max(levels) >= 1 or len(set(levels)) < len(levels)):
+            raise ConfigError(f"quantiles '{c.quantiles}' must be distinct levels in (0, 1) including "
+                              "0.5 (the point forecast), e.g. 0.1,0.5,0.9")
+        if c.season is not None and c.season < 1:
+            raise ConfigError("season must be at least 1 (1: no seasonality)")
+
+    def _read(self, data, columns: Columns | None, console=None) -> Series:
+        c = self.config
+        frame, description = read_frame(data)
+        if columns is None:
+            columns = choose_columns(frame, time_col=c.time_col, target=c.target,
+                                     covariates=c.covariates, all_columns=c.all_columns)
+        else:
+            missing = [name for name in columns.inputs if name not in frame.columns]
+            if missing:
+                raise DataError(f"{description}: missing column(s) {', '.join(missing)}; "
+                                f"the model reads: {', '.join(columns.inputs)}")
+            if columns.time is not None and columns.time not in frame.columns:
+                columns = Columns(None, columns.targets, columns.covariates)
+        return make_series(frame, columns, c.fill, description=description, warn=_warner(console))
+
+    def _prepare(self, data, console) -> _Prepared:
+        c = self.config
+        series = self._read(data, None, console)
+        parts = split_borders(len(series), c.lookback, c.horizon, c.val_split, c.test_split, c.split_rows)
+        scaler = Scaler.fit(series.values[: parts["train"][1]])
+        step = infer_step(series.times)
+        season = c.season or infer_season(step)
+        if console is not None:
+            counts = ", ".join(f"{k} {b - a}" for k, (a, b) in parts.items())
+            console.print(f"data: {series.description}; targets {', '.join(series.targets)}"
+                          + (f"; covariates {', '.join(series.inputs[len(series.targets):])}"
+                             if len(series.inputs) > len(series.targets) else "")
+                          + f"; rows: {counts}")
+        return _Prepared(series, parts, scaler, scaler.transform(series.values), season, step)
+
+    def _starts(self, part: tuple[int, int]) -> np.ndarray:
+        return window_starts(*part, self.config.lookback, self.config.horizon)
+
+    def _dataset(self, values: np.ndarray, starts: np.ndarray, training: bool):
+        c = self.config
+        return window_dataset(values, starts, c.lookback, c.horizon, len(self.targets_),
+                              c.batch_size, shuffle=training, seed=c.seed)
+
+    # -- training -------------------------------------------------------------------------
+
+    def _train(self, prepared: _Prepared, run, rt, console) -> None:
+        c = self.config
+        series = prepared.series
+        self.inputs_, self.targets_ = series.inputs, series.targets
+        self.time_col_ = None if series.times is None else series.times.name
+        self.scaler_, self.season_, self.step_ = prepared.scaler, prepared.season, prepared.step
+        train_rows = series.values[: prepared.parts["train"][1], : len(self.targets_)]
+        self.mase_scale_ = mase_scale(train_rows, self.season_)
+        train_starts = self._starts(prepared.parts["train"])
+        train_ds = self._dataset(prepared.scaled, train_starts, training=True)
+        val_ds = None
+        if "val" in prepared.parts:
+            val_ds = self._dataset(prepared.scaled, self._starts(prepared.parts["val"]), training=False)
+        steps = math.ceil(len(train_starts) / c.batch_size)
+        with rt.strategy.scope():
+            model = self.model_ = self._build_model()
+
+        def compile_model():
+            with rt.strategy.scope():
+                model.compile(optimizer=build_optimizer(c, steps, c.epochs), loss=self._loss(),
+                              metrics=[] if self.levels else ["mae"])
+
+        fit_phases(model, train_ds, val_ds, phases=[Phase("train", c.epochs, compile_model)],
+                   run=run, config=c, steps_per_epoch=steps, console=console)
+
+    def _build_model(self) -> keras.Model:
+        c = self.config
+        model = SequenceForecaster(
+            c.model, c.lookback, len(self.inputs_), len(self.targets_), c.horizon,
+            quantiles=len(self.levels), instance_norm=c.instance_norm, d_model=c.d_model,
+            layers_=c.layers, heads=c.heads, ff_dim=c.ff_dim, dropout=c.dropout,
+            patch_len=c.patch_len, stride=c.stride, units=c.units, kernel=c.kernel,
+        )
+        model(np.zeros((1, c.lookback, len(self.inputs_)), np.float32))
+        return model
+
+    def _loss(self):
+        if self.levels:
+            return PinballLoss(self.levels)
+        return {"mse": "mse", "mae": "mae", "huber": keras.losses.Huber()}[self.config.loss]
+
+    # -- evaluation and prediction ----------------------------------------------------------
+
+    def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        part = next(prepared.parts[k] for k in ("test", "val", "train") if k in prepared.parts)
+        prepared.held_out = self._score(prepared.series.values, self._starts(part))
+        return prepared.held_out["metrics"]
+
+    def _score(self, values: np.ndarray, starts: np.ndarray) -> dict:
+        """Forecasts for the windows at `starts`, in original units, with metrics and baselines."""
+        c, n = self.config, len(self.targets_)
+        output = self.model_.predict(self._dataset(self.scaler_.transform(values), starts, False), verbose=0)
+        past, actual = windows(values, starts, c.lookback, c.horizon, n)
+        mean, std = self.scaler_.mean[:n], self.scaler_.std[:n]
+        if self.levels:
+            quantiles = output * std[:, None] + mean[:, None]
+            forecast = quantiles[..., self.levels.index(0.5)]
+        else:
+            quantiles, forecast = None, output * std + mean
+        metrics = forecast_metrics(past[..., :n], actual, forecast, mean=mean, std=std,
+                                   scale=self.mase_scale_, season=self.season_, names=self.targets_,
+                                   quantiles=quantiles, levels=self.levels)
+        return {"metrics": metrics, "past": past[..., :n], "actual": actual, "forecast": forecast,
+                "quantiles": quantiles}
+
+    def evaluate(self, data) -> dict:
+        """Metrics and baselines over every window of `data` (a held-out stretch of the series)."""
+        self._require_model()
+        c = self.config
+        series = self._read(data, self._columns())
+        if len(series) < c.lookback + c.horizon:
+            raise DataError(f"{series.description}: {len(series)} rows, but one window needs "
+                            f"lookback {c.lookback} + horizon {c.horizon} rows")
+        return self._score(series.values, self._starts((0, len(series))))["metrics"]
+
+    def predict(self, inputs) -> list[dict]:
+        """The next `horizon` steps after each input: CSV/Parquet paths, DataFrames or raw windows.
+
+        One row per input and step: the forecast per target (and `<target>_q<level>` quantiles).
+        """
+        self._require_model()
+        items = [inputs] if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray) else list(inputs)
+        rows = []
+        for index, item in enumerate(items):
+            name = str(item) if isinstance(item, str | Path) else f"input {index}"
+            window, last_time = self._window(item)
+            out = {k: v.numpy()[0] for k, v in self._serve(tf.constant(window[None])).items()}
+            rows += self._rows(name, out, last_time)
+        return rows
+
+    def _window(self, item) -> tuple[np.ndarray, pd.Timestamp | None]:
+        lookback, inputs = self.config.lookback, len(self.inputs_)
+        if isinstance(item, np.ndarray):
+            if item.shape != (lookback, inputs):
+                raise DataError(f"a raw window must have shape ({lookback}, {inputs}): the last "
+                                f"{lookback} rows of {', '.join(self.inputs_)}; got {item.shape}")
+            return item.astype(np.float32), None
+        series = self._read(item, self._columns())
+        if len(series) < lookback:
+            raise DataError(f"{series.description}: {len(series)} rows, but the model needs the "
+                            f"last {lookback} rows (lookback) to forecast")
+        last = series.times[-1] if series.times is not None else None
+        return series.values[-lookback:], last
+
+    def _rows(self, name: str, out: dict, last_time) -> list[dict]:
+        rows = []
+        for h in range(self.config.horizon):
+            row = {"input": name, "step": h + 1}
+            if last_time is not None and self.step_ is not None:
+                row["time"] = str(last_time + (h + 1) * self.step_)
+            for t, target in enumerate(self.targets_):
+                row[target] = float(out["forecast"][h, t])
+                for q, level in enumerate(self.levels):
+                    row[f"{target}_q{level:g}"] = float(out["quantiles"][h, t, q])
+            rows.append(row)
+        return rows
+
+    def _columns(self) -> Columns:
+        return Columns(self.time_col_, self.targets_, self.inputs_[len(self.targets_):])
+
+    # -- persistence and export ---------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {
+            "inputs": self.inputs_, "targets": self.targets_, "time_col": self.time_col_,
+            "mean": self.scaler_.mean.tolist(), "std": self.scaler_.std.tolist(),
+            "season": self.season_, "mase_scale": self.mase_scale_.tolist(),
+            "step_seconds": None if self.step_ is None else self.step_.total_seconds(),
+        }
+
+    def _restore_state(self, state: dict) -> None:
+        self.inputs_, self.targets_ = list(state["inputs"]), list(state["targets"])
+        self.time_col_ = state["time_col"]
+        self.scaler_ = Scaler(np.array(state["mean"], np.float32), np.array(state["std"], np.float32))
+        self.season_ = int(state["season"])
+        self.mase_scale_ = np.array(state["mase_scale"], np.float64)
+        seconds = state["step_seconds"]
+        self.step_ = None if seconds is None else pd.Timedelta(seconds=seconds)
+
+    def _serve(self, window):
+        """Raw window (N, lookback, inputs) -> forecast (N, horizon, targets) in original units."""
+        n = len(self.targets_)
+        mean, std = tf.constant(self.scaler_.mean), tf.constant(self.scaler_.std)
+        scaled = (tf.cast(window, tf.float32) - mean) / std
+        output = tf.cast(self.model_(scaled, training=False), tf.float32)
+        if not self.levels:
+            return {"forecast": output * std[:n] + mean[:n]}
+        quantiles = output * std[:n, None] + mean[:n, None]
+        return {"forecast": quantiles[..., self.levels.index(0.5)], "quantiles": quantiles}
+
+    def _endpoints(self) -> dict:
+        spec = tf.TensorSpec([None, self.config.lookback, len(self.inputs_)], tf.float32, name="window")
+        return {"serving_default": (self._serve, [spec])}
+
+    def _tflite_endpoint(self):
+        return self._endpoints()["serving_default"]
+
+    # -- report ---------------------------------------------------------------------------
+
+    def _report(self, report: Report, prepared: _Prepared) -> None:
+        c, held = self.config, prepared.held_out
+        report.text("Data", f"{prepared.series.description}; targets {', '.join(self.targets_)}; "
+                    f"inputs {', '.join(self.inputs_)}; rows "
+                    + ", ".join(f"{k} {b - a}" for k, (a, b) in prepared.parts.items())
+                    + f"; lookback {c.lookback}, horizon {c.horizon}, season {self.season_}")
+        report.table("Test metrics vs baselines (mse/mae: z-scored with training statistics)",
+                     comparison_rows(self.metrics_))
+        report.table("Per target", [{"target": k, **v} for k, v in self.metrics_["per_target"].items()])
+        if "coverage" in self.metrics_:
+            report.table("Prediction interval", {"interval": self.metrics_["interval"],
+                                                 "coverage": self.metrics_["coverage"]})
+        report.figure("Forecast vs actual, test windows",
+                      plot_forecasts(held["past"], held["actual"], held["forecast"], self.targets_,
+                                     quantiles=held["quantiles"], count=c.plot_windows), "forecasts")
+        history = read_history(self.run_.history_file)
+        if history:
+            report.figure("Training curves", plot_history(history), "history")
+        report.table("Parameters", self.get_params())
+
+
+def _warner(console):
+    if console is not None:
+        return lambda message: console.print(f"[yellow]warning:[/] {message}")
+    return lambda message: warnings.warn(message, stacklevel=3)

@@ -1,0 +1,220 @@
+"""Forecaster end to end on the real CO2 series: train, baselines, save/load, export, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_cli import assert_user_error, cli
+
+from dltoolkit import Forecaster, load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import read_recipe_file
+from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.data.samples import load_sample
+
+LOOKBACK, HORIZON = 52, 13
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "co2"
+    model = Forecaster(lookback=LOOKBACK, horizon=HORIZON, epochs=6, layers=1, seed=1,
+                       quantiles="0.1,0.5,0.9", learning_rate=3e-3)
+    return model.fit("co2", out=out, progress=False), out
+
+
+def sales_frame(days=420, seed=0) -> pd.DataFrame:
+    """Daily sales with a trend, a weekly cycle, a promotion effect and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days)
+    promo = (rng.random(days) < 0.15).astype(float)
+    sales = 100 + 0.1 * t + 12 * np.sin(2 * np.pi * t / 7) + 15 * promo + rng.normal(0, 2, days)
+    dates = pd.date_range("2024-01-01", periods=days, freq="D")
+    return pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "sales": sales, "promo": promo,
+                         "store": "north"})
+
+
+def test_fit_writes_a_run_and_beats_the_baselines(trained):
+    model, out = trained
+    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["horizon"] == HORIZON and m["windows"] == 457 - HORIZON + 1
+    for key in ("mse", "mae", "mse_units", "mae_units", "mase", "naive_mse", "seasonal_naive_mase"):
+        assert np.isfinite(m[key]), key
+    assert m["mse"] < m["naive_mse"] and m["mase"] < m["naive_mase"]
+    assert 0.5 < m["coverage"] <= 1 and m["interval"] == "0.1-0.9"
+    report = (out / "report.html").read_text()
+    assert "Forecast vs actual" in report and "seasonal-naive" in report
+    assert (out / "plots" / "forecasts.png").stat().st_size > 5000
+    assert read_recipe_file(out)["params"]["quantiles"] == "0.1,0.5,0.9"
+
+
+def test_loss_falls(trained):
+    _, out = trained
+    losses = [row["loss"] for row in read_history(out / "history.csv")]
+    assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
+
+
+def test_predict_gives_next_steps_in_units_and_survives_save_load(trained, tmp_path):
+    model, out = trained
+    frame = load_sample("co2").iloc[:1500]
+    rows = model.predict(frame)
+    assert [r["step"] for r in rows] == list(range(1, HORIZON + 1))
+    assert rows[0]["time"] == str(frame["week"].iloc[-1] + pd.Timedelta(weeks=1))
+    last = frame["co2"].iloc[-1]
+    assert all(abs(r["co2"] - last) < 8 for r in rows)  # ppm, not z-scores
+    assert all(r["co2"] == r["co2_q0.5"] for r in rows)
+    assert np.mean([r["co2_q0.1"] <= r["co2_q0.9"] for r in rows]) > 0.9
+    again = load(out).predict(frame)
+    np.testing.assert_allclose([r["co2"] for r in again], [r["co2"] for r in rows], rtol=1e-6)
+    window = frame[["co2"]].to_numpy()[-LOOKBACK:]
+    from_array = model.predict(window)
+    np.testing.assert_allclose([r["co2"] for r in from_array], [r["co2"] for r in rows], rtol=1e-6)
+
+
+def test_state_scaler_comes_from_the_training_rows_only(trained):
+    model, _ = trained
+    values = load_sample("co2")["co2"].to_numpy()
+    train_rows = len(values) - 2 * round(len(values) * 0.2)
+    assert model.scaler_.mean[0] == pytest.approx(values[:train_rows].mean(), rel=1e-5)
+    assert model.season_ == 52
+
+
+SERVE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    window = np.load(sys.argv[2])
+    out = model.signatures["serving_default"](window=tf.constant(window))
+    assert "dltoolkit" not in sys.modules
+    print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
+    """
+)
+
+
+def test_export_serves_raw_rows_in_a_fresh_tensorflow_only_process(trained, tmp_path):
+    model, out = trained
+    path = model.export()
+    assert path == out / "export" / out.name / "1"
+    frames = [load_sample("co2").iloc[:n] for n in (800, 1900)]
+    windows = np.stack([f[["co2"]].to_numpy(np.float32)[-LOOKBACK:] for f in frames])
+    np.save(tmp_path / "w.npy", windows)
+    served = subprocess.run([sys.executable, "-c", SERVE, str(path), str(tmp_path / "w.npy")],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert np.array(result["quantiles"]).shape == (2, HORIZON, 1, 3)
+    for i, frame in enumerate(frames):
+        expected = [r["co2"] for r in model.predict(frame)]
+        np.testing.assert_allclose(np.array(result["forecast"])[i, :, 0], expected, rtol=1e-5)
+
+
+def test_cli_forecast_predict_evaluate_with_covariates(tmp_path, capsys):
+    frame = sales_frame()
+    frame.iloc[:360].to_csv(tmp_path / "sales.csv", index=False)
+    frame.iloc[300:].to_csv(tmp_path / "holdout.csv", index=False)
+    frame.iloc[-40:].drop(columns="date").to_csv(tmp_path / "recent.csv", index=False)
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "forecast", "--data", tmp_path / "sales.csv", "--target", "sales",
+                            "--covariates", "promo", "--model", "gru", "--lookback", 28,
+                            "--horizon", 7, "--epochs", 3, "--out", out, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["metrics"]["seasonal_naive_mse"] > 0 and "naive_mae_units" in summary["metrics"]
+    assert (out / "export" / "run" / "1" / "saved_model.pb").is_file()
+    code, stdout, _ = cli(capsys, "predict", out, "--data", tmp_path / "recent.csv",
+                          "--output", tmp_path / "pred.csv")
+    assert code == 0 and "Predictions (7)" in stdout
+    lines = (tmp_path / "pred.csv").read_text().splitlines()
+    assert lines[0] == "input,step,sales" and len(lines) == 8
+    code, stdout, _ = cli(capsys, "evaluate", out, "--data", tmp_path / "holdout.csv", "--json")
+    metrics = json.loads(stdout)
+    assert code == 0 and metrics["windows"] == 120 - 28 - 7 + 1 and "naive_mse" in metrics
+
+
+@pytest.fixture(scope="module")
+def cli_run(trained):
+    return trained[1]
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"drop": "co2"}, ["missing column(s) co2"]),
+    ({"rows": 20}, ["20 rows", "last 52 rows"]),
+])
+def test_predict_rejects_wrong_columns_and_too_few_rows(cli_run, tmp_path, capsys, change, fragments):
+    frame = load_sample("co2").iloc[:600]
+    if "drop" in change:
+        frame = frame.rename(columns={"co2": "ppm"})
+    else:
+        frame = frame.iloc[-change["rows"]:]
+    frame.to_csv(tmp_path / "recent.csv", index=False)
+    before = sorted(p.name for p in cli_run.iterdir())
+    code, out, err = cli(capsys, "predict", cli_run, "--data", tmp_path / "recent.csv")
+    assert_user_error(code, out, err, *fragments)
+    assert sorted(p.name for p in cli_run.iterdir()) == before
+
+
+def _write(tmp_path, frame) -> str:
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+BAD_DATA = {
+    "missing target": (lambda f: f, ["--target", "revenue"], "column 'revenue' not found"),
+    "non-numeric target": (lambda f: f, ["--target", "store"], "'store' is not numeric"),
+    "ambiguous target": (lambda f: f, [], "which column to forecast"),
+    "too short": (lambda f: f.iloc[:50], ["--target", "sales"], "series too short"),
+    "duplicate timestamps": (lambda f: pd.concat([f, f.iloc[[5]]]), ["--target", "sales"],
+                             "duplicate timestamp"),
+    "missing values": (lambda f: f.assign(sales=f.sales.where(f.index % 50 != 3)),
+                       ["--target", "sales"], "--fill ffill|interpolate|drop"),
+    "unknown fill": (lambda f: f, ["--target", "sales", "--fill", "zero"], "unknown fill 'zero'"),
+    "covariates on a channel-independent model": (
+        lambda f: f, ["--target", "sales", "--covariates", "promo"], "would ignore covariates"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    edit, options, fragment = BAD_DATA[case]
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "forecast", "--data", _write(tmp_path, edit(sales_frame())),
+                            "--lookback", 28, "--horizon", 7, "--epochs", 1, "--out", out, *options)
+    assert_user_error(code, stdout, err, fragment)
+    assert not out.exists()
+
+
+def test_unsorted_rows_are_sorted_with_a_warning_and_gaps_filled(tmp_path):
+    frame = sales_frame(days=200)
+    frame.loc[10:12, "sales"] = np.nan
+    frame["flat"] = 5.0  # a constant input: no division by zero in scaling
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    model = Forecaster(target="sales,flat", model="linear", lookback=21, horizon=7, epochs=2,
+                       fill="interpolate")
+    with pytest.warns(UserWarning, match="sorted by 'date'"):
+        model.fit(shuffled, out=tmp_path / "run", progress=False)
+    assert model.scaler_.std[1] == 1.0
+    assert np.isfinite(model.metrics_["mse"])
+    assert [r["sales"] for r in model.predict(frame)] == pytest.approx(
+        [r["sales"] for r in model.predict(shuffled)])
+
+
+def test_unknown_parameters_and_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="did you mean 'horizon'"):
+        Forecaster(horizn=3)
+    with pytest.raises(ConfigError, match="unknown model 'arima'"):
+        Forecaster(model="arima").fit("co2", out="/nonexistent/never")
+    with pytest.raises(ConfigError, match="including 0.5"):
+        Forecaster(quantiles="0.1,0.9").fit("co2", out="/nonexistent/never")
+    with pytest.raises(DataError, match="neither a CSV/Parquet file nor a built-in series"):
+        Forecaster().fit("no-such.csv", out="/nonexistent/never")
