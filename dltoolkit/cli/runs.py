@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 from pathlib import Path
@@ -26,13 +27,24 @@ def predict(
     inputs: Annotated[list[str] | None, typer.Argument(help="Input files or folders.")] = None,
     data: c.Data = None,
     output: Annotated[Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")] = None,
+    nodes: Annotated[Path | None, typer.Option(help="classify-nodes runs: a node table of a new graph.")] = None,
+    edges: Annotated[Path | None, typer.Option(help="classify-nodes runs: that graph's edge table.")] = None,
     as_json: c.Json = False,
 ) -> None:
-    """Predict with a trained run (e.g. top-k labels for images)."""
+    """Predict with a trained run (e.g. top-k labels for images; with no inputs, a
+    classify-nodes run labels the unlabelled nodes of its graph)."""
     items = list(inputs or []) + ([data] if data else [])
-    if not items:
-        raise DataError("nothing to predict: pass input files or folders after the run directory")
-    rows = load(run).predict(items)
+    options = c.given(nodes=nodes and str(nodes), edges=edges and str(edges))
+    recipe = load(run)
+    accepted = inspect.signature(recipe.predict).parameters
+    unknown = [f"--{k}" for k in options if k not in accepted]
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)} only apply to classify-nodes runs")
+    if not items and not options:
+        if next(iter(accepted.values())).default is inspect.Parameter.empty:
+            raise DataError("nothing to predict: pass input files or folders after the run directory")
+        items = None
+    rows = recipe.predict(items, **options)
     if output is not None:
         write_rows(output, rows)
     if as_json:

@@ -41,8 +41,15 @@ def fit_phases(
     steps_per_epoch: int,
     console: Console | None,
     class_weight: dict | None = None,
+    validation_steps: int | None = None,
+    repeating: bool = False,
 ) -> list[dict]:
-    """Train through `phases` and return the full per-epoch history."""
+    """Train through `phases` and return the full per-epoch history.
+
+    With `repeating`, both datasets repeat forever and an epoch is `steps_per_epoch` training
+    and `validation_steps` validation batches; their iterators are then made once, not per
+    epoch, which matters when epochs are a few steps (e.g. one full-graph step).
+    """
     monitor = "val_loss" if val_ds is not None else "loss"
     total = sum(p.epochs for p in phases)
     start = 0
@@ -66,6 +73,8 @@ def fit_phases(
                     epochs=start + phase.epochs,
                     callbacks=callbacks,
                     class_weight=class_weight,
+                    steps_per_epoch=steps_per_epoch if repeating else None,
+                    validation_steps=validation_steps if repeating else None,
                     shuffle=False,  # tf.data pipelines shuffle themselves
                     verbose=0,
                 )

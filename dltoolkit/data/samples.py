@@ -47,11 +47,23 @@ def _sunspots():
     return pd.DataFrame({"year": year, "sunspots": frame["SUNACTIVITY"]})
 
 
+def _karate():
+    """Zachary's karate club (networkx): 34 members, 78 ties, labelled by the faction ("club")
+    each joined after the split."""
+    import networkx as nx
+
+    graph = nx.karate_club_graph()
+    for _, attrs in graph.nodes(data=True):
+        attrs["label"] = attrs.pop("club")
+    return graph
+
+
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
     "co2": Sample("weekly CO2 (ppm) at Mauna Loa 1958-2001, 2,284 rows, gaps interpolated (statsmodels)",
                   _co2, kind="series"),
     "sunspots": Sample("yearly sunspot numbers 1700-2008, 309 rows (statsmodels)", _sunspots, kind="series"),
+    "karate": Sample("Zachary's karate club graph, 34 nodes, 2 factions (networkx)", _karate, kind="graph"),
 }
 
 

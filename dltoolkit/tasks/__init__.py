@@ -2,5 +2,6 @@
 
 from dltoolkit.tasks.forecaster import Forecaster
 from dltoolkit.tasks.image_classifier import ImageClassifier
+from dltoolkit.tasks.node_classifier import NodeClassifier
 
-__all__ = ["Forecaster", "ImageClassifier"]
+__all__ = ["Forecaster", "ImageClassifier", "NodeClassifier"]

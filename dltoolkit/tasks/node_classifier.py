@@ -1,0 +1,344 @@
+"""NodeClassifier: the classify-nodes recipe (semi-supervised node classification)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.metrics import classification_metrics
+from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history
+from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.data.graph_batches import NeighbourSampler, full_batch
+from dltoolkit.data.graphs import (
+    Graph,
+    canonical_edges,
+    check_trainable,
+    from_networkx,
+    is_networkx,
+    load_planetoid,
+    load_tables,
+    with_split,
+)
+from dltoolkit.data.samples import SAMPLES
+from dltoolkit.models.graph import MODELS, RowNormalize, build_node_model
+
+BATCHING = ("auto", "full", "sampled")
+FEATURE_NORMS = ("auto", "row", "standard", "none")
+
+
+@dataclass
+class NodeClassifierConfig(TrainConfig):
+    """Parameters of NodeClassifier (see the README's 'classify graph nodes' section).
+
+    `weight_decay` is the papers' L2 penalty on the weights (Adam's coupled weight decay);
+    `batch_size` counts seed nodes per sampled mini-batch.
+    """
+
+    epochs: int = 200
+    batch_size: int = 512
+    learning_rate: float = 0.01
+    weight_decay: float = 5e-4
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    clipnorm: float = 0.0
+    early_stopping_patience: int = 100
+    model: str = "gcn"
+    hidden: int | None = None
+    layers: int = 2
+    heads: int = 8
+    dropout: float = 0.5
+    attention_dropout: float = 0.5
+    feature_norm: str = "auto"
+    batching: str = "auto"
+    full_batch_max_nodes: int = 200_000
+    fanout: int = 10
+    directed: bool = False
+    val_split: float = 0.2
+    test_split: float = 0.2
+    edges: str | None = None
+    id_col: str | None = None
+    label_col: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class _Prepared:
+    graph: Graph
+    sampled: bool
+    held_out: str = "test"
+    probabilities: np.ndarray | None = None
+
+
+class NodeClassifier(Recipe):
+    """Classify the nodes of a graph with a GCN, GAT or GraphSAGE model.
+
+    >>> NodeClassifier(model="gat").fit("planetoid:./planetoid").predict()
+    """
+
+    task = "classify-nodes"
+    Config = NodeClassifierConfig
+    default_data = "karate"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.class_names_: list[str] = []
+        self.num_features_: int = 0
+        self.graph_: Graph | None = None
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        c = self.config
+        for name, value, choices in (("model", c.model, MODELS), ("batching", c.batching, BATCHING),
+                                     ("feature_norm", c.feature_norm, FEATURE_NORMS)):
+            if value not in choices:
+                raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+        if c.layers < 1 or c.fanout < 1 or c.heads < 1:
+            raise ConfigError("layers, heads and fanout must be at least 1")
+        if not 0 <= c.dropout < 1 or not 0 <= c.attention_dropout < 1:
+            raise ConfigError("dropout and attention_dropout must be in [0, 1)")
+
+    def load_graph(self, data, class_names=None, labelled=True) -> Graph:
+        """Read `data` (see the README) into a Graph; `class_names` fixes the label vocabulary."""
+        c = self.config
+        if isinstance(data, Graph):
+            return data
+        if is_networkx(data):
+            return from_networkx(data, c.label_col, class_names)
+        if isinstance(data, tuple | list) and len(data) == 2:
+            return load_tables(*data, id_col=c.id_col, label_col=c.label_col, directed=c.directed,
+                               class_names=class_names, labelled=labelled)
+        if not isinstance(data, str | Path):
+            raise DataError(f"cannot read graph data of type {type(data).__name__}; pass a node "
+                            "table path (with edges=...), planetoid:DIR, a networkx graph or a sample name")
+        text = str(data)
+        if text.startswith("planetoid:"):
+            return load_planetoid(text.removeprefix("planetoid:"), c.name, class_names)
+        if text in SAMPLES and SAMPLES[text].kind == "graph":
+            return from_networkx(SAMPLES[text].loader(), "label", class_names, SAMPLES[text].description)
+        path = Path(text)
+        nodes, edges = (path / "nodes.csv", path / "edges.csv") if path.is_dir() else (path, c.edges)
+        if edges is None:
+            raise DataError(f"'{path}' is a node table; pass the edge table too (--edges / edges=...)")
+        return load_tables(nodes, edges, id_col=c.id_col, label_col=c.label_col, directed=c.directed,
+                           class_names=class_names, labelled=labelled)
+
+    def _prepare(self, data, console) -> _Prepared:
+        c = self.config
+        graph = with_split(self.load_graph(data), c.val_split, c.test_split, c.seed)
+        check_trainable(graph)
+        sampled = c.batching == "sampled" or (c.batching == "auto" and graph.num_nodes > c.full_batch_max_nodes)
+        if console is not None:
+            counts = ", ".join(f"{k} {int(m.sum())}" for k, m in graph.masks.items())
+            console.print(f"data: {graph.description}; {graph.num_nodes} nodes, {len(graph.edges)} "
+                          f"directed edges, {graph.features.shape[1]} features, "
+                          f"{len(graph.class_names)} classes; {counts}; "
+                          f"{'sampled mini-batches' if sampled else 'full batch'}")
+        return _Prepared(graph, sampled)
+
+    # -- training -------------------------------------------------------------------------
+
+    def _feature_norm(self, features: np.ndarray):
+        kind = self.config.feature_norm
+        if kind == "auto":
+            counts = (features >= 0).all() and np.array_equal(features, np.round(features))
+            kind = "row" if counts else "standard"
+        if kind == "row":
+            return RowNormalize(name="row_normalize")
+        if kind == "standard":
+            layer = keras.layers.Normalization(name="standardize")
+            layer.adapt(features)
+            return layer
+        return None
+
+    def _train(self, prepared: _Prepared, run, rt, console) -> None:
+        c, graph = self.config, prepared.graph
+        self.graph_, self.class_names_ = graph, graph.class_names
+        self.num_features_ = graph.features.shape[1]
+        labelled = graph.labels >= 0
+        train, val = graph.masks["train"] & labelled, graph.masks.get("val", np.zeros_like(labelled)) & labelled
+        if prepared.sampled:
+            sampler = NeighbourSampler(graph, c.fanout, c.layers)
+            train_ds = sampler.dataset(train, c.batch_size, c.seed, shuffle=True)
+            val_ds = sampler.dataset(val, c.batch_size, c.seed, shuffle=False)
+            steps, val_steps = (math.ceil(m.sum() / c.batch_size) for m in (train, val))
+        else:
+            train_ds, val_ds = full_batch(graph, train), full_batch(graph, val)
+            steps, val_steps = 1, 1
+        with rt.strategy.scope():
+            model = self.model_ = build_node_model(
+                c.model, self.num_features_, len(self.class_names_), hidden=c.hidden, layers=c.layers,
+                heads=c.heads, dropout=c.dropout, attention_dropout=c.attention_dropout,
+                weight_decay=c.weight_decay, feature_norm=self._feature_norm(graph.features),
+            )
+
+        def compile_model():
+            with rt.strategy.scope():
+                model.compile(
+                    # weight decay is the layers' L2 penalty, so the optimizer adds none
+                    optimizer=build_optimizer(dataclasses.replace(c, weight_decay=0.0), steps, c.epochs),
+                    loss=keras.losses.SparseCategoricalCrossentropy(),
+                    weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                )
+
+        fit_phases(model, train_ds.repeat(), val_ds.repeat() if val.any() else None,
+                   phases=[Phase("train", c.epochs, compile_model)], run=run, config=c,
+                   steps_per_epoch=steps, validation_steps=val_steps, repeating=True, console=console)
+
+    # -- evaluation and prediction ----------------------------------------------------------
+
+    def predict_proba(self, graph: Graph) -> np.ndarray:
+        """Class probabilities (N, classes) for every node of `graph` (one full-graph pass)."""
+        self._require_model()
+        if graph.features.shape[1] != self.num_features_:
+            raise DataError(f"the nodes have {graph.features.shape[1]} features but the model was "
+                            f"trained on {self.num_features_}; use the training graph's feature columns")
+        return keras.ops.convert_to_numpy(self.model_(graph.inputs(), training=False))
+
+    def _metrics(self, graph: Graph, probabilities: np.ndarray, split: str) -> dict:
+        mask = graph.masks.get(split, np.ones(graph.num_nodes, bool)) & (graph.labels >= 0)
+        metrics = classification_metrics(graph.labels[mask], probabilities[mask], self.class_names_, top_k=3)
+        return {**metrics, "split": split}
+
+    def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        graph = prepared.graph
+        prepared.held_out = next((s for s in ("test", "val") if graph.masks.get(s, np.zeros(1)).any()), "train")
+        prepared.probabilities = self.predict_proba(graph)
+        return self._metrics(graph, prepared.probabilities, prepared.held_out)
+
+    def evaluate(self, data) -> dict:
+        """Metrics (accuracy, macro-F1, per-class, confusion matrix) on the test nodes of `data`
+        (all labelled nodes when it has no split)."""
+        graph = self.load_graph(data, class_names=self.class_names_)
+        split = "test" if "test" in graph.masks else "all"
+        return self._metrics(graph, self.predict_proba(graph), split)
+
+    def predict(self, inputs=None, *, nodes=None, edges=None) -> list[dict]:
+        """Labels for nodes: with no inputs, every unlabelled node of the training graph (every
+        node when all have labels); else every node of the given graph (inductive), e.g.
+        `predict(nodes="new_nodes.csv", edges="new_edges.csv")`."""
+        self._require_model()
+        if isinstance(inputs, list | tuple) and len(inputs) == 1:
+            inputs = inputs[0]
+        if nodes is not None or edges is not None:
+            if nodes is None and inputs is None or edges is None:
+                raise DataError("inductive prediction needs both a node table and an edge table "
+                                "(--nodes and --edges)")
+            graph = self.load_graph((nodes or inputs, edges), class_names=self.class_names_, labelled=False)
+            rows = np.arange(graph.num_nodes)
+        else:
+            graph = self._training_graph() if inputs is None else self.load_graph(
+                inputs, class_names=self.class_names_, labelled=False)
+            unlabelled = np.flatnonzero(graph.labels < 0)
+            rows = unlabelled if inputs is None and len(unlabelled) else np.arange(graph.num_nodes)
+        probabilities = self.predict_proba(graph)[rows]
+        k = min(3, len(self.class_names_))
+        results = []
+        for node, probs in zip(graph.ids[rows], probabilities, strict=True):
+            order = np.argsort(-probs)[:k]
+            results.append({
+                "node": str(node),
+                "label": self.class_names_[order[0]],
+                "probability": float(probs[order[0]]),
+                "top_k": [{"label": self.class_names_[i], "probability": float(probs[i])} for i in order],
+            })
+        return results
+
+    def _training_graph(self) -> Graph:
+        if self.graph_ is None:
+            if not isinstance(self.data_, str):
+                raise DataError("this run was trained on in-memory data; pass the graph to predict")
+            self.graph_ = self.load_graph(self.data_, class_names=self.class_names_)
+        return self.graph_
+
+    def embed(self, graph: Graph) -> np.ndarray:
+        """The learned node embeddings (the input of the output layer), (N, hidden)."""
+        self._require_model()
+        embedder = keras.Model(self.model_.inputs, self.model_.get_layer("embedding").output)
+        return keras.ops.convert_to_numpy(embedder(graph.inputs(), training=False))
+
+    # -- persistence and export ---------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {"class_names": self.class_names_, "num_features": self.num_features_}
+
+    def _restore_state(self, state: dict) -> None:
+        self.class_names_ = list(state["class_names"])
+        self.num_features_ = int(state["num_features"])
+
+    def _serve(self, node_features, edges, edge_weights):
+        edges, edge_weights = canonical_edges(edges, edge_weights, tf.shape(node_features)[0],
+                                              self.config.directed)
+        inputs = {"features": node_features, "edges": edges, "edge_weights": edge_weights}
+        probabilities = tf.cast(self.model_(inputs, training=False), tf.float32)
+        best = tf.argmax(probabilities, axis=1)
+        return {
+            "label": tf.gather(tf.constant(self.class_names_), best),
+            "score": tf.reduce_max(probabilities, axis=1),
+            "probabilities": probabilities,
+        }
+
+    def _endpoints(self) -> dict:
+        features = tf.TensorSpec([None, self.num_features_], tf.float32, name="node_features")
+        edges = tf.TensorSpec([None, 2], tf.int64, name="edges")
+
+        def unweighted(node_features, edges):
+            return self._serve(node_features, edges, tf.ones(tf.shape(edges)[:1], tf.float32))
+
+        return {
+            "serving_default": (unweighted, [features, edges]),
+            "predict_weighted": (self._serve, [features, edges,
+                                               tf.TensorSpec([None], tf.float32, name="edge_weights")]),
+        }
+
+    # -- report ---------------------------------------------------------------------------
+
+    def _report(self, report: Report, prepared: _Prepared) -> None:
+        m, graph = self.metrics_, prepared.graph
+        counts = ", ".join(f"{k}: {int(v.sum())}" for k, v in graph.masks.items())
+        report.text("Data", f"{graph.description}; {graph.num_nodes} nodes, {len(graph.edges)} directed "
+                    f"edges, {graph.features.shape[1]} features; {counts}; "
+                    f"{'sampled mini-batches' if prepared.sampled else 'full batch'}")
+        report.table(f"Metrics on the {prepared.held_out} nodes",
+                     {k: v for k, v in m.items() if isinstance(v, int | float)})
+        report.table("Per-class metrics", [{"class": k, **v} for k, v in m["per_class"].items()])
+        report.figure("Confusion matrix", plot_confusion_matrix(np.array(m["confusion_matrix"]),
+                                                                self.class_names_), "confusion_matrix")
+        report.figure("Learned node embeddings (t-SNE), coloured by class",
+                      self._embedding_figure(graph), "embeddings")
+        history = read_history(self.run_.history_file)
+        if history:
+            report.figure("Training curves", plot_history(history), "history")
+        report.table("Parameters", self.get_params())
+
+    def _embedding_figure(self, graph: Graph, limit: int = 2000) -> Figure:
+        """t-SNE of the embeddings of up to `limit` nodes; unlabelled nodes in grey."""
+        from sklearn.manifold import TSNE
+
+        rng = np.random.default_rng(self.config.seed)
+        rows = np.sort(rng.permutation(graph.num_nodes)[:limit])
+        points = TSNE(2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca",
+                      random_state=self.config.seed).fit_transform(self.embed(graph)[rows])
+        labels = graph.labels[rows]
+        fig = Figure(figsize=(7, 6))
+        ax = fig.subplots()
+        ax.scatter(*points[labels < 0].T, s=6, c="lightgrey", label="unlabelled")
+        for i, name in enumerate(self.class_names_):
+            ax.scatter(*points[labels == i].T, s=8, label=name, color=colormaps["tab20"](i % 20))
+        ax.legend(fontsize=7, markerscale=2)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return fig

@@ -1,0 +1,237 @@
+"""NodeClassifier end to end on small real graphs: layer math, training, save/load, export, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+from test_cli import assert_user_error, cli
+
+from dltoolkit import NodeClassifier, load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.data.graphs import canonical_edges, load_planetoid
+from dltoolkit.models.graph import GATConv, GCNConv, SAGEConv, segment_softmax
+
+PLANETOID = Path("/work/shared/data/planetoid")
+
+
+def write_block_graph(folder: Path, seed=0, blocks=3, size=30) -> tuple[Path, Path]:
+    """A stochastic block model with noisy class-mean features: 3 classes of 30 nodes, a
+    sixth of them unlabelled, plus a self loop, a duplicate edge and an isolated node."""
+    rng = np.random.default_rng(seed)
+    graph = nx.stochastic_block_model([size] * blocks, np.where(np.eye(blocks), 0.15, 0.01), seed=seed)
+    labels = np.repeat([f"c{i}" for i in range(blocks)], size)
+    features = rng.normal(size=(blocks, 6))[np.repeat(np.arange(blocks), size)] + rng.normal(size=(len(labels), 6)) * 1.5
+    nodes = pd.DataFrame(features, columns=[f"f{i}" for i in range(6)]).round(4)
+    nodes.insert(0, "id", [f"n{i}" for i in range(len(labels))])
+    nodes["label"] = np.where(np.arange(len(labels)) % 6 == 5, "", labels)
+    edges = pd.DataFrame([(f"n{u}", f"n{v}") for u, v in graph.edges], columns=["source", "target"])
+    edges = pd.concat([edges, edges.iloc[:1], pd.DataFrame({"source": ["n0"], "target": ["n0"]})])
+    edges = edges[(edges.source != "n89") & (edges.target != "n89")]  # n89 stays isolated
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes.to_csv(folder / "nodes.csv", index=False)
+    edges.to_csv(folder / "edges.csv", index=False)
+    return folder / "nodes.csv", folder / "edges.csv"
+
+
+@pytest.fixture(scope="module")
+def block_graph(tmp_path_factory):
+    return write_block_graph(tmp_path_factory.mktemp("blocks"))
+
+
+@pytest.fixture(scope="module")
+def trained(block_graph, tmp_path_factory):
+    nodes, edges = block_graph
+    out = tmp_path_factory.mktemp("runs") / "blocks"
+    clf = NodeClassifier(edges=str(edges), epochs=60, seed=0).fit(str(nodes), out=out, progress=False)
+    return clf, out
+
+
+def _path_graph():
+    edges, weights = canonical_edges(np.array([[0, 1], [1, 2]]), np.ones(2), 3, directed=False)
+    return np.eye(3, dtype=np.float32), edges, weights
+
+
+def test_gcn_layer_is_the_symmetric_normalised_adjacency_with_self_loops():
+    x, edges, weights = _path_graph()
+    layer = GCNConv(3, use_bias=False)
+    layer.build((3, 3))
+    layer.kernel.assign(np.eye(3))
+    a_hat = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], np.float32)
+    d = 1 / np.sqrt(a_hat.sum(1))
+    np.testing.assert_allclose(layer(x, edges, weights), d[:, None] * a_hat * d[None, :], atol=1e-6)
+
+
+def test_sage_mean_and_gat_attention_by_hand():
+    x, edges, weights = _path_graph()
+    sage = SAGEConv(3, use_bias=False)
+    sage.build((3, 3))
+    sage.kernel_self.assign(np.zeros((3, 3)))
+    sage.kernel_neighbours.assign(np.eye(3))
+    np.testing.assert_allclose(sage(x, edges, weights), [[0, 1, 0], [0.5, 0, 0.5], [0, 1, 0]], atol=1e-6)
+    alpha = segment_softmax(np.array([0.0, 1.0, 5.0]), np.array([0, 0, 1]), 2)
+    np.testing.assert_allclose(alpha, [1 / (1 + np.e), np.e / (1 + np.e), 1.0], atol=1e-6)
+    gat = GATConv(2, heads=3, attention_dropout=0.5)
+    gat.build((3, 3))
+    gat.attention_source.assign(np.zeros((3, 2)))
+    gat.attention_target.assign(np.zeros((3, 2)))  # uniform attention: the mean over N(i) + i
+    h = (x @ gat.kernel.numpy()).reshape(3, 3, 2)
+    mean = np.stack([h[[0, 1]].mean(0), h[[0, 1, 2]].mean(0), h[[1, 2]].mean(0)]).reshape(3, 6)
+    np.testing.assert_allclose(gat(x, edges, weights), mean, atol=1e-5)
+
+
+def test_canonical_edges_symmetrise_merge_duplicates_and_drop_self_loops():
+    edges, weights = canonical_edges(np.array([[0, 1], [0, 1], [1, 1], [2, 1]]), np.array([1.0, 3.0, 1.0, 2.0]),
+                                     3, directed=False)
+    got = {tuple(e): w for e, w in zip(edges.numpy().tolist(), weights.numpy(), strict=True)}
+    assert got == {(0, 1): 3.0, (1, 0): 3.0, (2, 1): 2.0, (1, 2): 2.0}
+    directed, _ = canonical_edges(np.array([[0, 1]]), np.ones(1), 2, directed=True)
+    assert directed.numpy().tolist() == [[0, 1]]
+
+
+def test_fit_writes_a_run_learns_and_reports_embeddings(trained):
+    clf, out = trained
+    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["accuracy"] > 0.75 and metrics["macro_f1"] > 0.7
+    assert set(metrics["per_class"]) == {"c0", "c1", "c2"}
+    rows = read_history(out / "history.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"] * 0.7 and "val_accuracy" in rows[0]
+    assert (out / "plots" / "embeddings.png").stat().st_size > 5000
+    assert "Learned node embeddings" in (out / "report.html").read_text()
+
+
+def test_save_load_predict_gives_the_same_numbers(trained, block_graph, tmp_path):
+    clf, out = trained
+    graph = clf.load_graph(str(block_graph[0]))
+    again = load(out)
+    assert isinstance(again, NodeClassifier) and again.class_names_ == ["c0", "c1", "c2"]
+    np.testing.assert_allclose(again.predict_proba(graph), clf.predict_proba(graph), atol=1e-6)
+    copy = NodeClassifier.load(clf.save(tmp_path / "copy"))
+    np.testing.assert_allclose(copy.predict_proba(graph), clf.predict_proba(graph), atol=1e-6)
+
+
+def test_predict_labels_the_unlabelled_nodes(trained):
+    clf, out = trained
+    rows = load(out).predict()  # re-reads the graph named in recipe.toml
+    assert [r["node"] for r in rows] == [f"n{i}" for i in range(90) if i % 6 == 5]
+    truth = [f"c{i // 30}" for i in range(90) if i % 6 == 5]
+    assert np.mean([r["label"] == t for r, t in zip(rows, truth, strict=True)]) > 0.7
+
+
+SERVE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    data = np.load(sys.argv[2])
+    out = model.signatures["serving_default"](node_features=tf.constant(data["x"]),
+                                              edges=tf.constant(data["edges"]))
+    assert "dltoolkit" not in sys.modules
+    print(json.dumps({"labels": [l.decode() for l in out["label"].numpy()],
+                      "probs": out["probabilities"].numpy().tolist(),
+                      "signatures": sorted(model.signatures)}))
+    """
+)
+
+
+def test_export_serves_a_new_subgraph_in_a_fresh_tensorflow_only_process(trained, block_graph, tmp_path):
+    clf, out = trained
+    path = clf.export()
+    nodes, edges = (pd.read_csv(p, keep_default_na=False) for p in block_graph)
+    sub = nodes.iloc[::2].drop(columns="label")  # an unseen subgraph: every other node
+    position = {node: i for i, node in enumerate(sub.id)}
+    sub_edges = edges[edges.source.isin(position) & edges.target.isin(position)]
+    sub.to_csv(tmp_path / "n.csv", index=False)
+    sub_edges.to_csv(tmp_path / "e.csv", index=False)
+    np.savez(tmp_path / "g.npz", x=sub.iloc[:, 1:].to_numpy(np.float32),
+             edges=sub_edges.map(position.get).to_numpy(np.int64))
+    served = subprocess.run([sys.executable, "-c", SERVE, str(path), str(tmp_path / "g.npz")],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert result["signatures"] == ["predict_weighted", "serving_default"]
+    expected = clf.predict(nodes=str(tmp_path / "n.csv"), edges=str(tmp_path / "e.csv"))
+    assert result["labels"] == [r["label"] for r in expected]
+    top = [max(p) for p in result["probs"]]
+    np.testing.assert_allclose(top, [r["probability"] for r in expected], atol=1e-5)
+
+
+@pytest.mark.parametrize(("model", "extra"), [("gat", {}), ("sage", {"batching": "sampled", "batch_size": 8,
+                                                                      "fanout": 3})])
+def test_gat_and_sampled_sage_learn_the_karate_factions(model, extra, tmp_path):
+    clf = NodeClassifier(model=model, epochs=40, test_split=0.3, seed=1, **extra)
+    clf.fit("karate", out=tmp_path / model, progress=False)
+    rows = read_history(tmp_path / model / "history.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"] and clf.metrics_["accuracy"] >= 0.8
+
+
+@pytest.mark.skipif(not (PLANETOID / "ind.cora.x").is_file(), reason="Planetoid Cora files not present")
+def test_planetoid_public_split():
+    graph = load_planetoid(PLANETOID)
+    assert graph.features.shape == (2708, 1433) and len(graph.class_names) == 7
+    assert [int(graph.masks[s].sum()) for s in ("train", "val", "test")] == [140, 500, 1000]
+    assert np.bincount(graph.labels[graph.masks["train"]]).tolist() == [20] * 7
+    assert len(graph.edges) == 10556  # 5,278 undirected edges, both directions, no self loops
+
+
+def test_cli_trains_predicts_and_evaluates(block_graph, tmp_path, capsys):
+    nodes, edges = block_graph
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "classify-nodes", "--nodes", nodes, "--edges", edges, "--model", "sage",
+                            "--epochs", "30", "--out", out, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["metrics"]["accuracy"] > 0.6 and Path(summary["export"]).is_dir()
+    code, stdout, _ = cli(capsys, "predict", out, "--json", "--output", tmp_path / "p.csv")
+    assert code == 0 and len(json.loads(stdout)) == 15
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "node,label,probability,top_k"
+    code, stdout, _ = cli(capsys, "predict", out, "--nodes", nodes, "--edges", edges, "--json")
+    assert code == 0 and len(json.loads(stdout)) == 90
+    code, stdout, _ = cli(capsys, "evaluate", out, "--data", nodes, "--json")
+    assert code == 0 and json.loads(stdout)["samples"] == 75
+
+
+def _table(folder: Path, nodes: dict, edges: dict) -> tuple[Path, Path]:
+    folder.mkdir()
+    pd.DataFrame(nodes).to_csv(folder / "nodes.csv", index=False)
+    pd.DataFrame(edges).to_csv(folder / "edges.csv", index=False)
+    return folder / "nodes.csv", folder / "edges.csv"
+
+
+BASE = {"id": ["a", "b", "c", "d"], "x": [0.1, 0.2, 0.3, 0.4], "label": ["p", "q", "p", "q"]}
+RING = {"source": ["a", "b", "c"], "target": ["b", "c", "d"]}
+
+
+@pytest.mark.parametrize(("nodes", "edges", "fragments"), [
+    (BASE, {"source": ["a", "zz", "yy"], "target": ["b", "c", "a"]}, ["unknown node id", "'zz'", "'yy'"]),
+    ({**BASE, "id": ["a", "b", "b", "d"]}, RING, ["duplicate node ids", "'b'"]),
+    ({**BASE, "label": ["", "", "", ""]}, RING, ["no labelled nodes"]),
+    ({**BASE, "label": ["p", "q", "p", "r"], "split": ["train", "train", "val", "test"]}, RING,
+     ["'r'", "only in test"]),
+    ({**BASE, "x": ["0.1", "lots", "0.3", "0.4"]}, RING, ["'x'", "not numeric", "'lots'"]),
+])
+def test_bad_graphs_are_one_line_errors_and_write_nothing(nodes, edges, fragments, tmp_path, capsys):
+    node_file, edge_file = _table(tmp_path / "data", nodes, edges)
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "classify-nodes", "--nodes", node_file, "--edges", edge_file, "--out", out)
+    assert_user_error(code, stdout, err, *fragments)
+    assert not out.exists()
+
+
+def test_bad_options_are_one_line_errors(tmp_path, capsys):
+    code, out, err = cli(capsys, "classify-nodes", "--model", "gin", "--out", tmp_path / "r")
+    assert_user_error(code, out, err, "unknown model 'gin'", "gcn, gat, sage")
+    code, out, err = cli(capsys, "classify-nodes", "--nodes", tmp_path / "n.csv", "--out", tmp_path / "r")
+    assert_user_error(code, out, err, "--nodes and --edges go together")
+    code, out, err = cli(capsys, "classify-nodes", "--data", f"planetoid:{tmp_path}", "--out", tmp_path / "r")
+    assert_user_error(code, out, err, "no ind.*.x file")
+    assert not (tmp_path / "r").exists()
