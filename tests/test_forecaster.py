@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from test_cli import assert_user_error, cli
 
 from dltoolkit import Forecaster, load
@@ -218,3 +219,15 @@ def test_unknown_parameters_and_bad_options_are_config_errors():
         Forecaster(quantiles="0.1,0.9").fit("co2", out="/nonexistent/never")
     with pytest.raises(DataError, match="neither a CSV/Parquet file nor a built-in series"):
         Forecaster().fit("no-such.csv", out="/nonexistent/never")
+
+
+def test_tflite_export_matches_predict(trained, tmp_path):
+    model, _ = trained
+    path = model.export(tmp_path / "lite", format="tflite")
+    frame = load_sample("co2").iloc[:1000]
+    window = frame[["co2"]].to_numpy(np.float32)[None, -LOOKBACK:]
+    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
+    served = runner(window=window)
+    np.testing.assert_allclose(served["forecast"][0, :, 0], [r["co2"] for r in model.predict(frame)],
+                               rtol=1e-5)
+    assert served["quantiles"].shape == (1, HORIZON, 1, 3)
