@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from dltoolkit.core import files
 from dltoolkit.core.callbacks import read_history
-from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
@@ -96,8 +96,8 @@ class ImageClassifier(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        _check_choice("loss", c.loss, LOSSES)
-        _check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
+        check_choice("loss", c.loss, LOSSES)
+        check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
         build_augmenter(c.augment)  # checks the level
         default_image_size(c.backbone)  # checks the name
         if c.fine_tune_epochs > 0 and c.backbone == "small-cnn":
@@ -324,11 +324,6 @@ class ImageClassifier(Recipe):
         names = self.class_names_
         titles = [f"{names[predicted[i]]} ({names[images.labels[i]]})" for i in order]
         return plot_image_grid(pixels, titles)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
 
 
 def _concat(sets: list[ImageSet]) -> ImageSet:
