@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ImageClassifier": "dltoolkit.tasks",
     "Forecaster": "dltoolkit.tasks",
+    "AnomalyDetector": "dltoolkit.tasks",
     "NodeClassifier": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",

@@ -1,4 +1,4 @@
-"""Metrics shared by the classification-style recipes (images, graph nodes)."""
+"""Metrics shared by the recipes: classification (images, graph nodes) and binary detection."""
 
 from __future__ import annotations
 
@@ -32,3 +32,29 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
 def headline(metrics: dict) -> dict:
     """The scalar metrics only (what a summary table shows)."""
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def detection_metrics(labels: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> dict:
+    """Binary detection (1 = positive, higher score = more positive): ROC-AUC and average
+    precision over the scores; precision, recall and F1 of the 0/1 `flags`."""
+    both = len(np.unique(labels)) == 2
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, flags, average="binary", zero_division=0
+    )
+    return {
+        "roc_auc": float(skm.roc_auc_score(labels, scores)) if both else float("nan"),
+        "average_precision": float(skm.average_precision_score(labels, scores)) if both else float("nan"),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "samples": len(labels),
+        "positives": int(labels.sum()),
+        "flagged": int(flags.sum()),
+    }
+
+
+def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold (flag when score >= it) that maximises F1 on `labels`."""
+    precision, recall, thresholds = skm.precision_recall_curve(labels, scores)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thresholds[int(np.argmax(f1))])

@@ -127,3 +127,45 @@ def plot_image_grid(images, titles: list[str], columns: int = 8) -> Figure:
             ax.imshow(pixels)
         ax.set_title(title, fontsize=8)
     return fig
+
+
+def plot_score_histogram(scores, threshold: float, labels=None, title: str = "score") -> Figure:
+    """Histogram of scores (log-spaced when they span decades), split by label, with the threshold."""
+    scores = np.asarray(scores, np.float64)
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    positive = scores[scores > 0]
+    log = len(positive) == len(scores) and positive.max() > 100 * positive.min()
+    bins = np.geomspace(positive.min(), positive.max(), 50) if log else 50
+    if labels is None:
+        ax.hist(scores, bins=bins, color="#4477aa")
+    else:
+        labels = np.asarray(labels)
+        ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal")
+        ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="anomaly")
+    if log:
+        ax.set_xscale("log")
+    ax.axvline(threshold, color="red", linestyle="--", label="threshold")
+    ax.legend()
+    ax.set_xlabel(title)
+    ax.set_ylabel("count")
+    return fig
+
+
+def plot_roc_pr(labels, scores) -> Figure:
+    """ROC and precision-recall curves of binary `labels` ranked by `scores`."""
+    from sklearn import metrics as skm
+
+    fig = Figure(figsize=(10, 4))
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    fpr, tpr, _ = skm.roc_curve(labels, scores)
+    roc_ax.plot(fpr, tpr)
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate",
+               title=f"ROC (AUC {skm.auc(fpr, tpr):.3f})")
+    precision, recall, _ = skm.precision_recall_curve(labels, scores)
+    pr_ax.plot(recall, precision)
+    pr_ax.axhline(np.mean(labels), color="grey", linestyle=":")
+    pr_ax.set(xlabel="recall", ylabel="precision",
+              title=f"precision-recall (AP {skm.average_precision_score(labels, scores):.3f})")
+    return fig

@@ -2,7 +2,8 @@
 
 `SAMPLES` is a registry: each entry has a `kind` and a loader. An "images" loader returns
 `(images uint8 (N, H, W, C), labels int (N,), class_names)`; a "series" loader returns a
-DataFrame with a time column and numeric columns.
+DataFrame with a time column and numeric columns; a "table" loader returns
+`(DataFrame, label column)`.
 """
 
 from __future__ import annotations
@@ -58,8 +59,20 @@ def _karate():
     return graph
 
 
+def _breast_cancer():
+    """scikit-learn's breast cancer table: all 357 benign rows and 40 seeded malignant ones (10%)."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["malignant"] = (frame.pop("target") == 0).astype(int)
+    rare = frame[frame["malignant"] == 1].sample(n=40, random_state=0)
+    return pd.concat([frame[frame["malignant"] == 0], rare]).sort_index().reset_index(drop=True), "malignant"
+
+
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
+    "breast-cancer": Sample("breast cancer cell measurements, 30 columns, 357 benign + 40 malignant "
+                            "(rare class, label 'malignant') (scikit-learn)", _breast_cancer, kind="table"),
     "co2": Sample("weekly CO2 (ppm) at Mauna Loa 1958-2001, 2,284 rows, gaps interpolated (statsmodels)",
                   _co2, kind="series"),
     "sunspots": Sample("yearly sunspot numbers 1700-2008, 309 rows (statsmodels)", _sunspots, kind="series"),

@@ -1,0 +1,52 @@
+"""`dltoolkit detect-anomalies`: train an autoencoder anomaly detector, report and export it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dltoolkit.cli import common as c
+from dltoolkit.tasks import AnomalyDetector
+
+
+def detect_anomalies(
+    data: c.Data = None,
+    out: c.Out = None,
+    label_col: Annotated[str | None, typer.Option(help="0/1 (or two-valued) anomaly label: used for evaluation and thresholds only, never for training.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Time column: rows are sorted by it (and windows report their time span).")] = None,
+    window: Annotated[int | None, typer.Option(help="Score sliding windows of this many rows (time series; with --model conv or lstm).")] = None,
+    model: Annotated[str | None, typer.Option(help="dense (default), denoising, sparse or vae for rows; conv (default with --window) or lstm for windows.")] = None,
+    columns: Annotated[str | None, typer.Option(help="Feature columns, comma-separated (default: all but label and time).")] = None,
+    categorical: Annotated[str | None, typer.Option(help="Columns to one-hot encode although numeric, comma-separated.")] = None,
+    nan: Annotated[str | None, typer.Option(help="NaN/inf values: error (default) or impute (training median).")] = None,
+    threshold: Annotated[str | None, typer.Option(help="contamination (default), quantile or best-f1 (needs --label-col).")] = None,
+    contamination: Annotated[float | None, typer.Option(help="Expected share of anomalies, in (0, 0.5).")] = None,
+    quantile: Annotated[float | None, typer.Option(help="Score quantile for --threshold quantile, e.g. 0.99.")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes, e.g. 64,32.")] = None,
+    latent: Annotated[int | None, typer.Option(help="Code size (0: auto).")] = None,
+    epochs: c.Epochs = None,
+    batch_size: c.BatchSize = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")] = None,
+    strategy: c.Strategy = None,
+    tpu: c.Tpu = None,
+    mixed_precision: c.MixedPrecision = None,
+    seed: c.Seed = None,
+    set_: c.Set = None,
+    resume: c.Resume = False,
+    overwrite: c.Overwrite = False,
+    as_json: c.Json = False,
+    quiet: c.Quiet = False,
+) -> None:
+    """Train an anomaly detector (built-in breast-cancer table when --data is not given)."""
+    if window and model is None:
+        model = "conv"
+    params = c.given(
+        label_col=label_col, time_col=time_col, window=window, model=model, columns=columns,
+        categorical=categorical, nan=nan, threshold=threshold, contamination=contamination,
+        quantile=quantile, hidden=hidden, latent=latent, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, strategy=strategy, tpu=tpu, mixed_precision=mixed_precision,
+        seed=seed,
+    )
+    c.train(AnomalyDetector, data or AnomalyDetector.default_data, params, set_, out=out,
+            resume=resume, overwrite=overwrite, as_json=as_json, quiet=quiet)

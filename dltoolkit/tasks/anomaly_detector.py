@@ -1,0 +1,406 @@
+"""AnomalyDetector: the detect-anomalies recipe (autoencoder reconstruction error).
+
+Rows (or sliding windows of a time series) are encoded and robust-scaled with training
+statistics, an autoencoder learns to reconstruct them without labels, and the score is the
+mean squared reconstruction error, split into per-column contributions that sum to it. A
+threshold (by contamination, a score quantile, or best F1 on labelled validation rows) turns
+scores into flags. Encoding, scaling, scoring and the threshold are one TensorFlow function,
+shared by `predict` and the exported `serving_default`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.model_selection import train_test_split
+
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import TrainConfig, check_choice
+from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.metrics import best_f1_threshold, detection_metrics
+from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.report import Report, plot_history, plot_roc_pr, plot_score_histogram
+from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.data import tables
+from dltoolkit.models.autoencoder import (
+    MODELS,
+    WINDOW_MODELS,
+    build_autoencoder,
+    kl_divergence,
+    vae_encoder,
+)
+
+THRESHOLDS = ("contamination", "quantile", "best-f1")
+VAE_SCORES = ("reconstruction", "elbo")
+
+
+@dataclass
+class AnomalyDetectorConfig(TrainConfig):
+    """Parameters of AnomalyDetector (see the README's 'detect anomalies' section)."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    early_stopping_patience: int = 10
+    model: str = "dense"
+    hidden: str = "64,32"
+    latent: int = 0
+    dropout: float = 0.0
+    noise: float = 0.2
+    sparsity: float = 1e-3
+    beta: float = 1.0
+    vae_score: str = "reconstruction"
+    window: int = 0
+    time_col: str | None = None
+    label_col: str | None = None
+    columns: str | None = None
+    categorical: str | None = None
+    max_categories: int = 50
+    nan: str = "error"
+    threshold: str = "contamination"
+    contamination: float = 0.05
+    quantile: float = 0.99
+    val_split: float = 0.2
+    test_split: float = 0.2
+    top_k: int = 15
+
+
+@dataclass
+class _Prepared:
+    frame: pd.DataFrame
+    description: str
+    label_col: str | None
+    positive: str | None
+    schema: tables.Schema
+    x: np.ndarray  # encoded rows, or windows of them
+    labels: np.ndarray | None
+    parts: dict[str, np.ndarray]
+    skipped: list[str]
+    held_out: dict | None = None
+
+
+class AnomalyDetector(Recipe):
+    """Score rows (or windows) by how badly an autoencoder reconstructs them.
+
+    >>> AnomalyDetector(contamination=0.02).fit("readings.csv").predict("new.csv")
+    """
+
+    task = "detect-anomalies"
+    Config = AnomalyDetectorConfig
+    default_data = "breast-cancer"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.schema_: tables.Schema | None = None
+        self.threshold_: float | None = None
+        self.threshold_how_ = ""
+        self.label_col_: str | None = None
+        self.positive_: str | None = None
+        self._encoder = None
+
+    @property
+    def columns_(self) -> list[str]:
+        """The feature columns, in the order of `contributions`."""
+        return self.schema_.columns
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        c = self.config
+        check_choice("model", c.model, MODELS)
+        check_choice("threshold", c.threshold, THRESHOLDS)
+        check_choice("nan", c.nan, tables.NAN_POLICIES)
+        check_choice("vae_score", c.vae_score, VAE_SCORES)
+        if not 0 < c.contamination < 0.5:
+            raise ConfigError(f"contamination {c.contamination} must be in (0, 0.5): the expected "
+                              "share of anomalies, e.g. 0.05")
+        if not 0 < c.quantile < 1:
+            raise ConfigError(f"quantile {c.quantile} must be in (0, 1), e.g. 0.99")
+        if c.window < 0 or c.window == 1:
+            raise ConfigError("window must be 0 (score rows) or at least 2 rows")
+        if bool(c.window) != (c.model in WINDOW_MODELS):
+            raise ConfigError(f"model '{c.model}' needs "
+                              + ("--window 0; for windows use conv or lstm" if c.window
+                                 else "--window N (rows per window); for rows use dense, denoising, sparse or vae"))
+        if c.val_split < 0 or c.test_split < 0 or c.val_split + c.test_split >= 0.9:
+            raise ConfigError("val_split and test_split must be >= 0 and leave most rows for training")
+        if c.latent < 0 or not self._hidden():
+            raise ConfigError(f"hidden '{c.hidden}' must be layer sizes like 64,32; latent >= 0 (0: auto)")
+
+    def _hidden(self) -> list[int]:
+        try:
+            sizes = [int(v) for v in self.config.hidden.split(",") if v.strip()]
+        except ValueError:
+            return []
+        return sizes if all(s > 0 for s in sizes) else []
+
+    def _prepare(self, data, console) -> _Prepared:
+        c = self.config
+        frame, description, label_col = tables.read_table(data, c.label_col)
+        if c.time_col:
+            if c.time_col not in frame.columns:
+                raise DataError(f"time column '{c.time_col}' not found; columns: {', '.join(map(str, frame.columns))}")
+            frame = frame.sort_values(c.time_col, kind="stable").reset_index(drop=True)
+        exclude = [n for n in (label_col, c.time_col) if n]
+        schema, skipped = tables.infer_schema(frame, exclude=exclude, columns=c.columns,
+                                              categorical=c.categorical, max_categories=c.max_categories)
+        if c.window and schema.categorical:
+            skipped += [f"{n} (categorical: windows read numeric columns)" for n in schema.categorical]
+            schema = tables.Schema(schema.numeric)
+        labels, positive = (tables.binary_labels(frame, label_col, description) if label_col
+                            else (None, None))
+        numeric = tables.numeric_values(frame, schema, c.nan, description)
+        rows = len(frame) - c.window + 1 if c.window else len(frame)
+        if rows < 10:
+            raise DataError(f"{description}: {len(frame)} rows are too few to learn what is normal")
+        parts = self._split(rows, labels if not c.window else None)
+        train_rows = parts["train"] if not c.window else np.arange(parts["train"].max() + c.window)
+        schema = tables.fit_schema(schema, numeric[train_rows], frame.iloc[train_rows])
+        x = tables.encode(schema, numeric, frame)
+        if c.window:
+            x = tables.window_view(x, c.window)
+            labels = None if labels is None else tables.window_view(labels[:, None], c.window).max(axis=(1, 2))
+        if c.threshold == "best-f1":
+            fit_on = parts.get("val", parts["train"])
+            if labels is None or not labels[fit_on].any():
+                raise DataError("threshold best-f1 needs a label column (--label-col) with anomalies "
+                                "in the validation rows; use --threshold contamination otherwise")
+        if console is not None:
+            counts = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+            console.print(f"data: {description}; {len(schema.columns)} feature columns; "
+                          f"{'windows' if c.window else 'rows'}: {counts}")
+        return _Prepared(frame, description, label_col, positive, schema, x, labels, parts, skipped)
+
+    def _split(self, rows: int, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Random (stratified by label) parts for rows; chronological parts for windows."""
+        c, index = self.config, np.arange(rows)
+        fractions = {k: f for k, f in (("val", c.val_split), ("test", c.test_split)) if f}
+        if c.window:
+            n_train = rows - sum(int(rows * f) for f in fractions.values())
+            parts, start = {"train": index[:n_train]}, n_train
+            for name, f in fractions.items():
+                parts[name], start = index[start:start + int(rows * f)], start + int(rows * f)
+            return {k: v for k, v in parts.items() if len(v)}
+        parts, rest, remaining = {}, index, 1.0
+        for name, f in fractions.items():
+            stratify = labels[rest] if labels is not None and np.bincount(labels[rest]).min() >= 2 else None
+            rest, parts[name] = train_test_split(rest, test_size=f / remaining, random_state=c.seed,
+                                                 stratify=stratify)
+            remaining -= f
+        return {"train": np.sort(rest), **{k: np.sort(v) for k, v in parts.items()}}
+
+    # -- training -------------------------------------------------------------------------
+
+    def _train(self, prepared: _Prepared, run, rt, console) -> None:
+        c = self.config
+        self.schema_, self.label_col_, self.positive_ = prepared.schema, prepared.label_col, prepared.positive
+        train = prepared.x[prepared.parts["train"]]
+        val_ds = None
+        if "val" in prepared.parts:
+            val = prepared.x[prepared.parts["val"]]
+            val_ds = tf.data.Dataset.from_tensor_slices((val, val)).batch(c.batch_size)
+        train_ds = (tf.data.Dataset.from_tensor_slices((train, train))
+                    .shuffle(len(train), seed=c.seed).batch(c.batch_size).prefetch(tf.data.AUTOTUNE))
+        steps = math.ceil(len(train) / c.batch_size)
+        with rt.strategy.scope():
+            model = self.model_ = self._build_model(prepared.schema.width)
+
+        def compile_model():
+            with rt.strategy.scope():
+                model.compile(optimizer=build_optimizer(c, steps, c.epochs), loss="mse")
+
+        fit_phases(model, train_ds, val_ds, phases=[Phase("train", c.epochs, compile_model)],
+                   run=run, config=c, steps_per_epoch=steps, console=console)
+        self._set_threshold(prepared)
+
+    def _build_model(self, width: int) -> keras.Model:
+        c = self.config
+        latent = c.latent or max(2, min(16, width // 3))
+        return build_autoencoder(c.model, width, hidden=self._hidden(), latent=latent, window=c.window,
+                                 dropout=c.dropout, noise=c.noise, sparsity=c.sparsity, beta=c.beta,
+                                 seed=c.seed)
+
+    def _set_threshold(self, prepared: _Prepared) -> None:
+        c = self.config
+        part = "val" if "val" in prepared.parts else "train"
+        rows = prepared.parts[part]
+        scores = self._scores(prepared.x[rows])["score"].numpy()
+        if c.threshold == "best-f1":
+            self.threshold_ = best_f1_threshold(prepared.labels[rows], scores)
+            self.threshold_how_ = f"best F1 on the {len(rows)} labelled {part} rows"
+        else:
+            q = 1 - c.contamination if c.threshold == "contamination" else c.quantile
+            self.threshold_ = float(np.quantile(scores, q))
+            how = (f"contamination {c.contamination:g}" if c.threshold == "contamination"
+                   else f"quantile {c.quantile:g}")
+            self.threshold_how_ = f"{how}: the {q:.3g} quantile of the {len(rows)} {part} scores"
+
+    # -- scoring: one TensorFlow function for predict and serving ------------------------------
+
+    def _scores(self, x) -> dict:
+        """Encoded rows/windows -> score, anomaly flag, per-column contributions (float32)."""
+        x = tf.cast(x, tf.float32)
+        recon = tf.cast(self.model_(x, training=False), tf.float32)
+        error = tf.square(x - recon)
+        if self.config.window:
+            error = tf.reduce_mean(error, axis=1)
+        contributions = tf.matmul(error, tf.constant(self.schema_.groups())) / self.schema_.width
+        score = tf.reduce_sum(contributions, axis=1)
+        if self.config.model == "vae" and self.config.vae_score == "elbo":
+            if self._encoder is None:
+                self._encoder = vae_encoder(self.model_)
+            score = score + self.config.beta * tf.cast(kl_divergence(*self._encoder(x, training=False)), tf.float32)
+        threshold = np.inf if self.threshold_ is None else self.threshold_
+        return {"score": score, "anomaly": score >= threshold, "contributions": contributions}
+
+    def _encode(self, *columns) -> tf.Tensor:
+        """Raw columns (schema order; each (N,) or (N, window)) -> encoded, scaled features."""
+        schema = self.schema_
+        numeric = tf.stack([tf.cast(col, tf.float32) for col in columns[: len(schema.numeric)]], axis=-1)
+        median = tf.constant(schema.median, tf.float32)
+        numeric = tf.where(tf.math.is_finite(numeric), numeric, median)
+        parts = [(numeric - median) / tf.constant(schema.scale, tf.float32)]
+        for col, cats in zip(columns[len(schema.numeric):], schema.categorical.values(), strict=True):
+            parts.append(tf.cast(tf.equal(col[..., None], tf.constant(cats, tf.string)), tf.float32))
+        return tf.concat(parts, axis=-1)
+
+    def _serve(self, *columns) -> dict:
+        return self._scores(self._encode(*columns))
+
+    def _endpoints(self) -> dict:
+        shape, taken = [None, self.config.window] if self.config.window else [None], set()
+        specs = [tf.TensorSpec(shape, tf.float32, name=tables.signature_name(n, taken)) for n in self.schema_.numeric]
+        specs += [tf.TensorSpec(shape, tf.string, name=tables.signature_name(n, taken)) for n in self.schema_.categorical]
+        return {"serving_default": (self._serve, specs)}
+
+    def signature_inputs(self) -> dict[str, str]:
+        """Column name -> the exported `serving_default` input name that takes it."""
+        taken: set[str] = set()
+        return {n: tables.signature_name(n, taken) for n in self.columns_}
+
+    # -- prediction and evaluation ----------------------------------------------------------
+
+    def _read(self, data):
+        """Raw feature columns of `data` as tensors (windowed if so trained), plus the frame."""
+        self._require_model()
+        c, schema = self.config, self.schema_
+        frame, description, label_col = tables.read_table(data, self.label_col_)
+        missing = [n for n in self.columns_ if n not in frame.columns]
+        if missing:
+            raise DataError(f"{description}: missing training column(s) {', '.join(missing)}; "
+                            f"the model reads: {', '.join(self.columns_)}")
+        if c.time_col and c.time_col in frame.columns:
+            frame = frame.sort_values(c.time_col, kind="stable").reset_index(drop=True)
+        numeric = tables.numeric_values(frame, schema, c.nan, description)
+        columns = [numeric[:, i] for i in range(len(schema.numeric))]
+        columns += [frame[n].astype(str).to_numpy() for n in schema.categorical]
+        if c.window:
+            columns = [tables.window_view(col[:, None], c.window)[..., 0] for col in columns]
+        return [tf.constant(col) for col in columns], frame, description, label_col
+
+    def score(self, data) -> dict[str, np.ndarray]:
+        """Scores, flags and per-column contributions (columns as `columns_`) for every row/window."""
+        columns, *_ = self._read(data)
+        return {k: v.numpy() for k, v in self._serve(*columns).items()}
+
+    def predict(self, inputs) -> list[dict]:
+        """One row per input row (or window): score, anomaly flag and the top contributing columns."""
+        items = [inputs] if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray | tuple) else list(inputs)
+        rows = []
+        for index, item in enumerate(items):
+            name = str(item) if isinstance(item, str | Path) else f"input {index}"
+            columns, frame, _, _ = self._read(item)
+            out = {k: v.numpy() for k, v in self._serve(*columns).items()}
+            rows += [self._row(name, i, out, frame) for i in range(len(out["score"]))]
+        return rows
+
+    def _row(self, name: str, i: int, out: dict, frame: pd.DataFrame) -> dict:
+        c = self.config
+        row = {"input": name, "row": i + c.window - 1 if c.window else i}
+        if c.window and c.time_col in frame.columns:
+            row["start"], row["end"] = str(frame[c.time_col].iloc[i]), str(frame[c.time_col].iloc[i + c.window - 1])
+        contributions = out["contributions"][i]
+        top = np.argsort(-contributions)[:3]
+        return {**row, "score": float(out["score"][i]), "anomaly": bool(out["anomaly"][i]),
+                "top_columns": [{"column": self.columns_[j], "contribution": float(contributions[j])} for j in top]}
+
+    def evaluate(self, data) -> dict:
+        """ROC-AUC, average precision and precision/recall/F1 at the threshold on labelled data."""
+        columns, frame, description, label_col = self._read(data)
+        if not label_col:
+            raise DataError(f"{description}: evaluate needs labels; the run has no label column "
+                            "(train with --label-col) and the data has no 'label' column")
+        labels, _ = tables.binary_labels(frame, label_col, description)
+        if self.config.window:
+            labels = tables.window_view(labels[:, None], self.config.window).max(axis=(1, 2))
+        out = self._serve(*columns)
+        return self._metrics(labels, out["score"].numpy(), out["anomaly"].numpy())
+
+    def _metrics(self, labels, scores, flags) -> dict:
+        base = {"threshold": self.threshold_, "flagged_share": float(np.mean(flags))}
+        return base if labels is None else {**detection_metrics(labels, scores, flags), **base}
+
+    def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        part = next(k for k in ("test", "val", "train") if k in prepared.parts)
+        rows = prepared.parts[part]
+        out = {k: v.numpy() for k, v in self._scores(prepared.x[rows]).items()}
+        labels = None if prepared.labels is None else prepared.labels[rows]
+        prepared.held_out = {"part": part, "rows": rows, "labels": labels, **out}
+        return {**self._metrics(labels, out["score"], out["anomaly"]), "part": part}
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {"schema": self.schema_.to_dict(), "threshold": self.threshold_,
+                "threshold_how": self.threshold_how_, "label_col": self.label_col_,
+                "positive": self.positive_, "signature_inputs": self.signature_inputs()}
+
+    def _restore_state(self, state: dict) -> None:
+        self.schema_ = tables.Schema(**state["schema"])
+        self.threshold_, self.threshold_how_ = state["threshold"], state["threshold_how"]
+        self.label_col_, self.positive_ = state["label_col"], state["positive"]
+
+    # -- report ---------------------------------------------------------------------------
+
+    def _report(self, report: Report, prepared: _Prepared) -> None:
+        c, held = self.config, prepared.held_out
+        report.text("Data", f"{prepared.description}; features: {', '.join(self.columns_)}"
+                    + (f"; left out: {', '.join(prepared.skipped)}" if prepared.skipped else "")
+                    + (f"; label column '{prepared.label_col}' (anomaly = {prepared.positive}), "
+                       "used for evaluation and thresholds only" if prepared.label_col else "; no labels")
+                    + "; " + ", ".join(f"{k} {len(v)}" for k, v in prepared.parts.items())
+                    + (f" windows of {c.window} rows" if c.window else " rows"))
+        report.text("Threshold", f"{self.threshold_:.6g} ({self.threshold_how_})")
+        report.table(f"Metrics on the {held['part']} part", {k: v for k, v in self.metrics_.items()})
+        report.figure(f"Scores on the {held['part']} part", plot_score_histogram(
+            held["score"], self.threshold_, held["labels"], "reconstruction error"), "scores")
+        if held["labels"] is not None and len(np.unique(held["labels"])) == 2:
+            report.figure("ROC and precision-recall curves", plot_roc_pr(held["labels"], held["score"]), "curves")
+        report.table("Top anomalies (highest scores, with the columns that contributed most)",
+                     self._top_rows(prepared))
+        history = read_history(self.run_.history_file)
+        if history:
+            report.figure("Training curves", plot_history(history), "history")
+        report.table("Parameters", self.get_params())
+
+    def _top_rows(self, prepared: _Prepared) -> list[dict]:
+        out = {k: v.numpy() for k, v in self._scores(prepared.x).items()}
+        rows = []
+        for i in np.argsort(-out["score"])[: self.config.top_k]:
+            row = {"row": int(i) + (self.config.window - 1 if self.config.window else 0),
+                   "score": float(out["score"][i]), "flagged": bool(out["anomaly"][i])}
+            if prepared.labels is not None:
+                row["label"] = int(prepared.labels[i])
+            top = np.argsort(-out["contributions"][i])[:3]
+            row["top columns"] = ", ".join(f"{self.columns_[j]} {out['contributions'][i][j]:.3g}" for j in top)
+            rows.append(row)
+        return rows

@@ -1,0 +1,233 @@
+"""AnomalyDetector: trains on real tiny tables, scores, thresholds, round-trips and serves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_cli import assert_user_error, cli
+
+from dltoolkit import AnomalyDetector, load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.errors import ConfigError, DataError
+
+FAST = {"epochs": 25, "batch_size": 64, "early_stopping_patience": 0}
+
+
+def sensor_table(rows=600, seed=0) -> pd.DataFrame:
+    """Four correlated readings driven by two hidden factors, plus a categorical site."""
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(rows, 2))
+    loadings = np.array([[1.0, 0.5], [0.8, -0.6], [-0.4, 1.0], [0.3, 0.9]])
+    values = factors @ loadings.T + 0.05 * rng.normal(size=(rows, 4))
+    frame = pd.DataFrame(values * [10, 2, 5, 1] + [100, 0, -20, 3],
+                         columns=["flow rate", "pressure", "temp", "vibration"])
+    frame["site"] = rng.choice(["north", "south", "east"], size=rows)
+    return frame
+
+
+def perturb(frame: pd.DataFrame, column: str, by: float) -> pd.DataFrame:
+    out = frame.copy()
+    out[column] = out[column] + by
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("anomaly") / "sample"
+    return AnomalyDetector(**FAST).fit(out=out, progress=False), out
+
+
+@pytest.fixture(scope="module")
+def sensor_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("anomaly") / "sensors"
+    detector = AnomalyDetector(**FAST, contamination=0.1, val_split=0, test_split=0)
+    return detector.fit(sensor_table(), out=out, progress=False), out
+
+
+def test_sample_trains_and_ranks_malignant_rows_higher(sample_run):
+    detector, out = sample_run
+    history = read_history(out / "history.csv")
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    assert detector.metrics_["part"] == "test" and detector.metrics_["samples"] == 80
+    metrics = detector.evaluate("breast-cancer")
+    assert metrics["roc_auc"] > 0.8 and metrics["average_precision"] > 0.3
+    assert 0 < metrics["flagged"] < 0.2 * metrics["samples"]
+    report = (out / "report.html").read_text()
+    for section in ("Threshold", "contamination 0.05", "Top anomalies", "ROC and precision-recall"):
+        assert section in report
+    assert {"scores.png", "curves.png", "history.png"} <= {p.name for p in (out / "plots").iterdir()}
+
+
+def test_threshold_honours_contamination(sensor_run):
+    detector, _ = sensor_run
+    flagged = detector.score(sensor_table())["anomaly"].mean()
+    assert flagged == pytest.approx(0.1, abs=0.01)
+    assert "contamination 0.1" in detector.threshold_how_
+
+
+def test_contributions_point_at_the_perturbed_column(sensor_run):
+    detector, _ = sensor_run
+    normal = sensor_table(rows=50, seed=1)
+    for column, by in (("pressure", 8.0), ("temp", -25.0)):
+        out = detector.score(perturb(normal, column, by))
+        assert (out["score"] > detector.score(normal)["score"]).all()
+        assert out["anomaly"].mean() > 0.9
+        top = np.array(detector.columns_)[out["contributions"].argmax(axis=1)]
+        assert (top == column).mean() > 0.9, column
+        np.testing.assert_allclose(out["contributions"].sum(axis=1), out["score"], rtol=1e-5)
+    rows = detector.predict(perturb(normal.head(3), "pressure", 8.0))
+    assert [r["top_columns"][0]["column"] for r in rows] == ["pressure"] * 3
+    assert all(r["anomaly"] for r in rows)
+
+
+def test_save_load_predict_equal(sensor_run, tmp_path):
+    detector, out = sensor_run
+    again = load(out)
+    assert isinstance(again, AnomalyDetector) and again.threshold_ == detector.threshold_
+    data = perturb(sensor_table(rows=40, seed=2), "vibration", 3.0)
+    assert again.predict(data) == detector.predict(data)
+    detector.save(tmp_path / "copy")
+    np.testing.assert_array_equal(load(tmp_path / "copy").score(data)["score"], detector.score(data)["score"])
+
+
+SERVE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    inputs = json.loads(sys.argv[2])
+    fn = model.signatures["serving_default"]
+    out = fn(**{k: tf.constant(v, tf.string if isinstance(v[0], str) else tf.float32)
+                for k, v in inputs.items()})
+    assert "dltoolkit" not in sys.modules
+    print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
+    """
+)
+
+
+def test_export_serves_raw_named_columns_in_a_fresh_tensorflow_only_process(sensor_run):
+    detector, out = sensor_run
+    path = detector.export()
+    assert path == out / "export" / out.name / "1"
+    data = pd.concat([sensor_table(rows=6, seed=3), perturb(sensor_table(rows=3, seed=4), "temp", -25.0)])
+    names = detector.signature_inputs()
+    assert names["flow rate"] == "flow_rate"
+    inputs = {names[c]: data[c].tolist() for c in detector.columns_}
+    served = subprocess.run([sys.executable, "-c", SERVE, str(path), json.dumps(inputs)],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    expected = detector.score(data)
+    np.testing.assert_allclose(result["score"], expected["score"], rtol=1e-5)
+    np.testing.assert_allclose(result["contributions"], expected["contributions"], rtol=1e-5, atol=1e-7)
+    assert result["anomaly"] == expected["anomaly"].tolist() and any(result["anomaly"])
+
+
+def test_npz_tables_impute_and_best_f1(tmp_path):
+    frame = sensor_table(rows=500)
+    x = frame.drop(columns="site").to_numpy(dtype=np.float64, copy=True)
+    y = np.zeros(len(x), int)
+    x[:25, 1] += 8.0
+    y[:25] = 1
+    x[30, 2] = np.nan
+    np.savez(tmp_path / "t.npz", X=x, y=y)
+    with pytest.raises(DataError, match="NaN/inf"):
+        AnomalyDetector(**FAST).fit(str(tmp_path / "t.npz"), out=tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+    detector = AnomalyDetector(**FAST, nan="impute", threshold="best-f1").fit(
+        str(tmp_path / "t.npz"), out=tmp_path / "b", progress=False)
+    assert detector.label_col_ == "label" and "best F1" in detector.threshold_how_
+    assert detector.metrics_["roc_auc"] > 0.95 and detector.metrics_["f1"] > 0.7
+
+
+def test_bad_parameters_are_config_errors():
+    for params, fragment in (({"contamination": 0.7}, "(0, 0.5)"), ({"model": "gan"}, "dense"),
+                             ({"model": "conv"}, "--window"), ({"threshold": "f1"}, "best-f1")):
+        with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+            AnomalyDetector(**params).fit(sensor_table(rows=50), out="unused", progress=False)
+
+
+@pytest.mark.parametrize("model", ["denoising", "sparse", "vae"])
+def test_other_row_models_learn(model, tmp_path):
+    params = {**FAST, "model": model, "vae_score": "elbo" if model == "vae" else "reconstruction"}
+    detector = AnomalyDetector(**params).fit(sensor_table(rows=400), out=tmp_path / model, progress=False)
+    history = read_history(tmp_path / model / "history.csv")
+    assert history[-1]["loss"] < history[0]["loss"]
+    normal = sensor_table(rows=40, seed=5)
+    assert (detector.score(perturb(normal, "pressure", 8.0))["score"].mean()
+            > 3 * detector.score(normal)["score"].mean())
+    assert load(tmp_path / model).score(normal)["score"] == pytest.approx(detector.score(normal)["score"], rel=1e-5)
+
+
+def series_csv(tmp_path, rows=800) -> tuple:
+    t = np.arange(rows)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ts": pd.date_range("2026-01-01", periods=rows, freq="h"),
+                          "a": np.sin(t / 8) + 0.05 * rng.normal(size=rows),
+                          "b": np.cos(t / 8) + 0.05 * rng.normal(size=rows)})
+    frame["fault"] = 0
+    frame.loc[700:710, "a"] += 2.0
+    frame.loc[700:710, "fault"] = 1
+    path = tmp_path / "sensor.csv"
+    frame.sample(frac=1, random_state=0).to_csv(path, index=False)  # shuffled: sorted by ts
+    return path, frame
+
+
+def test_cli_window_model_on_a_time_series(tmp_path, capsys):
+    path, frame = series_csv(tmp_path)
+    out = tmp_path / "win"
+    code, stdout, err = cli(capsys, "detect-anomalies", "--data", path, "--time-col", "ts",
+                            "--window", 16, "--label-col", "fault", "--epochs", 8, "--out", out,
+                            "--json", "--set", "test_split=0.15")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["metrics"]["roc_auc"] > 0.9
+    rows = load(out).predict(str(path))
+    assert len(rows) == len(frame) - 15 and rows[0]["row"] == 15
+    assert rows[0]["start"] == "2026-01-01 00:00:00"
+    worst = max(rows, key=lambda r: r["score"])
+    assert 700 <= worst["row"] <= 725 and worst["anomaly"]
+
+
+def test_cli_tables_predict_evaluate_and_bad_input(tmp_path, capsys):
+    frame = sensor_table(rows=400)
+    frame["label"] = 0
+    frame.loc[:19, "pressure"] += 8.0
+    frame.loc[:19, "label"] = 1
+    path = tmp_path / "readings.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "detect-anomalies", "--data", path, "--label-col", "label",
+                            "--epochs", 20, "--out", out, "--json", "--quiet")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["metrics"]["roc_auc"] > 0.95 and (out / "export" / "run" / "1").is_dir()
+    code, stdout, _ = cli(capsys, "predict", out, "--data", path, "--output", tmp_path / "p.csv", "--json")
+    rows = json.loads(stdout)
+    assert code == 0 and len(rows) == 400 and {"score", "anomaly", "top_columns"} <= set(rows[0])
+    assert pd.read_csv(tmp_path / "p.csv").shape[0] == 400
+    code, stdout, _ = cli(capsys, "evaluate", out, "--data", path, "--json")
+    assert code == 0 and json.loads(stdout)["roc_auc"] > 0.95
+
+    bad = tmp_path / "bad"
+    frame[["site"]].to_csv(tmp_path / "text.csv", index=False)
+    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "text.csv", "--out", bad), "no numeric columns")
+    frame.assign(temp=frame["temp"].where(frame.index != 3)).to_csv(tmp_path / "nan.csv", index=False)
+    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "nan.csv", "--out", bad), "NaN", "nan=impute")
+    frame.assign(label=frame.index % 3).to_csv(tmp_path / "three.csv", index=False)
+    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "three.csv", "--label-col", "label",
+                           "--out", bad), "3 values")
+    frame.assign(label=0).to_csv(tmp_path / "none.csv", index=False)
+    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "none.csv", "--label-col", "label",
+                           "--threshold", "best-f1", "--out", bad), "best-f1")
+    assert_user_error(*cli(capsys, "detect-anomalies", "--contamination", 0.7, "--out", bad), "contamination")
+    assert not bad.exists()
+    frame.drop(columns=["temp", "site"]).to_csv(tmp_path / "partial.csv", index=False)
+    assert_user_error(*cli(capsys, "predict", out, "--data", tmp_path / "partial.csv"), "temp, site")
