@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import run_cli
 from test_cli import assert_user_error, cli
 
 from dltoolkit import Forecaster, load
@@ -231,3 +233,15 @@ def test_tflite_export_matches_predict(trained, tmp_path):
     np.testing.assert_allclose(served["forecast"][0, :, 0], [r["co2"] for r in model.predict(frame)],
                                rtol=1e-5)
     assert served["quantiles"].shape == (1, HORIZON, 1, 3)
+
+
+@pytest.mark.slow
+def test_default_command_and_recipe_file_run_offline(tmp_path):
+    proc = run_cli("forecast", "--out", tmp_path / "default", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout)["metrics"]
+    assert metrics["mse"] < metrics["seasonal_naive_mse"] < metrics["naive_mse"]
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "forecast_co2.toml"
+    proc = run_cli("run", recipe, "--set", "epochs=3", "--out", tmp_path / "recipe", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_recipe_file(tmp_path / "recipe")["params"]["lookback"] == 104
