@@ -124,7 +124,7 @@ def test_export_serves_raw_rows_in_a_fresh_tensorflow_only_process(trained, tmp_
 def test_cli_forecast_predict_evaluate_with_covariates(tmp_path, capsys):
     frame = sales_frame()
     frame.iloc[:360].to_csv(tmp_path / "sales.csv", index=False)
-    frame.iloc[300:].to_csv(tmp_path / "holdout.csv", index=False)
+    frame.iloc[300:].to_parquet(tmp_path / "holdout.parquet")
     frame.iloc[-40:].drop(columns="date").to_csv(tmp_path / "recent.csv", index=False)
     out = tmp_path / "run"
     code, stdout, err = cli(capsys, "forecast", "--data", tmp_path / "sales.csv", "--target", "sales",
@@ -139,7 +139,7 @@ def test_cli_forecast_predict_evaluate_with_covariates(tmp_path, capsys):
     assert code == 0 and "Predictions (7)" in stdout
     lines = (tmp_path / "pred.csv").read_text().splitlines()
     assert lines[0] == "input,step,sales" and len(lines) == 8
-    code, stdout, _ = cli(capsys, "evaluate", out, "--data", tmp_path / "holdout.csv", "--json")
+    code, stdout, _ = cli(capsys, "evaluate", out, "--data", tmp_path / "holdout.parquet", "--json")
     metrics = json.loads(stdout)
     assert code == 0 and metrics["windows"] == 120 - 28 - 7 + 1 and "naive_mse" in metrics
 
@@ -219,6 +219,8 @@ def test_unknown_parameters_and_bad_options_are_config_errors():
         Forecaster(model="arima").fit("co2", out="/nonexistent/never")
     with pytest.raises(ConfigError, match="including 0.5"):
         Forecaster(quantiles="0.1,0.9").fit("co2", out="/nonexistent/never")
+    with pytest.raises(ConfigError, match="sum below 1"):
+        Forecaster(val_split=0.5, test_split=0.5).fit("co2", out="/nonexistent/never")
     with pytest.raises(DataError, match="neither a CSV/Parquet file nor a built-in series"):
         Forecaster().fit("no-such.csv", out="/nonexistent/never")
 

@@ -140,6 +140,9 @@ class Forecaster(Recipe):
         if levels and (0.5 not in levels or min(levels) <= 0 or max(levels) >= 1 or len(set(levels)) < len(levels)):
             raise ConfigError(f"quantiles '{c.quantiles}' must be distinct levels in (0, 1) including "
                               "0.5 (the point forecast), e.g. 0.1,0.5,0.9")
+        if min(c.val_split, c.test_split) < 0 or c.val_split + c.test_split >= 1:
+            raise ConfigError("val_split and test_split must be fractions >= 0 that leave rows "
+                              "for training (sum below 1)")
         if c.season is not None and c.season < 1:
             raise ConfigError("season must be at least 1 (1: no seasonality)")
 
