@@ -2,7 +2,8 @@
 
 Rows (or sliding windows of a time series) are encoded and robust-scaled with training
 statistics, an autoencoder learns to reconstruct them without labels, and the score is the
-mean squared reconstruction error, split into per-column contributions that sum to it. A
+mean squared reconstruction error (each feature's error divided by its median on the training
+rows), split into per-column contributions that sum to it. A
 threshold (by contamination, a score quantile, or best F1 on labelled validation rows) turns
 scores into flags. Encoding, scaling, scoring and the threshold are one TensorFlow function,
 shared by `predict` and the exported `serving_default`.
@@ -102,6 +103,7 @@ class AnomalyDetector(Recipe):
         super().__init__(**params)
         self.schema_: tables.Schema | None = None
         self.threshold_: float | None = None
+        self.error_scale_: np.ndarray | None = None
         self.threshold_how_ = ""
         self.label_col_: str | None = None
         self.positive_: str | None = None
@@ -220,6 +222,7 @@ class AnomalyDetector(Recipe):
 
         fit_phases(model, train_ds, val_ds, phases=[Phase("train", c.epochs, compile_model)],
                    run=run, config=c, steps_per_epoch=steps, console=console)
+        self._set_error_scale(train)
         self._set_threshold(prepared)
 
     def _build_model(self, width: int) -> keras.Model:
@@ -228,6 +231,15 @@ class AnomalyDetector(Recipe):
         return build_autoencoder(c.model, width, hidden=self._hidden(), latent=latent, window=c.window,
                                  dropout=c.dropout, noise=c.noise, sparsity=c.sparsity, beta=c.beta,
                                  seed=c.seed)
+
+    def _set_error_scale(self, train: np.ndarray) -> None:
+        """Each feature's median squared error on the training rows, so no feature dominates."""
+        self.error_scale_ = None
+        error = self._scores(train)["error"].numpy()
+        median = np.median(error, axis=0)
+        positive = median[median > 0]
+        floor = 1e-3 * (np.median(positive) if len(positive) else 1.0)
+        self.error_scale_ = np.maximum(median, floor).astype(np.float32)
 
     def _set_threshold(self, prepared: _Prepared) -> None:
         c = self.config
@@ -253,6 +265,8 @@ class AnomalyDetector(Recipe):
         error = tf.square(x - recon)
         if self.config.window:
             error = tf.reduce_mean(error, axis=1)
+        if self.error_scale_ is not None:
+            error = error / tf.constant(self.error_scale_)
         contributions = tf.matmul(error, tf.constant(self.schema_.groups())) / self.schema_.width
         score = tf.reduce_sum(contributions, axis=1)
         if self.config.model == "vae" and self.config.vae_score == "elbo":
@@ -260,7 +274,8 @@ class AnomalyDetector(Recipe):
                 self._encoder = vae_encoder(self.model_)
             score = score + self.config.beta * tf.cast(kl_divergence(*self._encoder(x, training=False)), tf.float32)
         threshold = np.inf if self.threshold_ is None else self.threshold_
-        return {"score": score, "anomaly": score >= threshold, "contributions": contributions}
+        return {"score": score, "anomaly": score >= threshold, "contributions": contributions,
+                "error": error}
 
     def _encode(self, *columns) -> tf.Tensor:
         """Raw columns (schema order; each (N,) or (N, window)) -> encoded, scaled features."""
@@ -274,7 +289,8 @@ class AnomalyDetector(Recipe):
         return tf.concat(parts, axis=-1)
 
     def _serve(self, *columns) -> dict:
-        return self._scores(self._encode(*columns))
+        out = self._scores(self._encode(*columns))
+        return {k: out[k] for k in ("score", "anomaly", "contributions")}
 
     def _endpoints(self) -> dict:
         shape, taken = [None, self.config.window] if self.config.window else [None], set()
@@ -360,12 +376,14 @@ class AnomalyDetector(Recipe):
     # -- persistence ------------------------------------------------------------------------
 
     def _state(self) -> dict:
-        return {"schema": self.schema_.to_dict(), "threshold": self.threshold_,
+        return {"schema": self.schema_.to_dict(), "error_scale": self.error_scale_.tolist(),
+                "threshold": self.threshold_,
                 "threshold_how": self.threshold_how_, "label_col": self.label_col_,
                 "positive": self.positive_, "signature_inputs": self.signature_inputs()}
 
     def _restore_state(self, state: dict) -> None:
         self.schema_ = tables.Schema(**state["schema"])
+        self.error_scale_ = np.array(state["error_scale"], np.float32)
         self.threshold_, self.threshold_how_ = state["threshold"], state["threshold_how"]
         self.label_col_, self.positive_ = state["label_col"], state["positive"]
 
