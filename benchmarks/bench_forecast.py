@@ -1,0 +1,100 @@
+"""ETTh1, the standard long-horizon protocol: last-value repeat, the linear baseline and the
+patch Transformer side by side, several seeds, wall time each.
+
+Protocol (Informer/DLinear/PatchTST loaders): the 7 variables in and out (setting M),
+train/val/test rows [0, 8640) / [8640, 11520) / [11520, 14400) (12/4/4 months), validation
+and test windows starting `lookback` rows before their border, z-scored with training
+statistics, MSE and MAE on that scale over every test window.
+
+    python benchmarks/bench_forecast.py --data ../shared/data/ETT-small/ETTh1.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dltoolkit import Forecaster  # noqa: E402
+from dltoolkit.core.config import parse_value  # noqa: E402
+
+PROTOCOL = {"all_columns": True, "time_col": "date", "lookback": 336,
+            "split_rows": "8640,2880,2880", "batch_size": 128}
+MODELS = {
+    "linear": {"model": "linear", "epochs": 10, "learning_rate": 0.005},
+    "dlinear": {"model": "dlinear", "epochs": 10, "learning_rate": 0.005},
+    "patch-transformer": {"model": "patch-transformer", "epochs": 12, "learning_rate": 0.002,
+                          "dropout": 0.2},
+}
+# Published MSE at horizon 96 / 192 (Zeng et al. 2023, Table 2; Nie et al. 2023, Table 3).
+REFERENCES = {"repeat": {96: 1.295, 192: 1.325}, "linear": {96: 0.374, 192: 0.408},
+              "dlinear": {96: 0.375, 192: 0.405}, "patch-transformer": {96: 0.370, 192: 0.413}}
+REFERENCE_NAMES = {"repeat": "Repeat", "linear": "NLinear", "dlinear": "DLinear",
+                   "patch-transformer": "PatchTST/64"}
+
+
+def run(data: str, horizon: int, name: str, seed: int, overrides: dict) -> dict:
+    params = {**PROTOCOL, **MODELS[name], "horizon": horizon, "seed": seed, **overrides}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        model = Forecaster(**params).fit(data, out=Path(tmp) / "run", progress=False)
+        seconds = time.perf_counter() - start
+    m = model.metrics_
+    print(f"  h{horizon} {name} seed {seed}: mse {m['mse']:.4f} mae {m['mae']:.4f} "
+          f"({seconds:.0f}s)", flush=True)
+    return {"mse": m["mse"], "mae": m["mae"], "seconds": seconds, "repeat_mse": m["naive_mse"],
+            "repeat_mae": m["naive_mae"], "windows": m["windows"]}
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def table(horizon: int, results: dict[str, list[dict]]) -> str:
+    lines = [f"horizon {horizon}, {results[next(iter(results))][0]['windows']} test windows",
+             "", "| forecast | MSE | MAE | fit wall s (each seed) | reference MSE |",
+             "|---|---|---|---|---|"]
+    first = results[next(iter(results))][0]
+    lines.append(f"| repeat (last value) | {first['repeat_mse']:.3f} | {first['repeat_mae']:.3f} | – "
+                 f"| {REFERENCES['repeat'][horizon]} ({REFERENCE_NAMES['repeat']}) |")
+    for name, runs in results.items():
+        seconds = ", ".join(f"{r['seconds']:.0f}" for r in runs)
+        lines.append(f"| {name} | {spread([r['mse'] for r in runs])} | {spread([r['mae'] for r in runs])}"
+                     f" | {seconds} | {REFERENCES[name].get(horizon, '–')} ({REFERENCE_NAMES[name]}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/ETT-small/ETTh1.csv"))
+    parser.add_argument("--horizons", default="96,192")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--models", default="linear,dlinear,patch-transformer")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override a parameter of every model run.")
+    args = parser.parse_args()
+    overrides = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}; python {platform.python_version()}", flush=True)
+    tables = []
+    for horizon in (int(h) for h in args.horizons.split(",")):
+        results = {name: [run(args.data, horizon, name, seed, overrides) for seed in seeds]
+                   for name in args.models.split(",")}
+        tables.append(table(horizon, results))
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}\n")
+    print("\n\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
