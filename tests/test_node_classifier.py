@@ -187,10 +187,11 @@ def test_cli_trains_predicts_and_evaluates(block_graph, tmp_path, capsys):
     nodes, edges = block_graph
     out = tmp_path / "run"
     code, stdout, err = cli(capsys, "classify-nodes", "--nodes", nodes, "--edges", edges, "--model", "sage",
-                            "--epochs", "30", "--out", out, "--json")
+                            "--epochs", "30", "--out", out, "--json", "--set", "full_batch_max_nodes=50")
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["metrics"]["accuracy"] > 0.6 and Path(summary["export"]).is_dir()
+    assert "sampled mini-batches" in (out / "report.html").read_text()  # 90 nodes > 50: sampled
     code, stdout, _ = cli(capsys, "predict", out, "--json", "--output", tmp_path / "p.csv")
     assert code == 0 and len(json.loads(stdout)) == 15
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "node,label,probability,top_k"
@@ -198,6 +199,13 @@ def test_cli_trains_predicts_and_evaluates(block_graph, tmp_path, capsys):
     assert code == 0 and len(json.loads(stdout)) == 90
     code, stdout, _ = cli(capsys, "evaluate", out, "--data", nodes, "--json")
     assert code == 0 and json.loads(stdout)["samples"] == 75
+
+
+def test_recipe_file_runs(tmp_path, capsys):
+    recipe = Path(__file__).parents[1] / "recipes" / "nodes_karate.toml"
+    code, stdout, err = cli(capsys, "run", recipe, "--set", "epochs=5", "--out", tmp_path / "k", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["metrics"]["samples"] == 10  # 30% of 34 members held out for test
 
 
 def _table(folder: Path, nodes: dict, edges: dict) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from dltoolkit.core.callbacks import read_history
-from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
@@ -102,10 +102,9 @@ class NodeClassifier(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        for name, value, choices in (("model", c.model, MODELS), ("batching", c.batching, BATCHING),
-                                     ("feature_norm", c.feature_norm, FEATURE_NORMS)):
-            if value not in choices:
-                raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+        check_choice("model", c.model, MODELS)
+        check_choice("batching", c.batching, BATCHING)
+        check_choice("feature_norm", c.feature_norm, FEATURE_NORMS)
         if c.layers < 1 or c.fanout < 1 or c.heads < 1:
             raise ConfigError("layers, heads and fanout must be at least 1")
         if not 0 <= c.dropout < 1 or not 0 <= c.attention_dropout < 1:
@@ -324,7 +323,7 @@ class NodeClassifier(Recipe):
             report.figure("Training curves", plot_history(history), "history")
         report.table("Parameters", self.get_params())
 
-    def _embedding_figure(self, graph: Graph, limit: int = 2000) -> Figure:
+    def _embedding_figure(self, graph: Graph, limit: int = 1000) -> Figure:
         """t-SNE of the embeddings of up to `limit` nodes; unlabelled nodes in grey."""
         from sklearn.manifold import TSNE
 
