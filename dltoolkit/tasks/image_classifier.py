@@ -35,6 +35,7 @@ from dltoolkit.data.images import (
 from dltoolkit.models.vision import build_image_model, default_image_size, default_weights
 
 LOSSES = ("crossentropy", "focal")
+STEP_BUDGET = 3000  # default training length in batches: small data gets more epochs
 CLASS_WEIGHTS = ("none", "balanced")
 
 
@@ -42,7 +43,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 class ClassifierConfig(TrainConfig):
     """Parameters of ImageClassifier (see the README's 'classify images' section)."""
 
-    epochs: int = 15
+    epochs: int | None = None  # None: about STEP_BUDGET optimizer steps, 3 to 20 epochs
     learning_rate: float = 3e-3
     backbone: str = "small-cnn"
     weights: str = "auto"
@@ -144,6 +145,7 @@ class ImageClassifier(Recipe):
         train_ds = self._dataset(train, training=True)
         val_ds = self._dataset(val, training=False) if val is not None and len(val) else None
         steps = math.ceil(len(train) / c.batch_size)
+        epochs = c.epochs or min(20, max(3, math.ceil(STEP_BUDGET / steps)))
         weights = default_weights(c.backbone) if c.weights == "auto" else c.weights
         with rt.strategy.scope():
             built = build_image_model(
@@ -163,13 +165,13 @@ class ImageClassifier(Recipe):
         def head_phase():
             if built.backbone is not None:
                 built.backbone.trainable = False
-            compile_for(c.epochs, 1.0)
+            compile_for(epochs, 1.0)
 
         def finetune_phase():
             built.backbone.trainable = True
             compile_for(c.fine_tune_epochs, c.fine_tune_lr_factor)
 
-        phases = [Phase("train" if built.backbone is None else "head", c.epochs, head_phase)]
+        phases = [Phase("train" if built.backbone is None else "head", epochs, head_phase)]
         if c.fine_tune_epochs > 0:
             phases.append(Phase("finetune", c.fine_tune_epochs, finetune_phase))
         fit_phases(
