@@ -70,10 +70,14 @@ def fit_rate(model, images_per_step: int, steps: int, warmup: int = 5, **data) -
 
 
 def compiled_model(config, shape, steps: int) -> keras.Model:
-    """The default small-cnn compiled as the recipe compiles it."""
+    """The default small-cnn compiled as the recipe compiles it.
+
+    The default `epochs` is None (the recipe picks it from the data size); the schedule's
+    length does not change the speed of a step, so one epoch stands in for it.
+    """
     model = build_image_model(config.backbone, shape, 10, weights=None, dropout=config.dropout).model
     model.compile(
-        optimizer=build_optimizer(config, steps, config.epochs),
+        optimizer=build_optimizer(config, steps, config.epochs or 1),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
