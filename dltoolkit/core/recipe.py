@@ -81,7 +81,7 @@ class Recipe(abc.ABC):
         try:
             self._fit_into(run, prepared, console)
         except DLToolkitError:
-            if not resume:  # a user error found late (e.g. weights offline): leave no stub run
+            if not resume:  # a user error found late (e.g. weights offline): no half-made run
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         return self
