@@ -135,5 +135,7 @@ def test_warmup_then_cosine_schedule():
     assert rates[0] < rates[1] and abs(rates[1] - 0.01) < 1e-6 and rates[1] > rates[2] > rates[3]
     assert opt.gradient_accumulation_steps == 2 and opt.clipnorm == 1.0
     assert isinstance(build_optimizer(cfg.TrainConfig(optimizer="sgd"), 10, 1), keras.optimizers.SGD)
+    with pytest.raises(ConfigError, match="epochs must be"):
+        build_optimizer(cfg.TrainConfig(), 10, None)
     with pytest.raises(ConfigError, match="adamw, sgd"):
         build_optimizer(cfg.TrainConfig(optimizer="adam8bit"), 10, 1)

@@ -35,6 +35,8 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scal
     """
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
     if config.grad_accum_steps < 1:
         raise ConfigError("grad_accum_steps must be at least 1 (1 means no accumulation)")
     common = {
