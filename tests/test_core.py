@@ -139,3 +139,19 @@ def test_warmup_then_cosine_schedule():
         build_optimizer(cfg.TrainConfig(), 10, None)
     with pytest.raises(ConfigError, match="adamw, sgd"):
         build_optimizer(cfg.TrainConfig(optimizer="adam8bit"), 10, 1)
+
+
+def test_torn_backup_metadata_is_repaired_from_the_previous_epoch(tmp_path):
+    from dltoolkit.core.training import _repair_backup
+
+    (tmp_path / "training_metadata.json").write_text("")  # killed mid-write
+    (tmp_path / "training_metadata.json.bkp").write_text('{"epoch": 2, "batch": -1}')
+    (tmp_path / "latest.weights.h5").write_bytes(b"new")
+    (tmp_path / "latest.weights.h5.bkp").write_bytes(b"old")
+    _repair_backup(tmp_path)
+    assert json.loads((tmp_path / "training_metadata.json").read_text())["epoch"] == 2
+    assert (tmp_path / "latest.weights.h5").read_bytes() == b"old"
+    (tmp_path / "training_metadata.json").write_text("{")
+    (tmp_path / "training_metadata.json.bkp").unlink()
+    _repair_backup(tmp_path)
+    assert not (tmp_path / "training_metadata.json").exists()

@@ -8,9 +8,12 @@ resumed run skips finished phases and continues the interrupted one from its las
 
 from __future__ import annotations
 
+import json
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 from rich.console import Console
@@ -87,6 +90,8 @@ def fit_phases(
 
 
 def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, console):
+    backup = run.checkpoints / f"{phase.name}.backup"
+    _repair_backup(backup)
     previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
     best_so_far = min((r[monitor] for r in previous if monitor in r), default=None)
     # HistoryLog runs before BackupAndRestore: a crash between the two repeats an epoch
@@ -94,7 +99,7 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         HistoryLog(run.history_file, phase.name),
-        keras.callbacks.BackupAndRestore(backup_dir=str(run.checkpoints / f"{phase.name}.backup")),
+        keras.callbacks.BackupAndRestore(backup_dir=str(backup), double_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
             str(run.checkpoints / f"{phase.name}.best.weights.h5"),
             monitor=monitor,
@@ -113,6 +118,27 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
     if console is not None:
         callbacks.append(RichProgress(total_epochs, steps_per_epoch, console, label=_label(phase.name)))
     return callbacks
+
+
+def _repair_backup(backup: Path) -> None:
+    """Undo a kill during BackupAndRestore's (non-atomic) metadata write.
+
+    Keras recovers a torn weights file from its `.bkp` copy but not a torn
+    training_metadata.json; put the previous epoch's pair back, or drop the torn file.
+    """
+    metadata = backup / "training_metadata.json"
+    if not metadata.is_file():
+        return
+    try:
+        json.loads(metadata.read_text())
+    except ValueError:
+        previous = metadata.with_name(metadata.name + ".bkp")
+        weights = backup / "latest.weights.h5"
+        if previous.is_file() and weights.with_name(weights.name + ".bkp").is_file():
+            shutil.copyfile(previous, metadata)
+            shutil.copyfile(weights.with_name(weights.name + ".bkp"), weights)
+        else:
+            metadata.unlink()
 
 
 def _label(phase_name: str) -> str:
