@@ -12,6 +12,7 @@ from dltoolkit.core.errors import ConfigError
 from dltoolkit.tasks import NodeClassifier
 
 
+@c.recipe_command(NodeClassifier)
 def classify_nodes(
     data: Annotated[str | None, typer.Option(help="planetoid:DIR, a folder with nodes.csv and edges.csv, or a built-in graph (karate).")] = None,
     nodes: Annotated[Path | None, typer.Option(help="Node table (CSV): id, features..., label (empty: unlabelled), optional split.")] = None,
@@ -29,29 +30,15 @@ def classify_nodes(
     epochs: c.Epochs = None,
     batch_size: Annotated[int | None, typer.Option(help="Seed nodes per sampled mini-batch.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    strategy: c.Strategy = None,
-    tpu: c.Tpu = None,
-    mixed_precision: c.MixedPrecision = None,
-    seed: c.Seed = None,
-    set_: c.Set = None,
-    out: c.Out = None,
-    resume: c.Resume = False,
-    overwrite: c.Overwrite = False,
-    as_json: c.Json = False,
-    quiet: c.Quiet = False,
-) -> None:
+):
     """Classify graph nodes with a GCN, GAT or GraphSAGE (built-in karate club when no data)."""
     if nodes is not None and data is not None:
         raise ConfigError("pass either --nodes/--edges or --data, not both")
     if (nodes is None) != (edges is None):
         raise ConfigError("--nodes and --edges go together: pass the node table and the edge table")
-    params = c.given(
+    return str(nodes) if nodes else data, dict(
         edges=str(edges) if edges else None, label_col=label_col, id_col=id_col, name=name,
         model=model, hidden=hidden, heads=heads, dropout=dropout, directed=directed,
         batching=batching, fanout=fanout, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, strategy=strategy, tpu=tpu, mixed_precision=mixed_precision,
-        seed=seed,
+        learning_rate=learning_rate,
     )
-    source = str(nodes) if nodes else data or NodeClassifier.default_data
-    c.train(NodeClassifier, source, params, set_, out=out, resume=resume, overwrite=overwrite,
-            as_json=as_json, quiet=quiet)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +26,7 @@ Data = Annotated[str | None, typer.Option(help="Data: folder, CSV file, tfds:NAM
 Out = Annotated[Path | None, typer.Option(help="Run directory to write (default runs/<task>-<time>).")]
 Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
 BatchSize = Annotated[int | None, typer.Option(help="Global batch size (split across replicas).")]
+LearningRate = Annotated[float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")]
 Strategy = Annotated[str | None, typer.Option(help="auto|cpu|gpu|mirrored|multi-worker|tpu.")]
 Tpu = Annotated[str | None, typer.Option(help="TPU name or address for --strategy tpu.")]
 MixedPrecision = Annotated[bool | None, typer.Option("--mixed-precision/--no-mixed-precision", help="float16 on GPU, bfloat16 on TPU/CPU.")]
@@ -31,6 +36,51 @@ Overwrite = Annotated[bool, typer.Option(help="Replace the run already in --out.
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts) instead of tables.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Set = Annotated[list[str] | None, typer.Option("--set", help="Override any recipe parameter: --set key=value (repeatable).")]
+
+
+# The options every training command adds after its own (see `recipe_command`).
+_RUNTIME_OPTIONS = {"strategy": Strategy, "tpu": Tpu, "mixed_precision": MixedPrecision, "seed": Seed}
+_CONTROL_OPTIONS = {
+    "set_": (Set, None), "out": (Out, None), "resume": (Resume, False),
+    "overwrite": (Overwrite, False), "as_json": (Json, False), "quiet": (Quiet, False),
+}
+
+
+def recipe_command(recipe_cls: type[Recipe]) -> Callable:
+    """Make a training command from a function that declares only a recipe's own options.
+
+    The function takes its options and returns `(data, params)`: the data source (None for
+    the recipe's built-in sample) and the recipe parameters they set. The decorator adds the
+    shared options (--strategy, --tpu, --mixed-precision, --seed, --set, --out, --resume,
+    --overwrite, --json, --quiet) to the Typer signature and does the training.
+    """
+
+    def decorate(read_options: Callable) -> Callable:
+        hints = typing.get_type_hints(read_options, include_extras=True)
+        own = [p.replace(annotation=hints[p.name])
+               for p in inspect.signature(read_options).parameters.values()]
+        runtime = [_option(name, hint, None) for name, hint in _RUNTIME_OPTIONS.items()]
+        control = [_option(name, hint, default) for name, (hint, default) in _CONTROL_OPTIONS.items()]
+
+        @functools.wraps(read_options)
+        def command(**options) -> None:
+            control_values = {name: options.pop(name) for name in _CONTROL_OPTIONS}
+            runtime_values = {name: options.pop(name) for name in _RUNTIME_OPTIONS}
+            data, params = read_options(**options)
+            train(recipe_cls, data or recipe_cls.default_data,
+                  {**given(**params), **given(**runtime_values)},
+                  control_values.pop("set_"), **control_values)
+
+        del command.__wrapped__  # Typer must read the full signature below, not the function's
+        command.__signature__ = inspect.Signature(own + runtime + control)
+        command.__annotations__ = {p.name: p.annotation for p in own + runtime + control}
+        return command
+
+    return decorate
+
+
+def _option(name: str, hint, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
 
 
 def given(**options) -> dict:

@@ -10,9 +10,9 @@ from dltoolkit.cli import common as c
 from dltoolkit.tasks import AnomalyDetector
 
 
+@c.recipe_command(AnomalyDetector)
 def detect_anomalies(
     data: c.Data = None,
-    out: c.Out = None,
     label_col: Annotated[str | None, typer.Option(help="0/1 (or two-valued) anomaly label: used for evaluation and thresholds only, never for training.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Time column: rows are sorted by it (and windows report their time span).")] = None,
     window: Annotated[int | None, typer.Option(help="Score sliding windows of this many rows (time series; with --model conv or lstm).")] = None,
@@ -27,26 +27,14 @@ def detect_anomalies(
     latent: Annotated[int | None, typer.Option(help="Code size (0: auto).")] = None,
     epochs: c.Epochs = None,
     batch_size: c.BatchSize = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")] = None,
-    strategy: c.Strategy = None,
-    tpu: c.Tpu = None,
-    mixed_precision: c.MixedPrecision = None,
-    seed: c.Seed = None,
-    set_: c.Set = None,
-    resume: c.Resume = False,
-    overwrite: c.Overwrite = False,
-    as_json: c.Json = False,
-    quiet: c.Quiet = False,
-) -> None:
+    learning_rate: c.LearningRate = None,
+):
     """Train an anomaly detector (built-in breast-cancer table when --data is not given)."""
     if window and model is None:
         model = "conv"
-    params = c.given(
+    return data, dict(
         label_col=label_col, time_col=time_col, window=window, model=model, columns=columns,
         categorical=categorical, nan=nan, threshold=threshold, contamination=contamination,
         quantile=quantile, hidden=hidden, latent=latent, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, strategy=strategy, tpu=tpu, mixed_precision=mixed_precision,
-        seed=seed,
+        learning_rate=learning_rate,
     )
-    c.train(AnomalyDetector, data or AnomalyDetector.default_data, params, set_, out=out,
-            resume=resume, overwrite=overwrite, as_json=as_json, quiet=quiet)

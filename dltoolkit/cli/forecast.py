@@ -10,9 +10,9 @@ from dltoolkit.cli import common as c
 from dltoolkit.tasks import Forecaster
 
 
+@c.recipe_command(Forecaster)
 def forecast(
     data: c.Data = None,
-    out: c.Out = None,
     target: Annotated[str | None, typer.Option("--target", "--targets", help="Column(s) to forecast, comma-separated (default: the only numeric column).")] = None,
     all_columns: Annotated[bool | None, typer.Option("--all-columns/--no-all-columns", help="Forecast every numeric column (multivariate).")] = None,
     covariates: Annotated[str | None, typer.Option(help="Comma-separated input-only columns (needs lstm, gru, rnn or transformer).")] = None,
@@ -25,23 +25,11 @@ def forecast(
     season: Annotated[int | None, typer.Option(help="Seasonal period for the seasonal-naive baseline (default: from the time step).")] = None,
     epochs: c.Epochs = None,
     batch_size: c.BatchSize = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")] = None,
-    strategy: c.Strategy = None,
-    tpu: c.Tpu = None,
-    mixed_precision: c.MixedPrecision = None,
-    seed: c.Seed = None,
-    set_: c.Set = None,
-    resume: c.Resume = False,
-    overwrite: c.Overwrite = False,
-    as_json: c.Json = False,
-    quiet: c.Quiet = False,
-) -> None:
+    learning_rate: c.LearningRate = None,
+):
     """Train a forecaster (built-in CO2 sample series when --data is not given)."""
-    params = c.given(
+    return data, dict(
         target=target, all_columns=all_columns, covariates=covariates, time_col=time_col,
         fill=fill, lookback=lookback, horizon=horizon, model=model, quantiles=quantiles,
         season=season, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        strategy=strategy, tpu=tpu, mixed_precision=mixed_precision, seed=seed,
     )
-    c.train(Forecaster, data or Forecaster.default_data, params, set_, out=out,
-            resume=resume, overwrite=overwrite, as_json=as_json, quiet=quiet)
