@@ -29,28 +29,46 @@ def predict(
     output: Annotated[Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")] = None,
     nodes: Annotated[Path | None, typer.Option(help="classify-nodes runs: a node table of a new graph.")] = None,
     edges: Annotated[Path | None, typer.Option(help="classify-nodes runs: that graph's edge table.")] = None,
+    text: Annotated[list[str] | None, typer.Option(help="summarize runs: a document to summarise (repeatable).")] = None,
+    num: Annotated[int | None, typer.Option(help="generate runs: how many images to sample.")] = None,
+    label: Annotated[str | None, typer.Option(help="generate runs: the class to sample (conditional models).")] = None,
+    seed: Annotated[int | None, typer.Option(help="generate and train-agent runs: random seed.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="train-agent runs: episodes to play.")] = None,
+    render: Annotated[str | None, typer.Option(help="train-agent runs: 'rgb' saves the episodes' frames as a GIF.")] = None,
+    out: Annotated[Path | None, typer.Option(help="generate and train-agent runs: image or GIF file to write.")] = None,
     as_json: c.Json = False,
 ) -> None:
     """Predict with a trained run (e.g. top-k labels for images; with no inputs, a
     classify-nodes run labels the unlabelled nodes of its graph)."""
     items = list(inputs or []) + ([data] if data else [])
-    options = c.given(nodes=nodes and str(nodes), edges=edges and str(edges))
+    options = c.given(nodes=nodes and str(nodes), edges=edges and str(edges), text=text, num=num,
+                      label=label, seed=seed, episodes=episodes, render=render,
+                      out=out and str(out))
     recipe = load(run)
-    accepted = inspect.signature(recipe.predict).parameters
-    unknown = [f"--{k}" for k in options if k not in accepted]
-    if unknown:
-        raise ConfigError(f"{', '.join(unknown)} only apply to classify-nodes runs")
-    if not items and not options:
-        if next(iter(accepted.values())).default is inspect.Parameter.empty:
-            raise DataError("nothing to predict: pass input files or folders after the run directory")
-        items = None
-    rows = recipe.predict(items, **options)
+    accepted = _check_options(recipe, recipe.predict, options)
+    if not items and not options and _needs_first(accepted):
+        raise DataError("nothing to predict: pass input files or folders after the run directory")
+    rows = recipe.predict(items or None, **options)
     if output is not None:
         write_rows(output, rows)
     if as_json:
         c.print_json(rows)
         return
     c.print_table(f"Predictions ({len(rows)})", [_flat(r) for r in rows])
+
+
+def _check_options(recipe, method, options: dict) -> dict:
+    """The parameters of `method`; a ConfigError names the options this kind of run ignores."""
+    accepted = inspect.signature(method).parameters
+    unknown = [f"--{k}" for k in options if k not in accepted]
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)} do not apply to a {recipe.task} run")
+    return accepted
+
+
+def _needs_first(parameters) -> bool:
+    """Whether the method's first parameter (the inputs or data) has no default."""
+    return next(iter(parameters.values())).default is inspect.Parameter.empty
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -83,12 +101,19 @@ def _compact(value):
     return value
 
 
-def evaluate(run: RunArg, data: c.Data = None, as_json: c.Json = False) -> None:
-    """Evaluate a trained run on labelled data: metrics and confusion matrix."""
-    if not data:
-        raise DataError("evaluate needs --data with labelled examples")
+def evaluate(
+    run: RunArg,
+    data: c.Data = None,
+    episodes: Annotated[int | None, typer.Option(help="train-agent runs: evaluation episodes.")] = None,
+    as_json: c.Json = False,
+) -> None:
+    """Evaluate a trained run: metrics on labelled --data (or, for agents, returns over episodes)."""
     recipe = load(run)
-    metrics = recipe.evaluate(data)
+    options = c.given(episodes=episodes)
+    accepted = _check_options(recipe, recipe.evaluate, options)
+    if not data and _needs_first(accepted):
+        raise DataError("evaluate needs --data with labelled examples")
+    metrics = recipe.evaluate(data, **options)
     if as_json:
         c.print_json(metrics)
         return
