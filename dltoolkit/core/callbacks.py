@@ -115,3 +115,32 @@ def write_history(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     files.write_text(path, buffer.getvalue())
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once `minutes` of wall time have passed since it began; with
+    `snapshots`, also save the weights reached at each of those minute marks into
+    `directory` as `at_<minutes>min.weights.h5` (to compare budgets inside one run)."""
+
+    def __init__(self, minutes: float | None, snapshots=(), directory: Path | None = None):
+        super().__init__()
+        self.minutes = minutes
+        self.pending = sorted(float(m) for m in snapshots)
+        self.directory = directory
+
+    def on_train_begin(self, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        elapsed = (time.perf_counter() - self._started) / 60
+        while self.pending and elapsed >= self.pending[0]:
+            mark = self.pending.pop(0)
+            with files.atomic_path(snapshot_path(self.directory, mark)) as tmp:
+                self.model.save_weights(tmp)
+        if self.minutes is not None and elapsed >= self.minutes:
+            self.model.stop_training = True
+
+
+def snapshot_path(directory: Path, minutes: float) -> Path:
+    """Where TimeBudget keeps the weights reached after `minutes`."""
+    return Path(directory) / f"at_{minutes:g}min.weights.h5"

@@ -8,14 +8,17 @@ from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "inverse-sqrt")
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, scale=1.0):
-    """Linear warmup then cosine decay to zero over `epochs`, or a constant rate."""
+    """Linear warmup then cosine decay to zero over `epochs`, linear warmup then
+    inverse-square-root decay (independent of the run's length), or a constant rate."""
     peak = config.learning_rate * scale
     if config.schedule == "constant":
         return peak
+    if config.schedule == "inverse-sqrt":
+        return WarmupInverseSqrt(peak, max(1, int(config.warmup_epochs * steps_per_epoch)))
     if config.schedule != "cosine":
         raise ConfigError(f"unknown schedule '{config.schedule}'; choose one of: {', '.join(SCHEDULES)}")
     total = max(1, steps_per_epoch * epochs)
@@ -25,6 +28,22 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: in
     return keras.optimizers.schedules.CosineDecay(
         peak * 0.01, decay_steps=total - warmup, warmup_target=peak, warmup_steps=warmup
     )
+
+
+@keras.saving.register_keras_serializable("dltoolkit")
+class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly to `peak` over `warmup_steps`, then falls as 1/sqrt(step)."""
+
+    def __init__(self, peak: float, warmup_steps: int):
+        self.peak, self.warmup_steps = peak, warmup_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32") + 1.0
+        warmup = float(self.warmup_steps)
+        return self.peak * keras.ops.minimum(step / warmup, keras.ops.sqrt(warmup / step))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
 
 
 def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scale=1.0):

@@ -46,12 +46,14 @@ def fit_phases(
     class_weight: dict | None = None,
     validation_steps: int | None = None,
     repeating: bool = False,
+    extra_callbacks: list | None = None,
 ) -> list[dict]:
     """Train through `phases` and return the full per-epoch history.
 
     With `repeating`, both datasets repeat forever and an epoch is `steps_per_epoch` training
     and `validation_steps` validation batches; their iterators are then made once, not per
     epoch, which matters when epochs are a few steps (e.g. one full-graph step).
+    `extra_callbacks` (e.g. a time budget) run after the standard ones in every phase.
     """
     monitor = "val_loss" if val_ds is not None else "loss"
     total = sum(p.epochs for p in phases)
@@ -65,6 +67,7 @@ def fit_phases(
         else:
             phase.prepare()
             callbacks = _callbacks(run, config, phase, monitor, total, steps_per_epoch, console)
+            callbacks += extra_callbacks or []
             with warnings.catch_warnings():
                 # Pipelines that may drop unreadable files have no known length; Keras
                 # warns at the end of each of their epochs although nothing is wrong.
