@@ -24,3 +24,7 @@ class RunDirError(DLToolkitError):
 
 class WeightsError(DLToolkitError):
     """Pretrained weights are unavailable (offline, missing file, wrong format)."""
+
+
+class WorkerLost(DLToolkitError):
+    """A multi-worker job lost one of its processes; restarting every worker resumes it."""

@@ -18,11 +18,18 @@ from rich.console import Console
 
 from dltoolkit.core import config as cfg
 from dltoolkit.core import files
-from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError
+from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
 from dltoolkit.core.report import Report
-from dltoolkit.core.rundir import RunDir, default_run_path
-from dltoolkit.core.runtime import Runtime, runtime
+from dltoolkit.core.rundir import RunDir, default_run_path, multi_worker_resume
+from dltoolkit.core.runtime import (
+    Runtime,
+    choose_strategy,
+    connect_cluster,
+    is_chief,
+    runtime,
+    task_name,
+)
 
 _REGISTRY: dict[str, type[Recipe]] = {}
 
@@ -69,19 +76,35 @@ class Recipe(abc.ABC):
 
         Data is read and checked before anything is written, so bad input never touches
         an existing run. `resume` continues an interrupted run in `out`.
+
+        With `strategy="multi-worker"` every worker runs this with the same `out` on shared
+        storage: the job joins its cluster first, an existing run there is resumed, and only
+        the chief writes `out` (the others write to scratch directories).
         """
         data = self.default_data if data is None else data
-        out = out or default_run_path(self.task)
         self._validate()
-        RunDir.check(out, resume=resume, overwrite=overwrite)
+        multi_worker = choose_strategy(self.config.strategy, self.config.tpu)[0] == "multi-worker"
+        if multi_worker:
+            resume = multi_worker_resume(out, resume, overwrite)
+        out = out or default_run_path(self.task)
+        chief = not multi_worker or is_chief()
+        if chief:
+            RunDir.check(out, resume=resume, overwrite=overwrite)
+        if multi_worker:
+            connect_cluster()
         console = Console(stderr=True) if progress else None
         prepared = self._prepare(data, console)
-        run = RunDir.create(out, resume=resume, overwrite=overwrite)
+        if chief:
+            run = RunDir.create(out, resume=resume, overwrite=overwrite)
+        else:
+            run = RunDir.scratch(out, task_name())
         self.run_, self.data_ = run, data
         try:
             self._fit_into(run, prepared, console)
-        except DLToolkitError:
-            if not resume:  # a user error found late (e.g. weights offline): no half-made run
+        except DLToolkitError as err:
+            # A user error found late (e.g. weights offline) leaves no half-made run; a lost
+            # worker leaves the job's checkpoints for the restart.
+            if not resume and not isinstance(err, WorkerLost):
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         return self
@@ -90,6 +113,7 @@ class Recipe(abc.ABC):
         cfg.write_recipe_file(run.recipe_file, self.task, self.data_, self.get_params())
         c = self.config
         with runtime(c.strategy, tpu=c.tpu, mixed_precision=c.mixed_precision, seed=c.seed) as rt:
+            run.pull_resume_state()
             self._train(prepared, run, rt, console)
         self.metrics_ = self._evaluate_prepared(prepared)
         self.save(run.path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dltoolkit.core.errors import RunDirError
+from dltoolkit.core.errors import ConfigError, RunDirError
 
 RECIPE_FILE = "recipe.toml"
 MODEL_FILE = "model.keras"
@@ -16,9 +18,14 @@ STATE_FILE = "state.json"
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths of one run directory (see DESIGN.md, 'Run directory')."""
+    """Paths of one run directory (see DESIGN.md, 'Run directory').
+
+    A multi-worker job's non-chief workers write into a private scratch run directory
+    whose `resume_from` is the job's shared one (see `scratch`).
+    """
 
     path: Path
+    resume_from: Path | None = None
 
     @property
     def name(self) -> str:
@@ -99,6 +106,30 @@ class RunDir:
         return cls(path)
 
     @classmethod
+    def scratch(cls, shared: str | Path, worker: str) -> RunDir:
+        """A temporary run directory for a non-chief worker of the job writing `shared`.
+
+        tf.distribute has every worker save what the chief saves (the saves read variables
+        together), but only the chief's copy may land in the shared run directory; a
+        worker's goes here and is deleted when the process exits.
+        """
+        path = Path(tempfile.mkdtemp(prefix=f"dltoolkit-{worker.replace(' ', '')}-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        return cls(path, resume_from=Path(shared))
+
+    def pull_resume_state(self) -> None:
+        """Copy the shared run's checkpoints and history here, so this worker resumes where
+        the chief does. Call it once every worker has joined the cluster: the chief cannot
+        finish an epoch (and write) without them."""
+        if self.resume_from is None:
+            return
+        shared = RunDir(self.resume_from)
+        if shared.checkpoints.is_dir():
+            shutil.copytree(shared.checkpoints, self.checkpoints, dirs_exist_ok=True)
+        if shared.history_file.is_file():
+            shutil.copyfile(shared.history_file, self.history_file)
+
+    @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """An existing, finished run (it has a recipe file and a model)."""
         path = Path(path)
@@ -112,6 +143,25 @@ class RunDir:
                     "train it to the end first, or resume it with --resume"
                 )
         return run
+
+
+def multi_worker_resume(out, resume: bool, overwrite: bool) -> bool:
+    """Whether a multi-worker job resumes `out`: always when it holds a run already.
+
+    Every worker of a job runs the same command, and a restarted one (Kubernetes, Vertex AI)
+    runs it again unchanged, so an existing run in `out` is continued, not refused.
+    """
+    if out is None:
+        raise ConfigError(
+            "--strategy multi-worker needs --out: a run directory on storage every worker "
+            "shares (the chief writes it; a restarted worker resumes from it)"
+        )
+    if overwrite:
+        raise ConfigError(
+            "--overwrite cannot be used with --strategy multi-worker (a restarted worker would "
+            "wipe the job's progress); delete the run directory first or choose another --out"
+        )
+    return resume or (Path(out) / RECIPE_FILE).is_file()
 
 
 def default_run_path(task: str) -> Path:

@@ -8,6 +8,7 @@ resumed run skips finished phases and continues the interrupted one from its las
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import warnings
@@ -16,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from rich.console import Console
 
 from dltoolkit.core.callbacks import HistoryLog, RichProgress, read_history
 from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.errors import WorkerLost
 from dltoolkit.core.files import atomic_path
 from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.runtime import distributable
 
 
 @dataclass
@@ -56,6 +60,8 @@ def fit_phases(
     `extra_callbacks` (e.g. a time budget) run after the standard ones in every phase.
     """
     monitor = "val_loss" if val_ds is not None else "loss"
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    train_ds, val_ds = distributable(train_ds, replicas), distributable(val_ds, replicas)
     total = sum(p.epochs for p in phases)
     start = 0
     for phase in phases:
@@ -68,7 +74,7 @@ def fit_phases(
             phase.prepare()
             callbacks = _callbacks(run, config, phase, monitor, total, steps_per_epoch, console)
             callbacks += extra_callbacks or []
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _worker_loss_is_user_facing():
                 # Pipelines that may drop unreadable files have no known length; Keras
                 # warns at the end of each of their epochs although nothing is wrong.
                 warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -142,6 +148,19 @@ def _repair_backup(backup: Path) -> None:
             shutil.copyfile(weights.with_name(weights.name + ".bkp"), weights)
         else:
             metadata.unlink()
+
+
+@contextlib.contextmanager
+def _worker_loss_is_user_facing():
+    """A multi-worker job whose peer died says how to continue, in one line."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as err:
+        first_line = str(err).strip().splitlines()[0][:200]
+        raise WorkerLost(
+            f"a process of the multi-worker job stopped ({first_line}); restart every worker "
+            "with the same command: training resumes from the last finished epoch"
+        ) from None
 
 
 def _label(phase_name: str) -> str:
