@@ -16,6 +16,8 @@ _LAZY = {
     "Forecaster": "dltoolkit.tasks",
     "AnomalyDetector": "dltoolkit.tasks",
     "NodeClassifier": "dltoolkit.tasks",
+    "ImageGenerator": "dltoolkit.tasks",
+    "Summarizer": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

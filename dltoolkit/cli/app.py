@@ -8,7 +8,16 @@ import click
 import typer
 
 from dltoolkit import __version__
-from dltoolkit.cli import classify, classify_nodes, detect_anomalies, forecast, info, runs
+from dltoolkit.cli import (
+    classify,
+    classify_nodes,
+    detect_anomalies,
+    forecast,
+    generate,
+    info,
+    runs,
+    summarize,
+)
 from dltoolkit.cli.common import stderr
 from dltoolkit.core.errors import DLToolkitError
 
@@ -22,6 +31,8 @@ app = typer.Typer(
 )
 app.command()(classify.classify)
 app.command()(forecast.forecast)
+app.command()(generate.generate)
+app.command()(summarize.summarize)
 app.command(name="classify-nodes")(classify_nodes.classify_nodes)
 app.command(name="detect-anomalies")(detect_anomalies.detect_anomalies)
 for command in (runs.predict, runs.evaluate, runs.export, runs.report, runs.run):

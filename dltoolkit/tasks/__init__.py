@@ -3,6 +3,8 @@
 from dltoolkit.tasks.anomaly_detector import AnomalyDetector
 from dltoolkit.tasks.forecaster import Forecaster
 from dltoolkit.tasks.image_classifier import ImageClassifier
+from dltoolkit.tasks.image_generator import ImageGenerator
 from dltoolkit.tasks.node_classifier import NodeClassifier
+from dltoolkit.tasks.summarizer import Summarizer
 
-__all__ = ["AnomalyDetector", "Forecaster", "ImageClassifier", "NodeClassifier"]
+__all__ = ["AnomalyDetector", "Forecaster", "ImageClassifier", "ImageGenerator", "NodeClassifier", "Summarizer"]
