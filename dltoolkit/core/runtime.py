@@ -126,11 +126,6 @@ def make_strategy(kind: str, tpu: str | None = None) -> tf.distribute.Strategy:
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
     if kind == "multi-worker":
-        if not cluster_spec():
-            raise ConfigError(
-                "--strategy multi-worker needs TF_CONFIG describing the cluster "
-                "(see README, 'Scaling out'); set it on every worker"
-            )
         return connect_cluster()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
     tf.config.experimental_connect_to_cluster(resolver)
@@ -145,6 +140,11 @@ def connect_cluster() -> tf.distribute.Strategy:
     It joins the TF_CONFIG cluster (waiting for every worker) and must come before the first
     TensorFlow op of the process, so `Recipe.fit` calls it before reading any data.
     """
+    if not cluster_spec():
+        raise ConfigError(
+            "--strategy multi-worker needs TF_CONFIG describing the cluster "
+            "(see README, 'Scaling out'); set it on every worker"
+        )
     check_cluster()
     try:
         return KerasMultiWorkerStrategy()

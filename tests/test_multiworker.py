@@ -1,0 +1,274 @@
+"""Multi-worker training on this machine: worker processes on 127.0.0.1 joined by TF_CONFIG.
+
+The recipe is the anomaly detector on the built-in breast-cancer table (small and quick).
+Every wait is bounded: a hung worker is killed and the test fails with its output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_anomaly_detector import SERVE
+from test_cli import assert_user_error, cli
+
+from dltoolkit import load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.rundir import RunDir, multi_worker_resume
+from dltoolkit.core.runtime import (
+    check_cluster,
+    choose_strategy,
+    cluster_size,
+    describe_devices,
+    distributable,
+    is_chief,
+    precision_policy,
+    task_name,
+    with_shard_policy,
+    worker_index,
+)
+from dltoolkit.data.samples import load_sample
+
+# Four global batches of 64 per epoch (237 training rows: 64, 64, 64, 45).
+ARGS = ("--epochs", "4", "--batch-size", "64", "--seed", "0", "--set", "early_stopping_patience=0")
+WAIT = 240  # seconds any one launch may take before its processes are killed
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def dltoolkit_command() -> list[str]:
+    exe = Path(sys.executable).with_name("dltoolkit")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dltoolkit"]
+
+
+def start(out: Path, ports: list[int], index: int, *args: str) -> subprocess.Popen:
+    """One worker of the job: `dltoolkit detect-anomalies --strategy multi-worker ...`."""
+    env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [*dltoolkit_command(), "detect-anomalies", "--strategy", "multi-worker",
+               "--out", str(out), "--json", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def finish(procs: list[subprocess.Popen], deadline: float) -> list[tuple[int, str, str]]:
+    """Wait for every process until `deadline` (time.monotonic); kill the ones still running."""
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"worker {proc.args} did not finish in time:\n{err[-3000:]}")
+        results.append((proc.returncode, out, err))
+    return results
+
+
+def train_two_workers(out: Path, *args: str) -> list[dict]:
+    ports = free_ports(2)
+    procs = [start(out, ports, i, *args) for i in range(2)]
+    results = finish(procs, time.monotonic() + WAIT)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    return [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in results]
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("multiworker") / "job"
+    return out, train_two_workers(out, *ARGS)
+
+
+# -- one job, two processes ----------------------------------------------------------------
+
+
+def test_two_workers_train_one_run_written_by_the_chief(two_worker_run):
+    out, (chief, worker) = two_worker_run
+    assert chief["run"] == str(out)
+    assert {"recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json",
+            "report.html", "export"} <= {p.name for p in out.iterdir()}
+    assert (out / "export" / out.name / "1" / "saved_model.pb").is_file()
+    # The worker wrote the same files into its own scratch directory, gone when it exited.
+    assert worker["run"] != str(out) and not Path(worker["run"]).exists()
+    assert worker["metrics"] == chief["metrics"]
+    history = read_history(out / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert not list(out.glob("**/*.bkp")) and not (out / "checkpoints" / "train.backup").exists()
+
+
+def test_the_chiefs_export_serves_in_a_fresh_tensorflow_only_process(two_worker_run):
+    out, _ = two_worker_run
+    detector = load(out)
+    frame, _ = load_sample("breast-cancer")
+    rows = frame.iloc[:12]
+    names = detector.signature_inputs()
+    inputs = {names[c]: rows[c].astype(float).tolist() for c in detector.columns_}
+    served = subprocess.run([sys.executable, "-c", SERVE, str(out / "export" / out.name / "1"),
+                             json.dumps(inputs)], capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["score"], detector.score(rows)["score"], rtol=1e-5)
+
+
+def test_two_workers_match_one_process_with_the_same_global_batch(two_worker_run, tmp_path):
+    out, (chief, _) = two_worker_run
+    single = tmp_path / "single"
+    proc = subprocess.run([*dltoolkit_command(), "detect-anomalies", "--strategy", "cpu",
+                           "--out", str(single), "--json", *ARGS],
+                          capture_output=True, text=True, timeout=WAIT,
+                          env={**os.environ, "TF_CONFIG": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = json.loads(proc.stdout.strip().splitlines()[-1])
+    both, one = read_history(out / "history.csv"), read_history(single / "history.csv")
+    # The same optimizer steps per epoch: each step took one global batch, split between workers.
+    assert [r["learning_rate"] for r in both] == pytest.approx([r["learning_rate"] for r in one])
+    assert both[-1]["val_loss"] == pytest.approx(one[-1]["val_loss"], rel=0.05)
+    assert chief["metrics"]["roc_auc"] == pytest.approx(alone["metrics"]["roc_auc"], abs=0.03)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_the_job_finishes_without_lost_or_repeated_epochs(tmp_path):
+    out, epochs = tmp_path / "job", 12
+    args = ("--epochs", str(epochs), "--batch-size", "16", "--seed", "0",
+            "--set", "early_stopping_patience=0")
+    ports = free_ports(2)
+    procs = [start(out, ports, i, *args) for i in range(2)]
+    deadline = time.monotonic() + WAIT
+    while len(read_history(out / "history.csv")) < 3:
+        assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    killed_after = len(read_history(out / "history.csv"))
+    code, _, err = finish(procs[:1], time.monotonic() + 120)[0]
+    procs[1].communicate()
+    assert code == 2 and "restart every worker with the same command" in err, err[-3000:]
+    assert killed_after < epochs
+    # Restart both with the very same command: the job resumes from the shared checkpoints.
+    ports = free_ports(2)
+    results = finish([start(out, ports, i, *args) for i in range(2)], time.monotonic() + WAIT)
+    for rc, _, stderr in results:
+        assert rc == 0, stderr[-3000:]
+    history = read_history(out / "history.csv")
+    assert [int(r["epoch"]) for r in history] == list(range(1, epochs + 1))
+    assert history[-1]["loss"] < history[0]["loss"]
+    served = subprocess.run([sys.executable, "-c", "import sys, tensorflow as tf; "
+                             "print(list(tf.saved_model.load(sys.argv[1]).signatures))",
+                             str(out / "export" / out.name / "1")],
+                            capture_output=True, text=True, timeout=300)
+    assert "serving_default" in served.stdout, served.stderr[-2000:]
+
+
+# -- strategy choice, TF_CONFIG and batches, in this process --------------------------------
+
+
+def test_auto_on_this_machine_and_precision_policies(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    assert choose_strategy("auto") == ("cpu", "no GPU or TPU found")
+    info = describe_devices()
+    assert info["strategy"] == "cpu" and "cluster" not in info
+    assert any(d["type"] == "CPU" for d in info["devices"])
+    assert precision_policy(True, "tpu") == "mixed_bfloat16"
+    assert precision_policy(True, "mirrored") == "mixed_float16"
+    assert precision_policy(False, "tpu") == "float32"
+    monkeypatch.setenv("TPU_NAME", "my-tpu")
+    assert choose_strategy("auto") == ("tpu", "a TPU is configured")
+
+
+def test_tf_config_roles(monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert is_chief() and cluster_size() == 1 and worker_index() == 0 and task_name() == ""
+    with_chief = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({**with_chief, "task": {"type": "worker", "index": 0}}))
+    assert not is_chief() and cluster_size() == 3 and worker_index() == 1 and task_name() == "worker 0"
+    assert choose_strategy("auto") == ("multi-worker", "TF_CONFIG describes a cluster of 3 processes")
+    info = describe_devices()
+    assert info["cluster"] == {"processes": 3, "this process": "worker 0", "writes the run directory": False}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({**with_chief, "task": {"type": "chief", "index": 0}}))
+    assert is_chief() and worker_index() == 0
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
+    assert not is_chief() and worker_index() == 1
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({"cluster": {"worker": ["a:1"]}}, 'needs "cluster" and "task"'),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}, "use 0..1"),
+    ({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}, "chief or worker"),
+])
+def test_unusable_tf_config_is_a_config_error(monkeypatch, config, fragment):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    with pytest.raises(ConfigError, match=fragment):
+        check_cluster()
+
+
+def test_multi_worker_cli_mistakes_are_one_line_errors(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--out",
+                           tmp_path / "a", "--epochs", "1"), "needs TF_CONFIG")
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
+    assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--epochs", "1"),
+                      "needs --out")
+    assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--out",
+                           tmp_path / "a", "--overwrite"), "--overwrite cannot be used")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    assert_user_error(*cli(capsys, "devices", "--strategy", "auto"), "TF_CONFIG is not valid JSON")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_restarted_job_resumes_an_existing_run(tmp_path):
+    assert multi_worker_resume(tmp_path / "new", False, False) is False
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "recipe.toml").write_text('task = "detect-anomalies"\n')
+    assert multi_worker_resume(tmp_path / "old", False, False) is True
+
+
+def test_a_worker_scratch_run_starts_from_the_shared_checkpoints(tmp_path):
+    shared = RunDir(tmp_path / "shared")
+    (shared.checkpoints / "train.backup").mkdir(parents=True)
+    (shared.checkpoints / "train.backup" / "training_metadata.json").write_text('{"epoch": 3}')
+    shared.history_file.write_text("epoch,phase,loss\n1,train,0.5\n")
+    scratch = RunDir.scratch(shared.path, "worker 1")
+    assert scratch.path != shared.path and scratch.resume_from == shared.path
+    scratch.pull_resume_state()
+    assert (scratch.checkpoints / "train.backup" / "training_metadata.json").read_text() == '{"epoch": 3}'
+    assert read_history(scratch.history_file) == read_history(shared.history_file)
+
+
+def test_distributable_shards_by_data_and_drops_batches_smaller_than_the_replicas():
+    # 9 examples in global batches of 4: 4, 4, 1; the last cannot feed 2 replicas.
+    ds = tf.data.Dataset.range(9).batch(4)
+    ready = distributable(ds, replicas=2)
+    assert ready.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert int(ready.cardinality()) == 2  # a known length: Keras runs no extra empty step
+    assert [len(b) for b in ready] == [4, 4]
+    assert [len(b) for b in distributable(ds, replicas=1)] == [4, 4, 1]
+    off = tf.data.experimental.AutoShardPolicy.OFF  # a pipeline that split its files itself
+    already = distributable(with_shard_policy(ds, off), replicas=2)
+    assert already.options().experimental_distribute.auto_shard_policy == off
+    with pytest.raises(ConfigError, match="larger --batch-size"):
+        distributable(tf.data.Dataset.range(3).batch(1), replicas=2)
