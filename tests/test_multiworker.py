@@ -66,7 +66,10 @@ def dltoolkit_command() -> list[str]:
 
 def start(out: Path, ports: list[int], index: int, *args: str) -> subprocess.Popen:
     """One worker of the job: `dltoolkit detect-anomalies --strategy multi-worker ...`."""
-    env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    scratch = out.parent / "tmp"  # where a worker's scratch run directory goes
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TMPDIR": str(scratch)}
     command = [*dltoolkit_command(), "detect-anomalies", "--strategy", "multi-worker",
                "--out", str(out), "--json", *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -111,9 +114,11 @@ def test_two_workers_train_one_run_written_by_the_chief(two_worker_run):
     assert {"recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json",
             "report.html", "export"} <= {p.name for p in out.iterdir()}
     assert (out / "export" / out.name / "1" / "saved_model.pb").is_file()
-    # The worker wrote the same files into its own scratch directory, gone when it exited.
-    assert worker["run"] != str(out) and not Path(worker["run"]).exists()
+    # The worker wrote the same files into its own scratch directory (gone when it exited)
+    # and points its user at the chief's run.
+    assert worker["run"] == str(out) and worker["export"] == chief["export"]
     assert worker["metrics"] == chief["metrics"]
+    assert not list((out.parent / "tmp").glob("dltoolkit-*"))
     history = read_history(out / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]

@@ -17,6 +17,7 @@ from rich.table import Table
 from dltoolkit.core import config as cfg
 from dltoolkit.core.metrics import headline
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.rundir import RunDir
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -100,11 +101,14 @@ def train(recipe_cls: type[Recipe], data, params: dict, overrides: list[str] | N
     recipe = recipe_cls(**doc["params"])
     recipe.fit(doc["data"], out, resume=resume, overwrite=overwrite, progress=not (quiet or as_json))
     exported = recipe.export()
+    run = recipe.run_
+    if run.resume_from is not None:  # a multi-worker job's non-chief: the chief writes the run
+        run, exported = RunDir(run.resume_from), RunDir(run.resume_from).export_dir()
     summary = {
-        "run": str(recipe.run_.path),
+        "run": str(run.path),
         "metrics": headline(recipe.metrics_),
         "export": str(exported),
-        "report": str(recipe.run_.report_file),
+        "report": str(run.report_file),
     }
     if as_json:
         print_json({**summary, "metrics": recipe.metrics_})

@@ -8,7 +8,12 @@ from dltoolkit.data.samples import list_samples
 
 
 def devices(strategy: c.Strategy = "auto", tpu: c.Tpu = None, as_json: c.Json = False) -> None:
-    """Hardware TensorFlow sees and the strategy a run would use, with the reason."""
+    """Hardware TensorFlow sees and the strategy a run would use, with the reason.
+
+    `auto` picks a TPU when one is configured, all GPUs of the host (MirroredStrategy) when
+    there are several, the cluster when TF_CONFIG describes one (MultiWorkerMirroredStrategy),
+    else the one GPU or the CPU.
+    """
     info = describe_devices(strategy or "auto", tpu)
     if as_json:
         c.print_json(info)
@@ -20,6 +25,8 @@ def devices(strategy: c.Strategy = "auto", tpu: c.Tpu = None, as_json: c.Json = 
         "TF_CONFIG set": info["tf_config"],
         "--mixed-precision policy": info["mixed_precision_policy"],
     })
+    if "cluster" in info:
+        c.print_table("Cluster (TF_CONFIG)", info["cluster"])
 
 
 def datasets(as_json: c.Json = False) -> None:
