@@ -18,6 +18,7 @@ _LAZY = {
     "NodeClassifier": "dltoolkit.tasks",
     "ImageGenerator": "dltoolkit.tasks",
     "Summarizer": "dltoolkit.tasks",
+    "Agent": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

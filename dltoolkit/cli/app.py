@@ -17,6 +17,7 @@ from dltoolkit.cli import (
     info,
     runs,
     summarize,
+    train_agent,
 )
 from dltoolkit.cli.common import stderr
 from dltoolkit.core.errors import DLToolkitError
@@ -35,6 +36,7 @@ app.command()(generate.generate)
 app.command()(summarize.summarize)
 app.command(name="classify-nodes")(classify_nodes.classify_nodes)
 app.command(name="detect-anomalies")(detect_anomalies.detect_anomalies)
+app.command(name="train-agent")(train_agent.train_agent)
 for command in (runs.predict, runs.evaluate, runs.export, runs.report, runs.run):
     app.command()(command)
 app.command()(info.devices)

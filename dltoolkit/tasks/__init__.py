@@ -1,5 +1,6 @@
 """The user-facing recipe classes, one module each."""
 
+from dltoolkit.tasks.agent import Agent
 from dltoolkit.tasks.anomaly_detector import AnomalyDetector
 from dltoolkit.tasks.forecaster import Forecaster
 from dltoolkit.tasks.image_classifier import ImageClassifier
@@ -7,4 +8,4 @@ from dltoolkit.tasks.image_generator import ImageGenerator
 from dltoolkit.tasks.node_classifier import NodeClassifier
 from dltoolkit.tasks.summarizer import Summarizer
 
-__all__ = ["AnomalyDetector", "Forecaster", "ImageClassifier", "ImageGenerator", "NodeClassifier", "Summarizer"]
+__all__ = ["Agent", "AnomalyDetector", "Forecaster", "ImageClassifier", "ImageGenerator", "NodeClassifier", "Summarizer"]

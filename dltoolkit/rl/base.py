@@ -1,0 +1,247 @@
+"""What every algorithm shares: stepping vectorised environments with episode bookkeeping,
+the training loop with periodic evaluation, history and checkpoints. Each algorithm adds
+its model, how it acts and its update (`_iteration`)."""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dltoolkit.core import files
+from dltoolkit.core.callbacks import read_history, write_history
+from dltoolkit.core.errors import ConfigError
+from dltoolkit.models.policy import deterministic_policy
+from dltoolkit.rl import evaluation
+from dltoolkit.rl.envs import Spaces, make_vector_env, observation_dtype
+
+CHECKPOINT = "agent.npz"
+
+
+@dataclass
+class Transition:
+    """One vector step: next observations (after auto-reset), rewards, end flags, and the
+    true next observations (the final ones where an episode ended)."""
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    next_obs: np.ndarray
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class Algorithm(abc.ABC):
+    """A reinforcement-learning algorithm bound to one environment and one config."""
+
+    name: ClassVar[str] = ""
+    needs_discrete_obs: ClassVar[bool] = False
+    needs_discrete_actions: ClassVar[bool] = False
+    default_learning_rate: ClassVar[float] = 1e-3
+    default_activation: ClassVar[str] = "tanh"
+
+    def __init__(self, config, spaces: Spaces, env_options: dict):
+        self.config = config
+        self.spaces = spaces
+        self.env_options = env_options
+        self.dtype = observation_dtype(spaces)
+        self.learning_rate = config.learning_rate or self.default_learning_rate
+        self.activation = config.activation or self.default_activation
+        self.steps = 0
+        self.seconds = 0.0
+        self.episodes = 0
+        self.recent: deque[float] = deque(maxlen=100)
+        self.rng = np.random.default_rng(config.seed)
+        self.calls = 0  # stateless-random counter: the sampling stream survives a resume
+        self.stats: dict[str, float] = {}
+        self.model: keras.Model = self._build()
+        self.greedy = tf.function(deterministic_policy(self.model, spaces.low, spaces.high))
+
+    @classmethod
+    def check(cls, spaces: Spaces, env_id: str) -> None:
+        """A ConfigError when this algorithm cannot learn in `env_id`'s spaces."""
+        if cls.needs_discrete_actions and spaces.continuous:
+            raise ConfigError(f"{cls.name} needs discrete actions, but {env_id} has continuous "
+                              "actions; use --algo ppo or a2c")
+        if cls.needs_discrete_obs and spaces.obs_states is None:
+            raise ConfigError(f"{cls.name} is tabular and needs a discrete observation space, but "
+                              f"{env_id} observes arrays of shape {spaces.obs_shape}; use --algo "
+                              f"{'ppo' if spaces.continuous else 'dqn or ppo'}")
+
+    @abc.abstractmethod
+    def _build(self) -> keras.Model:
+        """Build the policy model (and optimizer, target networks, compiled steps)."""
+
+    @abc.abstractmethod
+    def _iteration(self, envs, obs: np.ndarray) -> np.ndarray:
+        """Collect some experience from `obs` on, update, and return the latest observations."""
+
+    # -- stepping ---------------------------------------------------------------------------
+
+    def _seed(self) -> np.ndarray:
+        """A fresh seed for a stateless random op."""
+        self.calls += 1
+        return np.array([self.config.seed, self.calls], np.int64)
+
+    def _step(self, envs, actions: np.ndarray) -> Transition:
+        if self.spaces.continuous:
+            actions = np.clip(actions, self.spaces.low, self.spaces.high)
+        obs, reward, terminated, truncated, info = envs.step(actions)
+        obs = obs.astype(self.dtype, copy=False)
+        reward = reward.astype(np.float32)
+        self._episode_return += reward
+        done = terminated | truncated
+        next_obs = obs
+        if done.any():
+            next_obs = obs.copy()
+            for i in np.flatnonzero(done):
+                next_obs[i] = info["final_obs"][i]
+                self.recent.append(float(self._episode_return[i]))
+                self._episode_return[i] = 0.0
+            self.episodes += int(done.sum())
+        self.steps += envs.num_envs
+        return Transition(obs, reward, terminated, truncated, next_obs)
+
+    def progress_left(self) -> float:
+        """1 at the start of training, 0 at its end: drives linear schedules."""
+        return max(0.0, 1.0 - self.steps / self.config.steps)
+
+    def _scheduled(self, value: float) -> float:
+        return value * self.progress_left() if self.config.schedule == "linear" else value
+
+    # -- the training loop ----------------------------------------------------------------
+
+    def learn(self, history_file: Path, checkpoint_dir: Path, console: Console | None) -> None:
+        """Train until `config.steps`, evaluating and checkpointing every `eval_every` steps."""
+        c = self.config
+        envs = make_vector_env(c.env, c.n_envs, self.env_options)
+        self._episode_return = np.zeros(c.n_envs, np.float32)
+        history = [r for r in read_history(history_file) if r["steps"] <= self.steps]
+        every = c.eval_every or c.steps
+        next_eval = (self.steps // every + 1) * every
+        started = time.perf_counter() - self.seconds
+        try:
+            obs, _ = envs.reset(seed=[c.seed * 10_000 + self.steps + i for i in range(c.n_envs)])
+            obs = obs.astype(self.dtype, copy=False)
+            with _progress(console, c.steps, self.steps) as bar:
+                while self.steps < c.steps:
+                    obs = self._iteration(envs, obs)
+                    self.seconds = time.perf_counter() - started
+                    bar(self.steps, self.train_return())
+                    if c.eval_every and self.steps >= next_eval and self.steps < c.steps:
+                        next_eval += every
+                        history.append(self._evaluation_row())
+                        write_history(history_file, history)
+                        self.save_checkpoint(checkpoint_dir)
+                        if console is not None:
+                            console.print(_describe(history[-1]))
+                        started = time.perf_counter() - self.seconds
+        finally:
+            envs.close()
+
+    def train_return(self) -> float:
+        """Mean return of the last 100 finished training episodes (nan before the first)."""
+        return float(np.mean(self.recent)) if self.recent else float("nan")
+
+    def _evaluation_row(self) -> dict:
+        result = self.evaluate(self.config.eval_episodes)
+        return {"steps": self.steps, "seconds": round(self.seconds, 3),
+                "train_return": self.train_return(), "eval_return": result["mean_return"],
+                "eval_std": result["std_return"], **self.stats}
+
+    def evaluate(self, episodes: int, seed: int | None = None) -> dict:
+        """Deterministic play over `episodes` seeded episodes: mean ± std return."""
+        self._sync_model()
+        seeds = evaluation.evaluation_seeds(self.config.seed if seed is None else seed, episodes)
+        played = evaluation.play(self.act_greedy, self.config.env, self.env_options, seeds, self.dtype)
+        return evaluation.summarize(played)
+
+    def act_greedy(self, obs: np.ndarray) -> np.ndarray:
+        return self.greedy(obs)["actions"].numpy()
+
+    def _sync_model(self) -> None:
+        """Write state kept outside the model (e.g. a numpy table) into it."""
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _variables(self) -> list:
+        """Every variable a resumed run needs back."""
+        optimizer = getattr(self, "optimizer", None)
+        return list(self.model.weights) + (list(optimizer.variables) if optimizer else [])
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _restore_extra_state(self, state: dict) -> None:
+        """Restore what `_extra_state` saved."""
+
+    def save_checkpoint(self, directory: Path) -> None:
+        """Write every variable and counter into one file, atomically."""
+        self._sync_model()
+        meta = {"steps": self.steps, "seconds": self.seconds, "episodes": self.episodes,
+                "recent": list(self.recent), "calls": self.calls, "stats": self.stats,
+                "rng": self.rng.bit_generator.state, "extra": self._extra_state()}
+        arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._variables())}
+        with files.atomic_path(Path(directory) / CHECKPOINT) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+
+    def restore_checkpoint(self, directory: Path) -> bool:
+        """Continue from the checkpoint in `directory`; False when there is none."""
+        path = Path(directory) / CHECKPOINT
+        if not path.is_file():
+            return False
+        with np.load(path) as saved:
+            meta = json.loads(str(saved["meta"]))
+            for i, variable in enumerate(self._variables()):
+                variable.assign(saved[f"v{i}"])
+        self.steps, self.seconds, self.episodes = meta["steps"], meta["seconds"], meta["episodes"]
+        self.recent.extend(meta["recent"])
+        self.calls, self.stats = meta["calls"], meta["stats"]
+        self.rng.bit_generator.state = meta["rng"]
+        self._restore_extra_state(meta["extra"])
+        return True
+
+
+def _describe(row: dict) -> str:
+    return (f"steps {int(row['steps'])}  eval return {row['eval_return']:.1f} ± "
+            f"{row['eval_std']:.1f}  train return {row['train_return']:.1f}  "
+            f"[dim]({row['seconds']:.1f}s)[/]")
+
+
+class _progress:
+    """A Rich progress bar over environment steps showing the recent training return."""
+
+    def __init__(self, console: Console | None, total: int, done: int):
+        self.progress = None
+        if console is not None:
+            self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[ret]}"),
+                                     console=console, transient=True)
+            self.task = self.progress.add_task("steps", total=total, completed=done, ret="")
+
+    def __enter__(self):
+        if self.progress is None:
+            return lambda steps, ret: None
+        self.progress.start()
+        return self.update
+
+    def update(self, steps: int, ret: float) -> None:
+        self.progress.update(self.task, completed=steps,
+                             ret="" if np.isnan(ret) else f"return {ret:.1f}")
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,329 @@
+"""Agent: the train-agent recipe (reinforcement learning in a gymnasium environment).
+
+Training is the algorithm's own loop (dltoolkit.rl), not `model.fit`: experience comes from
+the environment, not from a data set. The rest is the Recipe contract: run directory,
+recipe.toml, checkpoints and --resume, report, save/load and a SavedModel policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+from PIL import Image
+
+from dltoolkit.core import files
+from dltoolkit.core.callbacks import read_history, write_history
+from dltoolkit.core.config import check_choice
+from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.report import Report
+from dltoolkit.models.policy import deterministic_policy
+from dltoolkit.rl import ALGORITHMS, Algorithm
+from dltoolkit.rl.envs import Spaces, describe, make_env, observation_dtype, parse_options
+from dltoolkit.rl.evaluation import evaluation_seeds, play, play_rendered, summarize
+
+# The agent runs in one process on one device: its hot loop steps Python environments.
+SINGLE_PROCESS_STRATEGIES = ("auto", "cpu", "gpu")
+RENDER_MODES = ("rgb",)
+
+
+@dataclass
+class AgentConfig:
+    """Parameters of Agent (see the README's 'train an agent' section). Defaults are the
+    RL Zoo's tuned PPO settings for CartPole-v1."""
+
+    env: str = "CartPole-v1"
+    algo: str = "ppo"
+    steps: int = 100_000
+    env_options: str | None = None
+    n_envs: int = 8
+    hidden: str = "64,64"
+    activation: str | None = None
+    learning_rate: float | None = None
+    schedule: str = "linear"
+    gamma: float = 0.98
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    # on-policy (ppo, a2c)
+    n_steps: int = 32
+    batch_size: int = 256
+    n_epochs: int = 20
+    gae_lambda: float = 0.8
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    log_std_init: float = 0.0
+    # value-based (dqn, q-learning, sarsa)
+    buffer_size: int = 50_000
+    learning_starts: int = 1000
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 1000
+    exploration_fraction: float = 0.1
+    exploration_final_eps: float = 0.05
+    double_q: bool = True
+    # evaluation, checkpoints
+    eval_every: int = 20_000
+    eval_episodes: int = 20
+    # runtime
+    strategy: str = "auto"
+    tpu: str | None = None
+    mixed_precision: bool = False
+    seed: int = 0
+
+    @property
+    def hidden_layers(self) -> tuple[int, ...]:
+        return tuple(int(units) for units in self.hidden.split(","))
+
+
+@dataclass
+class _Prepared:
+    spaces: Spaces
+    options: dict
+
+
+class Agent(Recipe):
+    """Train a policy in a gymnasium environment.
+
+    >>> Agent(env="CartPole-v1", algo="ppo").fit(100_000).evaluate(episodes=20)
+    """
+
+    task = "train-agent"
+    Config = AgentConfig
+    default_data = None
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.spaces_: Spaces | None = None
+        self.trained_steps_ = 0
+        self.train_seconds_ = 0.0
+
+    # -- training -------------------------------------------------------------------------
+
+    def fit(self, steps: int | None = None, out=None, *, resume=False, overwrite=False,
+            progress=True) -> Agent:
+        """Train for `steps` environment steps (default: the `steps` parameter) into `out`."""
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int):
+                raise ConfigError(f"an Agent trains in its environment (env=...) and takes a step "
+                                  f"count, not data; got {steps!r}")
+            self.set_params(steps=steps)
+        return super().fit(None, out, resume=resume, overwrite=overwrite, progress=progress)
+
+    def _validate(self) -> None:
+        c = self.config
+        check_choice("algo", c.algo, tuple(ALGORITHMS))
+        check_choice("schedule", c.schedule, ("linear", "constant"))
+        if c.strategy not in SINGLE_PROCESS_STRATEGIES:
+            raise ConfigError(f"train-agent trains in one process; --strategy {c.strategy} is not "
+                              f"supported, use {', '.join(SINGLE_PROCESS_STRATEGIES)}")
+        if c.mixed_precision:
+            raise ConfigError("train-agent's small policies train in float32; drop --mixed-precision")
+        for name in ("steps", "n_envs", "n_steps", "batch_size", "n_epochs", "eval_episodes",
+                     "buffer_size", "train_freq", "gradient_steps", "target_update_interval"):
+            if getattr(c, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(c, name)}")
+        if c.eval_every < 0 or c.learning_starts < 0:
+            raise ConfigError("eval_every and learning_starts must be >= 0 (eval_every 0: only at the end)")
+        try:
+            if not c.hidden_layers or min(c.hidden_layers) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"hidden '{c.hidden}' must be positive layer sizes like 64,64") from None
+        if c.algo == "ppo" and c.batch_size > c.n_steps * c.n_envs:
+            raise ConfigError(f"batch_size {c.batch_size} is larger than a rollout "
+                              f"(n_steps {c.n_steps} x n_envs {c.n_envs}); lower it")
+        if c.algo not in ("ppo", "a2c") and (c.normalize_obs or c.normalize_reward):
+            raise ConfigError("normalize_obs and normalize_reward are for ppo and a2c")
+        if not 0 <= c.gamma <= 1:
+            raise ConfigError(f"gamma must be in [0, 1], got {c.gamma}")
+
+    def _prepare(self, data, console) -> _Prepared:
+        c = self.config
+        options = parse_options(c.env_options)
+        env = make_env(c.env, options)
+        try:
+            spaces = describe(env)
+        finally:
+            env.close()
+        ALGORITHMS[c.algo].check(spaces, c.env)
+        if console is not None:
+            kind = "continuous" if spaces.continuous else "discrete"
+            console.print(f"env: {c.env}; observations {spaces.obs_states or spaces.obs_shape}; "
+                          f"{spaces.actions} {kind} action(s); algo {c.algo}; {c.steps} steps")
+        return _Prepared(spaces, options)
+
+    def _algorithm(self, prepared: _Prepared) -> Algorithm:
+        return ALGORITHMS[self.config.algo](self.config, prepared.spaces, prepared.options)
+
+    def _train(self, prepared: _Prepared, run, rt, console) -> None:
+        algo = self._algorithm(prepared)
+        if algo.restore_checkpoint(run.checkpoints) and console is not None:
+            console.print(f"resuming from step {algo.steps}")
+        algo.learn(run.history_file, run.checkpoints, console)
+        self.spaces_, self.model_ = prepared.spaces, algo.model
+        self.trained_steps_, self.train_seconds_ = algo.steps, algo.seconds
+        self._algo = algo
+
+    def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        algo = self._algo
+        result = algo.evaluate(self.config.eval_episodes)
+        history = [r for r in read_history(self.run_.history_file) if r["steps"] < algo.steps]
+        history.append({"steps": algo.steps, "seconds": round(algo.seconds, 3),
+                        "train_return": algo.train_return(), "eval_return": result["mean_return"],
+                        "eval_std": result["std_return"], **algo.stats})
+        write_history(self.run_.history_file, history)
+        algo.save_checkpoint(self.run_.checkpoints)
+        return {**result, "train_return": algo.train_return(), "steps": algo.steps,
+                "train_episodes": algo.episodes, "train_seconds": round(algo.seconds, 3)}
+
+    # -- evaluation and play ------------------------------------------------------------
+
+    def _policy(self):
+        spaces = self.spaces_
+        act = tf.function(deterministic_policy(self.model_, spaces.low, spaces.high))
+        return lambda obs: act(obs)["actions"].numpy()
+
+    def evaluate(self, data=None, *, episodes: int | None = None, seed: int | None = None) -> dict:
+        """Mean ± std return of the deterministic policy over `episodes` seeded episodes
+        (the same episodes as the run's own final evaluation by default)."""
+        self._require_model()
+        if data is not None:
+            raise ConfigError("an agent is evaluated in its environment; drop --data")
+        episodes = self._positive("episodes", episodes or self.config.eval_episodes)
+        seeds = evaluation_seeds(self.config.seed if seed is None else seed, episodes)
+        played = play(self._policy(), self.config.env, parse_options(self.config.env_options),
+                      seeds, observation_dtype(self.spaces_))
+        return summarize(played)
+
+    def predict(self, inputs=None, *, episodes: int | None = None, render: str | None = None,
+                seed: int | None = None, out=None) -> list[dict]:
+        """Actions for `inputs` (observations), or with no inputs play `episodes` episodes
+        (render='rgb' saves their frames as a GIF at `out`)."""
+        self._require_model()
+        if inputs is not None:
+            if episodes is not None or render is not None:
+                raise ConfigError("pass observations or --episodes/--render, not both")
+            return self._act_rows(inputs)
+        if render is not None:
+            check_choice("render mode", render, RENDER_MODES)
+        path = (Path(out) if out else self._default_gif()) if render else None
+        if path is not None and path.suffix.lower() != ".gif":
+            raise ConfigError(f"--out {path}: rendered episodes are saved as a .gif file")
+        count = self._positive("episodes", 1 if episodes is None else episodes)
+        seeds = evaluation_seeds(self.config.seed if seed is None else seed, count)
+        played = play_rendered(self._policy(), self.config.env, parse_options(self.config.env_options),
+                               seeds, observation_dtype(self.spaces_), render=render == "rgb")
+        rows = [{"episode": i + 1, "seed": e.seed, "return": e.reward, "length": e.length}
+                for i, e in enumerate(played)]
+        if path is not None:
+            write_gif(path, [frame for e in played for frame in e.frames], self.config.env)
+            for row in rows:
+                row["gif"] = str(path)
+        return rows
+
+    def _default_gif(self) -> Path:
+        if self.run_ is None:
+            raise ConfigError("pass out= (a .gif path) to save the rendered episodes")
+        return self.run_.path / "episodes.gif"
+
+    def _act_rows(self, inputs) -> list[dict]:
+        spaces = self.spaces_
+        dtype = observation_dtype(spaces)
+        items = [inputs] if isinstance(inputs, str) else list(inputs)
+        try:
+            obs = np.array([_parse_observation(i) for i in items], dtype)
+        except ValueError:
+            raise DataError("observations must be numbers, e.g. '0.1,0,-0.2,0.3' for one "
+                            "CartPole observation") from None
+        expected = spaces.obs_shape if spaces.obs_states is None else ()
+        if obs.shape[1:] != tuple(expected):
+            want = f"{expected}" if expected else "a single state index"
+            raise DataError(f"each observation of {self.config.env} must have shape {want}; "
+                            f"got {obs.shape[1:]}")
+        act = tf.function(deterministic_policy(self.model_, spaces.low, spaces.high))
+        out = {k: v.numpy() for k, v in act(obs).items()}
+        rows = []
+        for i in range(len(obs)):
+            row = {"observation": obs[i].tolist(), "action": out["actions"][i].tolist()}
+            row.update({k: v[i].tolist() for k, v in out.items() if k != "actions"})
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def _positive(name: str, value: int) -> int:
+        if value <= 0:
+            raise ConfigError(f"--{name} must be a positive number, got {value}")
+        return value
+
+    # -- persistence and export -----------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {"spaces": self.spaces_.to_dict(), "trained_steps": self.trained_steps_,
+                "train_seconds": self.train_seconds_}
+
+    def _restore_state(self, state: dict) -> None:
+        self.spaces_ = Spaces.from_dict(state["spaces"])
+        self.trained_steps_ = state["trained_steps"]
+        self.train_seconds_ = state["train_seconds"]
+
+    def _endpoints(self) -> dict:
+        spaces = self.spaces_
+        if spaces.obs_states is not None:
+            spec = tf.TensorSpec([None], tf.int32, name="observation")
+        else:
+            spec = tf.TensorSpec([None, *spaces.obs_shape], tf.float32, name="observation")
+        return {"serving_default": (deterministic_policy(self.model_, spaces.low, spaces.high), [spec])}
+
+    # -- report ---------------------------------------------------------------------------
+
+    def _report(self, report: Report, prepared: _Prepared) -> None:
+        c, m = self.config, self.metrics_
+        report.text("Environment", f"{c.env} with {c.algo}; {m['steps']} steps, "
+                    f"{m['train_episodes']} training episodes in {m['train_seconds']:.1f} s")
+        report.table("Evaluation (deterministic policy)", {
+            "episodes": m["episodes"], "mean return": m["mean_return"], "std": m["std_return"],
+            "min": m["min_return"], "max": m["max_return"], "mean length": m["mean_length"]})
+        history = read_history(self.run_.history_file)
+        if history:
+            report.figure("Learning curve", plot_learning_curve(history), "learning_curve")
+            report.table("History", history)
+        report.table("Parameters", self.get_params())
+
+
+def _parse_observation(item) -> list | float:
+    if isinstance(item, str):
+        values = [float(v) for v in item.split(",")]
+        return values if len(values) > 1 else values[0]
+    return item
+
+
+def plot_learning_curve(rows: list[dict]) -> Figure:
+    """Evaluation return (± std) and training return against steps and against wall time."""
+    fig = Figure(figsize=(11, 3.8))
+    for ax, x_key, label in zip(fig.subplots(1, 2), ("steps", "seconds"),
+                                ("environment steps", "wall time (s)"), strict=True):
+        x = np.array([r[x_key] for r in rows])
+        mean = np.array([r["eval_return"] for r in rows])
+        std = np.array([r.get("eval_std", 0.0) for r in rows])
+        ax.plot(x, mean, marker="o", label="evaluation (deterministic)")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        ax.plot(x, [r.get("train_return", np.nan) for r in rows], label="training (last 100 episodes)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("episode return")
+        ax.legend()
+    return fig
+
+
+def write_gif(path: Path, frames: list, env_id: str) -> None:
+    """Frames (H, W, 3 uint8) as an animated GIF at 30 frames per second, atomically."""
+    if not frames or frames[0] is None:
+        raise ConfigError(f"{env_id} does not render RGB frames; drop --render")
+    images = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
+    with files.atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=33, loop=0)
