@@ -82,7 +82,6 @@ class Recipe(abc.ABC):
         the chief writes `out` (the others write to scratch directories).
         """
         data = self.default_data if data is None else data
-        self._validate()
         multi_worker = choose_strategy(self.config.strategy, self.config.tpu)[0] == "multi-worker"
         if multi_worker:
             resume = multi_worker_resume(out, resume, overwrite)
@@ -90,8 +89,9 @@ class Recipe(abc.ABC):
         chief = not multi_worker or is_chief()
         if chief:
             RunDir.check(out, resume=resume, overwrite=overwrite)
-        if multi_worker:
+        if multi_worker:  # before any TensorFlow op, and _validate may build Keras layers
             connect_cluster()
+        self._validate()
         console = Console(stderr=True) if progress else None
         prepared = self._prepare(data, console)
         if chief:

@@ -103,7 +103,9 @@ def choose_strategy(name: str, tpu: str | None = None) -> tuple[str, str]:
         raise ConfigError(f"unknown strategy '{name}'; choose one of: {', '.join(STRATEGIES)}")
     if name != "auto":
         return name, "asked for explicitly"
-    if tpu or os.environ.get("TPU_NAME") or tf.config.list_logical_devices("TPU"):
+    # Physical device lists only: they do not start TensorFlow's runtime, which a
+    # multi-worker run must configure first (see `connect_cluster`).
+    if tpu or os.environ.get("TPU_NAME") or tf.config.list_physical_devices("TPU"):
         return "tpu", "a TPU is configured"
     if cluster_size() > 1:
         return "multi-worker", f"TF_CONFIG describes a cluster of {cluster_size()} processes"
