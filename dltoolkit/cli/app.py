@@ -6,6 +6,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from dltoolkit import __version__
 from dltoolkit.cli import (
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except DLToolkitError as err:
-        stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except click.ClickException as err:
         err.show()

@@ -62,10 +62,10 @@ def make_env(env_id: str, options: dict | None = None, render_mode: str | None =
             gym.error.DeprecatedEnv, gym.error.UnregisteredEnv) as err:
         raise ConfigError(_unknown_env_message(env_id, err)) from None
     except ModuleNotFoundError as err:
-        module = env_id.partition(":")[0]
-        if ":" in env_id and err.name and module.startswith(err.name):
-            raise ConfigError(f"cannot import '{module}' for environment '{env_id}'; install the "
-                              "package that registers it or fix the module name") from None
+        if ":" in env_id:
+            raise ConfigError(f"cannot import '{env_id.partition(':')[0]}' for environment "
+                              f"'{env_id}' ({err.name or 'module'} not found); install the package "
+                              "that registers it or fix the module name") from None
         raise ConfigError(f"environment '{env_id}' needs the Python package '{err.name}'; "
                           f"install it with: pip install {err.name}") from None
     except TypeError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ def _play_batch(policy, env_id, options, seeds, dtype) -> list[Episode]:
 def play_rendered(policy: Policy, env_id: str, options: dict, seeds: list[int], dtype,
                   render: bool) -> list[Episode]:
     """Episodes one at a time, keeping the RGB frames when `render`."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # off-screen: no display needed
     env = make_env(env_id, options, render_mode="rgb_array" if render else None)
     episodes = []
     try:

@@ -21,13 +21,14 @@ from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.report import Report
+from dltoolkit.core.runtime import choose_strategy
 from dltoolkit.models.policy import deterministic_policy
 from dltoolkit.rl import ALGORITHMS, Algorithm
 from dltoolkit.rl.envs import Spaces, describe, make_env, observation_dtype, parse_options
 from dltoolkit.rl.evaluation import evaluation_seeds, play, play_rendered, summarize
 
 # The agent runs in one process on one device: its hot loop steps Python environments.
-SINGLE_PROCESS_STRATEGIES = ("auto", "cpu", "gpu")
+SINGLE_PROCESS_KINDS = ("cpu", "gpu")
 RENDER_MODES = ("rgb",)
 
 
@@ -113,15 +114,20 @@ class Agent(Recipe):
                 raise ConfigError(f"an Agent trains in its environment (env=...) and takes a step "
                                   f"count, not data; got {steps!r}")
             self.set_params(steps=steps)
+        self._check_strategy()  # before the base class would join a multi-worker cluster
         return super().fit(None, out, resume=resume, overwrite=overwrite, progress=progress)
+
+    def _check_strategy(self) -> None:
+        c = self.config
+        kind, reason = choose_strategy(c.strategy, c.tpu)
+        if kind not in SINGLE_PROCESS_KINDS:
+            raise ConfigError(f"train-agent trains in one process on one device; --strategy "
+                              f"{c.strategy} ({kind}: {reason}) is not supported, use auto, cpu or gpu")
 
     def _validate(self) -> None:
         c = self.config
         check_choice("algo", c.algo, tuple(ALGORITHMS))
         check_choice("schedule", c.schedule, ("linear", "constant"))
-        if c.strategy not in SINGLE_PROCESS_STRATEGIES:
-            raise ConfigError(f"train-agent trains in one process; --strategy {c.strategy} is not "
-                              f"supported, use {', '.join(SINGLE_PROCESS_STRATEGIES)}")
         if c.mixed_precision:
             raise ConfigError("train-agent's small policies train in float32; drop --mixed-precision")
         for name in ("steps", "n_envs", "n_steps", "batch_size", "n_epochs", "eval_episodes",

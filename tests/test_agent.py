@@ -1,0 +1,227 @@
+"""Agent end to end on real gymnasium environments: learning, save/load, export, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+from test_cli import assert_user_error, cli
+
+from dltoolkit import Agent, load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import read_recipe_file
+from dltoolkit.core.errors import ConfigError
+from dltoolkit.rl.evaluation import evaluation_seeds, play, summarize
+
+CARTPOLE_STEPS = 8192
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "cartpole"
+    agent = Agent(env="CartPole-v1", algo="ppo", eval_every=4096, eval_episodes=10, seed=3)
+    return agent.fit(CARTPOLE_STEPS, out=out, progress=False), out
+
+
+def random_return(env_id: str, episodes: int, seed: int, options=None) -> float:
+    """Mean return of uniformly random actions on the evaluation episodes."""
+    space = gym.make(env_id, **(options or {})).action_space
+    rng = np.random.default_rng(0)
+
+    def policy(obs):
+        return np.array([rng.integers(space.n) for _ in obs])
+
+    return summarize(play(policy, env_id, options or {}, evaluation_seeds(seed, episodes), np.float32))["mean_return"]
+
+
+def test_ppo_on_cartpole_learns_and_writes_a_run(cartpole):
+    agent, out = cartpole
+    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json",
+                 "report.html", "checkpoints/agent.npz", "plots/learning_curve.png"):
+        assert (out / name).is_file(), name
+    m = agent.metrics_
+    baseline = random_return("CartPole-v1", 10, seed=3)
+    assert baseline < 40
+    assert m["mean_return"] > 3 * baseline, (m, baseline)
+    assert m["steps"] >= CARTPOLE_STEPS and m["episodes"] == 10
+    history = read_history(out / "history.csv")
+    assert [r["steps"] for r in history] == [4096, m["steps"]]
+    assert history[-1]["eval_return"] == m["mean_return"]
+    assert history[0]["seconds"] < history[-1]["seconds"]
+    assert "Learning curve" in (out / "report.html").read_text()
+    assert read_recipe_file(out)["params"]["env"] == "CartPole-v1"
+
+
+def test_evaluate_repeats_the_final_evaluation_and_load_acts_identically(cartpole):
+    agent, out = cartpole
+    again = agent.evaluate()
+    assert again["mean_return"] == agent.metrics_["mean_return"]
+    loaded = load(out)
+    assert isinstance(loaded, Agent)
+    observations = np.random.default_rng(0).normal(0, 0.5, (64, 4)).astype(np.float32)
+    rows, loaded_rows = agent.predict(observations), loaded.predict(observations)
+    assert [r["action"] for r in rows] == [r["action"] for r in loaded_rows]
+    np.testing.assert_allclose([r["probabilities"] for r in rows],
+                               [r["probabilities"] for r in loaded_rows], rtol=1e-6)
+    assert {r["action"] for r in rows} == {0, 1}
+    assert loaded.evaluate(episodes=5) == agent.evaluate(episodes=5)
+
+
+PLAY_EXPORTED = textwrap.dedent(
+    """
+    import json, sys
+    import gymnasium as gym
+    import numpy as np
+    import tensorflow as tf
+    policy = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    env = gym.make(sys.argv[2])
+    returns = []
+    for seed in json.loads(sys.argv[3]):
+        obs, _ = env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            out = policy(observation=tf.constant(np.asarray(obs, np.float32)[None]))
+            obs, reward, terminated, truncated, _ = env.step(int(out["actions"][0]))
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+    assert "dltoolkit" not in sys.modules
+    print(json.dumps({"returns": returns, "keys": sorted(out)}))
+    """
+)
+
+
+def test_exported_policy_reaches_the_same_return_in_a_fresh_tensorflow_only_process(cartpole):
+    agent, out = cartpole
+    path = agent.export()
+    seeds = evaluation_seeds(3, 5)
+    served = subprocess.run([sys.executable, "-c", PLAY_EXPORTED, str(path), "CartPole-v1",
+                             json.dumps(seeds)], capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert result["keys"] == ["actions", "probabilities"]
+    assert np.mean(result["returns"]) == agent.evaluate(episodes=5)["mean_return"]
+
+
+def test_cli_evaluate_and_predict_render_a_gif(cartpole, tmp_path, capsys):
+    _, out = cartpole
+    code, stdout, err = cli(capsys, "evaluate", out, "--episodes", "4", "--json")
+    assert code == 0, err
+    metrics = json.loads(stdout)
+    assert metrics["episodes"] == 4 and metrics["std_return"] >= 0
+    gif = tmp_path / "episodes.gif"
+    code, stdout, err = cli(capsys, "predict", out, "--episodes", "1", "--render", "rgb",
+                            "--out", gif, "--seed", "7", "--json")
+    assert code == 0, err
+    rows = json.loads(stdout)
+    assert [r["episode"] for r in rows] == [1] and rows[0]["gif"] == str(gif)
+    assert rows[0]["seed"] == evaluation_seeds(7, 1)[0]
+    with Image.open(gif) as image:  # GIF merges repeated frames: at most one per step
+        assert rows[0]["length"] / 2 < image.n_frames <= rows[0]["length"] + 1
+        assert image.size == (600, 400)
+    assert_user_error(*cli(capsys, "predict", out, "--render", "ascii"), "render mode", "rgb")
+
+
+def test_q_learning_solves_frozen_lake_and_serves_state_indices(tmp_path):
+    options = "is_slippery=false"
+    agent = Agent(env="FrozenLake-v1", algo="q-learning", env_options=options, steps=20_000,
+                  exploration_fraction=0.5, gamma=0.95, eval_every=0, eval_episodes=10)
+    agent.fit(out=tmp_path / "lake", progress=False)
+    assert agent.metrics_["mean_return"] == 1.0
+    assert random_return("FrozenLake-v1", 10, 0, {"is_slippery": False}) < 0.5
+    rows = load(tmp_path / "lake").predict([0, 14])
+    assert rows[1]["action"] == 2  # next to the goal: move right
+    assert len(rows[0]["q_values"]) == 4
+
+
+def test_sarsa_learns_a_users_own_registered_environment(tmp_path, monkeypatch):
+    package = tmp_path / "my_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "envs.py").write_text(textwrap.dedent(
+        """
+        import gymnasium as gym
+
+        class Corridor(gym.Env):
+            '''Walk right along 6 cells to the goal; every step costs 0.1.'''
+            observation_space = gym.spaces.Discrete(6)
+            action_space = gym.spaces.Discrete(2)
+
+            def reset(self, *, seed=None, options=None):
+                super().reset(seed=seed)
+                self.at = 0
+                return self.at, {}
+
+            def step(self, action):
+                self.at = max(0, self.at + (1 if action == 1 else -1))
+                done = self.at == 5
+                return self.at, (1.0 if done else -0.1), done, False, {}
+
+        gym.register("Corridor-v0", entry_point=Corridor, max_episode_steps=50)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    agent = Agent(env="my_pkg.envs:Corridor-v0", algo="sarsa", steps=6000, n_envs=4,
+                  exploration_fraction=0.5, eval_every=0, eval_episodes=3)
+    agent.fit(out=tmp_path / "corridor", progress=False)
+    assert agent.metrics_["mean_return"] == pytest.approx(0.6)  # the shortest path: 5 steps
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    out = tmp_path / "lake"
+    command = [sys.executable, "-m", "dltoolkit", "train-agent", "--env", "FrozenLake-v1",
+               "--algo", "q-learning", "--steps", "50000000", "--eval-every", "2000",
+               "--n-envs", "1", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(read_history(out / "history.csv")) < 2:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = read_history(out / "history.csv")
+    assert len(before) >= 2, "the run must have checkpointed before it was killed"
+    assert not (out / "model.keras").exists()
+    resumed = run_cli("train-agent", "--out", out, "--resume", "--set", "steps=24000")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from step" in resumed.stderr
+    history = read_history(out / "history.csv")
+    assert history[0] == before[0]  # kept, not retrained: same wall-clock stamp
+    steps = [r["steps"] for r in history]
+    assert steps == sorted(set(steps)) and steps[-1] == 24000
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 24000
+    assert read_recipe_file(out)["params"]["env"] == "FrozenLake-v1"
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--env", "CartPol-v1"], ["unknown environment 'CartPol-v1'", "CartPole-v1"]),
+    (["--env", "no_such_pkg.envs:Grid-v0"], ["cannot import 'no_such_pkg.envs'"]),
+    (["--env", "LunarLander-v3"], ["needs an extra package", "box2d"]),
+    (["--env", "Pendulum-v1", "--algo", "dqn"], ["dqn needs discrete actions", "Pendulum-v1"]),
+    (["--algo", "q-learning"], ["tabular", "discrete observation space", "CartPole-v1"]),
+    (["--steps", "0"], ["steps must be a positive number"]),
+    (["--steps", "-5"], ["steps must be a positive number"]),
+    (["--algo", "reinforce-x"], ["unknown algo", "ppo"]),
+    (["--strategy", "multi-worker"], ["trains in one process on one device", "multi-worker"]),
+    (["--strategy", "mirrored"], ["trains in one process on one device", "mirrored"]),
+    (["--env-options", "is_slippery"], ["not key=value"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, fragments):
+    out = tmp_path / "run"
+    assert_user_error(*cli(capsys, "train-agent", *args, "--out", out), *fragments)
+    assert not out.exists()
+
+
+def test_help_says_one_process_and_python_api_rejects_data():
+    proc = run_cli("train-agent", "--help")
+    assert proc.returncode == 0 and "one process" in proc.stdout
+    with pytest.raises(ConfigError, match="step count, not data"):
+        Agent().fit("CartPole-v1")
