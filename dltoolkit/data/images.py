@@ -75,13 +75,15 @@ def load_image_source(
     label_col: str | None = None,
     tfds_data_dir: str | None = None,
     class_names: list[str] | None = None,
+    unlabelled: bool = False,
 ) -> ImageSource:
     """Load labelled images from a folder, CSV, DataFrame, `tfds:NAME`, sample name or (x, y).
 
     An existing path wins over a sample of the same name. Unreadable image files are
     skipped and listed in `skipped`, or raise with `strict`. With `class_names` (a trained
     model's classes) labels are mapped onto them; otherwise at least two classes are needed
-    and val/test may only hold classes that train has.
+    and val/test may only hold classes that train has. With `unlabelled` (e.g. for image
+    generation) one class is enough, and a folder of loose images is one class "images".
     """
     if isinstance(data, tuple):
         if len(data) != 2:
@@ -90,19 +92,22 @@ def load_image_source(
     elif isinstance(data, pd.DataFrame):
         source = _from_table(data, Path.cwd(), "table", strict, path_col, label_col)
     else:
-        source = _from_string(os.fspath(data), strict, path_col, label_col, tfds_data_dir)
+        source = _from_string(os.fspath(data), strict, path_col, label_col, tfds_data_dir, unlabelled)
     if class_names is not None:
         _map_classes(source, list(class_names))
     else:
-        _check_classes(source)
+        _check_classes(source, min_classes=1 if unlabelled else 2)
     return source
 
 
-def _from_string(text, strict, path_col, label_col, tfds_data_dir) -> ImageSource:
+def _from_string(text, strict, path_col, label_col, tfds_data_dir, unlabelled=False) -> ImageSource:
     if text.startswith("tfds:"):
         return _from_tfds(text[len("tfds:") :], tfds_data_dir)
     path = Path(text).expanduser()
     if path.is_dir():
+        if unlabelled and _loose_images(path):
+            files = _walk_images(path)
+            return _file_source({"train": (files, [0] * len(files))}, ["images"], f"folder {text}", strict)
         return _from_folder(path, text, strict)
     if path.is_file():
         if path.suffix.lower() != ".csv":
@@ -149,6 +154,13 @@ def _from_folder(root: Path, text: str, strict: bool) -> ImageSource:
         for split, classes in found.items()
     }
     return _file_source(raw, names, f"folder {text}", strict)
+
+
+def _loose_images(folder: Path) -> bool:
+    """Whether `folder` holds images directly and no class subfolders of images."""
+    has_files = any(_is_image_name(f) for f in folder.iterdir() if f.is_file())
+    has_classes = any(d.is_dir() and not d.name.startswith(".") and _walk_images(d) for d in folder.iterdir())
+    return has_files and not has_classes
 
 
 def _scan_classes(folder: Path) -> dict[str, list[str]]:
@@ -360,8 +372,8 @@ def _map_classes(source: ImageSource, class_names: list[str]) -> None:
     source.class_names = class_names
 
 
-def _check_classes(source: ImageSource) -> None:
-    if len(source.class_names) < 2:
+def _check_classes(source: ImageSource, min_classes: int = 2) -> None:
+    if len(source.class_names) < min_classes:
         raise DataError(
             f"{source.description} has only one class ({', '.join(source.class_names)}); "
             "image classification needs at least two, so add images of another class"
@@ -440,24 +452,33 @@ def infer_image_shape(images: ImageSet, max_side: int = 128) -> tuple[int, int, 
     Arrays give their own size; files give the most common size among up to 50 of them
     (spread over the set), read with PIL. C is 1 when all looked-at images are grayscale.
     """
-    if images.images is not None:
-        arr = images.images
-        (h, w), channels = arr.shape[1:3], 1 if arr.ndim == 3 or arr.shape[-1] == 1 else 3
-    else:
-        picks = np.unique(np.linspace(0, len(images) - 1, min(50, len(images))).astype(int))
-        sizes, gray = [], True
-        for path in images.paths[picks]:
-            try:
-                with Image.open(path) as im:
-                    sizes.append((im.height, im.width))
-                    gray = gray and _is_gray(im)
-            except Exception:  # unreadable files are dropped by the data set too
-                continue
-        if not sizes:
-            raise DataError(f"none of the images, e.g. {images.paths[0]}, can be read; check them")
-        (h, w), channels = Counter(sizes).most_common(1)[0][0], 1 if gray else 3
+    sizes, gray = sampled_sizes(images)
+    (h, w), channels = sizes.most_common(1)[0][0], 1 if gray else 3
     scale = min(1.0, max_side / max(h, w))
     return max(1, round(h * scale)), max(1, round(w * scale)), channels
+
+
+def sampled_sizes(images: ImageSet, samples: int = 50) -> tuple[Counter, bool]:
+    """(How many images have each (H, W), whether all are grayscale) for `images`.
+
+    Arrays give their own size; files give the sizes of up to `samples` of them (spread
+    over the set), read with PIL.
+    """
+    if images.images is not None:
+        arr = images.images
+        return Counter({tuple(arr.shape[1:3]): len(arr)}), arr.ndim == 3 or arr.shape[-1] == 1
+    picks = np.unique(np.linspace(0, len(images) - 1, min(samples, len(images))).astype(int))
+    sizes, gray = Counter(), True
+    for path in images.paths[picks]:
+        try:
+            with Image.open(path) as im:
+                sizes[(im.height, im.width)] += 1
+                gray = gray and _is_gray(im)
+        except Exception:  # unreadable files are dropped by the data set too
+            continue
+    if not sizes:
+        raise DataError(f"none of the images, e.g. {images.paths[0]}, can be read; check them")
+    return sizes, gray
 
 
 def _is_gray(im: Image.Image) -> bool:
