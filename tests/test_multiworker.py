@@ -37,6 +37,7 @@ from dltoolkit.core.runtime import (
     with_shard_policy,
     worker_index,
 )
+from dltoolkit.data.images import ImageSet, load_image_source, make_dataset
 from dltoolkit.data.samples import load_sample
 
 # Four global batches of 64 per epoch (237 training rows: 64, 64, 64, 45).
@@ -277,3 +278,38 @@ def test_distributable_shards_by_data_and_drops_batches_smaller_than_the_replica
     assert already.options().experimental_distribute.auto_shard_policy == off
     with pytest.raises(ConfigError, match="larger --batch-size"):
         distributable(tf.data.Dataset.range(3).batch(1), replicas=2)
+
+
+def test_image_files_are_split_between_workers_and_arrays_are_not(digit_folder):
+    source = load_image_source(str(digit_folder))
+    images = source.splits["train"]  # 120 files
+    common = {"image_shape": (16, 16, 1), "batch_size": 32, "training": True, "num_classes": 3}
+    seen = []
+    for index in range(2):
+        ds = make_dataset(images, **common, shard=(2, index))
+        assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+        seen.append(sum(len(y) for _, y in ds))
+    assert seen == [60, 60]  # each worker decodes only its half
+    arrays = ImageSet(images=np.zeros((10, 16, 16, 1), np.uint8), labels=np.arange(10) % 3)
+    ds = make_dataset(arrays, **common, shard=(2, 0))  # in memory: left to DATA sharding
+    assert sum(len(y) for _, y in ds) == 10
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.AUTO
+
+
+@pytest.mark.slow
+def test_two_workers_classify_an_image_folder_sharded_by_file(digit_folder, tmp_path):
+    out = tmp_path / "job"
+    ports = free_ports(2)
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        procs.append(subprocess.Popen(
+            [*dltoolkit_command(), "classify", "--data", str(digit_folder), "--strategy", "multi-worker",
+             "--epochs", "4", "--batch-size", "16", "--out", str(out), "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True))
+    for code, _, err in finish(procs, time.monotonic() + WAIT):
+        assert code == 0, err[-3000:]
+    history = read_history(out / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert load(out).metrics_["accuracy"] > 0.5

@@ -22,6 +22,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.runtime import with_shard_policy
 from dltoolkit.data.samples import SAMPLES, load_sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -537,6 +538,7 @@ def make_dataset(
     seed: int = 0,
     augment=None,
     cache: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images [B, H, W, C] in [0, 255], one-hot float32 labels [B, K]).
 
@@ -545,6 +547,12 @@ def make_dataset(
     in memory already). Training data is put in a seeded random order first (folders come
     sorted by class), then shuffled again each epoch, and `augment(images, labels)` is
     mapped over the batches.
+
+    `shard` (workers, index) splits files between the workers of a multi-worker run (see
+    `runtime.file_shard`): this worker reads and decodes only its equal share (the last
+    `files % workers` of the seeded order are left out) and batches stay global-sized, as
+    tf.distribute expects of a pipeline sharded by file (policy OFF: nothing more to shard).
+    Arrays ignore it: they are in memory, sharded by DATA.
     """
     order = np.random.default_rng(seed).permutation(len(images)) if training else slice(None)
     labels = images.labels[order]
@@ -553,7 +561,12 @@ def make_dataset(
         x = prepare_array(images.images[order], image_shape)
         ds = tf.data.Dataset.from_tensor_slices((x, labels))
     else:
-        ds = tf.data.Dataset.from_tensor_slices((images.paths[order], labels))
+        paths = images.paths[order]
+        if shard is not None:
+            workers, index = shard
+            mine = slice(index, len(paths) - len(paths) % workers, workers)
+            paths, labels = paths[mine], labels[mine]
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         ds = ds.map(
             lambda path, label: (decode_image_bytes(tf.io.read_file(path), image_shape), label),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -571,6 +584,8 @@ def make_dataset(
     ds = ds.batch(batch_size).map(lambda x, y: (x, tf.one_hot(y, num_classes)))
     if training and augment is not None:
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    if shard is not None and images.images is None:
+        ds = with_shard_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

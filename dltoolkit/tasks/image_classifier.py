@@ -19,6 +19,7 @@ from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history, plot_image_grid
+from dltoolkit.core.runtime import Runtime, file_shard
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.augment import build_augmenter
 from dltoolkit.data.images import (
@@ -125,7 +126,8 @@ class ImageClassifier(Recipe):
                 console.print(f"[yellow]skipped {len(source.skipped)} unreadable file(s), e.g. {source.skipped[0][0]}[/]")
         return _Prepared(splits, source.class_names, shape, source.description, source.skipped)
 
-    def _dataset(self, images: ImageSet, training: bool):
+    def _dataset(self, images: ImageSet, training: bool, rt: Runtime | None = None):
+        """Batches of `images`; in a multi-worker run (`rt`) each worker reads its own files."""
         c = self.config
         augment = None
         if training:
@@ -133,6 +135,7 @@ class ImageClassifier(Recipe):
         return make_dataset(
             images, self.image_shape_, c.batch_size, training=training,
             num_classes=len(self.class_names_), seed=c.seed, augment=augment,
+            shard=file_shard(rt, len(images)),
         )
 
     # -- training -------------------------------------------------------------------------
@@ -142,8 +145,8 @@ class ImageClassifier(Recipe):
         self.class_names_, self.image_shape_ = prepared.class_names, prepared.image_shape
         train = prepared.splits["train"]
         val = prepared.splits.get("val")
-        train_ds = self._dataset(train, training=True)
-        val_ds = self._dataset(val, training=False) if val is not None and len(val) else None
+        train_ds = self._dataset(train, training=True, rt=rt)
+        val_ds = self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None
         steps = math.ceil(len(train) / c.batch_size)
         epochs = c.epochs or min(20, max(3, math.ceil(STEP_BUDGET / steps)))
         weights = default_weights(c.backbone) if c.weights == "auto" else c.weights
