@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -225,3 +226,12 @@ def test_help_says_one_process_and_python_api_rejects_data():
     assert proc.returncode == 0 and "one process" in proc.stdout
     with pytest.raises(ConfigError, match="step count, not data"):
         Agent().fit("CartPole-v1")
+
+
+@pytest.mark.parametrize("name", ["cartpole_ppo", "acrobot_dqn", "pendulum_ppo", "frozenlake_qlearning"])
+def test_recipe_files_are_valid_for_their_environment(name):
+    doc = read_recipe_file(Path(__file__).parents[1] / "recipes" / f"{name}.toml")
+    agent = Agent(**doc["params"])
+    agent._validate()
+    prepared = agent._prepare(None, None)
+    assert prepared.spaces.continuous == (name == "pendulum_ppo")

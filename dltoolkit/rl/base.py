@@ -62,6 +62,7 @@ class Algorithm(abc.ABC):
         self.activation = config.activation or self.default_activation
         self.steps = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0  # process CPU time: less disturbed than wall time on a busy machine
         self.episodes = 0
         self.recent: deque[float] = deque(maxlen=100)
         self.rng = np.random.default_rng(config.seed)
@@ -133,6 +134,7 @@ class Algorithm(abc.ABC):
         every = c.eval_every or c.steps
         next_eval = (self.steps // every + 1) * every
         started = time.perf_counter() - self.seconds
+        cpu_started = time.process_time() - self.cpu_seconds
         try:
             obs, _ = envs.reset(seed=[c.seed * 10_000 + self.steps + i for i in range(c.n_envs)])
             obs = obs.astype(self.dtype, copy=False)
@@ -140,6 +142,7 @@ class Algorithm(abc.ABC):
                 while self.steps < c.steps:
                     obs = self._iteration(envs, obs)
                     self.seconds = time.perf_counter() - started
+                    self.cpu_seconds = time.process_time() - cpu_started
                     bar(self.steps, self.train_return())
                     if c.eval_every and self.steps >= next_eval and self.steps < c.steps:
                         next_eval += every
@@ -149,6 +152,7 @@ class Algorithm(abc.ABC):
                         if console is not None:
                             console.print(_describe(history[-1]))
                         started = time.perf_counter() - self.seconds
+                        cpu_started = time.process_time() - self.cpu_seconds
         finally:
             envs.close()
 
@@ -191,7 +195,8 @@ class Algorithm(abc.ABC):
     def save_checkpoint(self, directory: Path) -> None:
         """Write every variable and counter into one file, atomically."""
         self._sync_model()
-        meta = {"steps": self.steps, "seconds": self.seconds, "episodes": self.episodes,
+        meta = {"steps": self.steps, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
+                "episodes": self.episodes,
                 "recent": list(self.recent), "calls": self.calls, "stats": self.stats,
                 "rng": self.rng.bit_generator.state, "extra": self._extra_state()}
         arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._variables())}
@@ -208,6 +213,7 @@ class Algorithm(abc.ABC):
             for i, variable in enumerate(self._variables()):
                 variable.assign(saved[f"v{i}"])
         self.steps, self.seconds, self.episodes = meta["steps"], meta["seconds"], meta["episodes"]
+        self.cpu_seconds = meta["cpu_seconds"]
         self.recent.extend(meta["recent"])
         self.calls, self.stats = meta["calls"], meta["stats"]
         self.rng.bit_generator.state = meta["rng"]

@@ -186,7 +186,8 @@ class Agent(Recipe):
         write_history(self.run_.history_file, history)
         algo.save_checkpoint(self.run_.checkpoints)
         return {**result, "train_return": algo.train_return(), "steps": algo.steps,
-                "train_episodes": algo.episodes, "train_seconds": round(algo.seconds, 3)}
+                "train_episodes": algo.episodes, "train_seconds": round(algo.seconds, 3),
+                "train_cpu_seconds": round(algo.cpu_seconds, 3)}
 
     # -- evaluation and play ------------------------------------------------------------
 
