@@ -313,3 +313,13 @@ def test_two_workers_classify_an_image_folder_sharded_by_file(digit_folder, tmp_
     assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
     assert load(out).metrics_["accuracy"] > 0.5
+
+
+def test_a_recipe_that_cannot_be_replicated_says_so_in_help_and_refuses(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
+    for strategy in ("multi-worker", "mirrored"):
+        assert_user_error(*cli(capsys, "classify-nodes", "--strategy", strategy, "--out", tmp_path / "n"),
+                          f"classify-nodes cannot train with --strategy {strategy}", "--strategy cpu or gpu")
+    assert not (tmp_path / "n").exists()
+    code, out, _ = cli(capsys, "classify-nodes", "--help")
+    assert code == 0 and "not" in out and "multi-worker" in out

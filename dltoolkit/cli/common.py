@@ -60,7 +60,7 @@ def recipe_command(recipe_cls: type[Recipe]) -> Callable:
         hints = typing.get_type_hints(read_options, include_extras=True)
         own = [p.replace(annotation=hints[p.name])
                for p in inspect.signature(read_options).parameters.values()]
-        runtime = [_option(name, hint, None) for name, hint in _RUNTIME_OPTIONS.items()]
+        runtime = [_option(name, hint, None) for name, hint in _runtime_options(recipe_cls).items()]
         control = [_option(name, hint, default) for name, (hint, default) in _CONTROL_OPTIONS.items()]
 
         @functools.wraps(read_options)
@@ -78,6 +78,15 @@ def recipe_command(recipe_cls: type[Recipe]) -> Callable:
         return command
 
     return decorate
+
+
+def _runtime_options(recipe_cls: type[Recipe]) -> dict:
+    """The shared runtime options; --strategy's help says when the recipe cannot be replicated."""
+    if not recipe_cls.single_replica_reason:
+        return _RUNTIME_OPTIONS
+    help_text = (f"auto|cpu|gpu (not mirrored, multi-worker or tpu: "
+                 f"{recipe_cls.single_replica_reason}).")
+    return {**_RUNTIME_OPTIONS, "strategy": Annotated[str | None, typer.Option(help=help_text)]}
 
 
 def _option(name: str, hint, default) -> inspect.Parameter:

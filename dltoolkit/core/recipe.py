@@ -23,6 +23,7 @@ from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflit
 from dltoolkit.core.report import Report
 from dltoolkit.core.rundir import RunDir, default_run_path, multi_worker_resume
 from dltoolkit.core.runtime import (
+    REPLICATED,
     Runtime,
     choose_strategy,
     connect_cluster,
@@ -40,6 +41,8 @@ class Recipe(abc.ABC):
     task: ClassVar[str] = ""
     Config: ClassVar[type] = cfg.TrainConfig
     default_data: ClassVar[str] = ""
+    # Why training cannot be split between replicas (mirrored, multi-worker, tpu); "" if it can.
+    single_replica_reason: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -82,7 +85,13 @@ class Recipe(abc.ABC):
         the chief writes `out` (the others write to scratch directories).
         """
         data = self.default_data if data is None else data
-        multi_worker = choose_strategy(self.config.strategy, self.config.tpu)[0] == "multi-worker"
+        kind = choose_strategy(self.config.strategy, self.config.tpu)[0]
+        if kind in REPLICATED and self.single_replica_reason:
+            raise ConfigError(
+                f"{self.task} cannot train with --strategy {kind}: {self.single_replica_reason}; "
+                "use --strategy cpu or gpu"
+            )
+        multi_worker = kind == "multi-worker"
         if multi_worker:
             resume = multi_worker_resume(out, resume, overwrite)
         out = out or default_run_path(self.task)

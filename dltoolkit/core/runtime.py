@@ -15,6 +15,7 @@ import tensorflow as tf
 from dltoolkit.core.errors import ConfigError
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker", "tpu")
+REPLICATED = ("mirrored", "multi-worker", "tpu")  # strategies that split each batch between replicas
 
 
 @dataclass

@@ -91,6 +91,7 @@ class NodeClassifier(Recipe):
     task = "classify-nodes"
     Config = NodeClassifierConfig
     default_data = "karate"
+    single_replica_reason = "each step trains on one whole graph or sampled subgraph, which cannot be split"
 
     def __init__(self, **params):
         super().__init__(**params)
