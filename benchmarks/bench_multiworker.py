@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=9000, help="MNIST training images used")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every setup (medians reported)")
     parser.add_argument("--no-recovery", action="store_true", help="skip the kill/restart run")
     parser.add_argument("--no-params", action="store_true", help="skip the all-reduce size table")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -185,13 +186,20 @@ def main() -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="bench-multiworker-") as tmp:
         root = Path(tmp)
-        rows = [throughput(args, root, "1 process, cpu", 1, "cpu"),
-                throughput(args, root, "1 worker, multi-worker", 1, "multi-worker"),
-                throughput(args, root, "2 workers, multi-worker", 2, "multi-worker")]
+        setups = [("1 process, cpu", 1, "cpu"), ("1 worker, multi-worker", 1, "multi-worker"),
+                  ("2 workers, multi-worker", 2, "multi-worker")]
+        runs = [throughput(args, root / f"repeat{r}", *setup)
+                for r in range(args.repeats) for setup in setups]  # interleaved, so load hits all
         print_table(f"Throughput: small-cnn, MNIST first {args.train}, global batch {args.batch_size}, "
-                    f"{args.epochs} epochs", rows)
+                    f"{args.epochs} epochs (every run)", runs)
+        if args.repeats > 1:
+            print_table("Throughput, median over repeats", [
+                {"setup": label, "steps/s": median([r["steps/s"] for r in runs if r["setup"] == label]),
+                 "images/s": median([r["images/s"] for r in runs if r["setup"] == label])}
+                for label, _, _ in setups])
         if not args.no_recovery:
-            print_table("Recovery from a killed worker (2 workers)", [recovery(args, root)])
+            print_table("Recovery from a killed worker (2 workers)",
+                        [recovery(args, root / f"repeat{r}") for r in range(args.repeats)])
         if not args.no_params:
             print_table("All-reduce size per step (float32 gradients)", all_reduce_sizes(root))
     print(f"load after: {os.getloadavg()}")
