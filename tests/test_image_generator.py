@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from test_cli import assert_user_error, cli
 
 from dltoolkit import ImageGenerator, load
 from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.tasks.generation_eval import frechet_distance, kernel_distance
 
@@ -182,3 +184,25 @@ def test_cli_predict_writes_the_grid(ddpm, capsys, tmp_path):
 def test_conditional_data_errors_in_python(tmp_path):
     with pytest.raises(DataError, match="--conditional needs labelled"):
         ImageGenerator(conditional=True, epochs=1).fit(unlabelled_digits(), out=tmp_path / "r")
+
+
+@pytest.mark.parametrize("name", ["generate_digits_ddpm", "generate_digits_vae", "generate_digits_wgan"])
+def test_recipe_files_hold_valid_parameters(name):
+    doc = read_recipe_file(Path(__file__).parents[1] / "recipes" / f"{name}.toml")
+    recipe = ImageGenerator(**doc["params"])
+    assert doc["task"] == "generate" and doc["data"] == "digits"
+    recipe._validate()
+
+
+@pytest.mark.slow
+def test_fid_and_kid_with_a_local_inception_weights_file(tmp_path, monkeypatch):
+    """The FID path with a weights file made here (random InceptionV3: no download)."""
+    import keras
+
+    weights = tmp_path / "inception.weights.h5"
+    keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg").save_weights(weights)
+    monkeypatch.setenv("DLTOOLKIT_INCEPTION_WEIGHTS", str(weights))
+    x, y = unlabelled_digits(24)
+    model = ImageGenerator(**dict(TINY, model="vae", epochs=1, eval_samples=12)).fit(
+        (x, y), out=tmp_path / "run", progress=False)
+    assert model.metrics_["fid"] > 0 and np.isfinite(model.metrics_["kid"]) and "fid_note" not in model.metrics_
