@@ -61,11 +61,14 @@ class DQN(Algorithm):
         self.optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=c.max_grad_norm)
         self.optimizer.build(model.trainable_variables)
         self.buffer = ReplayBuffer(c.buffer_size, s.obs_shape, self.dtype)
-        self._act = tf.function(self._act_graph, jit_compile=True)
-        self._train_steps = tf.function(self._update, jit_compile=True)
-        self._sync_target = tf.function(self._copy_to_target)
         self._since_target = 0
         return model
+
+    def _compile(self) -> None:
+        self._act = self._compiled(self._act_graph, self.config.n_envs,
+                                   tf.TensorSpec([], tf.float32), self._seed_spec())
+        self._train_steps = tf.function(self._update, jit_compile=True)
+        self._sync_target = tf.function(self._copy_to_target)
 
     def _act_graph(self, obs, epsilon, seed):
         greedy = tf.argmax(self.model(obs)["q_values"], axis=-1, output_type=tf.int32)
@@ -103,7 +106,8 @@ class DQN(Algorithm):
     def _iteration(self, envs, obs):
         c = self.config
         for _ in range(c.train_freq):
-            actions = self._act(obs, np.float32(self.epsilon()), self._seed()).numpy()
+            actions = self._act(tf.constant(obs), tf.constant(self.epsilon(), tf.float32),
+                                self._seed()).numpy()
             step = self._step(envs, actions)
             self.buffer.add(obs, actions, step.reward, step.next_obs, step.terminated)
             obs = step.obs

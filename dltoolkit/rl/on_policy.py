@@ -81,12 +81,14 @@ class OnPolicy(Algorithm):
         self.optimizer.build(model.trainable_variables)
         self.normalizer = normalizer(model)
         self.scaler = ReturnScaler(c.n_envs, c.gamma) if c.normalize_reward else None
-        self._act = tf.function(self._act_graph, jit_compile=True)
-        self._values = tf.function(lambda obs: self.model(obs)["value"][:, 0], jit_compile=True)
+        return model
+
+    def _compile(self) -> None:
+        self._act = self._compiled(self._act_graph, self.config.n_envs, self._seed_spec())
+        self._values = self._compiled(lambda obs: self.model(obs)["value"][:, 0], None)
         self._update_step = tf.function(self._update, jit_compile=True)
         if self.normalizer is not None:
             self._observe = tf.function(self.normalizer.update)
-        return model
 
     @abc.abstractmethod
     def _optimizer(self) -> keras.optimizers.Optimizer:
@@ -114,7 +116,7 @@ class OnPolicy(Algorithm):
         buf_actions = None
         logps, values, rewards, dones = (np.zeros((steps, n), np.float32) for _ in range(4))
         for t in range(steps):
-            actions, logp, value = self._act(obs, self._seed())
+            actions, logp, value = self._act(tf.constant(obs), self._seed())
             actions = actions.numpy()
             if buf_actions is None:
                 buf_actions = np.zeros((steps, *actions.shape), actions.dtype)
@@ -123,10 +125,10 @@ class OnPolicy(Algorithm):
             reward = step.reward if self.scaler is None else self.scaler(step.reward, step.done)
             cut = step.truncated & ~step.terminated
             if cut.any():  # a time limit is not a terminal state: bootstrap from its value
-                reward = reward + c.gamma * np.where(cut, self._values(step.next_obs).numpy(), 0.0)
+                reward = reward + c.gamma * np.where(cut, self._values(tf.constant(step.next_obs)).numpy(), 0.0)
             rewards[t], dones[t] = reward, step.done
             obs = step.obs
-        advantages, returns = gae(rewards, values, dones, self._values(obs).numpy(), c.gamma,
+        advantages, returns = gae(rewards, values, dones, self._values(tf.constant(obs)).numpy(), c.gamma,
                                   c.gae_lambda)
         total = steps * n
         order = np.argsort(self.rng.random((c.n_epochs, total)), axis=1).astype(np.int32)
