@@ -19,7 +19,7 @@ def train_agent(
     env_options: Annotated[str | None, typer.Option(help="Keyword arguments for the environment, e.g. is_slippery=false.")] = None,
     normalize_obs: Annotated[bool | None, typer.Option("--normalize-obs/--no-normalize-obs", help="Standardise observations with running statistics (ppo, a2c).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate and checkpoint every N steps (0: only at the end).")] = None,
-    learning_rate: c.LearningRate = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default per algorithm; with schedule=linear it falls to 0 by the last step).")] = None,
 ):
     """Train an agent (CartPole-v1 with PPO by default). Runs in one process on one device:
     --strategy auto, cpu or gpu (multi-worker, mirrored and tpu are refused)."""

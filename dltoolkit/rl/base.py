@@ -151,7 +151,7 @@ class Algorithm(abc.ABC):
         try:
             obs, _ = envs.reset(seed=[c.seed * 10_000 + self.steps + i for i in range(c.n_envs)])
             obs = obs.astype(self.dtype, copy=False)
-            with _progress(console, c.steps, self.steps) as bar:
+            with _StepProgress(console, c.steps, self.steps) as bar:
                 while self.steps < c.steps:
                     obs = self._iteration(envs, obs)
                     self.seconds = time.perf_counter() - started
@@ -240,7 +240,7 @@ def _describe(row: dict) -> str:
             f"[dim]({row['seconds']:.1f}s)[/]")
 
 
-class _progress:
+class _StepProgress:
     """A Rich progress bar over environment steps showing the recent training return."""
 
     def __init__(self, console: Console | None, total: int, done: int):

@@ -124,3 +124,9 @@ class DQN(Algorithm):
 
     def _variables(self) -> list:
         return super()._variables() + list(self.target.weights)
+
+    def _extra_state(self) -> dict:
+        return {"since_target": self._since_target}
+
+    def _restore_extra_state(self, state: dict) -> None:
+        self._since_target = state["since_target"]
