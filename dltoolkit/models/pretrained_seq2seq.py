@@ -49,6 +49,11 @@ def load_seq2seq(preset: str, max_source_length: int, max_target_length: int):
         raise WeightsError(f"preset '{preset}' could not be downloaded ({type(err).__name__}); "
                            "offline, pass a local preset directory instead: --preset ./my_local_preset "
                            "(made with save_to_preset)") from None
+    return set_lengths(model, max_source_length, max_target_length)
+
+
+def set_lengths(model, max_source_length: int, max_target_length: int):
+    """Set the token lengths `model`'s preprocessor pads and cuts to (not kept by model.keras)."""
     model.preprocessor.encoder_sequence_length = max_source_length
     model.preprocessor.decoder_sequence_length = max_target_length
     return model

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dltoolkit.core import files
 from dltoolkit.core.callbacks import TimeBudget, read_history, snapshot_path
 from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
@@ -32,6 +33,7 @@ from dltoolkit.models.pretrained_seq2seq import (
     check_preset,
     end_token_ids,
     load_seq2seq,
+    set_lengths,
     summarize_graph,
 )
 from dltoolkit.models.seq2seq import POSITIONS, Seq2SeqTransformer, SmoothedTokenLoss
@@ -176,6 +178,7 @@ class Summarizer(Recipe):
             self.vocabulary_ = train_vocabulary(prepared.train.texts + prepared.train.summaries,
                                                 c.vocabulary_size)
             self._tokenizer = make_tokenizer(self.vocabulary_)
+            files.write_json(run.state_file, self._state())  # checkpoints are usable mid-run
             train_ds, val_ds = self._id_dataset(prepared.train, True), self._id_dataset(prepared.val, False)
         steps = math.ceil(len(prepared.train) / c.batch_size)
         val_steps = math.ceil(len(prepared.val) / c.batch_size) or None
@@ -253,10 +256,10 @@ class Summarizer(Recipe):
             return ConstrainedSampler(decoding, end_token_ids(self.model_), self.model_.backbone.vocabulary_size)
         return ConstrainedSampler(decoding, [EOS], len(self.vocabulary_))
 
-    def _summarize_graph(self, text, decoding: Decoding):
+    def _summarize_graph(self, text, decoding: Decoding, sampler: ConstrainedSampler):
         """Raw strings (B,) -> summaries (B,): tokenise, decode, detokenise, as graph ops."""
         if self.pretrained:
-            return summarize_graph(self.model_, text, self._sampler(decoding), decoding.max_length)
+            return summarize_graph(self.model_, text, sampler, decoding.max_length)
         model = self.model_
         source = self._source_tokens(self._tokenizer(text)).to_tensor(PAD)
         prompt = tf.concat([tf.fill([tf.shape(source)[0], 1], BOS),
@@ -268,13 +271,14 @@ class Summarizer(Recipe):
             return logits, None, cache
 
         fixed = tf.concat([tf.ones_like(prompt[:, :1], tf.bool), tf.zeros_like(prompt[:, 1:], tf.bool)], 1)
-        ids = self._sampler(decoding)(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[EOS])
+        ids = sampler(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[EOS])
         ids = tf.RaggedTensor.from_tensor(cut_at_end(ids, EOS, PAD), padding=PAD)
         return tidy_spacing(self._tokenizer.detokenize(ids))
 
     def _graph_fn(self, decoding: Decoding):
         if decoding not in self._graph_fns:
-            self._graph_fns[decoding] = tf.function(lambda text: self._summarize_graph(text, decoding),
+            sampler = self._sampler(decoding)  # random samplers own a seed variable: made once, outside
+            self._graph_fns[decoding] = tf.function(lambda text: self._summarize_graph(text, decoding, sampler),
                                                     input_signature=[_TEXT])
         return self._graph_fns[decoding]
 
@@ -374,9 +378,12 @@ class Summarizer(Recipe):
     def _restore_state(self, state: dict) -> None:
         self.vocabulary_ = state.get("vocabulary")
         self._tokenizer = make_tokenizer(self.vocabulary_) if self.vocabulary_ else None
+        if self.pretrained:
+            set_lengths(self.model_, self.config.max_source_length, self.config.max_target_length)
 
     def _serve(self, text):
-        return {"summary": self._summarize_graph(text, self._decoding("greedy"))}
+        greedy = self._decoding("greedy")
+        return {"summary": self._summarize_graph(text, greedy, self._sampler(greedy))}
 
     def _endpoints(self) -> dict:
         return {"serving_default": (self._serve, [_TEXT])}

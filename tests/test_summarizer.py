@@ -1,0 +1,215 @@
+"""Summarizer end to end on a made-up corpus whose summary is a function of the text:
+training, ROUGE beside Lead, decoding options, save/load, export, CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+from test_cli import assert_user_error, cli
+
+from dltoolkit import Summarizer, load
+from dltoolkit.core.callbacks import read_history
+from dltoolkit.models.pretrained_seq2seq import random_bart_preset
+
+NAMES = ["anna", "boris", "clara", "david", "elena", "farid", "greta", "hugo", "irene", "jonas"]
+VERBS = ["bought", "sold", "painted", "found", "lost", "repaired", "borrowed", "cooked"]
+THINGS = ["a bicycle", "three apples", "an old clock", "a red car", "the blue lamp", "two books",
+          "a guitar", "some bread"]
+PLACES = ["in the market", "at the station", "near the river", "in the garden", "at school"]
+FILLER = ["the weather was cold that morning .", "many people were walking around .",
+          "a dog barked somewhere .", "the shops opened early .", "it started to rain later .",
+          "the radio played an old song .", "nobody expected anything special .", "the street was quiet ."]
+TINY = dict(d_model=64, layers=1, heads=2, ff_dim=128, vocabulary_size=300, max_source_length=64,
+            max_target_length=16, batch_size=32, learning_rate=3e-3, dropout=0.0, seed=0)
+
+
+def make_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Stories whose third sentence says who did what; the summary is that fact, shortened.
+    Lead-3 contains it but also two sentences of filler."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        who, verb, what, where = rng.choice(NAMES), rng.choice(VERBS), rng.choice(THINGS), rng.choice(PLACES)
+        filler = rng.sample(FILLER, 4)
+        story = " ".join(filler[:2] + [f"yesterday {who} {verb} {what} {where} ."] + filler[2:])
+        rows.append({"article": story, "highlights": f"{who} {verb} {what} ."})
+    return rows
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("summarize")
+    rows = make_pairs(360) + [{"article": " ", "highlights": "nothing ."},
+                              {"article": "a story .", "highlights": ""}]
+    data = write_jsonl(root / "pairs.jsonl", rows)
+    model = Summarizer(text_field="article", summary_field="highlights", epochs=10, **TINY)
+    return model.fit(data, out=root / "run", progress=False), root
+
+
+def test_fit_learns_the_task_and_reports_rouge_beside_lead(trained):
+    model, root = trained
+    out = root / "run"
+    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["documents"] == 36 and m["decoding"] == "greedy"
+    assert m["rougeL"] > 80 and m["rougeL"] > m["lead_rougeL"] + 30, m
+    assert 3 < m["summary_mean_words"] < 7 and m["lead_mean_words"] > 15
+    losses = [row["loss"] for row in read_history(out / "history.csv")]
+    assert len(losses) == 10 and losses[-1] < 0.4 * losses[0]
+    report = (out / "report.html").read_text()
+    assert "Lead-3" in report and "Examples" in report and "truncated to the first tokens" in report
+    assert "2 empty pairs skipped" in report
+
+
+def test_predict_means_the_story_and_survives_save_load(trained, tmp_path):
+    model, root = trained
+    new = make_pairs(6, seed=7)
+    rows = model.predict(text=[r["article"] for r in new])
+    assert [r["input"] for r in rows] == [f"text {i}" for i in range(1, 7)]
+    recall = [len(set(r["summary"].split()) & set(p["highlights"].split())) / len(p["highlights"].split())
+              for r, p in zip(rows, new, strict=True)]
+    assert sum(recall) / len(recall) > 0.6, rows  # the key sentence, retold
+    (tmp_path / "docs").mkdir()
+    for i, r in enumerate(new[:2]):
+        (tmp_path / "docs" / f"{i}.txt").write_text(r["article"], encoding="utf-8")
+    from_files = model.predict([str(tmp_path / "docs")])
+    assert [r["summary"] for r in from_files] == [r["summary"] for r in rows[:2]]
+    again = load(root / "run").predict(text=[r["article"] for r in new])
+    assert again == rows
+
+
+def test_decoding_strategies_and_length_limits(trained):
+    model, _ = trained
+    texts = [r["article"] for r in make_pairs(4, seed=9)]
+    greedy = model.summarize(texts)
+    assert model.summarize(texts, decoding="beam") == greedy  # a learned, peaked task
+    sampled = model.summarize(texts, decoding="top-k")
+    assert len(sampled) == 4 and all(isinstance(s, str) for s in sampled)
+    try:
+        model.set_params(max_length=2)
+        assert all(len(s.split()) <= 2 for s in model.summarize(texts))
+        model.set_params(max_length=None, min_length=9)
+        assert all(len(s.split()) >= 6 for s in model.summarize(texts))
+    finally:
+        model.set_params(max_length=None, min_length=0)
+
+
+SERVE = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    import tensorflow_text  # registers the WordPiece and normalisation ops
+    model = tf.saved_model.load(sys.argv[1])
+    texts = json.loads(sys.argv[2])
+    out = model.signatures["serving_default"](text=tf.constant(texts))
+    assert "dltoolkit" not in sys.modules and "keras_hub" not in sys.modules
+    print(json.dumps([s.decode("utf-8") for s in out["summary"].numpy()]))
+    """
+)
+
+
+def test_export_summarises_raw_strings_in_a_fresh_tensorflow_process(trained):
+    model, root = trained
+    path = model.export()
+    assert path == root / "run" / "export" / "run" / "1"
+    texts = [r["article"] for r in make_pairs(3, seed=11)] + ["word " * 300]
+    served = subprocess.run([sys.executable, "-c", SERVE, str(path), json.dumps(texts)],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == model.summarize(texts)
+
+
+def test_cli_predict_and_evaluate(trained, tmp_path, capsys):
+    _, root = trained
+    stories = make_pairs(20, seed=5)
+    code, out, err = cli(capsys, "predict", root / "run", "--text", stories[0]["article"],
+                         "--text", stories[1]["article"], "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 2 and rows[0]["summary"].startswith(stories[0]["highlights"].split()[0])
+    pd.DataFrame(stories).to_csv(tmp_path / "test.csv", index=False)  # the run's field names
+    code, out, err = cli(capsys, "evaluate", root / "run", "--data", tmp_path / "test.csv", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["documents"] == 20 and metrics["rougeL"] > metrics["lead_rougeL"]
+
+
+BAD = {
+    "missing fields": ({"story": "a b c", "gist": "a"}, [], "fields found: story, gist"),
+    "named field missing": (None, ["--text-field", "body"], "no text field 'body'; fields found: article, highlights"),
+    "empty under --strict": ("empty", ["--strict"], "1 empty document(s) or summary(ies)"),
+    "preset neither name nor directory": (None, ["--preset", "./no_such_preset"], "not a KerasHub preset directory"),
+    "unknown preset name": (None, ["--preset", "bart_gigantic_xx"], "unknown preset 'bart_gigantic_xx'"),
+    "max below min": (None, ["--min-length", "10", "--max-length", "5"], "max_length 5 is below min_length 10"),
+    "non-UTF-8 file": ("latin1", [], "is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    content, options, fragment = BAD[case]
+    rows = make_pairs(10)
+    if isinstance(content, dict):
+        rows = [content] * 10
+    elif content == "empty":
+        rows[3]["article"] = ""
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, rows)
+    if content == "latin1":
+        path = tmp_path / "pairs.csv"
+        path.write_bytes("text,summary\ncaf\xe9 au lait,caf\xe9\n".encode("latin-1"))
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "summarize", "--data", path, "--epochs", 1, "--out", out, *options)
+    assert_user_error(code, stdout, err, fragment)
+    assert not out.exists()
+
+
+def test_predict_rejects_empty_text_and_a_non_summarize_option(trained, capsys):
+    _, root = trained
+    code, out, err = cli(capsys, "predict", root / "run", "--text", "  ")
+    assert_user_error(code, out, err, "empty document")
+    code, out, err = cli(capsys, "predict", root / "run", "--text", "x", "--num", 3)
+    assert_user_error(code, out, err, "--num do not apply to a summarize run")
+
+
+@pytest.mark.slow  # the download is retried for about 20 s before it fails
+def test_offline_preset_name_names_the_local_directory_option(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "summarize", "--data", write_jsonl(tmp_path / "p.jsonl", make_pairs(10)),
+                            "--preset", "bart_base_en", "--epochs", 1, "--out", out)
+    assert_user_error(code, stdout, err, "could not be downloaded", "--preset ./my_local_preset")
+    assert not out.exists()
+
+
+@pytest.mark.slow  # about 40 s on a quiet machine: BART's training and generation graphs
+def test_fine_tunes_a_tiny_random_bart_from_a_local_preset(tmp_path):
+    rows = make_pairs(64, seed=3)
+    preset = random_bart_preset(tmp_path / "preset", [r["article"] for r in rows], vocabulary_size=300,
+                                hidden_dim=16, layers=1, heads=2, max_length=64)
+    pairs = [(r["article"], r["highlights"]) for r in rows]
+    model = Summarizer(preset=str(preset), epochs=3, batch_size=8, learning_rate=5e-3,
+                       max_source_length=48, max_target_length=12, eval_samples=6, val_split=0.1)
+    model.fit(pairs, out=tmp_path / "run", progress=False)
+    losses = [row["loss"] for row in read_history(tmp_path / "run" / "history.csv")]
+    assert losses[-1] < losses[0]
+    assert {"rouge1", "rougeL", "lead_rougeL"} <= set(model.metrics_)
+    texts = [r["article"] for r in make_pairs(3, seed=4)]
+    summaries = [r["summary"] for r in model.predict(text=texts)]
+    assert len(summaries) == 3 and all(isinstance(s, str) for s in summaries)
+    assert load(tmp_path / "run").summarize(texts) == summaries
+    served = subprocess.run([sys.executable, "-c", SERVE, str(model.export()), json.dumps(texts)],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == summaries
