@@ -15,6 +15,8 @@ from test_cli import assert_user_error, cli
 
 from dltoolkit import Summarizer, load
 from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.errors import DataError
+from dltoolkit.data.text import read_pairs
 from dltoolkit.models.pretrained_seq2seq import random_bart_preset
 
 NAMES = ["anna", "boris", "clara", "david", "elena", "farid", "greta", "hugo", "irene", "jonas"]
@@ -106,6 +108,33 @@ def test_decoding_strategies_and_length_limits(trained):
         model.set_params(max_length=None, min_length=0)
 
 
+def test_chunk_policy_summarises_a_long_document_piece_by_piece(trained):
+    model, _ = trained
+    stories = make_pairs(3, seed=21)
+    long_document = " ".join(s["article"] for s in stories)  # about 100 tokens; the input takes 64
+    try:
+        model.set_params(long_documents="chunk")
+        assert len(model._chunks(long_document)) == 2
+        condensed = model._condensed([long_document], model._decoding())[0]
+        assert len(condensed.split(".")) >= 3  # one summary per chunk, joined
+        assert model.summarize([long_document])[0].split()[0] in NAMES
+    finally:
+        model.set_params(long_documents="truncate")
+
+
+def test_folder_of_paired_files(tmp_path):
+    stories = make_pairs(3)
+    for i, story in enumerate(stories):
+        (tmp_path / f"s{i}.txt").write_text(story["article"], encoding="utf-8")
+        (tmp_path / f"s{i}.summary.txt").write_text(story["highlights"], encoding="utf-8")
+    pairs = read_pairs(tmp_path)
+    assert pairs.texts == [s["article"] for s in stories]
+    assert pairs.summaries == [s["highlights"] for s in stories]
+    (tmp_path / "extra.txt").write_text("a story without its summary", encoding="utf-8")
+    with pytest.raises(DataError, match="1 documents have no summary"):
+        read_pairs(tmp_path)
+
+
 SERVE = textwrap.dedent(
     """
     import json, sys
@@ -155,6 +184,13 @@ BAD = {
     "max below min": (None, ["--min-length", "10", "--max-length", "5"], "max_length 5 is below min_length 10"),
     "non-UTF-8 file": ("latin1", [], "is not UTF-8"),
 }
+
+
+def test_unprepared_tfds_data_set_is_a_one_line_error(tmp_path, capsys):
+    code, stdout, err = cli(capsys, "summarize", "--data", "tfds:no_such_corpus", "--tfds-data-dir",
+                            tmp_path, "--out", tmp_path / "run")
+    assert_user_error(code, stdout, err, "tfds:no_such_corpus (train split) is not prepared")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("case", BAD)

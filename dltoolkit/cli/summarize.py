@@ -18,7 +18,7 @@ def summarize(
     preset: Annotated[str | None, typer.Option(help="Fine-tune a KerasHub Seq2SeqLM: a preset name (e.g. bart_base_en, downloads) or a local preset directory.")] = None,
     model: Annotated[str | None, typer.Option(help="transformer (from scratch, the default without --preset) or pretrained.")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on empty documents or summaries instead of skipping them.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="tfds data_dir for --data tfds:NAME (never downloads).")] = None,
+    tfds_data_dir: Annotated[str | None, typer.Option(help="tensorflow-datasets data_dir for --data tfds:NAME (default TFDS_DATA_DIR; never downloads).")] = None,
     max_source_length: Annotated[int | None, typer.Option(help="Document tokens the model reads.")] = None,
     max_target_length: Annotated[int | None, typer.Option(help="Summary tokens the decoder is trained on.")] = None,
     decoding: Annotated[str | None, typer.Option(help="greedy (default), beam, top-k or top-p.")] = None,
@@ -35,7 +35,7 @@ def summarize(
     """Train a summariser (from-scratch Transformer, or fine-tune a KerasHub preset)."""
     return data, dict(
         text_field=text_field, summary_field=summary_field, preset=preset, model=model,
-        strict=strict, data_dir=data_dir, max_source_length=max_source_length,
+        strict=strict, tfds_data_dir=tfds_data_dir, max_source_length=max_source_length,
         max_target_length=max_target_length, decoding=decoding, min_length=min_length,
         max_length=max_length, no_repeat_ngram=no_repeat_ngram,
         repetition_penalty=repetition_penalty, long_documents=long_documents,

@@ -44,7 +44,7 @@ class Pairs:
                      self.description, [self.names[i] for i in pick] if self.names else [])
 
 
-def read_pairs(data, text_field=None, summary_field=None, *, strict=False, data_dir=None,
+def read_pairs(data, text_field=None, summary_field=None, *, strict=False, tfds_data_dir=None,
                split="train", need_summaries=True) -> Pairs:
     """Read document/summary pairs; empty ones are skipped and counted (an error if `strict`)."""
     if isinstance(data, Pairs):
@@ -55,7 +55,7 @@ def read_pairs(data, text_field=None, summary_field=None, *, strict=False, data_
         frame = pd.DataFrame(list(data), columns=["text", "summary"][: len(data[0]) if data else 2])
         description = f"{len(frame)} pairs"
     elif isinstance(data, str) and data.startswith("tfds:"):
-        frame, description = _read_tfds(data[5:], data_dir, split), data
+        frame, description = _read_tfds(data[5:], tfds_data_dir, split), data
     else:
         path = Path(data)
         if path.is_dir():
@@ -144,9 +144,9 @@ def _read_tfds(name: str, data_dir, split: str) -> pd.DataFrame:
     try:
         dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
     except Exception as err:  # tfds raises many types; the user needs the fix, not the type
-        raise DataError(f"tfds:{name} is not prepared in data_dir {data_dir or '~/tensorflow_datasets'} "
-                        f"({type(err).__name__}); download and prepare it there first, or pass "
-                        "--data-dir") from None
+        raise DataError(f"tfds:{name} ({split} split) is not prepared in "
+                        f"{data_dir or 'TFDS_DATA_DIR or ~/tensorflow_datasets'} ({type(err).__name__}); "
+                        "prepare it there first, or pass --tfds-data-dir") from None
     rows = [{k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in row.items()}
             for row in tfds.as_numpy(dataset)]
     return pd.DataFrame(rows)

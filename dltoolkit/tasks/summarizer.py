@@ -59,7 +59,7 @@ class SummarizerConfig(TrainConfig):
     text_field: str | None = None
     summary_field: str | None = None
     strict: bool = False
-    data_dir: str | None = None
+    tfds_data_dir: str | None = None
     val_split: float = 0.1
     vocabulary_size: int = 8000
     max_source_length: int = 256
@@ -153,7 +153,7 @@ class Summarizer(Recipe):
         if data is None or (isinstance(data, str) and not data):
             raise DataError("summarize needs --data: a JSONL/CSV/Parquet file of document/summary "
                             "pairs, a folder of NAME.txt + NAME.summary.txt, or tfds:NAME")
-        return read_pairs(data, c.text_field, c.summary_field, strict=c.strict, data_dir=c.data_dir,
+        return read_pairs(data, c.text_field, c.summary_field, strict=c.strict, tfds_data_dir=c.tfds_data_dir,
                           split=split)
 
     def _prepare(self, data, console) -> _Prepared:
