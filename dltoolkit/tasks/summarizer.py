@@ -3,6 +3,7 @@ WordPiece vocabulary, or a pretrained KerasHub Seq2SeqLM such as BART fine-tuned
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -175,10 +176,12 @@ class Summarizer(Recipe):
         if self.pretrained:
             train_ds, val_ds = (self._text_dataset(prepared.train, True), self._text_dataset(prepared.val, False))
         else:
-            self.vocabulary_ = train_vocabulary(prepared.train.texts + prepared.train.summaries,
-                                                c.vocabulary_size)
+            saved = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
+            # a resumed run keeps the vocabulary its checkpoints were trained with
+            self.vocabulary_ = saved.get("vocabulary") or train_vocabulary(
+                prepared.train.texts + prepared.train.summaries, c.vocabulary_size)
             self._tokenizer = make_tokenizer(self.vocabulary_)
-            files.write_json(run.state_file, self._state())  # checkpoints are usable mid-run
+            files.write_json(run.state_file, self._state())
             train_ds, val_ds = self._id_dataset(prepared.train, True), self._id_dataset(prepared.val, False)
         steps = math.ceil(len(prepared.train) / c.batch_size)
         val_steps = math.ceil(len(prepared.val) / c.batch_size) or None
