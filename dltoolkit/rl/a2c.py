@@ -16,7 +16,7 @@ class A2C(OnPolicy):
 
     def _optimizer(self):
         return keras.optimizers.RMSprop(self.learning_rate, rho=0.99, epsilon=1e-5,
-                                        global_clipnorm=self.config.max_grad_norm)
+                                        global_clipnorm=self.max_grad_norm)
 
     def _update(self, obs, actions, logp_old, advantages, returns, order, clip):
         """The whole rollout is one batch (`order` and `clip` are PPO's and unused here)."""

@@ -52,6 +52,7 @@ class Algorithm(abc.ABC):
     needs_discrete_actions: ClassVar[bool] = False
     default_learning_rate: ClassVar[float] = 1e-3
     default_activation: ClassVar[str] = "tanh"
+    default_max_grad_norm: ClassVar[float] = 0.5
 
     def __init__(self, config, spaces: Spaces, env_options: dict):
         self.config = config
@@ -60,6 +61,7 @@ class Algorithm(abc.ABC):
         self.dtype = observation_dtype(spaces)
         self.learning_rate = config.learning_rate or self.default_learning_rate
         self.activation = config.activation or self.default_activation
+        self.max_grad_norm = config.max_grad_norm or self.default_max_grad_norm
         self.steps = 0
         self.seconds = 0.0
         self.cpu_seconds = 0.0  # process CPU time: less disturbed than wall time on a busy machine

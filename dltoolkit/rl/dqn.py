@@ -51,6 +51,7 @@ class DQN(Algorithm):
     needs_discrete_actions = True
     default_learning_rate = 1e-4
     default_activation = "relu"
+    default_max_grad_norm = 10.0
 
     def _build(self) -> keras.Model:
         c, s = self.config, self.spaces
@@ -58,7 +59,7 @@ class DQN(Algorithm):
                                  hidden=c.hidden_layers, activation=self.activation)
         model, self.target = make(), make()
         self.target.set_weights(model.get_weights())
-        self.optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=c.max_grad_norm)
+        self.optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=self.max_grad_norm)
         self.optimizer.build(model.trainable_variables)
         self.buffer = ReplayBuffer(c.buffer_size, s.obs_shape, self.dtype)
         self._since_target = 0

@@ -15,7 +15,7 @@ class PPO(OnPolicy):
 
     def _optimizer(self):
         return keras.optimizers.Adam(self.learning_rate, epsilon=1e-5,
-                                     global_clipnorm=self.config.max_grad_norm)
+                                     global_clipnorm=self.max_grad_norm)
 
     def _update(self, obs, actions, logp_old, advantages, returns, order, clip):
         """Every epoch and minibatch in one graph; `order` holds each epoch's shuffle."""

@@ -57,7 +57,7 @@ class AgentConfig:
     clip_range: float = 0.2
     ent_coef: float = 0.0
     vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    max_grad_norm: float | None = None  # gradient norm clip; None: 0.5 (ppo, a2c), 10 (dqn)
     log_std_init: float = 0.0
     # value-based (dqn, q-learning, sarsa)
     buffer_size: int = 50_000
