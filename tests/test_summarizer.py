@@ -191,6 +191,12 @@ BAD = {
 }
 
 
+def test_summarize_without_data_says_what_to_pass(tmp_path, capsys):
+    code, stdout, err = cli(capsys, "summarize", "--out", tmp_path / "run")
+    assert_user_error(code, stdout, err, "summarize needs --data")
+    assert not (tmp_path / "run").exists()
+
+
 def test_unprepared_tfds_data_set_is_a_one_line_error(tmp_path, capsys):
     code, stdout, err = cli(capsys, "summarize", "--data", "tfds:no_such_corpus", "--tfds-data-dir",
                             tmp_path, "--out", tmp_path / "run")
