@@ -36,8 +36,12 @@ ZOO = {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gae_lambd
 OURS = """
 import json, sys, tempfile, time
 sys.path.insert(0, {root!r})
+import tensorflow as tf
+params, seed, threads = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 from dltoolkit import Agent
-params, seed = json.loads(sys.argv[1]), int(sys.argv[2])
 with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
     agent = Agent(**{{**params, "seed": seed}}).fit(out=tmp + "/run", progress=False)
@@ -54,7 +58,10 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-zoo, seed, episodes = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import torch
+zoo, seed, episodes, threads = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+if threads:
+    torch.set_num_threads(threads)
 linear = lambda value: (lambda remaining: remaining * value)
 env = make_vec_env("CartPole-v1", n_envs=zoo["n_envs"], seed=seed)
 model = PPO("MlpPolicy", env, n_steps=zoo["n_steps"], batch_size=zoo["batch_size"],
@@ -93,11 +100,11 @@ def ours_params() -> dict:
             "eval_every": 0, "eval_episodes": EVAL_EPISODES, "hidden": "64,64", **ZOO}
 
 
-def cartpole(seeds: list[int]) -> None:
+def cartpole(seeds: list[int], threads: int) -> None:
     rows = []
     for seed in seeds:
-        sb3 = run_script(SB3.format(steps=STEPS), json.dumps(ZOO), seed, EVAL_EPISODES)
-        ours = run_script(OURS.format(root=str(ROOT)), json.dumps(ours_params()), seed)
+        sb3 = run_script(SB3.format(steps=STEPS), json.dumps(ZOO), seed, EVAL_EPISODES, threads)
+        ours = run_script(OURS.format(root=str(ROOT)), json.dumps(ours_params()), seed, threads)
         for name, result in (("SB3 PPO (torch)", sb3), ("dltoolkit train-agent", ours)):
             rows.append({"side": name, "seed": seed, **result})
             print(_row(rows[-1]), flush=True)
@@ -114,13 +121,13 @@ def cartpole(seeds: list[int]) -> None:
               + ", ".join(f"{r['mean_return']:.0f} in {r['train_seconds']:.1f}s" for r in mine) + " |")
 
 
-def recipe(path: str, seeds: list[int]) -> None:
+def recipe(path: str, seeds: list[int], threads: int) -> None:
     sys.path.insert(0, str(ROOT))
     from dltoolkit.core.config import read_recipe_file
 
     params = read_recipe_file(path)["params"]
     for seed in seeds:
-        result = run_script(OURS.format(root=str(ROOT)), json.dumps(params), seed)
+        result = run_script(OURS.format(root=str(ROOT)), json.dumps(params), seed, threads)
         print(_row({"side": f"{params['env']} {params['algo']}", "seed": seed, **result}), flush=True)
 
 
@@ -135,14 +142,16 @@ def main() -> None:
     parser.add_argument("what", choices=("cartpole", "recipe"))
     parser.add_argument("recipe_file", nargs="?")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch and TensorFlow on both sides (0: their defaults)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"{platform.node()} {os.cpu_count()} CPUs; load average "
+    print(f"{platform.node()} {os.cpu_count()} CPUs; threads {args.threads or 'default'}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}")
     if args.what == "cartpole":
-        cartpole(seeds)
+        cartpole(seeds, args.threads)
     else:
-        recipe(args.recipe_file, seeds)
+        recipe(args.recipe_file, seeds, args.threads)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
