@@ -12,7 +12,7 @@ of every model is written to benchmarks/generate_<model>.png.
 Target: DDPM's distance below the VAE's and the GAN's, confident-class rate >= 90% and
 all 10 digits present.
 
-    python benchmarks/bench_generate.py --mnist /work/shared/data/mnist --minutes 7
+    python benchmarks/bench_generate.py --mnist /work/shared/data/mnist --minutes 7 [--set ddpm:width=16]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 
 from dltoolkit import ImageClassifier, ImageGenerator
 from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.config import parse_value
 from dltoolkit.tasks.generation_eval import class_statistics, classifier_outputs, frechet_distance
 from dltoolkit.tasks.sample_grids import tile_images, write_png
 
@@ -34,7 +35,7 @@ MODELS = {
     "vae": dict(model="vae", width=32),
     "gan": dict(model="gan", width=32),
     "wgan-gp": dict(model="wgan-gp", width=32),
-    "ddpm": dict(model="ddpm", width=32, blocks=1, learning_rate=2e-3, sample_steps=50),
+    "ddpm": dict(model="ddpm", width=16, blocks=1, learning_rate=2e-3, sample_steps=50),
 }
 COLUMNS = ["model", "frechet", "confident", "coverage", "digits", "train_steps~", "fit_s", "sample_s"]
 SHARED = dict(schedule="constant", epochs=1000, steps_per_epoch=300, batch_size=64, grid_size=64,
@@ -48,6 +49,17 @@ def scores(classifier, images: np.ndarray, test_features: np.ndarray) -> dict:
             "coverage": stats["class_coverage"], "digits": stats["classes_present"]}
 
 
+def changes(sets: list[str], model: str) -> dict:
+    """The MODEL:KEY=VALUE items of `sets` that name `model`, as parameters."""
+    params = {}
+    for item in sets:
+        name, _, assignment = item.partition(":")
+        key, _, raw = assignment.partition("=")
+        if name == model:
+            params[key.strip()] = parse_value(raw.strip())
+    return params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.mnist_arg(parser)
@@ -55,6 +67,8 @@ def main() -> None:
     parser.add_argument("--models", default="vae,gan,ddpm", help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--samples", type=int, default=2000, help="generated images scored per model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                        help="change one model's parameter, e.g. ddpm:width=16 (repeatable)")
     parser.add_argument("--grids", type=Path, default=Path(__file__).parent, help="where the PNG grids go")
     args = parser.parse_args()
     x, y = common.load_mnist(args.mnist, "train")
@@ -69,7 +83,8 @@ def main() -> None:
 
     unlabelled = (x, np.zeros(len(x), np.int32))  # unconditional generators
     for name in args.models.split(","):
-        params = dict(SHARED, **MODELS[name], train_minutes=args.minutes, seed=args.seed)
+        params = dict(SHARED, **MODELS[name], train_minutes=args.minutes, seed=args.seed, **changes(args.sets, name))
+        print(f"{name}: {params}", flush=True)
         times: dict = {}
         with common.timer(times, "fit"):
             generator = ImageGenerator(**params).fit(unlabelled, work / name, progress=True)

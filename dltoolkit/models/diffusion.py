@@ -137,10 +137,6 @@ class DDPM(GenerativeModel):
     def metrics(self):
         return [self.tracker]
 
-    def channels(self, level: int) -> int:
-        """Feature maps at `level` halvings: width, then 2*width (kept small for CPU training)."""
-        return self.width * min(2**level, 2)
-
     def _inputs(self, x, t, labels):
         return [x, t] if not self.conditional else [x, t, labels]
 
