@@ -38,7 +38,7 @@ MODELS = {
     "ddpm": dict(model="ddpm", width=16, blocks=1, learning_rate=2e-3, sample_steps=50),
 }
 COLUMNS = ["model", "frechet", "confident", "coverage", "digits", "train_steps~", "fit_s", "sample_s"]
-SHARED = dict(schedule="constant", epochs=1000, steps_per_epoch=300, batch_size=64, grid_size=64,
+SHARED = dict(schedule="constant", epochs=1000, steps_per_epoch=300, batch_size=64, grid_size=64, grid_every=1,
               eval_samples=2)
 
 

@@ -54,6 +54,7 @@ STEP_BUDGET = 3000  # default training length in batches: small data gets more e
 MAX_NUM = 4096  # images per predict call
 MAX_REAL = 10_000  # real images compared in evaluate
 INTERPOLATION_STEPS = 10
+GRIDS = 20  # default number of per-epoch sample grids in a run
 
 
 @dataclass
@@ -83,7 +84,7 @@ class GeneratorConfig(TrainConfig):
     guidance: float = 1.0
     label_dropout: float = 0.1
     grid_size: int = 64
-    grid_every: int = 1
+    grid_every: int | None = None  # None: about GRIDS grids per run
     eval_samples: int = 500
     eval_classifier_epochs: int = 5
     confidence: float = 0.9
@@ -136,6 +137,8 @@ class ImageGenerator(Recipe):
             raise ConfigError(f"sample_steps must be between 1 and timesteps ({c.timesteps}), got {c.sample_steps}")
         if not 1 <= c.grid_size <= MAX_NUM:
             raise ConfigError(f"grid_size must be between 1 and {MAX_NUM}, got {c.grid_size}")
+        if c.grid_every is not None and c.grid_every < 1:
+            raise ConfigError(f"grid_every must be at least 1 epoch, got {c.grid_every}")
         if c.eval_samples < 2:
             raise ConfigError(f"eval_samples must be at least 2, got {c.eval_samples}")
         quality.inception_weights_file(c.inception_weights)
@@ -200,7 +203,7 @@ class ImageGenerator(Recipe):
                 self._compile(model, steps, epochs)
 
         callbacks = [SampleGrids(lambda: self.sample(c.grid_size, seed=c.seed), run.path / "samples",
-                                 self._grid_columns(), c.grid_every)]
+                                 self._grid_columns(), c.grid_every or max(1, epochs // GRIDS))]
         if c.train_minutes is not None:
             callbacks.append(TimeBudget(c.train_minutes))
         with warnings.catch_warnings():
