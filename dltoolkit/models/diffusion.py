@@ -152,7 +152,7 @@ class DDPM(GenerativeModel):
         if self.conditional and training:  # classifier-free guidance: sometimes "no label"
             drop = tf.random.uniform([batch]) < self.label_dropout
             labels = tf.where(drop, self.num_classes, labels)
-        eps = self.network(self._inputs(xt, tf.cast(t, tf.float32), labels), training=training)
+        eps = tf.cast(self.network(self._inputs(xt, tf.cast(t, tf.float32), labels), training=training), tf.float32)
         return tf.reduce_mean(tf.square(eps - noise))
 
     def train_step(self, data):

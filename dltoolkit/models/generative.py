@@ -161,14 +161,14 @@ class ConvVAE(GenerativeModel):
     def _encode(self, images, labels):
         if self.conditional:
             images = tf.concat([images, one_hot_maps(labels, self.num_classes, *self.image_shape[:2])], -1)
-        mean, log_var = tf.split(self.encoder(images), 2, axis=-1)
+        mean, log_var = tf.split(tf.cast(self.encoder(images), tf.float32), 2, axis=-1)
         return mean, tf.clip_by_value(log_var, -10.0, 10.0)
 
     def decode(self, z, labels=None):
         """Latents (and labels) -> images in [-1, 1]."""
         if self.conditional:
             z = tf.concat([z, tf.one_hot(labels, self.num_classes)], -1)
-        return tf.sigmoid(self.decoder(z)) * 2.0 - 1.0
+        return tf.sigmoid(tf.cast(self.decoder(z), tf.float32)) * 2.0 - 1.0
 
     def call(self, images, training=False):
         mean, _ = self._encode(images, None)
@@ -180,7 +180,7 @@ class ConvVAE(GenerativeModel):
         z = mean + tf.exp(0.5 * log_var) * eps  # reparameterisation
         if self.conditional:
             z = tf.concat([z, tf.one_hot(labels, self.num_classes)], -1)
-        logits = self.decoder(z, training=training)
+        logits = tf.cast(self.decoder(z, training=training), tf.float32)
         target = (images + 1.0) / 2.0
         recon = tf.reduce_mean(tf.reduce_sum(
             tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits), axis=[1, 2, 3]))
@@ -302,15 +302,20 @@ class GAN(GenerativeModel):
     def _labels(self, labels, batch):
         return labels if labels is not None else tf.zeros([batch], tf.int32)
 
+    def _fake(self, z, labels, training):
+        return tf.cast(self.generator([z, labels], training=training), tf.float32)
+
+    def _score(self, images, labels):
+        return tf.cast(self.discriminator([images, labels], training=True), tf.float32)
+
     def train_step(self, data):
         real, labels = self._split(data)
         batch = tf.shape(real)[0]
         labels = self._labels(labels, batch)
         z = tf.random.normal([batch, self.latent_dim])
         with tf.GradientTape() as tape:
-            fake = self.generator([z, labels], training=True)
-            real_score = self.discriminator([real, labels], training=True)
-            fake_score = self.discriminator([fake, labels], training=True)
+            fake = self._fake(z, labels, training=True)
+            real_score, fake_score = self._score(real, labels), self._score(fake, labels)
             if self.loss_kind == "dcgan":
                 d_loss = tf.reduce_mean(tf.nn.softplus(-real_score) + tf.nn.softplus(fake_score))
             else:
@@ -330,7 +335,7 @@ class GAN(GenerativeModel):
     def _generator_step(self, batch, labels):
         z = tf.random.normal([batch, self.latent_dim])
         with tf.GradientTape() as tape:
-            score = self.discriminator([self.generator([z, labels], training=True), labels], training=True)
+            score = self._score(self._fake(z, labels, training=True), labels)
             loss = tf.reduce_mean(tf.nn.softplus(-score)) if self.loss_kind == "dcgan" else -tf.reduce_mean(score)
         g_vars = self.generator.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, g_vars), g_vars, strict=True))
@@ -342,11 +347,11 @@ class GAN(GenerativeModel):
         points = real + mix * (fake - real)
         with tf.GradientTape() as tape:
             tape.watch(points)
-            score = self.discriminator([points, labels], training=True)
+            score = self._score(points, labels)
         grads = tape.gradient(score, points)
         norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + 1e-12)
         return tf.reduce_mean(tf.square(norm - 1.0))
 
     def generate(self, batch_size, seed, labels=None):
         z = stateless_normal([batch_size, self.latent_dim], seed, 0)
-        return self.generator([z, self._labels(labels, batch_size)], training=False)
+        return self._fake(z, self._labels(labels, batch_size), training=False)
