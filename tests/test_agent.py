@@ -235,3 +235,34 @@ def test_recipe_files_are_valid_for_their_environment(name):
     agent._validate()
     prepared = agent._prepare(None, None)
     assert prepared.spaces.continuous == (name == "pendulum_ppo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algo", "params"), [
+    ("dqn", {"steps": 30_000, "n_envs": 1, "learning_rate": 2.3e-3, "batch_size": 64,
+             "buffer_size": 100_000, "learning_starts": 1000, "gamma": 0.99,
+             "target_update_interval": 10, "train_freq": 256, "gradient_steps": 128,
+             "exploration_fraction": 0.16, "exploration_final_eps": 0.04, "hidden": "256,256",
+             "schedule": "constant"}),
+    ("a2c", {"steps": 50_000, "n_steps": 5, "gamma": 0.99, "gae_lambda": 1.0,
+             "learning_rate": 7e-4, "schedule": "constant"}),
+])
+def test_dqn_and_a2c_learn_cartpole(tmp_path, algo, params):
+    """The best evaluation beats random play fivefold (DQN on CartPole is known to swing
+    between solving it and forgetting, so the last evaluation alone is not the test)."""
+    agent = Agent(env="CartPole-v1", algo=algo, eval_every=5000, eval_episodes=10, **params)
+    agent.fit(out=tmp_path / algo, progress=False)
+    best = max(r["eval_return"] for r in read_history(tmp_path / algo / "history.csv"))
+    assert best > 5 * random_return("CartPole-v1", 10, 0)
+
+
+@pytest.mark.slow
+def test_ppo_learns_continuous_pendulum(tmp_path):
+    agent = Agent(env="Pendulum-v1", algo="ppo", steps=40_960, n_envs=4, n_steps=1024,
+                  batch_size=64, n_epochs=10, gae_lambda=0.95, gamma=0.9, learning_rate=1e-3,
+                  schedule="constant", normalize_obs=True, normalize_reward=True,
+                  eval_every=0, eval_episodes=10)
+    agent.fit(out=tmp_path / "pendulum", progress=False)
+    assert agent.metrics_["mean_return"] > -700  # random torques: about -1200
+    rows = agent.predict(np.zeros((2, 3), np.float32))
+    assert all(-2.0 <= r["action"][0] <= 2.0 and "means" in r for r in rows)
