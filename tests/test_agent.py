@@ -13,7 +13,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import run_cli
 from PIL import Image
 from test_cli import assert_user_error, cli
 
@@ -175,7 +174,7 @@ def test_sarsa_learns_a_users_own_registered_environment(tmp_path, monkeypatch):
     assert agent.metrics_["mean_return"] == pytest.approx(0.6)  # the shortest path: 5 steps
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "lake"
     command = [sys.executable, "-m", "dltoolkit", "train-agent", "--env", "FrozenLake-v1",
                "--algo", "q-learning", "--steps", "50000000", "--eval-every", "2000",
@@ -191,9 +190,9 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     before = read_history(out / "history.csv")
     assert len(before) >= 2, "the run must have checkpointed before it was killed"
     assert not (out / "model.keras").exists()
-    resumed = run_cli("train-agent", "--out", out, "--resume", "--set", "steps=24000")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from step" in resumed.stderr
+    code, _, err = cli(capsys, "train-agent", "--out", out, "--resume", "--set", "steps=24000")
+    assert code == 0, err
+    assert "resuming from step" in err
     history = read_history(out / "history.csv")
     assert history[0] == before[0]  # kept, not retrained: same wall-clock stamp
     steps = [r["steps"] for r in history]
@@ -221,9 +220,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, fragme
     assert not out.exists()
 
 
-def test_help_says_one_process_and_python_api_rejects_data():
-    proc = run_cli("train-agent", "--help")
-    assert proc.returncode == 0 and "one process" in proc.stdout
+def test_help_says_one_process_and_python_api_rejects_data(capsys):
+    code, out, _ = cli(capsys, "train-agent", "--help")
+    assert code == 0 and "one process" in " ".join(out.split())
     with pytest.raises(ConfigError, match="step count, not data"):
         Agent().fit("CartPole-v1")
 
