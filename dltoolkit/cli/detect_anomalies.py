@@ -25,6 +25,8 @@ def detect_anomalies(
     quantile: Annotated[float | None, typer.Option(help="Score quantile for --threshold quantile, e.g. 0.99.")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes, e.g. 64,32.")] = None,
     latent: Annotated[int | None, typer.Option(help="Code size (0: auto).")] = None,
+    members: Annotated[int | None, typer.Option(help="Autoencoders in the ensemble (their errors are averaged).")] = None,
+    score: Annotated[str | None, typer.Option(help="hybrid (default: reconstruction error x distance from the median, per feature) or reconstruction.")] = None,
     epochs: c.Epochs = None,
     batch_size: c.BatchSize = None,
     learning_rate: c.LearningRate = None,
@@ -35,6 +37,6 @@ def detect_anomalies(
     return data, dict(
         label_col=label_col, time_col=time_col, window=window, model=model, columns=columns,
         categorical=categorical, nan=nan, threshold=threshold, contamination=contamination,
-        quantile=quantile, hidden=hidden, latent=latent, epochs=epochs, batch_size=batch_size,
+        quantile=quantile, hidden=hidden, latent=latent, members=members, score=score, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate,
     )

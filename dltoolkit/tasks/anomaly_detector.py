@@ -1,11 +1,15 @@
 """AnomalyDetector: the detect-anomalies recipe (autoencoder reconstruction error).
 
 Rows (or sliding windows of a time series) are encoded and robust-scaled with training
-statistics, an autoencoder learns to reconstruct them without labels, and the score is the
-mean squared reconstruction error (each feature's error divided by its median on the training
-rows), split into per-column contributions that sum to it. A
-threshold (by contamination, a score quantile, or best F1 on labelled validation rows) turns
-scores into flags. Encoding, scaling, scoring and the threshold are one TensorFlow function,
+statistics, and an ensemble of small bottleneck autoencoders learns to reconstruct them
+without labels. Per feature, two terms are each divided by their median on the training rows:
+the squared reconstruction error (averaged over the members) and the squared robust distance
+from the training median. The default `hybrid` score takes their geometric mean per feature,
+so a feature counts when it is both badly reconstructed and unusually far out (the
+reconstruction error alone misses anomalies that lie far out along the normal data's
+manifold); `reconstruction` takes the error alone. The per-feature terms are the per-column
+contributions, which sum to the score. A threshold (by contamination, a score quantile, or
+best F1 on labelled validation rows) turns scores into flags. Encoding, scaling, scoring and the threshold are one TensorFlow function,
 shared by `predict` and the exported `serving_default`.
 """
 
@@ -35,10 +39,12 @@ from dltoolkit.models.autoencoder import (
     WINDOW_MODELS,
     build_autoencoder,
     kl_divergence,
+    reconstruction_loss,
     vae_encoder,
 )
 
 THRESHOLDS = ("contamination", "quantile", "best-f1")
+SCORES = ("hybrid", "reconstruction")
 VAE_SCORES = ("reconstruction", "elbo")
 
 
@@ -55,6 +61,8 @@ class AnomalyDetectorConfig(TrainConfig):
     model: str = "dense"
     hidden: str = "64,32"
     latent: int = 0
+    members: int = 5
+    score: str = "hybrid"
     dropout: float = 0.0
     noise: float = 0.2
     sparsity: float = 1e-3
@@ -104,6 +112,7 @@ class AnomalyDetector(Recipe):
         self.schema_: tables.Schema | None = None
         self.threshold_: float | None = None
         self.error_scale_: np.ndarray | None = None
+        self.extreme_scale_: np.ndarray | None = None
         self.threshold_how_ = ""
         self.label_col_: str | None = None
         self.positive_: str | None = None
@@ -122,6 +131,9 @@ class AnomalyDetector(Recipe):
         check_choice("threshold", c.threshold, THRESHOLDS)
         check_choice("nan", c.nan, tables.NAN_POLICIES)
         check_choice("vae_score", c.vae_score, VAE_SCORES)
+        check_choice("score", c.score, SCORES)
+        if c.members < 1:
+            raise ConfigError(f"members {c.members} must be at least 1 (autoencoders in the ensemble)")
         if not 0 < c.contamination < 0.5:
             raise ConfigError(f"contamination {c.contamination} must be in (0, 0.5): the expected "
                               "share of anomalies, e.g. 0.05")
@@ -218,28 +230,30 @@ class AnomalyDetector(Recipe):
 
         def compile_model():
             with rt.strategy.scope():
-                model.compile(optimizer=build_optimizer(c, steps, c.epochs), loss="mse")
+                model.compile(optimizer=build_optimizer(c, steps, c.epochs), loss=reconstruction_loss)
 
         fit_phases(model, train_ds, val_ds, phases=[Phase("train", c.epochs, compile_model)],
                    run=run, config=c, steps_per_epoch=steps, console=console)
-        self._set_error_scale(train)
+        self._set_scales(train)
         self._set_threshold(prepared)
 
     def _build_model(self, width: int) -> keras.Model:
         c = self.config
-        latent = c.latent or max(2, min(16, width // 3))
+        # rows: a tight bottleneck, so unusual rows reconstruct badly; windows: channels per step
+        latent = c.latent or (max(2, min(16, width // 3)) if c.window else max(2, width // 16))
         return build_autoencoder(c.model, width, hidden=self._hidden(), latent=latent, window=c.window,
-                                 dropout=c.dropout, noise=c.noise, sparsity=c.sparsity, beta=c.beta,
-                                 seed=c.seed)
+                                 members=c.members, dropout=c.dropout, noise=c.noise,
+                                 sparsity=c.sparsity, beta=c.beta, seed=c.seed)
 
-    def _set_error_scale(self, train: np.ndarray) -> None:
-        """Each feature's median squared error on the training rows, so no feature dominates."""
-        self.error_scale_ = None
-        error = self._scores(train)["error"].numpy()
-        median = np.median(error, axis=0)
-        positive = median[median > 0]
-        floor = 1e-3 * (np.median(positive) if len(positive) else 1.0)
-        self.error_scale_ = np.maximum(median, floor).astype(np.float32)
+    def _set_scales(self, train: np.ndarray) -> None:
+        """Each feature's median error and squared distance on the training rows, so no
+        feature dominates the score. A one-hot column's distance is scaled by its category's
+        frequency instead (its median is usually 0), so a rare category counts as far out."""
+        error, extreme = (t.numpy() for t in self._terms(train))
+        self.error_scale_ = _median_scale(error)
+        numeric = len(self.schema_.numeric)
+        frequency = np.maximum(extreme[:, numeric:].mean(axis=0), 1.0 / len(extreme))
+        self.extreme_scale_ = np.concatenate([_median_scale(extreme[:, :numeric]), frequency]).astype(np.float32)
 
     def _set_threshold(self, prepared: _Prepared) -> None:
         c = self.config
@@ -258,24 +272,32 @@ class AnomalyDetector(Recipe):
 
     # -- scoring: one TensorFlow function for predict and serving ------------------------------
 
-    def _scores(self, x) -> dict:
-        """Encoded rows/windows -> score, anomaly flag, per-column contributions (float32)."""
+    def _terms(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+        """Encoded rows/windows -> per-feature squared reconstruction error (mean over the
+        members) and squared distance from the training median, both (N, features)."""
         x = tf.cast(x, tf.float32)
         recon = tf.cast(self.model_(x, training=False), tf.float32)
-        error = tf.square(x - recon)
+        error = tf.reduce_mean(tf.square(x[:, None] - recon), axis=1)
+        extreme = tf.square(x)
         if self.config.window:
-            error = tf.reduce_mean(error, axis=1)
-        if self.error_scale_ is not None:
-            error = error / tf.constant(self.error_scale_)
-        contributions = tf.matmul(error, tf.constant(self.schema_.groups())) / self.schema_.width
+            error, extreme = tf.reduce_mean(error, axis=1), tf.reduce_mean(extreme, axis=1)
+        return error, extreme
+
+    def _scores(self, x) -> dict:
+        """Encoded rows/windows -> score, anomaly flag, per-column contributions (float32)."""
+        error, extreme = self._terms(x)
+        error = error / tf.constant(self.error_scale_)
+        per_feature = (tf.sqrt(error * extreme / tf.constant(self.extreme_scale_))
+                       if self.config.score == "hybrid" else error)
+        contributions = tf.matmul(per_feature, tf.constant(self.schema_.groups())) / self.schema_.width
         score = tf.reduce_sum(contributions, axis=1)
         if self.config.model == "vae" and self.config.vae_score == "elbo":
             if self._encoder is None:
                 self._encoder = vae_encoder(self.model_)
-            score = score + self.config.beta * tf.cast(kl_divergence(*self._encoder(x, training=False)), tf.float32)
+            kl = tf.reduce_mean(kl_divergence(*self._encoder(x, training=False)), axis=1)
+            score = score + self.config.beta * tf.cast(kl, tf.float32)
         threshold = np.inf if self.threshold_ is None else self.threshold_
-        return {"score": score, "anomaly": score >= threshold, "contributions": contributions,
-                "error": error}
+        return {"score": score, "anomaly": score >= threshold, "contributions": contributions}
 
     def _encode(self, *columns) -> tf.Tensor:
         """Raw columns (schema order; each (N,) or (N, window)) -> encoded, scaled features."""
@@ -377,13 +399,14 @@ class AnomalyDetector(Recipe):
 
     def _state(self) -> dict:
         return {"schema": self.schema_.to_dict(), "error_scale": self.error_scale_.tolist(),
-                "threshold": self.threshold_,
+                "extreme_scale": self.extreme_scale_.tolist(), "threshold": self.threshold_,
                 "threshold_how": self.threshold_how_, "label_col": self.label_col_,
                 "positive": self.positive_, "signature_inputs": self.signature_inputs()}
 
     def _restore_state(self, state: dict) -> None:
         self.schema_ = tables.Schema(**state["schema"])
         self.error_scale_ = np.array(state["error_scale"], np.float32)
+        self.extreme_scale_ = np.array(state["extreme_scale"], np.float32)
         self.threshold_, self.threshold_how_ = state["threshold"], state["threshold_how"]
         self.label_col_, self.positive_ = state["label_col"], state["positive"]
 
@@ -400,7 +423,7 @@ class AnomalyDetector(Recipe):
         report.text("Threshold", f"{self.threshold_:.6g} ({self.threshold_how_})")
         report.table(f"Metrics on the {held['part']} part", {k: v for k, v in self.metrics_.items()})
         report.figure(f"Scores on the {held['part']} part", plot_score_histogram(
-            held["score"], self.threshold_, held["labels"], "reconstruction error"), "scores")
+            held["score"], self.threshold_, held["labels"], f"{c.score} score"), "scores")
         if held["labels"] is not None and len(np.unique(held["labels"])) == 2:
             report.figure("ROC and precision-recall curves", plot_roc_pr(held["labels"], held["score"]), "curves")
         report.table("Top anomalies (highest scores, with the columns that contributed most)",
@@ -422,3 +445,11 @@ class AnomalyDetector(Recipe):
             row["top columns"] = ", ".join(f"{self.columns_[j]} {out['contributions'][i][j]:.3g}" for j in top)
             rows.append(row)
         return rows
+
+
+def _median_scale(values: np.ndarray) -> np.ndarray:
+    """Per-column medians, floored at a thousandth of the typical one (never zero)."""
+    median = np.median(values, axis=0)
+    positive = median[median > 0]
+    floor = 1e-3 * (np.median(positive) if len(positive) else 1.0)
+    return np.maximum(median, floor).astype(np.float32)
