@@ -240,7 +240,7 @@ def test_offline_preset_name_names_the_local_directory_option(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.slow  # about 40 s on a quiet machine: BART's training and generation graphs
+@pytest.mark.slow  # about 2 minutes on 2 shared cores: BART's training, generation and export graphs
 def test_fine_tunes_a_tiny_random_bart_from_a_local_preset(tmp_path):
     rows = make_pairs(64, seed=3)
     preset = random_bart_preset(tmp_path / "preset", [r["article"] for r in rows], vocabulary_size=300,
