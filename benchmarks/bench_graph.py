@@ -126,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--planetoid", default="/work/shared/data/planetoid")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (to split a run)")
     parser.add_argument("--models", default="gcn,gat")
     parser.add_argument("--no-pyg", action="store_true", help="skip the PyTorch Geometric side")
     args = parser.parse_args()
@@ -136,7 +137,7 @@ def main() -> None:
     rows = []
     for kind in args.models.split(","):
         ours, pyg = [], []
-        for seed in range(args.seeds):  # alternate sides so machine load hits both alike
+        for seed in range(args.first_seed, args.first_seed + args.seeds):  # alternate sides so machine load hits both alike
             ours.append(run_ours(kind, seed, data))
             if not args.no_pyg:
                 pyg.append(run_pyg(kind, seed, graph))
