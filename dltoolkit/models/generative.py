@@ -63,7 +63,11 @@ def one_hot_maps(labels, num_classes: int, height: int, width: int):
 
 
 class GenerativeModel(keras.Model):
-    """Base of the generators: image shape, optional classes, config and generation API."""
+    """Base of the generators: image shape, optional classes and config.
+
+    Each subclass defines `generate(batch_size, seed, labels=None)`: `batch_size` images in
+    [-1, 1] fixed by `seed` (and class `labels` when conditional).
+    """
 
     def __init__(self, image_shape, num_classes: int = 0, width: int = 32, latent_dim: int = 64, **kwargs):
         super().__init__(**kwargs)
@@ -90,10 +94,6 @@ class GenerativeModel(keras.Model):
     def get_compile_config(self):
         """Not saved: a loaded generator samples; training compiles it afresh."""
         return None
-
-    def generate(self, batch_size, seed, labels=None):
-        """`batch_size` images in [-1, 1] fixed by `seed` (and class `labels` when conditional)."""
-        raise NotImplementedError
 
     def _split(self, data):
         x, y = data if isinstance(data, tuple) else (data, None)
