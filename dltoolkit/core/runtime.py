@@ -118,6 +118,15 @@ def choose_strategy(name: str, tpu: str | None = None) -> tuple[str, str]:
     return "cpu", "no GPU or TPU found"
 
 
+def one_process_strategy(name: str, tpu: str | None = None) -> str:
+    """The strategy for training a process does on its own inside a multi-worker job (e.g.
+    an evaluation model): `name`, or this host's devices instead of the cluster."""
+    if choose_strategy(name, tpu)[0] != "multi-worker":
+        return name
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return "mirrored" if gpus > 1 else "gpu" if gpus else "cpu"
+
+
 def make_strategy(kind: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """Build the tf.distribute strategy of `kind`."""
     if kind == "cpu":

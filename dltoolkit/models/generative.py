@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.replicas import gradient_loss, replica_draw
 
 MIN_SIZE, MAX_SIZE = 16, 128
 
@@ -176,7 +177,7 @@ class ConvVAE(GenerativeModel):
 
     def _vae_losses(self, images, labels, training):
         mean, log_var = self._encode(images, labels)
-        eps = tf.random.normal(tf.shape(mean))
+        eps = replica_draw(tf.random.normal, tf.shape(mean))
         z = mean + tf.exp(0.5 * log_var) * eps  # reparameterisation
         if self.conditional:
             z = tf.concat([z, tf.one_hot(labels, self.num_classes)], -1)
@@ -196,7 +197,7 @@ class ConvVAE(GenerativeModel):
         images, labels = self._split(data)
         with tf.GradientTape() as tape:
             recon, kl = self._vae_losses(images, labels, training=True)
-            loss = recon + self._kl_weight() * kl
+            loss = gradient_loss(recon + self._kl_weight() * kl, self.optimizer)
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
         return self._record(recon, kl)
@@ -312,7 +313,7 @@ class GAN(GenerativeModel):
         real, labels = self._split(data)
         batch = tf.shape(real)[0]
         labels = self._labels(labels, batch)
-        z = tf.random.normal([batch, self.latent_dim])
+        z = replica_draw(tf.random.normal, [batch, self.latent_dim])
         with tf.GradientTape() as tape:
             fake = self._fake(z, labels, training=True)
             real_score, fake_score = self._score(real, labels), self._score(fake, labels)
@@ -320,8 +321,9 @@ class GAN(GenerativeModel):
                 d_loss = tf.reduce_mean(tf.nn.softplus(-real_score) + tf.nn.softplus(fake_score))
             else:
                 d_loss = tf.reduce_mean(fake_score - real_score) + self.gp_weight * self._penalty(real, fake, labels)
+            scaled = gradient_loss(d_loss, self.d_optimizer)
         d_vars = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars, strict=True))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars, strict=True))
         distance = tf.reduce_mean(real_score - fake_score)
         g_loss = tf.cond(
             self.d_optimizer.iterations % self.critic_steps == 0,
@@ -333,17 +335,18 @@ class GAN(GenerativeModel):
         return {name: t.result() for name, t in self.trackers.items()}
 
     def _generator_step(self, batch, labels):
-        z = tf.random.normal([batch, self.latent_dim])
+        z = replica_draw(tf.random.normal, [batch, self.latent_dim])
         with tf.GradientTape() as tape:
             score = self._score(self._fake(z, labels, training=True), labels)
             loss = tf.reduce_mean(tf.nn.softplus(-score)) if self.loss_kind == "dcgan" else -tf.reduce_mean(score)
+            scaled = gradient_loss(loss, self.optimizer)
         g_vars = self.generator.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, g_vars), g_vars, strict=True))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars, strict=True))
         return loss
 
     def _penalty(self, real, fake, labels):
         """WGAN-GP: (||grad_x critic(x)|| - 1)^2 on random points between real and fake."""
-        mix = tf.random.uniform([tf.shape(real)[0], 1, 1, 1])
+        mix = replica_draw(tf.random.uniform, [tf.shape(real)[0], 1, 1, 1])
         points = real + mix * (fake - real)
         with tf.GradientTape() as tape:
             tape.watch(points)
