@@ -325,11 +325,14 @@ class GAN(GenerativeModel):
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars, strict=True))
         distance = tf.reduce_mean(real_score - fake_score)
-        g_loss = tf.cond(
-            self.d_optimizer.iterations % self.critic_steps == 0,
-            lambda: self._generator_step(batch, labels),
-            lambda: tf.constant(0.0) + self.trackers["g_loss"].result(),
-        )
+        if self.critic_steps == 1:
+            g_loss = self._generator_step(batch, labels)
+        else:  # one replica only: tf.distribute cannot sum gradients inside a condition
+            g_loss = tf.cond(
+                self.d_optimizer.iterations % self.critic_steps == 0,
+                lambda: self._generator_step(batch, labels),
+                lambda: tf.constant(0.0) + self.trackers["g_loss"].result(),
+            )
         for name, value in (("d_loss", d_loss), ("g_loss", g_loss), ("distance", distance)):
             self.trackers[name].update_state(value)
         return {name: t.result() for name, t in self.trackers.items()}

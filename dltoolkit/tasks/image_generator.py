@@ -19,7 +19,7 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer, learning_rate_schedule
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.report import Report, plot_history
-from dltoolkit.core.runtime import one_process_strategy
+from dltoolkit.core.runtime import REPLICATED, choose_strategy, one_process_strategy
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.images import (
     ImageSet,
@@ -142,6 +142,10 @@ class ImageGenerator(Recipe):
             raise ConfigError(f"grid_every must be at least 1 epoch, got {c.grid_every}")
         if c.eval_samples < 2:
             raise ConfigError(f"eval_samples must be at least 2, got {c.eval_samples}")
+        if c.model == "wgan-gp" and c.critic_steps > 1 and choose_strategy(c.strategy, c.tpu)[0] in REPLICATED:
+            raise ConfigError(f"wgan-gp with critic_steps={c.critic_steps} cannot train replicated (--strategy "
+                              f"{c.strategy}): its generator updates every Nth step, and tf.distribute cannot "
+                              "sum gradients inside that condition; use --set critic_steps=1 or --strategy cpu or gpu")
         quality.inception_weights_file(c.inception_weights)
 
     def _prepare(self, data, console) -> _Prepared:
