@@ -155,3 +155,38 @@ def test_torn_backup_metadata_is_repaired_from_the_previous_epoch(tmp_path):
     (tmp_path / "training_metadata.json.bkp").unlink()
     _repair_backup(tmp_path)
     assert not (tmp_path / "training_metadata.json").exists()
+
+
+def _fit_line(tmp_path, ema_momentum):
+    """Fit y = 2x - 1 with noise for 3 epochs through fit_phases; return the model, history and val data."""
+    import tensorflow as tf
+
+    from dltoolkit.core.training import Phase, fit_phases
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 1)).astype("float32")
+    y = (2 * x - 1 + 0.3 * rng.normal(size=x.shape)).astype("float32")
+    train = tf.data.Dataset.from_tensor_slices((x[:192], y[:192])).batch(16)
+    val = (x[192:], y[192:])
+    config = cfg.TrainConfig(learning_rate=0.05, warmup_epochs=0, ema_momentum=ema_momentum,
+                             early_stopping_patience=0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    run = RunDir(tmp_path / f"ema{ema_momentum}")
+    run.checkpoints.mkdir(parents=True)
+    history = fit_phases(
+        model, train, tf.data.Dataset.from_tensor_slices(val).batch(64),
+        phases=[Phase("train", 3, lambda: model.compile(build_optimizer(config, 12, 3), "mse"))],
+        run=run, config=config, steps_per_epoch=12, console=None)
+    return model, history, val
+
+
+def test_weight_averaging_is_what_is_validated_and_kept(tmp_path):
+    averaged, history, (x, y) = _fit_line(tmp_path, 0.9)
+    assert averaged.optimizer.use_ema
+    best = min(row["val_loss"] for row in history)
+    assert abs(averaged.evaluate(x, y, verbose=0) - best) < 1e-5
+    plain, _, _ = _fit_line(tmp_path, 0.0)
+    assert not np.allclose(averaged.get_weights()[0], plain.get_weights()[0])
+    with pytest.raises(ConfigError, match="ema_momentum"):
+        build_optimizer(cfg.TrainConfig(ema_momentum=1.0), 10, 1)

@@ -44,6 +44,7 @@ class TrainConfig:
     clipnorm: float = 1.0
     grad_accum_steps: int = 1
     early_stopping_patience: int = 5
+    ema_momentum: float = 0.0  # > 0: validate, keep and export a moving average of the weights
     mixed_precision: bool = False
     strategy: str = "auto"
     tpu: str | None = None

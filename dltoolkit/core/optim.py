@@ -47,7 +47,8 @@ class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scale=1.0):
-    """AdamW (default) or SGD with momentum, with clipping and gradient accumulation.
+    """AdamW (default) or SGD with momentum, with clipping, gradient accumulation and an
+    optional exponential moving average of the weights (`ema_momentum`, see fit_phases).
 
     `steps_per_epoch` counts batches; with gradient accumulation the weights move every
     `grad_accum_steps` batches but the schedule still advances per batch.
@@ -58,10 +59,14 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scal
         raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
     if config.grad_accum_steps < 1:
         raise ConfigError("grad_accum_steps must be at least 1 (1 means no accumulation)")
+    if not 0 <= config.ema_momentum < 1:
+        raise ConfigError(f"ema_momentum must be in [0, 1) (0: off, e.g. 0.99), got {config.ema_momentum}")
     common = {
         "learning_rate": learning_rate_schedule(config, steps_per_epoch, epochs, scale),
         "clipnorm": config.clipnorm or None,
         "gradient_accumulation_steps": config.grad_accum_steps if config.grad_accum_steps > 1 else None,
+        "use_ema": config.ema_momentum > 0,
+        "ema_momentum": config.ema_momentum or 0.99,
     }
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=config.momentum, nesterov=True, **common)

@@ -109,6 +109,12 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
         keras.callbacks.TerminateOnNaN(),
         HistoryLog(run.history_file, phase.name),
         keras.callbacks.BackupAndRestore(backup_dir=str(backup), double_checkpoint=True),
+    ]
+    if config.ema_momentum > 0:
+        # After the backup (which keeps the raw weights to resume from): validation, the
+        # best checkpoint and so the final model see the averaged weights.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
         keras.callbacks.ModelCheckpoint(
             str(run.checkpoints / f"{phase.name}.best.weights.h5"),
             monitor=monitor,
