@@ -35,7 +35,8 @@ MODELS = {
     "vae": dict(model="vae", width=32),
     "gan": dict(model="gan", width=32),
     "wgan-gp": dict(model="wgan-gp", width=32),
-    "ddpm": dict(model="ddpm", width=16, blocks=1, learning_rate=2e-3, sample_steps=50),
+    "ddpm": dict(model="ddpm", width=16, blocks=1, learning_rate=2e-3, sample_steps=50, prediction="v",
+                 grid_every=5),  # a 64-image grid costs 50 U-Net passes: one every 1,500 steps
 }
 COLUMNS = ["model", "frechet", "confident", "coverage", "digits", "train_steps~", "fit_s", "sample_s"]
 SHARED = dict(schedule="constant", epochs=1000, steps_per_epoch=300, batch_size=64, grid_size=64, grid_every=1,

@@ -134,6 +134,8 @@ def test_unknown_parameters_and_bad_options_are_config_errors():
         ImageGenerator(latent=3)
     with pytest.raises(ConfigError, match="does not exist"):
         ImageGenerator(inception_weights="/no/such/inception.h5").fit("digits")
+    with pytest.raises(ConfigError, match="unknown prediction 'x0'; choose one of: v, eps"):
+        ImageGenerator(prediction="x0").fit("digits")
 
 
 def _mixed_sizes(tmp_path):

@@ -1,7 +1,10 @@
 """DDPM: a small U-Net with a timestep embedding, noise schedules, EMA weights, DDIM sampling.
 
-Training is the usual noise-prediction objective over `timesteps` steps; sampling uses
-DDIM (eta = 0) over `sample_steps` evenly spaced steps, as a `tf.while_loop` so the whole
+Training is the usual denoising objective over `timesteps` steps, the network predicting
+either the noise (`prediction="eps"`, Ho et al.) or the velocity v = sqrt(a) eps -
+sqrt(1 - a) x0 (`"v"`, Salimans & Ho), which stays well-conditioned at the noisiest steps
+where recovering x0 from a noise estimate divides by sqrt(a) ~ 0; sampling uses DDIM
+(eta = 0) over `sample_steps` evenly spaced steps, as a `tf.while_loop` so the whole
 loop is part of the exported graph. Conditional models learn an extra "no label" class
 (labels are dropped with probability `label_dropout`) for classifier-free guidance.
 """
@@ -19,6 +22,7 @@ from dltoolkit.core.replicas import gradient_loss, replica_draw
 from dltoolkit.models.generative import GenerativeModel, stateless_normal
 
 SCHEDULES = ("cosine", "linear")
+PREDICTIONS = ("v", "eps")
 
 
 def alpha_bars(schedule: str, timesteps: int) -> np.ndarray:
@@ -114,11 +118,14 @@ class DDPM(GenerativeModel):
 
     def __init__(self, image_shape, num_classes=0, width=32, latent_dim=0, schedule="cosine",
                  timesteps=1000, sample_steps=50, ema_decay=0.999, label_dropout=0.1,
-                 guidance=1.0, blocks=2, **kwargs):
+                 guidance=1.0, blocks=2, prediction="v", **kwargs):
         super().__init__(image_shape, num_classes, width, latent_dim, **kwargs)
         self.schedule, self.timesteps, self.sample_steps = schedule, int(timesteps), int(sample_steps)
         self.ema_decay, self.label_dropout = float(ema_decay), float(label_dropout)
         self.guidance, self.blocks = float(guidance), int(blocks)
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"unknown prediction '{prediction}'; choose one of: {', '.join(PREDICTIONS)}")
+        self.prediction = prediction
         self.alpha_bar = tf.constant(alpha_bars(schedule, self.timesteps), tf.float32)
         self.network = build_unet(self.image_shape, self.levels, self.channels, self.num_classes, self.blocks)
         self.ema_network = build_unet(self.image_shape, self.levels, self.channels, self.num_classes, self.blocks)
@@ -132,6 +139,7 @@ class DDPM(GenerativeModel):
             **super().get_config(), "schedule": self.schedule, "timesteps": self.timesteps,
             "sample_steps": self.sample_steps, "ema_decay": self.ema_decay,
             "label_dropout": self.label_dropout, "guidance": self.guidance, "blocks": self.blocks,
+            "prediction": self.prediction,
         }
 
     @property
@@ -153,8 +161,9 @@ class DDPM(GenerativeModel):
         if self.conditional and training:  # classifier-free guidance: sometimes "no label"
             drop = replica_draw(tf.random.uniform, [batch]) < self.label_dropout
             labels = tf.where(drop, self.num_classes, labels)
-        eps = tf.cast(self.network(self._inputs(xt, tf.cast(t, tf.float32), labels), training=training), tf.float32)
-        return tf.reduce_mean(tf.square(eps - noise))
+        target = noise if self.prediction == "eps" else tf.sqrt(ab) * noise - tf.sqrt(1.0 - ab) * x0
+        out = tf.cast(self.network(self._inputs(xt, tf.cast(t, tf.float32), labels), training=training), tf.float32)
+        return tf.reduce_mean(tf.square(out - target))
 
     def train_step(self, data):
         x0, labels = self._split(data)
@@ -178,8 +187,8 @@ class DDPM(GenerativeModel):
         for ema, weight in zip(self.ema_network.weights, self.network.weights, strict=True):
             ema.assign(decay * ema + (1.0 - decay) * weight)
 
-    def _eps(self, x, t, labels):
-        """EMA noise prediction, with classifier-free guidance for conditional models."""
+    def _predict(self, x, t, labels):
+        """EMA network output (noise or velocity), with classifier-free guidance for conditional models."""
         times = tf.fill([tf.shape(x)[0]], tf.cast(t, tf.float32))
         if not self.conditional:
             return self.ema_network(self._inputs(x, times, None), training=False)
@@ -203,8 +212,12 @@ class DDPM(GenerativeModel):
             t = times[i]
             ab = self.alpha_bar[t]
             ab_next = tf.where(i + 1 < steps, self.alpha_bar[times[tf.minimum(i + 1, steps - 1)]], 1.0)
-            eps = self._eps(x, t, labels)
-            x0 = tf.clip_by_value((x - tf.sqrt(1.0 - ab) * eps) / tf.sqrt(ab), -1.0, 1.0)
+            out = self._predict(x, t, labels)
+            if self.prediction == "eps":
+                x0 = (x - tf.sqrt(1.0 - ab) * out) / tf.sqrt(ab)
+            else:
+                x0 = tf.sqrt(ab) * x - tf.sqrt(1.0 - ab) * out
+            x0 = tf.clip_by_value(x0, -1.0, 1.0)
             eps = (x - tf.sqrt(ab) * x0) / tf.sqrt(tf.maximum(1.0 - ab, 1e-8))
             x = tf.sqrt(ab_next) * x0 + tf.sqrt(1.0 - ab_next) * eps
             return i + 1, x, trajectory.write(i, x0)

@@ -28,7 +28,7 @@ from dltoolkit.data.images import (
     sampled_sizes,
     split_stratified,
 )
-from dltoolkit.models.diffusion import DDPM, SCHEDULES
+from dltoolkit.models.diffusion import DDPM, PREDICTIONS, SCHEDULES
 from dltoolkit.models.generative import (
     GAN,
     ConvVAE,
@@ -78,6 +78,7 @@ class GeneratorConfig(TrainConfig):
     critic_steps: int = 2  # wgan-gp: critic updates per generator update
     d_lr_factor: float = 4.0  # two-timescale rule: discriminator lr = factor * learning_rate
     noise_schedule: str = "cosine"
+    prediction: str = "v"  # ddpm network target: "v" (velocity) or "eps" (noise)
     timesteps: int = 1000
     sample_steps: int = 50
     ema_decay: float = 0.999
@@ -132,6 +133,7 @@ class ImageGenerator(Recipe):
         c = self.config
         check_choice("model", c.model, MODELS)
         check_choice("noise_schedule", c.noise_schedule, SCHEDULES)
+        check_choice("prediction", c.prediction, PREDICTIONS)
         if c.image_size is not None:
             check_image_size(c.image_size)
         if not 1 <= c.sample_steps <= c.timesteps:
@@ -231,7 +233,7 @@ class ImageGenerator(Recipe):
                        critic_steps=c.critic_steps if loss == "wgan-gp" else 1)
         return DDPM(self.image_shape_, classes, c.width, schedule=c.noise_schedule, timesteps=c.timesteps,
                     sample_steps=c.sample_steps, ema_decay=c.ema_decay, label_dropout=c.label_dropout,
-                    guidance=c.guidance, blocks=c.blocks)
+                    guidance=c.guidance, blocks=c.blocks, prediction=c.prediction)
 
     def _compile(self, model: GenerativeModel, steps: int, epochs: int) -> None:
         c = dataclasses.replace(self.config, learning_rate=self.config.learning_rate or LEARNING_RATES[self.config.model])
