@@ -28,7 +28,7 @@ def classify_nodes(
     batching: Annotated[str | None, typer.Option(help="auto|full|sampled (neighbour-sampled mini-batches).")] = None,
     fanout: Annotated[int | None, typer.Option(help="Neighbours sampled per node and layer (sampled batching).")] = None,
     epochs: c.Epochs = None,
-    batch_size: Annotated[int | None, typer.Option(help="Seed nodes per sampled mini-batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Seed nodes per sampled mini-batch (global: split between replicas).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
 ):
     """Classify graph nodes with a GCN, GAT or GraphSAGE (built-in karate club when no data)."""

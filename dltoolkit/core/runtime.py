@@ -175,12 +175,17 @@ class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     Keras 3 (through at least 3.15) reduces a nested data batch when it builds the model
     and reduces scalar logs with `axis=0`; the plain strategy rejects both in multi-worker
     mode (keras-team/keras#20585). This reduces each value of a nest on its own, and a
-    scalar across replicas only.
+    scalar across replicas only. A non-scalar with `axis=None` is that data batch, whose
+    shape may differ between replicas (e.g. sampled subgraphs, where an all-reduce fails):
+    Keras only reads its shapes, so this replica's part is returned, with no all-reduce.
     """
 
     def reduce(self, reduce_op, value, axis):
         def one(v):
-            rank = self.experimental_local_results(v)[0].shape.rank
+            local = self.experimental_local_results(v)[0]
+            rank = local.shape.rank
+            if axis is None and rank:
+                return local
             return super(KerasMultiWorkerStrategy, self).reduce(reduce_op, v, axis if rank else None)
 
         return tf.nest.map_structure(one, value)

@@ -13,14 +13,20 @@ import tensorflow as tf
 from dltoolkit.data.graphs import Graph
 
 
-def _weights(mask: np.ndarray) -> np.ndarray:
-    return (mask * (len(mask) / max(1, mask.sum()))).astype(np.float32)
+def _weights(mask: np.ndarray, count: float | None = None) -> np.ndarray:
+    return (mask * (len(mask) / max(1, mask.sum() if count is None else count))).astype(np.float32)
 
 
-def full_batch(graph: Graph, mask: np.ndarray) -> tf.data.Dataset:
-    """One element: the whole graph, the loss counting the nodes in `mask`."""
+def full_batch(graph: Graph, mask: np.ndarray, count: float | None = None) -> tf.data.Dataset:
+    """One element: the whole graph, the loss counting the nodes in `mask` as a mean over
+    `count` nodes (by default the nodes in `mask`)."""
     labels = np.maximum(graph.labels, 0)
-    return tf.data.Dataset.from_tensors((graph.inputs(), labels, _weights(mask)))
+    return tf.data.Dataset.from_tensors((graph.inputs(), labels, _weights(mask, count)))
+
+
+def replica_share(mask: np.ndarray, replica: int, replicas: int) -> np.ndarray:
+    """Every `replicas`-th node of `mask`, starting at the `replica`-th: one replica's share."""
+    return mask & ((np.cumsum(mask) - 1) % replicas == replica)
 
 
 class NeighbourSampler:

@@ -19,9 +19,10 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.replicas import per_replica_dataset
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history
 from dltoolkit.core.training import Phase, fit_phases
-from dltoolkit.data.graph_batches import NeighbourSampler, full_batch
+from dltoolkit.data.graph_batches import NeighbourSampler, full_batch, replica_share
 from dltoolkit.data.graphs import (
     Graph,
     canonical_edges,
@@ -44,7 +45,7 @@ class NodeClassifierConfig(TrainConfig):
     """Parameters of NodeClassifier (see the README's 'classify graph nodes' section).
 
     `weight_decay` is the papers' L2 penalty on the weights (Adam's coupled weight decay);
-    `batch_size` counts seed nodes per sampled mini-batch.
+    `batch_size` counts seed nodes per sampled mini-batch (global: split between replicas).
     """
 
     epochs: int = 200
@@ -91,7 +92,6 @@ class NodeClassifier(Recipe):
     task = "classify-nodes"
     Config = NodeClassifierConfig
     default_data = "karate"
-    single_replica_reason = "each step trains on one whole graph or sampled subgraph, which cannot be split"
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -170,14 +170,20 @@ class NodeClassifier(Recipe):
         self.num_features_ = graph.features.shape[1]
         labelled = graph.labels >= 0
         train, val = graph.masks["train"] & labelled, graph.masks.get("val", np.zeros_like(labelled)) & labelled
-        if prepared.sampled:
-            sampler = NeighbourSampler(graph, c.fanout, c.layers)
-            train_ds = sampler.dataset(train, c.batch_size, c.seed, shuffle=True)
-            val_ds = sampler.dataset(val, c.batch_size, c.seed, shuffle=False)
-            steps, val_steps = (math.ceil(m.sum() / c.batch_size) for m in (train, val))
-        else:
-            train_ds, val_ds = full_batch(graph, train), full_batch(graph, val)
-            steps, val_steps = 1, 1
+        sampler = NeighbourSampler(graph, c.fanout, c.layers) if prepared.sampled else None
+
+        def nodes(mask: np.ndarray, shuffle: bool):
+            """Replicas split the nodes of `mask`: each runs the whole graph (or its own
+            sampled subgraphs) with the loss over its share; gradients are summed."""
+            def make(replica: int, replicas: int) -> tf.data.Dataset:
+                share = replica_share(mask, replica, replicas)
+                if sampler is not None:
+                    return sampler.dataset(share, max(1, c.batch_size // replicas), c.seed, shuffle).repeat()
+                return full_batch(graph, share, mask.sum() / replicas).repeat()
+            return per_replica_dataset(rt.strategy, make)
+
+        train_ds, val_ds = nodes(train, True), nodes(val, False)
+        steps, val_steps = (math.ceil(m.sum() / c.batch_size) if sampler else 1 for m in (train, val))
         with rt.strategy.scope():
             model = self.model_ = build_node_model(
                 c.model, self.num_features_, len(self.class_names_), hidden=c.hidden, layers=c.layers,
@@ -194,7 +200,7 @@ class NodeClassifier(Recipe):
                     weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 )
 
-        fit_phases(model, train_ds.repeat(), val_ds.repeat() if val.any() else None,
+        fit_phases(model, train_ds, val_ds if val.any() else None,
                    phases=[Phase("train", c.epochs, compile_model)], run=run, config=c,
                    steps_per_epoch=steps, validation_steps=val_steps, repeating=True, console=console)
 
