@@ -29,6 +29,9 @@ Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
 BatchSize = Annotated[int | None, typer.Option(help="Global batch size (split across replicas).")]
 LearningRate = Annotated[float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")]
 Strategy = Annotated[str | None, typer.Option(help="auto|cpu|gpu|mirrored|multi-worker|tpu.")]
+# What a recipe that trains through `model.fit` says: it also runs as a multi-worker job.
+_REPLICATED_HELP = ("auto|cpu|gpu|mirrored|multi-worker|tpu; multi-worker: run the same command on every "
+                    "worker, each with its TF_CONFIG (README, 'Scaling out').")
 Tpu = Annotated[str | None, typer.Option(help="TPU name or address for --strategy tpu.")]
 MixedPrecision = Annotated[bool | None, typer.Option("--mixed-precision/--no-mixed-precision", help="float16 on GPU, bfloat16 on TPU/CPU.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed.")]
@@ -81,11 +84,11 @@ def recipe_command(recipe_cls: type[Recipe]) -> Callable:
 
 
 def _runtime_options(recipe_cls: type[Recipe]) -> dict:
-    """The shared runtime options; --strategy's help says when the recipe cannot be replicated."""
-    if not recipe_cls.single_replica_reason:
-        return _RUNTIME_OPTIONS
-    help_text = (f"auto|cpu|gpu (not mirrored, multi-worker or tpu: "
-                 f"{recipe_cls.single_replica_reason}).")
+    """The shared runtime options; --strategy's help says whether the recipe runs replicated."""
+    help_text = _REPLICATED_HELP
+    if recipe_cls.single_replica_reason:
+        help_text = (f"auto|cpu|gpu (not mirrored, multi-worker or tpu: "
+                     f"{recipe_cls.single_replica_reason}).")
     return {**_RUNTIME_OPTIONS, "strategy": Annotated[str | None, typer.Option(help=help_text)]}
 
 

@@ -21,14 +21,11 @@ from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.report import Report
-from dltoolkit.core.runtime import choose_strategy
 from dltoolkit.models.policy import deterministic_policy
 from dltoolkit.rl import ALGORITHMS, Algorithm
 from dltoolkit.rl.envs import Spaces, describe, make_env, observation_dtype, parse_options
 from dltoolkit.rl.evaluation import evaluation_seeds, play, play_rendered, summarize
 
-# The agent runs in one process on one device: its hot loop steps Python environments.
-SINGLE_PROCESS_KINDS = ("cpu", "gpu")
 RENDER_MODES = ("rgb",)
 
 
@@ -97,6 +94,7 @@ class Agent(Recipe):
     task = "train-agent"
     Config = AgentConfig
     default_data = None
+    single_replica_reason = "it trains in one process on one device (its own loop steps Python environments)"
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -114,15 +112,7 @@ class Agent(Recipe):
                 raise ConfigError(f"an Agent trains in its environment (env=...) and takes a step "
                                   f"count, not data; got {steps!r}")
             self.set_params(steps=steps)
-        self._check_strategy()  # before the base class would join a multi-worker cluster
         return super().fit(None, out, resume=resume, overwrite=overwrite, progress=progress)
-
-    def _check_strategy(self) -> None:
-        c = self.config
-        kind, reason = choose_strategy(c.strategy, c.tpu)
-        if kind not in SINGLE_PROCESS_KINDS:
-            raise ConfigError(f"train-agent trains in one process on one device; --strategy "
-                              f"{c.strategy} ({kind}: {reason}) is not supported, use auto, cpu or gpu")
 
     def _validate(self) -> None:
         c = self.config
