@@ -26,7 +26,7 @@ def detect_anomalies(
     hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes, e.g. 64,32.")] = None,
     latent: Annotated[int | None, typer.Option(help="Code size (0: auto).")] = None,
     members: Annotated[int | None, typer.Option(help="Autoencoders in the ensemble (their errors are averaged).")] = None,
-    score: Annotated[str | None, typer.Option(help="hybrid (default: reconstruction error x distance from the median, per feature) or reconstruction.")] = None,
+    score: Annotated[str | None, typer.Option(help="hybrid (default: geometric mean of reconstruction error and distance from the median, per feature) or reconstruction.")] = None,
     epochs: c.Epochs = None,
     batch_size: c.BatchSize = None,
     learning_rate: c.LearningRate = None,

@@ -3,12 +3,13 @@
 Rows (or sliding windows of a time series) are encoded and robust-scaled with training
 statistics, and an ensemble of small bottleneck autoencoders learns to reconstruct them
 without labels. Per feature, two terms are each divided by their median on the training rows:
-the squared reconstruction error (averaged over the members) and the squared robust distance
-from the training median. The default `hybrid` score takes their geometric mean per feature,
-so a feature counts when it is both badly reconstructed and unusually far out (the
-reconstruction error alone misses anomalies that lie far out along the normal data's
-manifold); `reconstruction` takes the error alone. The per-feature terms are the per-column
-contributions, which sum to the score. A threshold (by contamination, a score quantile, or
+the reconstruction error (root mean square over the members) and the robust distance from the
+training median. The default `hybrid` score takes their geometric mean per feature, so a
+feature counts when it is both badly reconstructed and unusually far out (the reconstruction
+error alone misses anomalies that lie far out along the normal data's manifold), on the
+absolute rather than squared scale, so one extreme feature does not swamp the rest of the
+row; `reconstruction` takes the normalised squared error alone. The per-feature terms are the
+per-column contributions, which sum to the score. A threshold (by contamination, a score quantile, or
 best F1 on labelled validation rows) turns scores into flags. Encoding, scaling, scoring and the threshold are one TensorFlow function,
 shared by `predict` and the exported `serving_default`.
 """
@@ -52,12 +53,13 @@ VAE_SCORES = ("reconstruction", "elbo")
 class AnomalyDetectorConfig(TrainConfig):
     """Parameters of AnomalyDetector (see the README's 'detect anomalies' section)."""
 
-    epochs: int = 60
+    # a few passes (PyOD's AutoEncoder default too) learn the bulk of the rows before the
+    # autoencoders also fit the rare ones; a constant rate, not warmup + cosine, likewise
+    # (ADBench, benchmarks/RESULTS.md: both scored higher than training longer)
+    epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
-    # a constant rate with early stopping ends before the autoencoders fit rare rows too
-    # (ADBench: mean ROC-AUC 0.896 against 0.889 with warmup + cosine)
     schedule: str = "constant"
     warmup_epochs: float = 0.0
     early_stopping_patience: int = 10
@@ -290,7 +292,9 @@ class AnomalyDetector(Recipe):
         """Encoded rows/windows -> score, anomaly flag, per-column contributions (float32)."""
         error, extreme = self._terms(x)
         error = error / tf.constant(self.error_scale_)
-        per_feature = (tf.sqrt(error * extreme / tf.constant(self.extreme_scale_))
+        # both terms are squared ratios: the fourth root of their product is the geometric
+        # mean of the absolute error and distance ratios
+        per_feature = (tf.pow(error * extreme / tf.constant(self.extreme_scale_), 0.25)
                        if self.config.score == "hybrid" else error)
         contributions = tf.matmul(per_feature, tf.constant(self.schema_.groups())) / self.schema_.width
         score = tf.reduce_sum(contributions, axis=1)
