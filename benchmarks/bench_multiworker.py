@@ -20,10 +20,8 @@ restart (when its history row was written minus that epoch's own duration) minus
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,8 @@ import time
 from pathlib import Path
 
 from common import load_mnist, machine, median, print_table
+
+from dltoolkit.core.localcluster import free_ports, local_tf_config
 
 WAIT = 900  # seconds any launch may take before its processes are killed
 
@@ -45,24 +45,13 @@ def train_worker(args) -> None:
     clf.fit((x[:args.train, ..., None], y[:args.train]), args.out, progress=False)
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def launch(args, out: Path, workers: int, strategy: str, epochs: int) -> list[subprocess.Popen]:
     ports = free_ports(workers)
     procs = []
     for index in range(workers):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": ""}
         if strategy == "multi-worker":
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                           "task": {"type": "worker", "index": index}})
+            env["TF_CONFIG"] = local_tf_config(ports, index)
         command = [sys.executable, __file__, "--worker", "--mnist", args.mnist, "--out", str(out),
                    "--train", str(args.train), "--epochs", str(epochs),
                    "--batch-size", str(args.batch_size), "--strategy", strategy]
@@ -155,16 +144,45 @@ def all_reduce_sizes(root: Path) -> list[dict]:
     for name in ("ImageClassifier", "Forecaster", "AnomalyDetector", "NodeClassifier"):
         recipe_cls = getattr(dltoolkit, name)
         recipe = recipe_cls(epochs=1, strategy="cpu").fit(out=root / f"params-{name}", progress=False)
-        trainable = sum(int(v.numpy().size) for v in recipe.model_.trainable_variables)
-        rows.append({"model": f"{name} default on '{recipe_cls.default_data}'",
-                     "trainable params": trainable, "all-reduce MB/step": trainable * 4 / 1e6})
+        rows.append(_size_row(f"{name} default on '{recipe_cls.default_data}'", recipe.model_))
     for backbone, shape in (("efficientnetv2-b0", (224, 224, 3)), ("resnet50", (224, 224, 3)),
                             ("vit-b16", (224, 224, 3))):
         model = build_image_model(backbone, shape, 1000, weights=None).model
-        trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
-        rows.append({"model": f"ImageClassifier {backbone}, 1000 classes (fine-tuning all)",
-                     "trainable params": trainable, "all-reduce MB/step": trainable * 4 / 1e6})
-    return rows
+        rows.append(_size_row(f"ImageClassifier {backbone}, 1000 classes (fine-tuning all)", model))
+    return rows + built_model_sizes()
+
+
+def built_model_sizes() -> list[dict]:
+    """The generators' and the summarizer's default models, built without training (their
+    fits need minutes): generators at the digits sample's size, the summarizer at its
+    vocabulary_size cap."""
+    import numpy as np
+
+    from dltoolkit.models.diffusion import DDPM
+    from dltoolkit.models.generative import GAN, ConvVAE
+    from dltoolkit.models.seq2seq import Seq2SeqTransformer
+    from dltoolkit.tasks.image_generator import LATENT_DIMS, GeneratorConfig
+    from dltoolkit.tasks.summarizer import SummarizerConfig
+
+    g, s, digits = GeneratorConfig(), SummarizerConfig(), (16, 16, 1)
+    summarizer = Seq2SeqTransformer(s.vocabulary_size, s.max_source_length, s.max_target_length,
+                                    d_model=s.d_model, layers_=s.layers, heads=s.heads, ff_dim=s.ff_dim,
+                                    dropout=s.dropout, positions=s.positions, pad_id=0)
+    ids = np.ones((1, 4), np.int32)
+    summarizer({"source": ids, "target": ids})
+    return [
+        _size_row("ImageGenerator ddpm (default) on 'digits'",
+                  DDPM(digits, 0, g.width, timesteps=g.timesteps, blocks=g.blocks).network),
+        _size_row("ImageGenerator vae on 'digits'", ConvVAE(digits, 0, g.width, LATENT_DIMS["vae"])),
+        _size_row("ImageGenerator gan (generator + discriminator) on 'digits'",
+                  GAN(digits, 0, g.width, LATENT_DIMS["gan"])),
+        _size_row(f"Summarizer transformer (default), {s.vocabulary_size} wordpieces", summarizer),
+    ]
+
+
+def _size_row(name: str, model) -> dict:
+    trainable = sum(int(v.numpy().size) for v in model.trainable_variables)
+    return {"model": name, "trainable params": trainable, "all-reduce MB/step": trainable * 4 / 1e6}
 
 
 def main() -> None:

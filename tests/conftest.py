@@ -47,10 +47,14 @@ def digit_folder(tmp_path_factory) -> Path:
     return write_digit_folder(tmp_path_factory.mktemp("digit_imgs"))
 
 
+def dltoolkit_command() -> list[str]:
+    """The installed `dltoolkit` entry point (or `python -m dltoolkit`)."""
+    exe = Path(sys.executable).with_name("dltoolkit")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dltoolkit"]
+
+
 def run_cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     """Run the installed `dltoolkit` entry point in a fresh process, as a user would."""
-    exe = Path(sys.executable).with_name("dltoolkit")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "dltoolkit"]
     return subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+        [*dltoolkit_command(), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )

@@ -9,21 +9,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import dltoolkit_command, run_cli
+from multiworker import WAIT, finish, run_job, start_job
 from test_anomaly_detector import SERVE
 from test_cli import assert_user_error, cli
+from test_image_generator import SERVE as SERVE_IMAGES
+from test_summarizer import TINY as TINY_SUMMARIZER
+from test_summarizer import make_pairs, write_jsonl
 
 from dltoolkit import load
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.localcluster import local_tf_config
 from dltoolkit.core.rundir import RunDir, multi_worker_resume
 from dltoolkit.core.runtime import (
     check_cluster,
@@ -37,73 +41,19 @@ from dltoolkit.core.runtime import (
     with_shard_policy,
     worker_index,
 )
+from dltoolkit.data.graph_batches import full_batch, replica_share
+from dltoolkit.data.graphs import from_networkx, with_split
 from dltoolkit.data.images import ImageSet, load_image_source, make_dataset
 from dltoolkit.data.samples import load_sample
 
 # Four global batches of 64 per epoch (237 training rows: 64, 64, 64, 45).
 ARGS = ("--epochs", "4", "--batch-size", "64", "--seed", "0", "--set", "early_stopping_patience=0")
-WAIT = 240  # seconds any one launch may take before its processes are killed
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def tf_config(ports: list[int], index: int) -> str:
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
-
-
-def dltoolkit_command() -> list[str]:
-    exe = Path(sys.executable).with_name("dltoolkit")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dltoolkit"]
-
-
-def start(out: Path, ports: list[int], index: int, *args: str) -> subprocess.Popen:
-    """One worker of the job: `dltoolkit detect-anomalies --strategy multi-worker ...`."""
-    scratch = out.parent / "tmp"  # where a worker's scratch run directory goes
-    scratch.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TMPDIR": str(scratch)}
-    command = [*dltoolkit_command(), "detect-anomalies", "--strategy", "multi-worker",
-               "--out", str(out), "--json", *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-
-
-def finish(procs: list[subprocess.Popen], deadline: float) -> list[tuple[int, str, str]]:
-    """Wait for every process until `deadline` (time.monotonic); kill the ones still running."""
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            pytest.fail(f"worker {proc.args} did not finish in time:\n{err[-3000:]}")
-        results.append((proc.returncode, out, err))
-    return results
-
-
-def train_two_workers(out: Path, *args: str) -> list[dict]:
-    ports = free_ports(2)
-    procs = [start(out, ports, i, *args) for i in range(2)]
-    results = finish(procs, time.monotonic() + WAIT)
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
-    return [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in results]
 
 
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("multiworker") / "job"
-    return out, train_two_workers(out, *ARGS)
+    return out, run_job("detect-anomalies", out, *ARGS)
 
 
 # -- one job, two processes ----------------------------------------------------------------
@@ -161,8 +111,7 @@ def test_a_killed_worker_is_restarted_and_the_job_finishes_without_lost_or_repea
     out, epochs = tmp_path / "job", 12
     args = ("--epochs", str(epochs), "--batch-size", "16", "--seed", "0",
             "--set", "early_stopping_patience=0")
-    ports = free_ports(2)
-    procs = [start(out, ports, i, *args) for i in range(2)]
+    procs = start_job("detect-anomalies", out, *args)
     deadline = time.monotonic() + WAIT
     while len(read_history(out / "history.csv")) < 3:
         assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
@@ -174,8 +123,7 @@ def test_a_killed_worker_is_restarted_and_the_job_finishes_without_lost_or_repea
     assert code == 2 and "restart every worker with the same command" in err, err[-3000:]
     assert killed_after < epochs
     # Restart both with the very same command: the job resumes from the shared checkpoints.
-    ports = free_ports(2)
-    results = finish([start(out, ports, i, *args) for i in range(2)], time.monotonic() + WAIT)
+    results = finish(start_job("detect-anomalies", out, *args), time.monotonic() + WAIT)
     for rc, _, stderr in results:
         assert rc == 0, stderr[-3000:]
     history = read_history(out / "history.csv")
@@ -217,7 +165,7 @@ def test_tf_config_roles(monkeypatch):
     assert info["cluster"] == {"processes": 3, "this process": "worker 0", "writes the run directory": False}
     monkeypatch.setenv("TF_CONFIG", json.dumps({**with_chief, "task": {"type": "chief", "index": 0}}))
     assert is_chief() and worker_index() == 0
-    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
+    monkeypatch.setenv("TF_CONFIG", local_tf_config([1, 2], 1))
     assert not is_chief() and worker_index() == 1
 
 
@@ -236,7 +184,7 @@ def test_multi_worker_cli_mistakes_are_one_line_errors(monkeypatch, capsys, tmp_
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--out",
                            tmp_path / "a", "--epochs", "1"), "needs TF_CONFIG")
-    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
+    monkeypatch.setenv("TF_CONFIG", local_tf_config([1, 2], 0))
     assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--epochs", "1"),
                       "needs --out")
     assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--out",
@@ -299,16 +247,7 @@ def test_image_files_are_split_between_workers_and_arrays_are_not(digit_folder):
 @pytest.mark.slow
 def test_two_workers_classify_an_image_folder_sharded_by_file(digit_folder, tmp_path):
     out = tmp_path / "job"
-    ports = free_ports(2)
-    procs = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        procs.append(subprocess.Popen(
-            [*dltoolkit_command(), "classify", "--data", str(digit_folder), "--strategy", "multi-worker",
-             "--epochs", "4", "--batch-size", "16", "--out", str(out), "--json"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True))
-    for code, _, err in finish(procs, time.monotonic() + WAIT):
-        assert code == 0, err[-3000:]
+    run_job("classify", out, "--data", digit_folder, "--epochs", 4, "--batch-size", 16)
     history = read_history(out / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
@@ -316,10 +255,106 @@ def test_two_workers_classify_an_image_folder_sharded_by_file(digit_folder, tmp_
 
 
 def test_a_recipe_that_cannot_be_replicated_says_so_in_help_and_refuses(monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
+    monkeypatch.setenv("TF_CONFIG", local_tf_config([1, 2], 0))
     for strategy in ("multi-worker", "mirrored"):
-        assert_user_error(*cli(capsys, "classify-nodes", "--strategy", strategy, "--out", tmp_path / "n"),
-                          f"classify-nodes cannot train with --strategy {strategy}", "--strategy cpu or gpu")
+        assert_user_error(*cli(capsys, "train-agent", "--strategy", strategy, "--out", tmp_path / "n"),
+                          f"train-agent cannot train with --strategy {strategy}", "--strategy cpu or gpu")
     assert not (tmp_path / "n").exists()
-    code, out, _ = cli(capsys, "classify-nodes", "--help")
-    assert code == 0 and "not" in out and "multi-worker" in out
+    code, out, _ = cli(capsys, "train-agent", "--help")
+    assert code == 0 and "refused" in out and "multi-worker" in out
+
+
+def test_replicas_split_the_labelled_nodes_and_their_losses_add_up_to_the_global_mean():
+    graph = with_split(from_networkx(load_sample("karate"), "label"), 0.2, 0.2, 0)
+    train = graph.masks["train"]
+    shares = [replica_share(train, r, 3) for r in range(3)]
+    assert (sum(s.astype(int) for s in shares) == train).all()  # each node in exactly one share
+    assert max(s.sum() for s in shares) - min(s.sum() for s in shares) <= 1
+    losses = np.random.default_rng(0).random(graph.num_nodes)
+    weights = [next(iter(full_batch(graph, s, train.sum() / 3)))[2].numpy() for s in shares]
+    # Keras: each replica's loss is the weighted mean over all N nodes, divided by 3 replicas
+    summed = sum(np.mean(losses * w) / 3 for w in weights)
+    assert summed == pytest.approx(losses[train].mean())
+
+
+# -- every model.fit recipe under two workers (each a minute or more: slow) ----------------
+
+RECIPE_WAIT = 900  # seconds; the machine is shared, and a DDPM job traces a large graph
+
+
+def chief_run(out, results, epochs: int) -> list[dict]:
+    """Check the job's chief wrote the run (model, export, report) and return its history."""
+    chief, worker = results
+    assert chief["run"] == worker["run"] == str(out)
+    assert {"model.keras", "metrics.json", "report.html", "export"} <= {p.name for p in out.iterdir()}
+    assert (out / "export" / out.name / "1" / "saved_model.pb").is_file()
+    assert not list((out.parent / "tmp").glob("dltoolkit-*"))  # workers' scratch runs removed
+    history = read_history(out / "history.csv")
+    assert [int(r["epoch"]) for r in history] == list(range(1, epochs + 1))
+    return history
+
+
+@pytest.mark.slow
+def test_two_workers_classify_nodes_exactly_as_one_process(tmp_path):
+    """Full batch: each replica runs the whole graph with the loss over its share of the
+    training nodes; the summed gradients are one process's."""
+    args = ("--epochs", 20, "--seed", 0, "--set", "early_stopping_patience=0")
+    out = tmp_path / "job"
+    history = chief_run(out, run_job("classify-nodes", out, *args, wait=RECIPE_WAIT), 20)
+    single = run_cli("classify-nodes", "--strategy", "cpu", "--out", tmp_path / "one", "--json", *args)
+    assert single.returncode == 0, single.stderr[-3000:]
+    alone = read_history(tmp_path / "one" / "history.csv")
+    for key in ("loss", "val_loss", "accuracy"):
+        assert [r[key] for r in history] == pytest.approx([r[key] for r in alone], rel=1e-3), key
+
+
+@pytest.mark.slow
+def test_two_workers_classify_nodes_with_sampled_subgraphs(tmp_path):
+    out = tmp_path / "job"
+    args = ("--model", "sage", "--batching", "sampled", "--batch-size", 8, "--epochs", 10, "--seed", 0,
+            "--set", "early_stopping_patience=0")
+    history = chief_run(out, run_job("classify-nodes", out, *args, wait=RECIPE_WAIT), 10)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert load(out).metrics_["accuracy"] >= 0.7
+
+
+@pytest.mark.slow
+def test_two_workers_generate_and_the_export_samples_in_a_fresh_tensorflow_process(tmp_path):
+    out = tmp_path / "job"
+    args = ("--model", "ddpm", "--conditional", "--width", 8, "--epochs", 2, "--batch-size", 32,
+            "--seed", 1, "--sample-steps", 6, "--learning-rate", 2e-3)
+    sets = ("steps_per_epoch=10", "grid_size=10", "eval_samples=60", "eval_classifier_epochs=1",
+            "blocks=1", "timesteps=200")
+    results = run_job("generate", out, *args, *(x for s in sets for x in ("--set", s)), wait=RECIPE_WAIT)
+    history = chief_run(out, results, 2)
+    assert all(np.isfinite(r["loss"]) for r in history)
+    assert results[0]["metrics"]["classifier_fd"] > 0
+    served = subprocess.run([sys.executable, "-c", SERVE_IMAGES, str(out / "export" / out.name / "1")],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert result["dtype"] == "uint8" and result["png_matches"]
+    np.testing.assert_array_equal(np.array(result["images"], np.uint8), load(out).sample(6, seed=5, label="3"))
+
+
+@pytest.mark.slow
+def test_two_workers_summarize(tmp_path):
+    out, data = tmp_path / "job", write_jsonl(tmp_path / "pairs.jsonl", make_pairs(200))
+    sets = [f"{k}={v}" for k, v in TINY_SUMMARIZER.items() if k not in ("batch_size", "seed")]
+    results = run_job("summarize", out, "--data", data, "--text-field", "article", "--summary-field",
+                      "highlights", "--epochs", 3, "--batch-size", 32, "--seed", 0,
+                      *(x for s in sets for x in ("--set", s)), wait=RECIPE_WAIT)
+    history = chief_run(out, results, 3)
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"] and np.isfinite(history[-1]["val_loss"])
+    assert results[0]["metrics"]["documents"] == 20
+
+
+@pytest.mark.slow
+def test_two_workers_forecast(tmp_path):
+    out = tmp_path / "job"
+    results = run_job("forecast", out, "--lookback", 52, "--horizon", 13, "--epochs", 3, "--seed", 1,
+                      "--set", "layers=1", "--set", "early_stopping_patience=0", wait=RECIPE_WAIT)
+    history = chief_run(out, results, 3)
+    assert history[-1]["loss"] < history[0]["loss"]
+    metrics = results[0]["metrics"]
+    assert metrics["mse"] < metrics["naive_mse"]
