@@ -301,7 +301,8 @@ def test_two_workers_classify_nodes_exactly_as_one_process(tmp_path):
     args = ("--epochs", 20, "--seed", 0, "--set", "early_stopping_patience=0")
     out = tmp_path / "job"
     history = chief_run(out, run_job("classify-nodes", out, *args, wait=RECIPE_WAIT), 20)
-    single = run_cli("classify-nodes", "--strategy", "cpu", "--out", tmp_path / "one", "--json", *args)
+    single = run_cli("classify-nodes", "--strategy", "cpu", "--out", tmp_path / "one", "--json", *args,
+                     timeout=RECIPE_WAIT)
     assert single.returncode == 0, single.stderr[-3000:]
     alone = read_history(tmp_path / "one" / "history.csv")
     for key in ("loss", "val_loss", "accuracy"):
