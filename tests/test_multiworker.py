@@ -279,7 +279,7 @@ def test_replicas_split_the_labelled_nodes_and_their_losses_add_up_to_the_global
 
 # -- every model.fit recipe under two workers (each a minute or more: slow) ----------------
 
-RECIPE_WAIT = 1200  # seconds: at load 12-15 on the shared 2 cores a 2-minute job took over 14
+RECIPE_WAIT = 1200  # seconds: at load 12-15 on 2 shared cores a 2-minute job took 14 minutes
 
 
 def chief_run(out, results, epochs: int) -> list[dict]:
