@@ -65,9 +65,9 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scal
         "learning_rate": learning_rate_schedule(config, steps_per_epoch, epochs, scale),
         "clipnorm": config.clipnorm or None,
         "gradient_accumulation_steps": config.grad_accum_steps if config.grad_accum_steps > 1 else None,
-        "use_ema": config.ema_momentum > 0,
-        "ema_momentum": config.ema_momentum or 0.99,
     }
+    if config.ema_momentum > 0:
+        common.update(use_ema=True, ema_momentum=config.ema_momentum)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=config.momentum, nesterov=True, **common)
     return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)

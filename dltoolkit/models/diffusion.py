@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.replicas import gradient_loss, replica_draw
 from dltoolkit.models.generative import GenerativeModel, stateless_normal
@@ -123,8 +124,7 @@ class DDPM(GenerativeModel):
         self.schedule, self.timesteps, self.sample_steps = schedule, int(timesteps), int(sample_steps)
         self.ema_decay, self.label_dropout = float(ema_decay), float(label_dropout)
         self.guidance, self.blocks = float(guidance), int(blocks)
-        if prediction not in PREDICTIONS:
-            raise ConfigError(f"unknown prediction '{prediction}'; choose one of: {', '.join(PREDICTIONS)}")
+        check_choice("prediction", prediction, PREDICTIONS)
         self.prediction = prediction
         self.alpha_bar = tf.constant(alpha_bars(schedule, self.timesteps), tf.float32)
         self.network = build_unet(self.image_shape, self.levels, self.channels, self.num_classes, self.blocks)
