@@ -1,9 +1,11 @@
 """MNIST image generation: VAE vs DCGAN (or WGAN-GP) vs DDPM, each with the same wall-time budget.
 
-Each ImageGenerator trains unconditionally on the 60k MNIST train images (28x28) for
-`--minutes` of training wall time (the per-epoch sample grids included), then draws
-`--samples` images with a fixed seed. One small-CNN ImageClassifier, trained once on the
-MNIST train images by the toolkit, scores every model against the 10k test images:
+Each ImageGenerator trains on the 60k MNIST train images (28x28) for `--minutes` of
+training wall time (the per-epoch sample grids included), unconditionally or, with
+`--conditional`, on the labels too (every model; the DDPM with classifier-free guidance),
+then draws `--samples` images with a fixed seed (conditional: every digit in turn). One
+small-CNN ImageClassifier, trained once on the MNIST train images by the toolkit, scores
+every model against the 10k test images:
 the Fréchet distance in its penultimate features (the real-train vs real-test distance
 of the same number of images is the floor), the share of samples it classifies with
 probability >= 0.9, and how evenly the predicted digits spread (class coverage: 1 is
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--models", default="vae,gan,ddpm", help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--samples", type=int, default=2000, help="generated images scored per model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conditional", action="store_true", help="train and sample every model per digit")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
                         help="change one model's parameter, e.g. ddpm:width=16 (repeatable)")
     parser.add_argument("--grids", type=Path, default=Path(__file__).parent, help="where the PNG grids go")
@@ -82,13 +85,14 @@ def main() -> None:
     pick = np.random.default_rng(args.seed).choice(len(x), args.samples, replace=False)
     rows = [{"model": "real train images (floor)", **scores(classifier, x[pick], test_features)}]
 
-    unlabelled = (x, np.zeros(len(x), np.int32))  # unconditional generators
+    data = (x, y) if args.conditional else (x, np.zeros(len(x), np.int32))
     for name in args.models.split(","):
-        params = dict(SHARED, **MODELS[name], train_minutes=args.minutes, seed=args.seed, **changes(args.sets, name))
+        params = dict(SHARED, **MODELS[name], train_minutes=args.minutes, seed=args.seed,
+                      conditional=args.conditional, **changes(args.sets, name))
         print(f"{name}: {params}", flush=True)
         times: dict = {}
         with common.timer(times, "fit"):
-            generator = ImageGenerator(**params).fit(unlabelled, work / name, progress=True)
+            generator = ImageGenerator(**params).fit(data, work / name, progress=True)
         with common.timer(times, "sample"):
             images = generator.sample(args.samples, seed=args.seed + 1)
         write_png(args.grids / f"generate_{name}.png", tile_images(images[:64], 8))
@@ -97,7 +101,8 @@ def main() -> None:
                      "train_steps~": steps, "fit_s": times["fit"], "sample_s": times["sample"]})
         common.print_table("so far", rows, COLUMNS)
 
-    print(f"\nMNIST generation, {args.minutes:g} min of training per model, {args.samples} samples; "
+    kind = "class-conditional" if args.conditional else "unconditional"
+    print(f"\nMNIST generation, {kind}, {args.minutes:g} min of training per model, {args.samples} samples; "
           f"{common.machine()}; {common.load_average()}; runs in {work}")
     common.print_table("Generators (Fréchet distance in classifier features; lower is better)", rows, COLUMNS)
 
