@@ -5,16 +5,15 @@ training wall time (the per-epoch sample grids included), unconditionally or, wi
 `--conditional`, on the labels too (every model; the DDPM with classifier-free guidance),
 then draws `--samples` images with a fixed seed (conditional: every digit in turn). One
 small-CNN ImageClassifier, trained once on the MNIST train images by the toolkit, scores
-every model against the 10k test images:
-the Fréchet distance in its penultimate features (the real-train vs real-test distance
-of the same number of images is the floor), the share of samples it classifies with
-probability >= 0.9, and how evenly the predicted digits spread (class coverage: 1 is
-uniform; digits present: classes among the confident samples). A 64-image sample grid
-of every model is written to benchmarks/generate_<model>.png.
+every model against the 10k test images: the Fréchet distance in its penultimate features
+(the real-train vs real-test distance of the same number of images is the floor), the
+share of samples it classifies with probability >= 0.9, and how evenly the predicted
+digits spread (class coverage: 1 is uniform; digits present: classes among the confident
+samples). A 64-image sample grid of every model is written to benchmarks/generate_<model>.png.
 Target: DDPM's distance below the VAE's and the GAN's, confident-class rate >= 90% and
 all 10 digits present.
 
-    python benchmarks/bench_generate.py --mnist /work/shared/data/mnist --minutes 7 [--set ddpm:width=16]
+    python benchmarks/bench_generate.py --mnist /work/shared/data/mnist --minutes 7 [--conditional] [--set ddpm:width=16]
 """
 
 from __future__ import annotations
