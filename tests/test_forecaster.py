@@ -212,11 +212,26 @@ def test_unsorted_rows_are_sorted_with_a_warning_and_gaps_filled(tmp_path):
         [r["sales"] for r in model.predict(shuffled)])
 
 
+def test_batch_norm_patch_transformer_learns_and_round_trips(tmp_path):
+    out = tmp_path / "bn"
+    model = Forecaster(lookback=LOOKBACK, horizon=HORIZON, epochs=3, layers=1, seed=2,
+                       norm="batch", learning_rate=3e-3).fit("co2", out=out, progress=False)
+    block = model.model_.body.blocks[0]
+    assert {type(block.norm1).__name__, type(block.norm2).__name__} == {"BatchNormalization"}
+    losses = [row["loss"] for row in read_history(out / "history.csv")]
+    assert losses[-1] < losses[0] and model.metrics_["mse"] < model.metrics_["naive_mse"]
+    frame = load_sample("co2").iloc[:1500]
+    np.testing.assert_allclose([r["co2"] for r in load(out).predict(frame)],
+                               [r["co2"] for r in model.predict(frame)], rtol=1e-6)
+
+
 def test_unknown_parameters_and_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="did you mean 'horizon'"):
         Forecaster(horizn=3)
     with pytest.raises(ConfigError, match="unknown model 'arima'"):
         Forecaster(model="arima").fit("co2", out="/nonexistent/never")
+    with pytest.raises(ConfigError, match="norm"):
+        Forecaster(norm="group").fit("co2", out="/nonexistent/never")
     with pytest.raises(ConfigError, match="including 0.5"):
         Forecaster(quantiles="0.1,0.9").fit("co2", out="/nonexistent/never")
     with pytest.raises(ConfigError, match="sum below 1"):

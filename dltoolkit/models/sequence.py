@@ -18,6 +18,7 @@ from dltoolkit.core.errors import ConfigError
 
 MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
 CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
+NORMS = ("layer", "batch")
 _PACKAGE = "dltoolkit"
 
 
@@ -39,14 +40,14 @@ class SequenceForecaster(keras.Model):
                  quantiles: int = 0, instance_norm: bool = True, d_model: int = 16,
                  layers_: int = 3, heads: int = 4, ff_dim: int = 128, dropout: float = 0.2,
                  patch_len: int = 16, stride: int = 8, units: int = 64, kernel: int = 25,
-                 **kwargs):
+                 norm: str = "layer", **kwargs):
         super().__init__(**kwargs)
         self.spec = {
             "model": model, "lookback": lookback, "inputs": inputs, "targets": targets,
             "horizon": horizon, "quantiles": quantiles, "instance_norm": instance_norm,
             "d_model": d_model, "layers_": layers_, "heads": heads, "ff_dim": ff_dim,
             "dropout": dropout, "patch_len": patch_len, "stride": stride, "units": units,
-            "kernel": kernel,
+            "kernel": kernel, "norm": norm,
         }
         outputs = max(quantiles, 1)
         if model == "linear":
@@ -55,10 +56,10 @@ class SequenceForecaster(keras.Model):
             self.body = DLinear(horizon, outputs, kernel)
         elif model == "patch-transformer":
             self.body = PatchTransformer(horizon, outputs, lookback, patch_len, stride, d_model,
-                                         layers_, heads, ff_dim, dropout)
+                                         layers_, heads, ff_dim, dropout, norm)
         elif model == "transformer":
             self.body = MixingTransformer(horizon, outputs, targets, lookback, d_model, layers_,
-                                          heads, ff_dim, dropout)
+                                          heads, ff_dim, dropout, norm)
         else:
             self.body = Recurrent(horizon, outputs, targets, model, units, layers_, dropout)
         self.channel_independent = model in CHANNEL_INDEPENDENT
@@ -128,19 +129,29 @@ class DLinear(layers.Layer):
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class EncoderBlock(layers.Layer):
-    """Pre-norm Transformer encoder block: self-attention and a feed-forward net, residual."""
+    """Transformer encoder block: self-attention and a feed-forward net, each residual.
 
-    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, **kwargs):
+    `norm="layer"`: pre-norm with LayerNormalization; `norm="batch"`: post-norm with
+    BatchNormalization over the feature axis, as PatchTST uses for time series.
+    """
+
+    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, norm: str = "layer",
+                 **kwargs):
         super().__init__(**kwargs)
         self.d_model, self.heads, self.ff_dim, self.dropout = d_model, heads, ff_dim, dropout
-        self.norm1 = layers.LayerNormalization(epsilon=1e-5)
+        self.norm_type = norm
+        self.norm1, self.norm2 = _normalization(norm), _normalization(norm)
         self.attention = layers.MultiHeadAttention(heads, d_model // heads, dropout=dropout)
-        self.norm2 = layers.LayerNormalization(epsilon=1e-5)
         self.ff1 = layers.Dense(ff_dim, activation="gelu")
         self.ff2 = layers.Dense(d_model)
         self.drop = layers.Dropout(dropout)
 
     def call(self, h, training=False):
+        if self.norm_type == "batch":
+            h = self.norm1(h + self.drop(self.attention(h, h, training=training), training=training),
+                           training=training)
+            f = self.ff2(self.drop(self.ff1(h), training=training))
+            return self.norm2(h + self.drop(f, training=training), training=training)
         a = self.norm1(h)
         h = h + self.drop(self.attention(a, a, training=training), training=training)
         f = self.ff2(self.drop(self.ff1(self.norm2(h)), training=training))
@@ -148,28 +159,37 @@ class EncoderBlock(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "d_model": self.d_model, "heads": self.heads,
-                "ff_dim": self.ff_dim, "dropout": self.dropout}
+                "ff_dim": self.ff_dim, "dropout": self.dropout, "norm": self.norm_type}
+
+
+def _normalization(norm: str) -> layers.Layer:
+    if norm == "batch":
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    return layers.LayerNormalization(epsilon=1e-5)
 
 
 class _Encoder(layers.Layer):
     """Shared parts of the two Transformers: embedding, learned positions, encoder blocks."""
 
     def __init__(self, length: int, d_model: int, layers_: int, heads: int, ff_dim: int,
-                 dropout: float, **kwargs):
+                 dropout: float, norm: str = "layer", **kwargs):
         super().__init__(**kwargs)
         self.length, self.width = length, d_model
         self.embed = layers.Dense(d_model)
         self.positions = layers.Embedding(length, d_model)
-        self.blocks = [EncoderBlock(d_model, heads, ff_dim, dropout) for _ in range(layers_)]
+        self.blocks = [EncoderBlock(d_model, heads, ff_dim, dropout, norm) for _ in range(layers_)]
         self.drop = layers.Dropout(dropout)
-        self.norm = layers.LayerNormalization(epsilon=1e-5)
+        # Pre-norm blocks leave the residual stream unnormalised: close it with a LayerNorm.
+        self.norm = layers.LayerNormalization(epsilon=1e-5) if norm == "layer" else None
 
     def encode(self, tokens, training):
         h = self.embed(tokens) + self.positions(ops.arange(self.length))
         h = self.drop(h, training=training)
         for block in self.blocks:
             h = block(h, training=training)
-        return ops.reshape(self.norm(h), (-1, self.length * self.width))
+        if self.norm is not None:
+            h = self.norm(h)
+        return ops.reshape(h, (-1, self.length * self.width))
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -177,12 +197,14 @@ class PatchTransformer(_Encoder):
     """PatchTST-style (Nie et al. 2023): each channel alone, cut into overlapping patches."""
 
     def __init__(self, horizon: int, outputs: int, lookback: int, patch_len: int, stride: int,
-                 d_model: int, layers_: int, heads: int, ff_dim: int, dropout: float, **kwargs):
+                 d_model: int, layers_: int, heads: int, ff_dim: int, dropout: float,
+                 norm: str = "layer", **kwargs):
         patches = (lookback - patch_len) // stride + 2  # +1 from padding the end by `stride`
-        super().__init__(patches, d_model, layers_, heads, ff_dim, dropout, **kwargs)
+        super().__init__(patches, d_model, layers_, heads, ff_dim, dropout, norm, **kwargs)
         self.args = {"horizon": horizon, "outputs": outputs, "lookback": lookback,
                      "patch_len": patch_len, "stride": stride, "d_model": d_model,
-                     "layers_": layers_, "heads": heads, "ff_dim": ff_dim, "dropout": dropout}
+                     "layers_": layers_, "heads": heads, "ff_dim": ff_dim, "dropout": dropout,
+                     "norm": norm}
         starts = ops.arange(patches)[:, None] * stride
         self.index = ops.convert_to_numpy(starts + ops.arange(patch_len)[None, :])
         self.head = layers.Dense(horizon * outputs)
@@ -206,11 +228,12 @@ class MixingTransformer(_Encoder):
     """A Transformer encoder over time steps, each token embedding every input channel."""
 
     def __init__(self, horizon: int, outputs: int, targets: int, lookback: int, d_model: int,
-                 layers_: int, heads: int, ff_dim: int, dropout: float, **kwargs):
-        super().__init__(lookback, d_model, layers_, heads, ff_dim, dropout, **kwargs)
+                 layers_: int, heads: int, ff_dim: int, dropout: float, norm: str = "layer",
+                 **kwargs):
+        super().__init__(lookback, d_model, layers_, heads, ff_dim, dropout, norm, **kwargs)
         self.args = {"horizon": horizon, "outputs": outputs, "targets": targets,
                      "lookback": lookback, "d_model": d_model, "layers_": layers_,
-                     "heads": heads, "ff_dim": ff_dim, "dropout": dropout}
+                     "heads": heads, "ff_dim": ff_dim, "dropout": dropout, "norm": norm}
         self.head = layers.Dense(targets * horizon * outputs)
 
     def call(self, x, training=False):

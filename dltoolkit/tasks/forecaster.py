@@ -36,6 +36,7 @@ from dltoolkit.data.series import (
 )
 from dltoolkit.models.sequence import (
     CHANNEL_INDEPENDENT,
+    NORMS,
     PinballLoss,
     SequenceForecaster,
     check_model,
@@ -78,6 +79,7 @@ class ForecasterConfig(TrainConfig):
     heads: int = 4
     ff_dim: int = 128
     dropout: float = 0.2
+    norm: str = "layer"
     patch_len: int = 16
     stride: int = 8
     units: int = 64
@@ -127,6 +129,7 @@ class Forecaster(Recipe):
         c = self.config
         check_choice("fill", c.fill, FILLS)
         check_choice("loss", c.loss, LOSSES)
+        check_choice("norm", c.norm, NORMS)
         check_model(c.model, lookback=c.lookback, patch_len=c.patch_len, d_model=c.d_model, heads=c.heads)
         if c.lookback < 1 or c.horizon < 1:
             raise ConfigError("lookback and horizon must be at least 1")
@@ -217,7 +220,7 @@ class Forecaster(Recipe):
             c.model, c.lookback, len(self.inputs_), len(self.targets_), c.horizon,
             quantiles=len(self.levels), instance_norm=c.instance_norm, d_model=c.d_model,
             layers_=c.layers, heads=c.heads, ff_dim=c.ff_dim, dropout=c.dropout,
-            patch_len=c.patch_len, stride=c.stride, units=c.units, kernel=c.kernel,
+            patch_len=c.patch_len, stride=c.stride, units=c.units, kernel=c.kernel, norm=c.norm,
         )
         model(np.zeros((1, c.lookback, len(self.inputs_)), np.float32))
         return model
