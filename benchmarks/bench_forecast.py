@@ -51,10 +51,11 @@ def run(data: str, horizon: int, name: str, seed: int, overrides: dict) -> dict:
         seconds = time.perf_counter() - start
         val = min(row["val_loss"] for row in read_history(Path(tmp) / "run" / "history.csv"))
     m = model.metrics_
-    print(f"  h{horizon} {name} seed {seed}: val mse {val:.4f}, test mse {m['mse']:.4f} "
+    print(f"  h{horizon} {name} seed {seed}: val loss {val:.4f}, test mse {m['mse']:.4f} "
           f"mae {m['mae']:.4f} ({seconds:.0f}s)", flush=True)
-    return {"mse": m["mse"], "mae": m["mae"], "val_mse": val, "seconds": seconds, "repeat_mse": m["naive_mse"],
-            "repeat_mae": m["naive_mae"], "windows": m["windows"]}
+    return {"mse": m["mse"], "mae": m["mae"], "loss": params.get("loss", "mse"), "val_loss": val,
+            "seconds": seconds, "repeat_mse": m["naive_mse"], "repeat_mae": m["naive_mae"],
+            "windows": m["windows"]}
 
 
 def spread(values: list[float]) -> str:
@@ -64,14 +65,14 @@ def spread(values: list[float]) -> str:
 
 def table(horizon: int, results: dict[str, list[dict]]) -> str:
     lines = [f"horizon {horizon}, {results[next(iter(results))][0]['windows']} test windows",
-             "", "| forecast | val MSE | MSE | MAE | fit wall s (each seed) | reference MSE |",
-             "|---|---|---|---|---|---|"]
+             "", "| forecast | loss | val loss | MSE | MAE | fit wall s (each seed) | reference MSE |",
+             "|---|---|---|---|---|---|---|"]
     first = results[next(iter(results))][0]
-    lines.append(f"| repeat (last value) | – | {first['repeat_mse']:.3f} | {first['repeat_mae']:.3f} | – "
+    lines.append(f"| repeat (last value) | – | – | {first['repeat_mse']:.3f} | {first['repeat_mae']:.3f} | – "
                  f"| {REFERENCES['repeat'][horizon]} ({REFERENCE_NAMES['repeat']}) |")
     for name, runs in results.items():
         seconds = ", ".join(f"{r['seconds']:.0f}" for r in runs)
-        lines.append(f"| {name} | {spread([r['val_mse'] for r in runs])} | {spread([r['mse'] for r in runs])} | {spread([r['mae'] for r in runs])}"
+        lines.append(f"| {name} | {runs[0]['loss']} | {spread([r['val_loss'] for r in runs])} | {spread([r['mse'] for r in runs])} | {spread([r['mae'] for r in runs])}"
                      f" | {seconds} | {REFERENCES[name].get(horizon, '–')} ({REFERENCE_NAMES[name]}) |")
     return "\n".join(lines)
 
