@@ -53,7 +53,7 @@ def run(data: str, horizon: int, name: str, seed: int, overrides: dict) -> dict:
     m = model.metrics_
     print(f"  h{horizon} {name} seed {seed}: val loss {val:.4f}, test mse {m['mse']:.4f} "
           f"mae {m['mae']:.4f} ({seconds:.0f}s)", flush=True)
-    return {"mse": m["mse"], "mae": m["mae"], "loss": params.get("loss", "mse"), "val_loss": val,
+    return {"mse": m["mse"], "mae": m["mae"], "loss": model.config.loss, "val_loss": val,
             "seconds": seconds, "repeat_mse": m["naive_mse"], "repeat_mae": m["naive_mae"],
             "windows": m["windows"]}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError
 
 MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
@@ -22,10 +23,11 @@ NORMS = ("layer", "batch")
 _PACKAGE = "dltoolkit"
 
 
-def check_model(name: str, *, lookback: int, patch_len: int, d_model: int, heads: int) -> None:
-    """Reject an unknown model or sizes it cannot use (ConfigError)."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
+def check_model(name: str, *, lookback: int, patch_len: int, d_model: int, heads: int,
+                norm: str) -> None:
+    """Reject an unknown model or normalisation, or sizes the model cannot use (ConfigError)."""
+    check_choice("model", name, MODELS)
+    check_choice("norm", norm, NORMS)
     if name == "patch-transformer" and patch_len > lookback:
         raise ConfigError(f"patch_len {patch_len} is longer than lookback {lookback}; lower patch_len")
     if name in ("patch-transformer", "transformer") and d_model % heads:
@@ -147,15 +149,15 @@ class EncoderBlock(layers.Layer):
         self.drop = layers.Dropout(dropout)
 
     def call(self, h, training=False):
-        if self.norm_type == "batch":
-            h = self.norm1(h + self.drop(self.attention(h, h, training=training), training=training),
-                           training=training)
-            f = self.ff2(self.drop(self.ff1(h), training=training))
-            return self.norm2(h + self.drop(f, training=training), training=training)
-        a = self.norm1(h)
-        h = h + self.drop(self.attention(a, a, training=training), training=training)
-        f = self.ff2(self.drop(self.ff1(self.norm2(h)), training=training))
-        return h + self.drop(f, training=training)
+        if self.norm_type == "layer":
+            a = self.norm1(h)
+            h = h + self.drop(self.attention(a, a, training=training), training=training)
+            f = self.ff2(self.drop(self.ff1(self.norm2(h)), training=training))
+            return h + self.drop(f, training=training)
+        h = self.norm1(h + self.drop(self.attention(h, h, training=training), training=training),
+                       training=training)
+        f = self.ff2(self.drop(self.ff1(h), training=training))
+        return self.norm2(h + self.drop(f, training=training), training=training)
 
     def get_config(self):
         return {**super().get_config(), "d_model": self.d_model, "heads": self.heads,
@@ -163,9 +165,10 @@ class EncoderBlock(layers.Layer):
 
 
 def _normalization(norm: str) -> layers.Layer:
-    if norm == "batch":
-        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-    return layers.LayerNormalization(epsilon=1e-5)
+    """An encoder block's normalisation over the feature axis (see NORMS)."""
+    if norm == "layer":
+        return layers.LayerNormalization(epsilon=1e-5)
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
 
 
 class _Encoder(layers.Layer):

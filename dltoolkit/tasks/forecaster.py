@@ -36,7 +36,6 @@ from dltoolkit.data.series import (
 )
 from dltoolkit.models.sequence import (
     CHANNEL_INDEPENDENT,
-    NORMS,
     PinballLoss,
     SequenceForecaster,
     check_model,
@@ -129,8 +128,8 @@ class Forecaster(Recipe):
         c = self.config
         check_choice("fill", c.fill, FILLS)
         check_choice("loss", c.loss, LOSSES)
-        check_choice("norm", c.norm, NORMS)
-        check_model(c.model, lookback=c.lookback, patch_len=c.patch_len, d_model=c.d_model, heads=c.heads)
+        check_model(c.model, lookback=c.lookback, patch_len=c.patch_len, d_model=c.d_model,
+                    heads=c.heads, norm=c.norm)
         if c.lookback < 1 or c.horizon < 1:
             raise ConfigError("lookback and horizon must be at least 1")
         if c.covariates and c.model in CHANNEL_INDEPENDENT:
