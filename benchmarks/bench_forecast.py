@@ -49,7 +49,7 @@ REFERENCE_NAMES = {"repeat": "Repeat", "linear": "NLinear", "dlinear": "DLinear"
 PATCHTST_TEST_BATCH = 128  # the published PatchTST test loader's batch, last one dropped
 
 
-def first_windows_mse(model: Forecaster, data: str) -> tuple[float, float, int]:
+def first_windows_mse(model: Forecaster, frame: pd.DataFrame) -> tuple[float, float, int]:
     """MSE of the model and of the last-value repeat over the test windows that PatchTST's
     drop-last test loader kept (normalised scale), and how many those are."""
     c = model.config
@@ -57,20 +57,19 @@ def first_windows_mse(model: Forecaster, data: str) -> tuple[float, float, int]:
     test_start = train_rows + val_rows - c.lookback
     windows = model.metrics_["windows"]
     kept = windows - windows % PATCHTST_TEST_BATCH
-    frame = pd.read_csv(data)
     first = model.evaluate(frame.iloc[test_start: test_start + c.lookback + c.horizon + kept - 1])
     return first["mse"], first["naive_mse"], kept
 
 
-def run(data: str, horizon: int, name: str, seed: int, overrides: dict) -> dict:
+def run(frame: pd.DataFrame, horizon: int, name: str, seed: int, overrides: dict) -> dict:
     params = {**PROTOCOL, **MODELS[name], "horizon": horizon, "seed": seed, **overrides}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        model = Forecaster(**params).fit(data, out=Path(tmp) / "run", progress=False)
+        model = Forecaster(**params).fit(frame, out=Path(tmp) / "run", progress=False)
         seconds = time.perf_counter() - start
         val = min(row["val_loss"] for row in read_history(Path(tmp) / "run" / "history.csv"))
     m = model.metrics_
-    first_mse, first_repeat, kept = first_windows_mse(model, data)
+    first_mse, first_repeat, kept = first_windows_mse(model, frame)
     print(f"  h{horizon} {name} seed {seed}: val loss {val:.4f}, test mse {m['mse']:.4f} "
           f"mae {m['mae']:.4f}, first {kept} windows mse {first_mse:.4f} ({seconds:.0f}s)", flush=True)
     return {"mse": m["mse"], "mae": m["mae"], "loss": model.config.loss, "val_loss": val,
@@ -84,6 +83,12 @@ def spread(values: list[float]) -> str:
     return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
+def reference(name: str, horizon: int) -> str:
+    """The published MSE for a row, with the paper's model name."""
+    mse = REFERENCES[name].get(horizon)
+    return f"{'–' if mse is None else f'{mse:.3f}'} ({REFERENCE_NAMES[name]})"
+
+
 def table(horizon: int, results: dict[str, list[dict]]) -> str:
     first = results[next(iter(results))][0]
     lines = [f"horizon {horizon}, {first['windows']} test windows (PatchTST windows: the first "
@@ -91,11 +96,11 @@ def table(horizon: int, results: dict[str, list[dict]]) -> str:
              "| forecast | loss | val loss | MSE | MAE | MSE, PatchTST windows | fit wall s (each seed) | reference MSE |",
              "|---|---|---|---|---|---|---|---|"]
     lines.append(f"| repeat (last value) | – | – | {first['repeat_mse']:.3f} | {first['repeat_mae']:.3f} "
-                 f"| {first['first_repeat_mse']:.3f} | – | {REFERENCES['repeat'][horizon]} ({REFERENCE_NAMES['repeat']}) |")
+                 f"| {first['first_repeat_mse']:.3f} | – | {reference('repeat', horizon)} |")
     for name, runs in results.items():
         seconds = ", ".join(f"{r['seconds']:.0f}" for r in runs)
         lines.append(f"| {name} | {runs[0]['loss']} | {spread([r['val_loss'] for r in runs])} | {spread([r['mse'] for r in runs])} | {spread([r['mae'] for r in runs])}"
-                     f" | {spread([r['first_mse'] for r in runs])} | {seconds} | {REFERENCES[name].get(horizon, '–')} ({REFERENCE_NAMES[name]}) |")
+                     f" | {spread([r['first_mse'] for r in runs])} | {seconds} | {reference(name, horizon)} |")
     return "\n".join(lines)
 
 
@@ -112,9 +117,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}; python {platform.python_version()}", flush=True)
+    frame = pd.read_csv(args.data)
     tables = []
     for horizon in (int(h) for h in args.horizons.split(",")):
-        results = {name: [run(args.data, horizon, name, seed, overrides) for seed in seeds]
+        results = {name: [run(frame, horizon, name, seed, overrides) for seed in seeds]
                    for name in args.models.split(",")}
         tables.append(table(horizon, results))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}\n")
