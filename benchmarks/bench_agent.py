@@ -30,8 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 100_000
 EVAL_EPISODES = 20
-ZOO = {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gae_lambda": 0.8,
-       "gamma": 0.98, "learning_rate": 1e-3, "clip_range": 0.2, "ent_coef": 0.0}
+ZOO = {
+    "n_envs": 8,
+    "n_steps": 32,
+    "batch_size": 256,
+    "n_epochs": 20,
+    "gae_lambda": 0.8,
+    "gamma": 0.98,
+    "learning_rate": 1e-3,
+    "clip_range": 0.2,
+    "ent_coef": 0.0,
+}
 
 OURS = """
 import json, sys, tempfile, time
@@ -88,16 +97,29 @@ print(json.dumps({{"train_seconds": train, "train_cpu": train_cpu, "mean_return"
 
 def run_script(source: str, *args) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", source, *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-c", source, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def ours_params() -> dict:
-    return {"env": "CartPole-v1", "algo": "ppo", "steps": STEPS, "schedule": "linear",
-            "eval_every": 0, "eval_episodes": EVAL_EPISODES, "hidden": "64,64", **ZOO}
+    return {
+        "env": "CartPole-v1",
+        "algo": "ppo",
+        "steps": STEPS,
+        "schedule": "linear",
+        "eval_every": 0,
+        "eval_episodes": EVAL_EPISODES,
+        "hidden": "64,64",
+        **ZOO,
+    }
 
 
 def cartpole(seeds: list[int], threads: int) -> None:
@@ -109,16 +131,21 @@ def cartpole(seeds: list[int], threads: int) -> None:
             rows.append({"side": name, "seed": seed, **result})
             print(_row(rows[-1]), flush=True)
     print()
-    print("| side | seeds solved (>= 475) | mean return | train wall s (median) | train CPU s (median) | per seed: return, wall s |")
+    print(
+        "| side | seeds solved (>= 475) | mean return | train wall s (median) | train CPU s (median) | per seed: return, wall s |"
+    )
     print("|---|---|---|---|---|---|")
     for name in dict.fromkeys(r["side"] for r in rows):
         mine = [r for r in rows if r["side"] == name]
         solved = sum(r["mean_return"] >= 475 for r in mine)
-        print(f"| {name} | {solved}/{len(mine)} | "
-              f"{statistics.mean(r['mean_return'] for r in mine):.1f} | "
-              f"{statistics.median(r['train_seconds'] for r in mine):.1f} | "
-              f"{statistics.median(r['train_cpu'] for r in mine):.1f} | "
-              + ", ".join(f"{r['mean_return']:.0f} in {r['train_seconds']:.1f}s" for r in mine) + " |")
+        print(
+            f"| {name} | {solved}/{len(mine)} | "
+            f"{statistics.mean(r['mean_return'] for r in mine):.1f} | "
+            f"{statistics.median(r['train_seconds'] for r in mine):.1f} | "
+            f"{statistics.median(r['train_cpu'] for r in mine):.1f} | "
+            + ", ".join(f"{r['mean_return']:.0f} in {r['train_seconds']:.1f}s" for r in mine)
+            + " |"
+        )
 
 
 def recipe(path: str, seeds: list[int], threads: int) -> None:
@@ -128,13 +155,17 @@ def recipe(path: str, seeds: list[int], threads: int) -> None:
     params = read_recipe_file(path)["params"]
     for seed in seeds:
         result = run_script(OURS.format(root=str(ROOT)), json.dumps(params), seed, threads)
-        print(_row({"side": f"{params['env']} {params['algo']}", "seed": seed, **result}), flush=True)
+        print(
+            _row({"side": f"{params['env']} {params['algo']}", "seed": seed, **result}), flush=True
+        )
 
 
 def _row(r: dict) -> str:
-    return (f"{r['side']:24s} seed {r['seed']}: return {r['mean_return']:8.1f} ± "
-            f"{r['std_return']:6.1f}   train {r['train_seconds']:6.1f} s wall, "
-            f"{r['train_cpu']:6.1f} s CPU")
+    return (
+        f"{r['side']:24s} seed {r['seed']}: return {r['mean_return']:8.1f} ± "
+        f"{r['std_return']:6.1f}   train {r['train_seconds']:6.1f} s wall, "
+        f"{r['train_cpu']:6.1f} s CPU"
+    )
 
 
 def main() -> None:
@@ -142,12 +173,18 @@ def main() -> None:
     parser.add_argument("what", choices=("cartpole", "recipe"))
     parser.add_argument("recipe_file", nargs="?")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch and TensorFlow on both sides (0: their defaults)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch and TensorFlow on both sides (0: their defaults)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"{platform.node()} {os.cpu_count()} CPUs; threads {args.threads or 'default'}; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"{platform.node()} {os.cpu_count()} CPUs; threads {args.threads or 'default'}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     if args.what == "cartpole":
         cartpole(seeds, args.threads)
     else:

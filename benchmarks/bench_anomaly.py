@@ -28,7 +28,14 @@ from sklearn.model_selection import train_test_split
 from dltoolkit import AnomalyDetector
 from dltoolkit.core import config as cfg
 
-DATASETS = ("6_cardio", "38_thyroid", "28_pendigits", "30_satellite", "23_mammography", "32_shuttle")
+DATASETS = (
+    "6_cardio",
+    "38_thyroid",
+    "28_pendigits",
+    "30_satellite",
+    "23_mammography",
+    "32_shuttle",
+)
 
 
 def detectors(seed: int, params: dict, workdir: Path) -> dict:
@@ -44,9 +51,14 @@ def detectors(seed: int, params: dict, workdir: Path) -> dict:
         def fit(x):
             model = make().fit(x)
             return model.decision_function
+
         return fit
 
-    return {"recipe": recipe, "IForest": pyod(lambda: IForest(random_state=seed)), "ECOD": pyod(ECOD)}
+    return {
+        "recipe": recipe,
+        "IForest": pyod(lambda: IForest(random_state=seed)),
+        "ECOD": pyod(ECOD),
+    }
 
 
 def run(data_dir: Path, names, seeds, params: dict) -> list[dict]:
@@ -56,17 +68,29 @@ def run(data_dir: Path, names, seeds, params: dict) -> list[dict]:
             with np.load(data_dir / f"{name}.npz", allow_pickle=False) as npz:
                 x, y = npz["X"].astype(np.float32), npz["y"].astype(int)
             for seed in seeds:
-                x_train, x_test, _, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
+                x_train, x_test, _, y_test = train_test_split(
+                    x, y, test_size=0.3, stratify=y, random_state=seed
+                )
                 for method, fit in detectors(seed, params, Path(tmp)).items():
                     times: dict = {}
                     with timer(times, "fit"):
                         score = fit(x_train)
                     scores = score(x_test)
-                    rows.append({"data": name, "seed": seed, "method": method,
-                                 "roc_auc": roc_auc_score(y_test, scores),
-                                 "ap": average_precision_score(y_test, scores), "seconds": times["fit"]})
-                    print(f"{name} seed {seed} {method}: ROC-AUC {rows[-1]['roc_auc']:.4f} "
-                          f"({times['fit']:.1f} s)", flush=True)
+                    rows.append(
+                        {
+                            "data": name,
+                            "seed": seed,
+                            "method": method,
+                            "roc_auc": roc_auc_score(y_test, scores),
+                            "ap": average_precision_score(y_test, scores),
+                            "seconds": times["fit"],
+                        }
+                    )
+                    print(
+                        f"{name} seed {seed} {method}: ROC-AUC {rows[-1]['roc_auc']:.4f} "
+                        f"({times['fit']:.1f} s)",
+                        flush=True,
+                    )
     return rows
 
 
@@ -88,8 +112,12 @@ def summary(rows: list[dict], methods: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ADBench_Classical"),
-                        help="folder with the ADBench Classical .npz files")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("/work/shared/data/ADBench_Classical"),
+        help="folder with the ADBench Classical .npz files",
+    )
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--set", action="append", default=[], help="recipe parameter key=value")
@@ -98,11 +126,20 @@ def main() -> None:
     print(machine(), flush=True)
     rows = run(args.data, args.datasets.split(","), [int(s) for s in args.seeds.split(",")], params)
     methods = ["recipe", "IForest", "ECOD"]
-    print_table(f"ROC-AUC on the test part, mean ± std over seeds {args.seeds}"
-                + (f" (recipe: {', '.join(args.set)})" if args.set else ""),
-                summary(rows, methods), ["data", *methods])
-    fit_seconds = [{"method": m, "median fit seconds": statistics.median(r["seconds"] for r in rows if r["method"] == m),
-                    "mean AP": statistics.mean(r["ap"] for r in rows if r["method"] == m)} for m in methods]
+    print_table(
+        f"ROC-AUC on the test part, mean ± std over seeds {args.seeds}"
+        + (f" (recipe: {', '.join(args.set)})" if args.set else ""),
+        summary(rows, methods),
+        ["data", *methods],
+    )
+    fit_seconds = [
+        {
+            "method": m,
+            "median fit seconds": statistics.median(r["seconds"] for r in rows if r["method"] == m),
+            "mean AP": statistics.mean(r["ap"] for r in rows if r["method"] == m),
+        }
+        for m in methods
+    ]
     print_table("Fit time and average precision", fit_seconds)
 
 

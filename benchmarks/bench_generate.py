@@ -36,19 +36,48 @@ MODELS = {
     "vae": dict(model="vae", width=32),
     "gan": dict(model="gan", width=32),
     "wgan-gp": dict(model="wgan-gp", width=32),
-    "ddpm": dict(model="ddpm", width=16, blocks=1, learning_rate=2e-3, sample_steps=50, prediction="v",
-                 grid_every=5),  # a 64-image grid costs 50 U-Net passes: one every 1,500 steps
+    "ddpm": dict(
+        model="ddpm",
+        width=16,
+        blocks=1,
+        learning_rate=2e-3,
+        sample_steps=50,
+        prediction="v",
+        grid_every=5,
+    ),  # a 64-image grid costs 50 U-Net passes: one every 1,500 steps
 }
-COLUMNS = ["model", "frechet", "confident", "coverage", "digits", "train_steps~", "fit_s", "sample_s"]
-SHARED = dict(schedule="constant", epochs=1000, steps_per_epoch=300, batch_size=64, grid_size=64, grid_every=1,
-              eval_samples=2)
+COLUMNS = [
+    "model",
+    "frechet",
+    "confident",
+    "coverage",
+    "digits",
+    "train_steps~",
+    "fit_s",
+    "sample_s",
+]
+SHARED = dict(
+    schedule="constant",
+    epochs=1000,
+    steps_per_epoch=300,
+    batch_size=64,
+    grid_size=64,
+    grid_every=1,
+    eval_samples=2,
+)
 
 
 def scores(classifier, images: np.ndarray, test_features: np.ndarray) -> dict:
-    features, probabilities = classifier_outputs(classifier.model_, images[..., None] if images.ndim == 3 else images)
+    features, probabilities = classifier_outputs(
+        classifier.model_, images[..., None] if images.ndim == 3 else images
+    )
     stats = class_statistics(probabilities, 0.9)
-    return {"frechet": frechet_distance(features, test_features), "confident": stats["confident_rate"],
-            "coverage": stats["class_coverage"], "digits": stats["classes_present"]}
+    return {
+        "frechet": frechet_distance(features, test_features),
+        "confident": stats["confident_rate"],
+        "coverage": stats["class_coverage"],
+        "digits": stats["classes_present"],
+    }
 
 
 def changes(sets: list[str], model: str) -> dict:
@@ -66,28 +95,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.mnist_arg(parser)
     parser.add_argument("--minutes", type=float, default=7.0, help="training wall time per model")
-    parser.add_argument("--models", default="vae,gan,ddpm", help=f"comma-separated: {', '.join(MODELS)}")
-    parser.add_argument("--samples", type=int, default=2000, help="generated images scored per model")
+    parser.add_argument(
+        "--models", default="vae,gan,ddpm", help=f"comma-separated: {', '.join(MODELS)}"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="generated images scored per model"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--conditional", action="store_true", help="train and sample every model per digit")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
-                        help="change one model's parameter, e.g. ddpm:width=16 (repeatable)")
-    parser.add_argument("--grids", type=Path, default=Path(__file__).parent, help="where the PNG grids go")
+    parser.add_argument(
+        "--conditional", action="store_true", help="train and sample every model per digit"
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE",
+        help="change one model's parameter, e.g. ddpm:width=16 (repeatable)",
+    )
+    parser.add_argument(
+        "--grids", type=Path, default=Path(__file__).parent, help="where the PNG grids go"
+    )
     args = parser.parse_args()
     x, y = common.load_mnist(args.mnist, "train")
     x_test, y_test = common.load_mnist(args.mnist, "test")
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
 
     classifier = ImageClassifier(epochs=3, test_split=0.0, label_smoothing=0.0, seed=args.seed).fit(
-        (x, y), work / "classifier", progress=False)
+        (x, y), work / "classifier", progress=False
+    )
     test_features, _ = classifier_outputs(classifier.model_, x_test[..., None])
     pick = np.random.default_rng(args.seed).choice(len(x), args.samples, replace=False)
     rows = [{"model": "real train images (floor)", **scores(classifier, x[pick], test_features)}]
 
     data = (x, y) if args.conditional else (x, np.zeros(len(x), np.int32))
     for name in args.models.split(","):
-        params = dict(SHARED, **MODELS[name], train_minutes=args.minutes, seed=args.seed,
-                      conditional=args.conditional, **changes(args.sets, name))
+        params = dict(
+            SHARED,
+            **MODELS[name],
+            train_minutes=args.minutes,
+            seed=args.seed,
+            conditional=args.conditional,
+            **changes(args.sets, name),
+        )
         print(f"{name}: {params}", flush=True)
         times: dict = {}
         with common.timer(times, "fit"):
@@ -96,14 +146,25 @@ def main() -> None:
             images = generator.sample(args.samples, seed=args.seed + 1)
         write_png(args.grids / f"generate_{name}.png", tile_images(images[:64], 8))
         steps = len(read_history(work / name / "history.csv")) * SHARED["steps_per_epoch"]
-        rows.append({"model": name, **scores(classifier, images, test_features),
-                     "train_steps~": steps, "fit_s": times["fit"], "sample_s": times["sample"]})
+        rows.append(
+            {
+                "model": name,
+                **scores(classifier, images, test_features),
+                "train_steps~": steps,
+                "fit_s": times["fit"],
+                "sample_s": times["sample"],
+            }
+        )
         common.print_table("so far", rows, COLUMNS)
 
     kind = "class-conditional" if args.conditional else "unconditional"
-    print(f"\nMNIST generation, {kind}, {args.minutes:g} min of training per model, {args.samples} samples; "
-          f"{common.machine()}; {common.load_average()}; runs in {work}")
-    common.print_table("Generators (Fréchet distance in classifier features; lower is better)", rows, COLUMNS)
+    print(
+        f"\nMNIST generation, {kind}, {args.minutes:g} min of training per model, {args.samples} samples; "
+        f"{common.machine()}; {common.load_average()}; runs in {work}"
+    )
+    common.print_table(
+        "Generators (Fréchet distance in classifier features; lower is better)", rows, COLUMNS
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,21 @@ from dltoolkit.core.callbacks import read_history  # noqa: E402
 from dltoolkit.data.graphs import load_planetoid  # noqa: E402
 
 SETTINGS = {
-    "gcn": {"hidden": 16, "dropout": 0.5, "attention_dropout": 0.0, "learning_rate": 0.01, "epochs": 200},
-    "gat": {"hidden": 8, "heads": 8, "dropout": 0.6, "attention_dropout": 0.6, "learning_rate": 0.005,
-            "epochs": 1000},
+    "gcn": {
+        "hidden": 16,
+        "dropout": 0.5,
+        "attention_dropout": 0.0,
+        "learning_rate": 0.01,
+        "epochs": 200,
+    },
+    "gat": {
+        "hidden": 8,
+        "heads": 8,
+        "dropout": 0.6,
+        "attention_dropout": 0.6,
+        "learning_rate": 0.005,
+        "epochs": 1000,
+    },
 }
 COMMON = {"early_stopping_patience": 100, "weight_decay": 5e-4}
 REFERENCE = {"gcn": "81.5 (Kipf & Welling 2017)", "gat": "83.0 ± 0.7 (Veličković et al. 2018)"}
@@ -50,8 +62,12 @@ def run_ours(kind: str, seed: int, data: str) -> dict:
         clf = NodeClassifier(**params).fit(data, out=Path(tmp) / "run", progress=False)
         seconds = time.perf_counter() - start
         history = read_history(Path(tmp) / "run" / "history.csv")
-    return {"accuracy": clf.metrics_["accuracy"], "ms_per_epoch": 1000 * statistics.median(
-        r["seconds"] for r in history[1:]), "epochs": len(history), "fit_seconds": seconds}
+    return {
+        "accuracy": clf.metrics_["accuracy"],
+        "ms_per_epoch": 1000 * statistics.median(r["seconds"] for r in history[1:]),
+        "epochs": len(history),
+        "fit_seconds": seconds,
+    }
 
 
 def run_pyg(kind: str, seed: int, graph) -> dict:
@@ -75,9 +91,16 @@ def run_pyg(kind: str, seed: int, graph) -> dict:
                 self.conv1 = GCNConv(x.shape[1], s["hidden"])
                 self.conv2 = GCNConv(s["hidden"], classes)
             else:
-                self.conv1 = GATConv(x.shape[1], s["hidden"], heads=s["heads"], dropout=s["attention_dropout"])
-                self.conv2 = GATConv(s["hidden"] * s["heads"], classes, heads=1, concat=False,
-                                     dropout=s["attention_dropout"])
+                self.conv1 = GATConv(
+                    x.shape[1], s["hidden"], heads=s["heads"], dropout=s["attention_dropout"]
+                )
+                self.conv2 = GATConv(
+                    s["hidden"] * s["heads"],
+                    classes,
+                    heads=1,
+                    concat=False,
+                    dropout=s["attention_dropout"],
+                )
 
         def forward(self, x, edge_index):
             x = F.dropout(x, p=s["dropout"], training=self.training)
@@ -87,7 +110,9 @@ def run_pyg(kind: str, seed: int, graph) -> dict:
             return self.conv2(x, edge_index)
 
     model = Net()
-    optimizer = torch.optim.Adam(model.parameters(), lr=s["learning_rate"], weight_decay=COMMON["weight_decay"])
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=s["learning_rate"], weight_decay=COMMON["weight_decay"]
+    )
     best, best_state, waited, times = float("inf"), None, 0, []
     for _ in range(s["epochs"]):
         start = time.perf_counter()
@@ -111,56 +136,86 @@ def run_pyg(kind: str, seed: int, graph) -> dict:
     with torch.no_grad():
         predicted = model(x, edge_index).argmax(1)
     accuracy = (predicted[masks["test"]] == y[masks["test"]]).float().mean().item()
-    return {"accuracy": accuracy, "ms_per_epoch": 1000 * statistics.median(times[1:]), "epochs": len(times)}
+    return {
+        "accuracy": accuracy,
+        "ms_per_epoch": 1000 * statistics.median(times[1:]),
+        "epochs": len(times),
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
     acc = [100 * r["accuracy"] for r in runs]
-    return {"acc": f"{statistics.mean(acc):.1f} ± {statistics.pstdev(acc):.1f}",
-            "ms": statistics.median(r["ms_per_epoch"] for r in runs),
-            "epochs": statistics.mean(r["epochs"] for r in runs),
-            "fit": statistics.mean(r["fit_seconds"] for r in runs) if "fit_seconds" in runs[0] else None}
+    return {
+        "acc": f"{statistics.mean(acc):.1f} ± {statistics.pstdev(acc):.1f}",
+        "ms": statistics.median(r["ms_per_epoch"] for r in runs),
+        "epochs": statistics.mean(r["epochs"] for r in runs),
+        "fit": statistics.mean(r["fit_seconds"] for r in runs)
+        if "fit_seconds" in runs[0]
+        else None,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--planetoid", default="/work/shared/data/planetoid")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (to split a run)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from here (to split a run)"
+    )
     parser.add_argument("--models", default="gcn,gat")
     parser.add_argument("--no-pyg", action="store_true", help="skip the PyTorch Geometric side")
     args = parser.parse_args()
     data = f"planetoid:{args.planetoid}"
     graph = load_planetoid(args.planetoid)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"load average at start {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     rows = []
     for kind in args.models.split(","):
         ours, pyg = [], []
-        for seed in range(args.first_seed, args.first_seed + args.seeds):  # alternate sides so machine load hits both alike
+        for seed in range(
+            args.first_seed, args.first_seed + args.seeds
+        ):  # alternate sides so machine load hits both alike
             ours.append(run_ours(kind, seed, data))
             if not args.no_pyg:
                 pyg.append(run_pyg(kind, seed, graph))
-            print(f"{kind} seed {seed}: ours {ours[-1]['accuracy']:.3f} "
-                  f"{ours[-1]['ms_per_epoch']:.1f} ms/epoch"
-                  + (f"; PyG {pyg[-1]['accuracy']:.3f} {pyg[-1]['ms_per_epoch']:.1f} ms/epoch" if pyg else ""),
-                  flush=True)
+            print(
+                f"{kind} seed {seed}: ours {ours[-1]['accuracy']:.3f} "
+                f"{ours[-1]['ms_per_epoch']:.1f} ms/epoch"
+                + (
+                    f"; PyG {pyg[-1]['accuracy']:.3f} {pyg[-1]['ms_per_epoch']:.1f} ms/epoch"
+                    if pyg
+                    else ""
+                ),
+                flush=True,
+            )
         a = summarise(ours)
-        row = {"model": kind, "ours_acc": a["acc"], "ours_ms": a["ms"], "ours_epochs": a["epochs"],
-               "ours_fit": a["fit"]}
+        row = {
+            "model": kind,
+            "ours_acc": a["acc"],
+            "ours_ms": a["ms"],
+            "ours_epochs": a["epochs"],
+            "ours_fit": a["fit"],
+        }
         if pyg:
             b = summarise(pyg)
             row.update(pyg_acc=b["acc"], pyg_ms=b["ms"], pyg_epochs=b["epochs"])
         rows.append(row)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}\n")
-    print("| model | dltoolkit test acc % | PyG test acc % | published | dltoolkit ms/epoch | PyG ms/epoch "
-          "| ratio | dltoolkit epochs run | PyG epochs run | dltoolkit fit s (whole run) |")
+    print(
+        "| model | dltoolkit test acc % | PyG test acc % | published | dltoolkit ms/epoch | PyG ms/epoch "
+        "| ratio | dltoolkit epochs run | PyG epochs run | dltoolkit fit s (whole run) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['ours_ms'] / r['pyg_ms']:.2f}" if "pyg_ms" in r else "-"
-        print(f"| {r['model'].upper()} | {r['ours_acc']} | {r.get('pyg_acc', '-')} | {REFERENCE[r['model']]} "
-              f"| {r['ours_ms']:.1f} | {r.get('pyg_ms', float('nan')):.1f} | {ratio} | {r['ours_epochs']:.0f} "
-              f"| {r.get('pyg_epochs', float('nan')):.0f} | {r['ours_fit']:.1f} |")
+        print(
+            f"| {r['model'].upper()} | {r['ours_acc']} | {r.get('pyg_acc', '-')} | {REFERENCE[r['model']]} "
+            f"| {r['ours_ms']:.1f} | {r.get('pyg_ms', float('nan')):.1f} | {ratio} | {r['ours_epochs']:.0f} "
+            f"| {r.get('pyg_epochs', float('nan')):.0f} | {r['ours_fit']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,15 @@ def train_worker(args) -> None:
     from dltoolkit import ImageClassifier
 
     x, y = load_mnist(args.mnist, "train")
-    clf = ImageClassifier(epochs=args.epochs, batch_size=args.batch_size, seed=0,
-                          early_stopping_patience=0, test_split=0, strategy=args.strategy)
-    clf.fit((x[:args.train, ..., None], y[:args.train]), args.out, progress=False)
+    clf = ImageClassifier(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=0,
+        early_stopping_patience=0,
+        test_split=0,
+        strategy=args.strategy,
+    )
+    clf.fit((x[: args.train, ..., None], y[: args.train]), args.out, progress=False)
 
 
 def launch(args, out: Path, workers: int, strategy: str, epochs: int) -> list[subprocess.Popen]:
@@ -52,11 +58,33 @@ def launch(args, out: Path, workers: int, strategy: str, epochs: int) -> list[su
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": ""}
         if strategy == "multi-worker":
             env["TF_CONFIG"] = local_tf_config(ports, index)
-        command = [sys.executable, __file__, "--worker", "--mnist", args.mnist, "--out", str(out),
-                   "--train", str(args.train), "--epochs", str(epochs),
-                   "--batch-size", str(args.batch_size), "--strategy", strategy]
-        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True, start_new_session=True))
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--mnist",
+            args.mnist,
+            "--out",
+            str(out),
+            "--train",
+            str(args.train),
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--strategy",
+            strategy,
+        ]
+        procs.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        )
     return procs
 
 
@@ -70,7 +98,9 @@ def wait(procs: list[subprocess.Popen], seconds: float = WAIT) -> list[int]:
             os.killpg(proc.pid, signal.SIGKILL)
             _, err = proc.communicate()
         if proc.returncode:
-            print(f"process {proc.args[-1]} exited {proc.returncode}: {err[-1500:]}", file=sys.stderr)
+            print(
+                f"process {proc.args[-1]} exited {proc.returncode}: {err[-1500:]}", file=sys.stderr
+            )
         codes.append(proc.returncode)
     return codes
 
@@ -92,10 +122,16 @@ def throughput(args, root: Path, label: str, workers: int, strategy: str) -> dic
     rows = history(out)
     steps = -(-round(args.train * 0.9) // args.batch_size)  # 10% is held out for validation
     epoch = median([r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]])
-    return {"setup": label, "processes": workers, "steps/epoch": steps,
-            "epoch s (median after 1st)": epoch, "steps/s": steps / epoch,
-            "images/s": steps * args.batch_size / epoch, "job wall s": wall,
-            "val accuracy": rows[-1].get("val_accuracy", float("nan"))}
+    return {
+        "setup": label,
+        "processes": workers,
+        "steps/epoch": steps,
+        "epoch s (median after 1st)": epoch,
+        "steps/s": steps / epoch,
+        "images/s": steps * args.batch_size / epoch,
+        "job wall s": wall,
+        "val accuracy": rows[-1].get("val_accuracy", float("nan")),
+    }
 
 
 def recovery(args, root: Path) -> dict:
@@ -124,14 +160,17 @@ def recovery(args, root: Path) -> dict:
     first_step = history_file.stat().st_mtime - first["seconds"]
     codes = wait(procs)
     rows = history(out)
-    return {"epochs logged at kill": logged, "chief exit code": chief_code,
-            "kill to chief exit s": detected - killed,
-            "restart to first new step s": first_step - restarted,
-            "kill to first new step s": first_step - killed,
-            "resumed at epoch": int(first["epoch"]),
-            "epochs in history": f"{[int(r['epoch']) for r in rows] == list(range(1, epochs + 1))} "
-                                 f"({len(rows)}/{epochs})",
-            "restart exit codes": codes}
+    return {
+        "epochs logged at kill": logged,
+        "chief exit code": chief_code,
+        "kill to chief exit s": detected - killed,
+        "restart to first new step s": first_step - restarted,
+        "kill to first new step s": first_step - killed,
+        "resumed at epoch": int(first["epoch"]),
+        "epochs in history": f"{[int(r['epoch']) for r in rows] == list(range(1, epochs + 1))} "
+        f"({len(rows)}/{epochs})",
+        "restart exit codes": codes,
+    }
 
 
 def all_reduce_sizes(root: Path) -> list[dict]:
@@ -143,10 +182,15 @@ def all_reduce_sizes(root: Path) -> list[dict]:
     rows = []
     for name in ("ImageClassifier", "Forecaster", "AnomalyDetector", "NodeClassifier"):
         recipe_cls = getattr(dltoolkit, name)
-        recipe = recipe_cls(epochs=1, strategy="cpu").fit(out=root / f"params-{name}", progress=False)
+        recipe = recipe_cls(epochs=1, strategy="cpu").fit(
+            out=root / f"params-{name}", progress=False
+        )
         rows.append(_size_row(f"{name} default on '{recipe_cls.default_data}'", recipe.model_))
-    for backbone, shape in (("efficientnetv2-b0", (224, 224, 3)), ("resnet50", (224, 224, 3)),
-                            ("vit-b16", (224, 224, 3))):
+    for backbone, shape in (
+        ("efficientnetv2-b0", (224, 224, 3)),
+        ("resnet50", (224, 224, 3)),
+        ("vit-b16", (224, 224, 3)),
+    ):
         model = build_image_model(backbone, shape, 1000, weights=None).model
         rows.append(_size_row(f"ImageClassifier {backbone}, 1000 classes (fine-tuning all)", model))
     return rows + built_model_sizes()
@@ -165,17 +209,32 @@ def built_model_sizes() -> list[dict]:
     from dltoolkit.tasks.summarizer import SummarizerConfig
 
     g, s, digits = GeneratorConfig(), SummarizerConfig(), (16, 16, 1)
-    summarizer = Seq2SeqTransformer(s.vocabulary_size, s.max_source_length, s.max_target_length,
-                                    d_model=s.d_model, layers_=s.layers, heads=s.heads, ff_dim=s.ff_dim,
-                                    dropout=s.dropout, positions=s.positions, pad_id=0)
+    summarizer = Seq2SeqTransformer(
+        s.vocabulary_size,
+        s.max_source_length,
+        s.max_target_length,
+        d_model=s.d_model,
+        layers_=s.layers,
+        heads=s.heads,
+        ff_dim=s.ff_dim,
+        dropout=s.dropout,
+        positions=s.positions,
+        pad_id=0,
+    )
     ids = np.ones((1, 4), np.int32)
     summarizer({"source": ids, "target": ids})
     return [
-        _size_row("ImageGenerator ddpm (default) on 'digits'",
-                  DDPM(digits, 0, g.width, timesteps=g.timesteps, blocks=g.blocks).network),
-        _size_row("ImageGenerator vae on 'digits'", ConvVAE(digits, 0, g.width, LATENT_DIMS["vae"])),
-        _size_row("ImageGenerator gan (generator + discriminator) on 'digits'",
-                  GAN(digits, 0, g.width, LATENT_DIMS["gan"])),
+        _size_row(
+            "ImageGenerator ddpm (default) on 'digits'",
+            DDPM(digits, 0, g.width, timesteps=g.timesteps, blocks=g.blocks).network,
+        ),
+        _size_row(
+            "ImageGenerator vae on 'digits'", ConvVAE(digits, 0, g.width, LATENT_DIMS["vae"])
+        ),
+        _size_row(
+            "ImageGenerator gan (generator + discriminator) on 'digits'",
+            GAN(digits, 0, g.width, LATENT_DIMS["gan"]),
+        ),
         _size_row(f"Summarizer transformer (default), {s.vocabulary_size} wordpieces", summarizer),
     ]
 
@@ -191,7 +250,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=9000, help="MNIST training images used")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of every setup (medians reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of every setup (medians reported)"
+    )
     parser.add_argument("--no-recovery", action="store_true", help="skip the kill/restart run")
     parser.add_argument("--no-params", action="store_true", help="skip the all-reduce size table")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -204,20 +265,38 @@ def main() -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="bench-multiworker-") as tmp:
         root = Path(tmp)
-        setups = [("1 process, cpu", 1, "cpu"), ("1 worker, multi-worker", 1, "multi-worker"),
-                  ("2 workers, multi-worker", 2, "multi-worker")]
-        runs = [throughput(args, root / f"repeat{r}", *setup)
-                for r in range(args.repeats) for setup in setups]  # interleaved, so load hits all
-        print_table(f"Throughput: small-cnn, MNIST first {args.train}, global batch {args.batch_size}, "
-                    f"{args.epochs} epochs (every run)", runs)
+        setups = [
+            ("1 process, cpu", 1, "cpu"),
+            ("1 worker, multi-worker", 1, "multi-worker"),
+            ("2 workers, multi-worker", 2, "multi-worker"),
+        ]
+        runs = [
+            throughput(args, root / f"repeat{r}", *setup)
+            for r in range(args.repeats)
+            for setup in setups
+        ]  # interleaved, so load hits all
+        print_table(
+            f"Throughput: small-cnn, MNIST first {args.train}, global batch {args.batch_size}, "
+            f"{args.epochs} epochs (every run)",
+            runs,
+        )
         if args.repeats > 1:
-            print_table("Throughput, median over repeats", [
-                {"setup": label, "steps/s": median([r["steps/s"] for r in runs if r["setup"] == label]),
-                 "images/s": median([r["images/s"] for r in runs if r["setup"] == label])}
-                for label, _, _ in setups])
+            print_table(
+                "Throughput, median over repeats",
+                [
+                    {
+                        "setup": label,
+                        "steps/s": median([r["steps/s"] for r in runs if r["setup"] == label]),
+                        "images/s": median([r["images/s"] for r in runs if r["setup"] == label]),
+                    }
+                    for label, _, _ in setups
+                ],
+            )
         if not args.no_recovery:
-            print_table("Recovery from a killed worker (2 workers)",
-                        [recovery(args, root / f"repeat{r}") for r in range(args.repeats)])
+            print_table(
+                "Recovery from a killed worker (2 workers)",
+                [recovery(args, root / f"repeat{r}") for r in range(args.repeats)],
+            )
         if not args.no_params:
             print_table("All-reduce size per step (float32 gradients)", all_reduce_sizes(root))
     print(f"load after: {os.getloadavg()}")

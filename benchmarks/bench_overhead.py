@@ -46,23 +46,33 @@ def train_plain(config, train: ImageSet, val: ImageSet, shape) -> keras.Model:
     keras.utils.set_random_seed(config.seed)
     x, xv = prepare_array(train.images, shape), prepare_array(val.images, shape)
     y, yv = (keras.utils.to_categorical(s.labels, NUM_CLASSES) for s in (train, val))
-    model = build_image_model(config.backbone, shape, NUM_CLASSES, weights=None,
-                              dropout=config.dropout).model
+    model = build_image_model(
+        config.backbone, shape, NUM_CLASSES, weights=None, dropout=config.dropout
+    ).model
     steps = math.ceil(len(x) / config.batch_size)
     model.compile(
         optimizer=build_optimizer(config, steps, config.epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-              validation_data=(xv, yv), verbose=0)
+    model.fit(
+        x,
+        y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        shuffle=True,
+        validation_data=(xv, yv),
+        verbose=0,
+    )
     return model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.mnist_arg(parser)
-    parser.add_argument("--train", type=int, default=20000, help="first N MNIST train images (default 20000)")
+    parser.add_argument(
+        "--train", type=int, default=20000, help="first N MNIST train images (default 20000)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--val-split", type=float, default=0.1)
@@ -73,17 +83,27 @@ def main() -> None:
     x, y = common.load_mnist(args.mnist, "train")
     x, y = x[: args.train, ..., None], y[: args.train]
     x_test, y_test = common.load_mnist(args.mnist, "test")
-    params = dict(epochs=args.epochs, batch_size=args.batch_size, augment="none",
-                  val_split=args.val_split, test_split=0.0, seed=args.seed)
+    params = dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        augment="none",
+        val_split=args.val_split,
+        test_split=0.0,
+        seed=args.seed,
+    )
     config = ImageClassifier(**params).config
-    splits = split_stratified(ImageSet(labels=y.astype(np.int32), images=x),
-                              {"val": args.val_split}, args.seed)
+    splits = split_stratified(
+        ImageSet(labels=y.astype(np.int32), images=x), {"val": args.val_split}, args.seed
+    )
     train, val = splits["train"], splits["val"]
     shape = recipe_shape(config, train)
     test_x = prepare_array(x_test, shape)
     print(f"machine: {common.machine()}")
-    print(f"data: MNIST train[:{args.train}] -> train {len(train)}, val {len(val)}; "
-          f"test {len(x_test)}; input {shape}; params {params}", flush=True)
+    print(
+        f"data: MNIST train[:{args.train}] -> train {len(train)}, val {len(val)}; "
+        f"test {len(x_test)}; input {shape}; params {params}",
+        flush=True,
+    )
 
     # Warm-up (TF start-up, thread pools, kernels), not reported.
     keras.backend.clear_session()
@@ -93,7 +113,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         for i in range(args.repeats):
-            for side in (("plain", "recipe") if i % 2 == 0 else ("recipe", "plain")):
+            for side in ("plain", "recipe") if i % 2 == 0 else ("recipe", "plain"):
                 keras.backend.clear_session()
                 load = common.load_average()
                 if side == "plain":
@@ -107,14 +127,39 @@ def main() -> None:
                     times = common.timed_fit(clf, (x, y), Path(tmp) / f"run{i}")
                     assert clf.image_shape_ == shape, (clf.image_shape_, shape)
                     accuracy = clf.evaluate((x_test, y_test))["accuracy"]
-                rows.append({"run": len(rows) + 1, "side": side, "test accuracy": accuracy,
-                             "load before": load, **times})
-                print(f"  run {len(rows)} {side}: train {times['train']:.1f}s, fit {times['fit']:.1f}s, "
-                      f"test accuracy {accuracy:.4f} ({load})", flush=True)
+                rows.append(
+                    {
+                        "run": len(rows) + 1,
+                        "side": side,
+                        "test accuracy": accuracy,
+                        "load before": load,
+                        **times,
+                    }
+                )
+                print(
+                    f"  run {len(rows)} {side}: train {times['train']:.1f}s, fit {times['fit']:.1f}s, "
+                    f"test accuracy {accuracy:.4f} ({load})",
+                    flush=True,
+                )
 
-    common.print_table("Runs (seconds; _cpu: CPU seconds of all threads)", rows, [
-        "run", "side", "test accuracy", "load before", "train", "train_cpu", "fit", "fit_cpu",
-        "prepare", "evaluate", "save", "other"])
+    common.print_table(
+        "Runs (seconds; _cpu: CPU seconds of all threads)",
+        rows,
+        [
+            "run",
+            "side",
+            "test accuracy",
+            "load before",
+            "train",
+            "train_cpu",
+            "fit",
+            "fit_cpu",
+            "prepare",
+            "evaluate",
+            "save",
+            "other",
+        ],
+    )
     common.print_table(f"Summary (median of {args.repeats} runs per side)", summarize(rows))
 
 
@@ -123,28 +168,44 @@ def summarize(rows: list[dict]) -> list[dict]:
 
     The minimum is the run least disturbed by other processes on a shared machine.
     """
+
     def stats(side, key):
         values = [r[key] for r in rows if r["side"] == side]
         cpu = [r[f"{key}_cpu"] for r in rows if r["side"] == side]
-        return {"median wall s": common.median(values), "min wall s": min(values),
-                "median CPU s": common.median(cpu)}
+        return {
+            "median wall s": common.median(values),
+            "min wall s": min(values),
+            "median CPU s": common.median(cpu),
+        }
 
     def ratio(a, b):
         return {k: a[k] / b[k] for k in a}
 
-    plain, recipe_train, recipe_fit = stats("plain", "train"), stats("recipe", "train"), stats("recipe", "fit")
+    plain, recipe_train, recipe_fit = (
+        stats("plain", "train"),
+        stats("recipe", "train"),
+        stats("recipe", "fit"),
+    )
     out = [
         {"measure": "plain Keras: build + fit", **plain},
         {"measure": "recipe: _train (datasets, model, fit with callbacks)", **recipe_train},
         {"measure": "recipe: whole fit()", **recipe_fit},
-        *({"measure": f"recipe fixed cost: {k}", **stats("recipe", k)}
-          for k in ("prepare", "evaluate", "save", "other")),
+        *(
+            {"measure": f"recipe fixed cost: {k}", **stats("recipe", k)}
+            for k in ("prepare", "evaluate", "save", "other")
+        ),
         {"measure": "ratio recipe _train / plain", **ratio(recipe_train, plain)},
         {"measure": "ratio recipe fit() / plain (target <= 1.05)", **ratio(recipe_fit, plain)},
     ]
     for side in ("plain", "recipe"):
-        out.append({"measure": f"test accuracy {side} (median)",
-                    "median wall s": common.median(r["test accuracy"] for r in rows if r["side"] == side)})
+        out.append(
+            {
+                "measure": f"test accuracy {side} (median)",
+                "median wall s": common.median(
+                    r["test accuracy"] for r in rows if r["side"] == side
+                ),
+            }
+        )
     return out
 
 

@@ -75,7 +75,9 @@ def compiled_model(config, shape, steps: int) -> keras.Model:
     The default `epochs` is None (the recipe picks it from the data size); the schedule's
     length does not change the speed of a step, so one epoch stands in for it.
     """
-    model = build_image_model(config.backbone, shape, 10, weights=None, dropout=config.dropout).model
+    model = build_image_model(
+        config.backbone, shape, 10, weights=None, dropout=config.dropout
+    ).model
     model.compile(
         optimizer=build_optimizer(config, steps, config.epochs or 1),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -87,9 +89,15 @@ def compiled_model(config, shape, steps: int) -> keras.Model:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.mnist_arg(parser)
-    parser.add_argument("--images", type=int, default=10000, help="number of JPEG files (default 10000)")
-    parser.add_argument("--large-images", type=int, default=4000,
-                        help="number of JPEG files in the large case (default 4000; it trains slower)")
+    parser.add_argument(
+        "--images", type=int, default=10000, help="number of JPEG files (default 10000)"
+    )
+    parser.add_argument(
+        "--large-images",
+        type=int,
+        default=4000,
+        help="number of JPEG files in the large case (default 4000; it trains slower)",
+    )
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
 
@@ -97,8 +105,11 @@ def main() -> None:
     bs = config.batch_size
     x, y = common.load_mnist(args.mnist, "train")
     print(f"machine: {common.machine()}")
-    print(f"MNIST images as JPEG files: {args.images} (mnist case), {args.large_images} (large case); "
-          f"batch size {bs}", flush=True)
+    print(
+        f"MNIST images as JPEG files: {args.images} (mnist case), {args.large_images} (large case); "
+        f"batch size {bs}",
+        flush=True,
+    )
 
     rows, summary = [], []
     for name in args.cases:
@@ -113,8 +124,16 @@ def main() -> None:
             n = len(images)
 
             def pipeline(augment=None, cache=False, images=images, shape=shape):
-                return make_dataset(images, shape, bs, training=True, num_classes=10,
-                                    seed=config.seed, augment=augment, cache=cache)
+                return make_dataset(
+                    images,
+                    shape,
+                    bs,
+                    training=True,
+                    num_classes=10,
+                    seed=config.seed,
+                    augment=augment,
+                    cache=cache,
+                )
 
             augment = build_augmenter(config.augment, flip=config.flip, seed=config.seed)
             plain = pass_rate(pipeline(), n)
@@ -127,8 +146,14 @@ def main() -> None:
             training = fit_rate(model, bs, steps, x=arrays, y=labels, batch_size=bs)
             e2e = fit_rate(model, bs, steps, x=pipeline(augment).repeat(), shuffle=False)
             # the recipe's default: decoded images cached in memory; measured after a full pass
-            cached = fit_rate(model, bs, steps, warmup=steps + 1, shuffle=False,
-                            x=pipeline(augment, cache=None).repeat())
+            cached = fit_rate(
+                model,
+                bs,
+                steps,
+                warmup=steps + 1,
+                shuffle=False,
+                x=pipeline(augment, cache=None).repeat(),
+            )
         measured = {
             "load_image_source: scan + check files": rates(times, "scan", n),
             "pipeline: read, decode, resize, batch": plain,
@@ -139,14 +164,18 @@ def main() -> None:
         }
         rows += [{"case": case, "measure": k, **v} for k, v in measured.items()]
         speed = training["images/s"]
-        summary.append({
-            "case": case,
-            "pipeline / training": plain["images/s"] / speed,
-            "pipeline+augment / training": augmented["images/s"] / speed,
-            "end-to-end / training": e2e["images/s"] / speed,
-            "end-to-end cached / training": cached["images/s"] / speed,
-            "pipeline+augment faster than training": "yes" if augmented["images/s"] > speed else "NO",
-        })
+        summary.append(
+            {
+                "case": case,
+                "pipeline / training": plain["images/s"] / speed,
+                "pipeline+augment / training": augmented["images/s"] / speed,
+                "end-to-end / training": e2e["images/s"] / speed,
+                "end-to-end cached / training": cached["images/s"] / speed,
+                "pipeline+augment faster than training": "yes"
+                if augmented["images/s"] > speed
+                else "NO",
+            }
+        )
         print(f"  done {case}", flush=True)
     common.print_table("Throughput (images per wall second; CPU ms per image, all threads)", rows)
     common.print_table("Ratios (target: pipeline / training > 1)", summary)

@@ -27,16 +27,33 @@ from dltoolkit import Summarizer
 from dltoolkit.data.text import read_pairs
 from dltoolkit.models.pretrained_seq2seq import random_bart_preset
 
-TRANSFORMER = {"d_model": 128, "layers": 2, "heads": 4, "ff_dim": 512, "dropout": 0.1,
-               "vocabulary_size": 4000, "max_source_length": 256, "max_target_length": 64,
-               "batch_size": 32, "learning_rate": 1.5e-3, "warmup_epochs": 0.5,
-               "schedule": "inverse-sqrt", "label_smoothing": 0.1, "no_repeat_ngram": 3,
-               "lead_sentences": 3, "val_split": 0.02, "eval_samples": 100,
-               "early_stopping_patience": 0, "epochs": 100}
+TRANSFORMER = {
+    "d_model": 128,
+    "layers": 2,
+    "heads": 4,
+    "ff_dim": 512,
+    "dropout": 0.1,
+    "vocabulary_size": 4000,
+    "max_source_length": 256,
+    "max_target_length": 64,
+    "batch_size": 32,
+    "learning_rate": 1.5e-3,
+    "warmup_epochs": 0.5,
+    "schedule": "inverse-sqrt",
+    "label_smoothing": 0.1,
+    "no_repeat_ngram": 3,
+    "lead_sentences": 3,
+    "val_split": 0.02,
+    "eval_samples": 100,
+    "early_stopping_patience": 0,
+    "epochs": 100,
+}
 COLUMNS = ("rouge1", "rouge2", "rougeL")
 
 
-def budget_run(folder: Path, out: Path, minutes: float, snapshot: float | None, overrides: dict) -> list[dict]:
+def budget_run(
+    folder: Path, out: Path, minutes: float, snapshot: float | None, overrides: dict
+) -> list[dict]:
     params = {**TRANSFORMER, "train_minutes": minutes, "snapshot_minutes": snapshot, **overrides}
     dev = read_pairs(folder / "dialogsum.dev.jsonl", "dialogue", "summary")
     model = Summarizer(text_field="dialogue", summary_field="summary", **params)
@@ -51,11 +68,18 @@ def budget_run(folder: Path, out: Path, minutes: float, snapshot: float | None, 
         model.load_snapshot(snapshot)
         rows.append(_row(f"Transformer, {snapshot:g} min", model.evaluate(dev)))
     rows.append(_row(f"Transformer, {minutes:g} min budget ({epochs} epochs)", final))
-    rows.append({"model": f"Lead-{params['lead_sentences']}", **{k: final[f"lead_{k}"] for k in COLUMNS},
-                 "mean words": final["lead_mean_words"]})
+    rows.append(
+        {
+            "model": f"Lead-{params['lead_sentences']}",
+            **{k: final[f"lead_{k}"] for k in COLUMNS},
+            "mean words": final["lead_mean_words"],
+        }
+    )
     rows.append({"model": "reference", "mean words": final["reference_mean_words"]})
-    print(f"fit: wall {times['fit']:.0f}s, CPU {times['fit_cpu']:.0f}s; dev decoding+scoring: "
-          f"wall {times['dev']:.0f}s, CPU {times['dev_cpu']:.0f}s")
+    print(
+        f"fit: wall {times['fit']:.0f}s, CPU {times['fit_cpu']:.0f}s; dev decoding+scoring: "
+        f"wall {times['dev']:.0f}s, CPU {times['dev_cpu']:.0f}s"
+    )
     return rows
 
 
@@ -64,23 +88,43 @@ def tiny_bart_run(folder: Path, out: Path, pairs: int, epochs: int) -> list[dict
     dev = read_pairs(folder / "dialogsum.dev.jsonl", "dialogue", "summary").take(range(50))
     times: dict = {}
     with timer(times, "preset"):
-        preset = random_bart_preset(out / "tiny_bart", train.texts + train.summaries,
-                                    vocabulary_size=2000, hidden_dim=64, layers=2, heads=2, max_length=256)
-    model = Summarizer(preset=str(preset), epochs=epochs, batch_size=16, learning_rate=1e-3,
-                       max_source_length=256, max_target_length=48, eval_samples=50,
-                       no_repeat_ngram=3, val_split=0.1, early_stopping_patience=0)
+        preset = random_bart_preset(
+            out / "tiny_bart",
+            train.texts + train.summaries,
+            vocabulary_size=2000,
+            hidden_dim=64,
+            layers=2,
+            heads=2,
+            max_length=256,
+        )
+    model = Summarizer(
+        preset=str(preset),
+        epochs=epochs,
+        batch_size=16,
+        learning_rate=1e-3,
+        max_source_length=256,
+        max_target_length=48,
+        eval_samples=50,
+        no_repeat_ngram=3,
+        val_split=0.1,
+        early_stopping_patience=0,
+    )
     with timer(times, "fit"):
         model.fit(train, out=out / "run", overwrite=True, progress=True)
     with timer(times, "dev"):
         metrics = model.evaluate(dev)
     with timer(times, "export"):
         exported = model.export()
-    print(f"tiny BART preset {preset}: built in {times['preset']:.0f}s; fine-tuned {epochs} epochs on "
-          f"{pairs} pairs in {times['fit']:.0f}s (CPU {times['fit_cpu']:.0f}s); 50 dev dialogues scored "
-          f"in {times['dev']:.0f}s; exported to {exported} in {times['export']:.0f}s")
+    print(
+        f"tiny BART preset {preset}: built in {times['preset']:.0f}s; fine-tuned {epochs} epochs on "
+        f"{pairs} pairs in {times['fit']:.0f}s (CPU {times['fit_cpu']:.0f}s); 50 dev dialogues scored "
+        f"in {times['dev']:.0f}s; exported to {exported} in {times['export']:.0f}s"
+    )
     print("example:", model.predict(text=dev.texts[0])[0]["summary"][:200])
-    return [_row(f"random tiny BART, fine-tuned {epochs} epochs (not a target)", metrics),
-            {"model": "Lead-3", **{k: metrics[f"lead_{k}"] for k in COLUMNS}}]
+    return [
+        _row(f"random tiny BART, fine-tuned {epochs} epochs (not a target)", metrics),
+        {"model": "Lead-3", **{k: metrics[f"lead_{k}"] for k in COLUMNS}},
+    ]
 
 
 def _history(out: Path) -> list[dict]:
@@ -90,7 +134,11 @@ def _history(out: Path) -> list[dict]:
 
 
 def _row(name: str, metrics: dict) -> dict:
-    return {"model": name, **{k: metrics[k] for k in COLUMNS}, "mean words": metrics["summary_mean_words"]}
+    return {
+        "model": name,
+        **{k: metrics[k] for k in COLUMNS},
+        "mean words": metrics["summary_mean_words"],
+    }
 
 
 def print_table(rows: list[dict]) -> None:
@@ -102,18 +150,27 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("data", type=Path, help="the DialogSum folder (dialogsum.train/dev.jsonl)")
     parser.add_argument("--minutes", type=float, default=60, help="training wall-time budget")
-    parser.add_argument("--snapshot", type=float, default=15, help="also report the weights at this minute")
+    parser.add_argument(
+        "--snapshot", type=float, default=15, help="also report the weights at this minute"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-summarize"))
-    parser.add_argument("--set", nargs="*", default=[], help="Transformer overrides key=value (JSON values)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="Transformer overrides key=value (JSON values)"
+    )
     parser.add_argument("--tiny-bart", action="store_true", help="run the fine-tuning path instead")
     parser.add_argument("--bart-pairs", type=int, default=400)
     parser.add_argument("--bart-epochs", type=int, default=2)
     args = parser.parse_args()
-    print(f"{platform.node()}: {os.cpu_count()} CPU cores, load average {os.getloadavg()} at start "
-          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", flush=True)
+    print(
+        f"{platform.node()}: {os.cpu_count()} CPU cores, load average {os.getloadavg()} at start "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        flush=True,
+    )
     if args.tiny_bart:
         rows = tiny_bart_run(args.data, args.out, args.bart_pairs, args.bart_epochs)
     else:

@@ -69,8 +69,12 @@ def timed_fit(clf, data, out) -> dict:
     the instance's methods; the recipe itself is not changed.
     """
     times: dict = {}
-    for step, method in (("prepare", "_prepare"), ("train", "_train"),
-                         ("evaluate", "_evaluate_prepared"), ("save", "save")):
+    for step, method in (
+        ("prepare", "_prepare"),
+        ("train", "_train"),
+        ("evaluate", "_evaluate_prepared"),
+        ("save", "save"),
+    ):
         original = getattr(clf, method)
 
         def wrapped(*args, _original=original, _step=step, **kwargs):
@@ -84,7 +88,8 @@ def timed_fit(clf, data, out) -> dict:
         delattr(clf, method)  # back to the class's methods
     for suffix in ("", "_cpu"):
         times[f"other{suffix}"] = times[f"fit{suffix}"] - sum(
-            times.get(k + suffix, 0.0) for k in ("prepare", "train", "evaluate", "save"))
+            times.get(k + suffix, 0.0) for k in ("prepare", "train", "evaluate", "save")
+        )
     return times
 
 
@@ -129,9 +134,11 @@ def machine() -> str:
     except (ValueError, OSError):
         mem = "? GiB"
     gpus = len(tf.config.list_physical_devices("GPU"))
-    return (f"{cpu}, {os.cpu_count()} cores, {mem}, {gpus} GPU, {load_average()}; "
-            f"Python {platform.python_version()}, TF {tf.__version__}, Keras {keras.__version__}; "
-            f"{revision()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem}, {gpus} GPU, {load_average()}; "
+        f"Python {platform.python_version()}, TF {tf.__version__}, Keras {keras.__version__}; "
+        f"{revision()}"
+    )
 
 
 def revision() -> str:
@@ -139,12 +146,14 @@ def revision() -> str:
     import subprocess
 
     def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1],
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True
+        ).stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "dltoolkit")
     return f"dltoolkit at commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (
-        " + uncommitted changes in dltoolkit/" if dirty else "")
+        " + uncommitted changes in dltoolkit/" if dirty else ""
+    )
 
 
 def load_average() -> str:
@@ -153,5 +162,8 @@ def load_average() -> str:
 
 
 def mnist_arg(parser) -> None:
-    parser.add_argument("--mnist", required=True,
-                        help="folder with the MNIST IDX gz files (train-images-idx3-ubyte.gz, ...)")
+    parser.add_argument(
+        "--mnist",
+        required=True,
+        help="folder with the MNIST IDX gz files (train-images-idx3-ubyte.gz, ...)",
+    )

@@ -56,5 +56,9 @@ def dltoolkit_command() -> list[str]:
 def run_cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     """Run the installed `dltoolkit` entry point in a fresh process, as a user would."""
     return subprocess.run(
-        [*dltoolkit_command(), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+        [*dltoolkit_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
     )

@@ -26,12 +26,30 @@ def start(command: str, out: Path, ports: list[int], index: int, *args) -> subpr
     """Worker `index` of the job on `ports`."""
     scratch = out.parent / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CONFIG": local_tf_config(ports, index), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TMPDIR": str(scratch)}
-    argv = [*dltoolkit_command(), command, "--strategy", "multi-worker", "--out", str(out), "--json",
-            *map(str, args)]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    env = {
+        **os.environ,
+        "TF_CONFIG": local_tf_config(ports, index),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TMPDIR": str(scratch),
+    }
+    argv = [
+        *dltoolkit_command(),
+        command,
+        "--strategy",
+        "multi-worker",
+        "--out",
+        str(out),
+        "--json",
+        *map(str, args),
+    ]
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def start_job(command: str, out: Path, *args, workers: int = 2) -> list[subprocess.Popen]:

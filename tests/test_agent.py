@@ -40,13 +40,23 @@ def random_return(env_id: str, episodes: int, seed: int, options=None) -> float:
     def policy(obs):
         return np.array([rng.integers(space.n) for _ in obs])
 
-    return summarize(play(policy, env_id, options or {}, evaluation_seeds(seed, episodes), np.float32))["mean_return"]
+    return summarize(
+        play(policy, env_id, options or {}, evaluation_seeds(seed, episodes), np.float32)
+    )["mean_return"]
 
 
 def test_ppo_on_cartpole_learns_and_writes_a_run(cartpole):
     agent, out = cartpole
-    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json",
-                 "report.html", "checkpoints/agent.npz", "plots/learning_curve.png"):
+    for name in (
+        "recipe.toml",
+        "model.keras",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "report.html",
+        "checkpoints/agent.npz",
+        "plots/learning_curve.png",
+    ):
         assert (out / name).is_file(), name
     m = agent.metrics_
     baseline = random_return("CartPole-v1", 10, seed=3)
@@ -70,8 +80,9 @@ def test_evaluate_repeats_the_final_evaluation_and_load_acts_identically(cartpol
     observations = np.random.default_rng(0).normal(0, 0.5, (64, 4)).astype(np.float32)
     rows, loaded_rows = agent.predict(observations), loaded.predict(observations)
     assert [r["action"] for r in rows] == [r["action"] for r in loaded_rows]
-    np.testing.assert_allclose([r["probabilities"] for r in rows],
-                               [r["probabilities"] for r in loaded_rows], rtol=1e-6)
+    np.testing.assert_allclose(
+        [r["probabilities"] for r in rows], [r["probabilities"] for r in loaded_rows], rtol=1e-6
+    )
     assert {r["action"] for r in rows} == {0, 1}
     assert loaded.evaluate(episodes=5) == agent.evaluate(episodes=5)
 
@@ -103,8 +114,12 @@ def test_exported_policy_reaches_the_same_return_in_a_fresh_tensorflow_only_proc
     agent, out = cartpole
     path = agent.export()
     seeds = evaluation_seeds(3, 5)
-    served = subprocess.run([sys.executable, "-c", PLAY_EXPORTED, str(path), "CartPole-v1",
-                             json.dumps(seeds)], capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", PLAY_EXPORTED, str(path), "CartPole-v1", json.dumps(seeds)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     assert result["keys"] == ["actions", "probabilities"]
@@ -118,8 +133,20 @@ def test_cli_evaluate_and_predict_render_a_gif(cartpole, tmp_path, capsys):
     metrics = json.loads(stdout)
     assert metrics["episodes"] == 4 and metrics["std_return"] >= 0
     gif = tmp_path / "episodes.gif"
-    code, stdout, err = cli(capsys, "predict", out, "--episodes", "1", "--render", "rgb",
-                            "--out", gif, "--seed", "7", "--json")
+    code, stdout, err = cli(
+        capsys,
+        "predict",
+        out,
+        "--episodes",
+        "1",
+        "--render",
+        "rgb",
+        "--out",
+        gif,
+        "--seed",
+        "7",
+        "--json",
+    )
     assert code == 0, err
     rows = json.loads(stdout)
     assert [r["episode"] for r in rows] == [1] and rows[0]["gif"] == str(gif)
@@ -132,8 +159,16 @@ def test_cli_evaluate_and_predict_render_a_gif(cartpole, tmp_path, capsys):
 
 def test_q_learning_solves_frozen_lake_and_serves_state_indices(tmp_path):
     options = "is_slippery=false"
-    agent = Agent(env="FrozenLake-v1", algo="q-learning", env_options=options, steps=20_000,
-                  exploration_fraction=0.5, gamma=0.95, eval_every=0, eval_episodes=10)
+    agent = Agent(
+        env="FrozenLake-v1",
+        algo="q-learning",
+        env_options=options,
+        steps=20_000,
+        exploration_fraction=0.5,
+        gamma=0.95,
+        eval_every=0,
+        eval_episodes=10,
+    )
     agent.fit(out=tmp_path / "lake", progress=False)
     assert agent.metrics_["mean_return"] == 1.0
     assert random_return("FrozenLake-v1", 10, 0, {"is_slippery": False}) < 0.5
@@ -146,8 +181,9 @@ def test_sarsa_learns_a_users_own_registered_environment(tmp_path, monkeypatch):
     package = tmp_path / "my_pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "envs.py").write_text(textwrap.dedent(
-        """
+    (package / "envs.py").write_text(
+        textwrap.dedent(
+            """
         import gymnasium as gym
 
         class Corridor(gym.Env):
@@ -166,19 +202,44 @@ def test_sarsa_learns_a_users_own_registered_environment(tmp_path, monkeypatch):
                 return self.at, (1.0 if done else -0.1), done, False, {}
 
         gym.register("Corridor-v0", entry_point=Corridor, max_episode_steps=50)
-        """))
+        """
+        )
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    agent = Agent(env="my_pkg.envs:Corridor-v0", algo="sarsa", steps=6000, n_envs=4,
-                  exploration_fraction=0.5, eval_every=0, eval_episodes=3)
+    agent = Agent(
+        env="my_pkg.envs:Corridor-v0",
+        algo="sarsa",
+        steps=6000,
+        n_envs=4,
+        exploration_fraction=0.5,
+        eval_every=0,
+        eval_episodes=3,
+    )
     agent.fit(out=tmp_path / "corridor", progress=False)
     assert agent.metrics_["mean_return"] == pytest.approx(0.6)  # the shortest path: 5 steps
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "lake"
-    command = [sys.executable, "-m", "dltoolkit", "train-agent", "--env", "FrozenLake-v1",
-               "--algo", "q-learning", "--steps", "50000000", "--eval-every", "2000",
-               "--n-envs", "1", "--out", str(out), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "dltoolkit",
+        "train-agent",
+        "--env",
+        "FrozenLake-v1",
+        "--algo",
+        "q-learning",
+        "--steps",
+        "50000000",
+        "--eval-every",
+        "2000",
+        "--n-envs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -201,19 +262,22 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, capsys):
     assert read_recipe_file(out)["params"]["env"] == "FrozenLake-v1"
 
 
-@pytest.mark.parametrize(("args", "fragments"), [
-    (["--env", "CartPol-v1"], ["unknown environment 'CartPol-v1'", "CartPole-v1"]),
-    (["--env", "no_such_pkg.envs:Grid-v0"], ["cannot import 'no_such_pkg.envs'"]),
-    (["--env", "LunarLander-v3"], ["needs an extra package", "box2d"]),
-    (["--env", "Pendulum-v1", "--algo", "dqn"], ["dqn needs discrete actions", "Pendulum-v1"]),
-    (["--algo", "q-learning"], ["tabular", "discrete observation space", "CartPole-v1"]),
-    (["--steps", "0"], ["steps must be a positive number"]),
-    (["--steps", "-5"], ["steps must be a positive number"]),
-    (["--algo", "reinforce-x"], ["unknown algo", "ppo"]),
-    (["--strategy", "multi-worker"], ["trains in one process on one device", "multi-worker"]),
-    (["--strategy", "mirrored"], ["trains in one process on one device", "mirrored"]),
-    (["--env-options", "is_slippery"], ["not key=value"]),
-])
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--env", "CartPol-v1"], ["unknown environment 'CartPol-v1'", "CartPole-v1"]),
+        (["--env", "no_such_pkg.envs:Grid-v0"], ["cannot import 'no_such_pkg.envs'"]),
+        (["--env", "LunarLander-v3"], ["needs an extra package", "box2d"]),
+        (["--env", "Pendulum-v1", "--algo", "dqn"], ["dqn needs discrete actions", "Pendulum-v1"]),
+        (["--algo", "q-learning"], ["tabular", "discrete observation space", "CartPole-v1"]),
+        (["--steps", "0"], ["steps must be a positive number"]),
+        (["--steps", "-5"], ["steps must be a positive number"]),
+        (["--algo", "reinforce-x"], ["unknown algo", "ppo"]),
+        (["--strategy", "multi-worker"], ["trains in one process on one device", "multi-worker"]),
+        (["--strategy", "mirrored"], ["trains in one process on one device", "mirrored"]),
+        (["--env-options", "is_slippery"], ["not key=value"]),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, fragments):
     out = tmp_path / "run"
     assert_user_error(*cli(capsys, "train-agent", *args, "--out", out), *fragments)
@@ -227,7 +291,9 @@ def test_help_says_one_process_and_python_api_rejects_data(capsys):
         Agent().fit("CartPole-v1")
 
 
-@pytest.mark.parametrize("name", ["cartpole_ppo", "acrobot_dqn", "pendulum_ppo", "frozenlake_qlearning"])
+@pytest.mark.parametrize(
+    "name", ["cartpole_ppo", "acrobot_dqn", "pendulum_ppo", "frozenlake_qlearning"]
+)
 def test_recipe_files_are_valid_for_their_environment(name):
     doc = read_recipe_file(Path(__file__).parents[1] / "recipes" / f"{name}.toml")
     agent = Agent(**doc["params"])
@@ -237,15 +303,41 @@ def test_recipe_files_are_valid_for_their_environment(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("algo", "params"), [
-    ("dqn", {"steps": 30_000, "n_envs": 1, "learning_rate": 2.3e-3, "batch_size": 64,
-             "buffer_size": 100_000, "learning_starts": 1000, "gamma": 0.99,
-             "target_update_interval": 10, "train_freq": 256, "gradient_steps": 128,
-             "exploration_fraction": 0.16, "exploration_final_eps": 0.04, "hidden": "256,256",
-             "schedule": "constant"}),
-    ("a2c", {"steps": 50_000, "n_steps": 5, "gamma": 0.99, "gae_lambda": 1.0,
-             "learning_rate": 7e-4, "schedule": "constant"}),
-])
+@pytest.mark.parametrize(
+    ("algo", "params"),
+    [
+        (
+            "dqn",
+            {
+                "steps": 30_000,
+                "n_envs": 1,
+                "learning_rate": 2.3e-3,
+                "batch_size": 64,
+                "buffer_size": 100_000,
+                "learning_starts": 1000,
+                "gamma": 0.99,
+                "target_update_interval": 10,
+                "train_freq": 256,
+                "gradient_steps": 128,
+                "exploration_fraction": 0.16,
+                "exploration_final_eps": 0.04,
+                "hidden": "256,256",
+                "schedule": "constant",
+            },
+        ),
+        (
+            "a2c",
+            {
+                "steps": 50_000,
+                "n_steps": 5,
+                "gamma": 0.99,
+                "gae_lambda": 1.0,
+                "learning_rate": 7e-4,
+                "schedule": "constant",
+            },
+        ),
+    ],
+)
 def test_dqn_and_a2c_learn_cartpole(tmp_path, algo, params):
     """The best evaluation beats random play fivefold (DQN on CartPole is known to swing
     between solving it and forgetting, so the last evaluation alone is not the test)."""
@@ -257,10 +349,23 @@ def test_dqn_and_a2c_learn_cartpole(tmp_path, algo, params):
 
 @pytest.mark.slow
 def test_ppo_learns_continuous_pendulum(tmp_path):
-    agent = Agent(env="Pendulum-v1", algo="ppo", steps=40_960, n_envs=4, n_steps=1024,
-                  batch_size=64, n_epochs=10, gae_lambda=0.95, gamma=0.9, learning_rate=1e-3,
-                  schedule="constant", normalize_obs=True, normalize_reward=True,
-                  eval_every=0, eval_episodes=10)
+    agent = Agent(
+        env="Pendulum-v1",
+        algo="ppo",
+        steps=40_960,
+        n_envs=4,
+        n_steps=1024,
+        batch_size=64,
+        n_epochs=10,
+        gae_lambda=0.95,
+        gamma=0.9,
+        learning_rate=1e-3,
+        schedule="constant",
+        normalize_obs=True,
+        normalize_reward=True,
+        eval_every=0,
+        eval_episodes=10,
+    )
     agent.fit(out=tmp_path / "pendulum", progress=False)
     assert agent.metrics_["mean_return"] > -700  # random torques: about -1200
     rows = agent.predict(np.zeros((2, 3), np.float32))

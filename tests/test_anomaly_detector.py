@@ -25,8 +25,10 @@ def sensor_table(rows=600, seed=0) -> pd.DataFrame:
     factors = rng.normal(size=(rows, 2))
     loadings = np.array([[1.0, 0.5], [0.8, -0.6], [-0.4, 1.0], [0.3, 0.9]])
     values = factors @ loadings.T + 0.05 * rng.normal(size=(rows, 4))
-    frame = pd.DataFrame(values * [10, 2, 5, 1] + [100, 0, -20, 3],
-                         columns=["flow rate", "pressure", "temp", "vibration"])
+    frame = pd.DataFrame(
+        values * [10, 2, 5, 1] + [100, 0, -20, 3],
+        columns=["flow rate", "pressure", "temp", "vibration"],
+    )
     frame["site"] = rng.choice(["north", "south", "east"], size=rows)
     return frame
 
@@ -61,7 +63,9 @@ def test_sample_trains_and_ranks_malignant_rows_higher(sample_run):
     report = (out / "report.html").read_text()
     for section in ("Threshold", "contamination 0.05", "Top anomalies", "ROC and precision-recall"):
         assert section in report
-    assert {"scores.png", "curves.png", "history.png"} <= {p.name for p in (out / "plots").iterdir()}
+    assert {"scores.png", "curves.png", "history.png"} <= {
+        p.name for p in (out / "plots").iterdir()
+    }
 
 
 def test_threshold_honours_contamination(sensor_run):
@@ -93,7 +97,9 @@ def test_save_load_predict_equal(sensor_run, tmp_path):
     data = perturb(sensor_table(rows=40, seed=2), "vibration", 3.0)
     assert again.predict(data) == detector.predict(data)
     detector.save(tmp_path / "copy")
-    np.testing.assert_array_equal(load(tmp_path / "copy").score(data)["score"], detector.score(data)["score"])
+    np.testing.assert_array_equal(
+        load(tmp_path / "copy").score(data)["score"], detector.score(data)["score"]
+    )
 
 
 SERVE = textwrap.dedent(
@@ -116,17 +122,25 @@ def test_export_serves_raw_named_columns_in_a_fresh_tensorflow_only_process(sens
     detector, out = sensor_run
     path = detector.export()
     assert path == out / "export" / out.name / "1"
-    data = pd.concat([sensor_table(rows=6, seed=3), perturb(sensor_table(rows=3, seed=4), "temp", -25.0)])
+    data = pd.concat(
+        [sensor_table(rows=6, seed=3), perturb(sensor_table(rows=3, seed=4), "temp", -25.0)]
+    )
     names = detector.signature_inputs()
     assert names["flow rate"] == "flow_rate"
     inputs = {names[c]: data[c].tolist() for c in detector.columns_}
-    served = subprocess.run([sys.executable, "-c", SERVE, str(path), json.dumps(inputs)],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(path), json.dumps(inputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     expected = detector.score(data)
     np.testing.assert_allclose(result["score"], expected["score"], rtol=1e-5)
-    np.testing.assert_allclose(result["contributions"], expected["contributions"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        result["contributions"], expected["contributions"], rtol=1e-4, atol=1e-5
+    )
     assert result["anomaly"] == expected["anomaly"].tolist() and any(result["anomaly"])
 
 
@@ -142,37 +156,58 @@ def test_npz_tables_impute_and_best_f1(tmp_path):
         AnomalyDetector(**FAST).fit(str(tmp_path / "t.npz"), out=tmp_path / "a", progress=False)
     assert not (tmp_path / "a").exists()
     detector = AnomalyDetector(**FAST, nan="impute", threshold="best-f1").fit(
-        str(tmp_path / "t.npz"), out=tmp_path / "b", progress=False)
+        str(tmp_path / "t.npz"), out=tmp_path / "b", progress=False
+    )
     assert detector.label_col_ == "label" and "best F1" in detector.threshold_how_
     # about 5 anomalies in the test part: F1 moves in coarse steps
     assert detector.metrics_["roc_auc"] > 0.95 and detector.metrics_["f1"] > 0.6
 
 
 def test_bad_parameters_are_config_errors():
-    for params, fragment in (({"contamination": 0.7}, "(0, 0.5)"), ({"model": "gan"}, "dense"),
-                             ({"model": "conv"}, "--window"), ({"threshold": "f1"}, "best-f1")):
+    for params, fragment in (
+        ({"contamination": 0.7}, "(0, 0.5)"),
+        ({"model": "gan"}, "dense"),
+        ({"model": "conv"}, "--window"),
+        ({"threshold": "f1"}, "best-f1"),
+    ):
         with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             AnomalyDetector(**params).fit(sensor_table(rows=50), out="unused", progress=False)
 
 
 @pytest.mark.parametrize("model", ["denoising", "sparse", "vae"])
 def test_other_row_models_learn(model, tmp_path):
-    params = {**FAST, "epochs": FAST["epochs"] if model == "vae" else 12, "model": model, "vae_score": "elbo" if model == "vae" else "reconstruction"}
-    detector = AnomalyDetector(**params).fit(sensor_table(rows=400), out=tmp_path / model, progress=False)
+    params = {
+        **FAST,
+        "epochs": FAST["epochs"] if model == "vae" else 12,
+        "model": model,
+        "vae_score": "elbo" if model == "vae" else "reconstruction",
+    }
+    detector = AnomalyDetector(**params).fit(
+        sensor_table(rows=400), out=tmp_path / model, progress=False
+    )
     history = read_history(tmp_path / model / "history.csv")
     assert history[-1]["loss"] < history[0]["loss"]
     normal = sensor_table(rows=40, seed=5)
     # most perturbed rows score above every normal one
-    assert np.median(detector.score(perturb(normal, "pressure", 8.0))["score"]) > detector.score(normal)["score"].max()
-    assert load(tmp_path / model).score(normal)["score"] == pytest.approx(detector.score(normal)["score"], rel=1e-5)
+    assert (
+        np.median(detector.score(perturb(normal, "pressure", 8.0))["score"])
+        > detector.score(normal)["score"].max()
+    )
+    assert load(tmp_path / model).score(normal)["score"] == pytest.approx(
+        detector.score(normal)["score"], rel=1e-5
+    )
 
 
 def series_csv(tmp_path, rows=800) -> tuple:
     t = np.arange(rows)
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"ts": pd.date_range("2026-01-01", periods=rows, freq="h"),
-                          "a": np.sin(t / 8) + 0.05 * rng.normal(size=rows),
-                          "b": np.cos(t / 8) + 0.05 * rng.normal(size=rows)})
+    frame = pd.DataFrame(
+        {
+            "ts": pd.date_range("2026-01-01", periods=rows, freq="h"),
+            "a": np.sin(t / 8) + 0.05 * rng.normal(size=rows),
+            "b": np.cos(t / 8) + 0.05 * rng.normal(size=rows),
+        }
+    )
     frame["fault"] = 0
     frame.loc[700:710, "a"] += 2.0
     frame.loc[700:710, "fault"] = 1
@@ -184,9 +219,25 @@ def series_csv(tmp_path, rows=800) -> tuple:
 def test_cli_window_model_on_a_time_series(tmp_path, capsys):
     path, frame = series_csv(tmp_path)
     out = tmp_path / "win"
-    code, stdout, err = cli(capsys, "detect-anomalies", "--data", path, "--time-col", "ts",
-                            "--window", 16, "--label-col", "fault", "--epochs", 8, "--out", out,
-                            "--json", "--set", "test_split=0.15")
+    code, stdout, err = cli(
+        capsys,
+        "detect-anomalies",
+        "--data",
+        path,
+        "--time-col",
+        "ts",
+        "--window",
+        16,
+        "--label-col",
+        "fault",
+        "--epochs",
+        8,
+        "--out",
+        out,
+        "--json",
+        "--set",
+        "test_split=0.15",
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["metrics"]["roc_auc"] > 0.9
@@ -205,12 +256,26 @@ def test_cli_tables_predict_evaluate_and_bad_input(tmp_path, capsys):
     path = tmp_path / "readings.csv"
     frame.to_csv(path, index=False)
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "detect-anomalies", "--data", path, "--label-col", "label",
-                            "--epochs", 20, "--out", out, "--json", "--quiet")
+    code, stdout, err = cli(
+        capsys,
+        "detect-anomalies",
+        "--data",
+        path,
+        "--label-col",
+        "label",
+        "--epochs",
+        20,
+        "--out",
+        out,
+        "--json",
+        "--quiet",
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["metrics"]["roc_auc"] > 0.95 and (out / "export" / "run" / "1").is_dir()
-    code, stdout, _ = cli(capsys, "predict", out, "--data", path, "--output", tmp_path / "p.csv", "--json")
+    code, stdout, _ = cli(
+        capsys, "predict", out, "--data", path, "--output", tmp_path / "p.csv", "--json"
+    )
     rows = json.loads(stdout)
     assert code == 0 and len(rows) == 400 and {"score", "anomaly", "top_columns"} <= set(rows[0])
     assert pd.read_csv(tmp_path / "p.csv").shape[0] == 400
@@ -219,16 +284,53 @@ def test_cli_tables_predict_evaluate_and_bad_input(tmp_path, capsys):
 
     bad = tmp_path / "bad"
     frame[["site"]].to_csv(tmp_path / "text.csv", index=False)
-    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "text.csv", "--out", bad), "no numeric columns")
-    frame.assign(temp=frame["temp"].where(frame.index != 3)).to_csv(tmp_path / "nan.csv", index=False)
-    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "nan.csv", "--out", bad), "NaN", "nan=impute")
+    assert_user_error(
+        *cli(capsys, "detect-anomalies", "--data", tmp_path / "text.csv", "--out", bad),
+        "no numeric columns",
+    )
+    frame.assign(temp=frame["temp"].where(frame.index != 3)).to_csv(
+        tmp_path / "nan.csv", index=False
+    )
+    assert_user_error(
+        *cli(capsys, "detect-anomalies", "--data", tmp_path / "nan.csv", "--out", bad),
+        "NaN",
+        "nan=impute",
+    )
     frame.assign(label=frame.index % 3).to_csv(tmp_path / "three.csv", index=False)
-    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "three.csv", "--label-col", "label",
-                           "--out", bad), "3 values")
+    assert_user_error(
+        *cli(
+            capsys,
+            "detect-anomalies",
+            "--data",
+            tmp_path / "three.csv",
+            "--label-col",
+            "label",
+            "--out",
+            bad,
+        ),
+        "3 values",
+    )
     frame.assign(label=0).to_csv(tmp_path / "none.csv", index=False)
-    assert_user_error(*cli(capsys, "detect-anomalies", "--data", tmp_path / "none.csv", "--label-col", "label",
-                           "--threshold", "best-f1", "--out", bad), "best-f1")
-    assert_user_error(*cli(capsys, "detect-anomalies", "--contamination", 0.7, "--out", bad), "contamination")
+    assert_user_error(
+        *cli(
+            capsys,
+            "detect-anomalies",
+            "--data",
+            tmp_path / "none.csv",
+            "--label-col",
+            "label",
+            "--threshold",
+            "best-f1",
+            "--out",
+            bad,
+        ),
+        "best-f1",
+    )
+    assert_user_error(
+        *cli(capsys, "detect-anomalies", "--contamination", 0.7, "--out", bad), "contamination"
+    )
     assert not bad.exists()
     frame.drop(columns=["temp", "site"]).to_csv(tmp_path / "partial.csv", index=False)
-    assert_user_error(*cli(capsys, "predict", out, "--data", tmp_path / "partial.csv"), "temp, site")
+    assert_user_error(
+        *cli(capsys, "predict", out, "--data", tmp_path / "partial.csv"), "temp, site"
+    )

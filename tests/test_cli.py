@@ -49,8 +49,15 @@ def test_classify_wrote_run_and_export(run_dir):
 
 
 def test_predict_evaluate_export_report(run_dir, digit_folder, capsys):
-    code, out, _ = cli(capsys, "predict", run_dir, digit_folder / "1", "--json",
-                       "--output", run_dir.parent / "pred.csv")
+    code, out, _ = cli(
+        capsys,
+        "predict",
+        run_dir,
+        digit_folder / "1",
+        "--json",
+        "--output",
+        run_dir.parent / "pred.csv",
+    )
     assert code == 0
     results = json.loads(out)
     assert len(results) == 40 and results[0]["top_k"]
@@ -77,12 +84,24 @@ def test_devices_and_datasets(capsys):
 def test_run_recipe_file_with_overrides(tmp_path, capsys):
     recipe = tmp_path / "r.toml"
     recipe.write_text('task = "classify"\ndata = "digits"\n[params]\nepochs = 5\n')
-    code, out, err = cli(capsys, "run", recipe, "--set", "epochs=1", "--set", "augment=none",
-                         "--out", tmp_path / "run", "--json")
+    code, out, err = cli(
+        capsys,
+        "run",
+        recipe,
+        "--set",
+        "epochs=1",
+        "--set",
+        "augment=none",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
     assert code == 0, err
     rows = read_history(tmp_path / "run" / "history.csv")
     assert len(rows) == 1
-    code, _, _ = cli(capsys, "run", tmp_path / "run" / "recipe.toml", "--out", tmp_path / "again", "--quiet")
+    code, _, _ = cli(
+        capsys, "run", tmp_path / "run" / "recipe.toml", "--out", tmp_path / "again", "--quiet"
+    )
     assert code == 0 and (tmp_path / "again" / "model.keras").is_file()
 
 
@@ -110,8 +129,21 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, run_dir):
 
 def test_killed_run_resumes_from_last_completed_epoch(tmp_path):
     out = tmp_path / "run"
-    exe = [sys.executable, "-m", "dltoolkit", "classify", "--out", str(out), "--epochs", "12",
-           "--quiet", "--set", "early_stopping_patience=0", "--set", "augment=none"]
+    exe = [
+        sys.executable,
+        "-m",
+        "dltoolkit",
+        "classify",
+        "--out",
+        str(out),
+        "--epochs",
+        "12",
+        "--quiet",
+        "--set",
+        "early_stopping_patience=0",
+        "--set",
+        "augment=none",
+    ]
     proc = subprocess.Popen(exe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     try:

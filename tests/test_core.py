@@ -35,7 +35,9 @@ def test_recipe_file_round_trip_and_overrides(tmp_path):
     doc = cfg.read_recipe_file(path)
     assert doc["task"] == "classify" and doc["data"] == "digits"
     assert cfg.make_config(cfg.TrainConfig, doc["params"]) == cfg.TrainConfig(epochs=3)
-    doc = cfg.apply_overrides(doc, ["epochs=5", "optimizer=sgd", "data=./imgs", "mixed_precision=true"])
+    doc = cfg.apply_overrides(
+        doc, ["epochs=5", "optimizer=sgd", "data=./imgs", "mixed_precision=true"]
+    )
     assert doc["params"]["epochs"] == 5 and doc["params"]["optimizer"] == "sgd"
     assert doc["params"]["mixed_precision"] is True and doc["data"] == "./imgs"
     with pytest.raises(ConfigError, match="key=value"):
@@ -96,7 +98,10 @@ def test_atomic_directory_replace(tmp_path):
 
 
 def test_history_rows_round_trip(tmp_path):
-    rows = [{"epoch": 1, "phase": "train", "loss": 0.5}, {"epoch": 2, "phase": "train", "loss": 0.4, "val_loss": 0.45}]
+    rows = [
+        {"epoch": 1, "phase": "train", "loss": 0.5},
+        {"epoch": 2, "phase": "train", "loss": 0.4, "val_loss": 0.45},
+    ]
     write_history(tmp_path / "h.csv", rows)
     back = read_history(tmp_path / "h.csv")
     assert back[1]["val_loss"] == 0.45 and "val_loss" not in back[0] and back[0]["phase"] == "train"
@@ -134,7 +139,9 @@ def test_warmup_then_cosine_schedule():
     rates = [float(schedule(step)) for step in (0, 10, 30, 49)]
     assert rates[0] < rates[1] and abs(rates[1] - 0.01) < 1e-6 and rates[1] > rates[2] > rates[3]
     assert opt.gradient_accumulation_steps == 2 and opt.clipnorm == 1.0
-    assert isinstance(build_optimizer(cfg.TrainConfig(optimizer="sgd"), 10, 1), keras.optimizers.SGD)
+    assert isinstance(
+        build_optimizer(cfg.TrainConfig(optimizer="sgd"), 10, 1), keras.optimizers.SGD
+    )
     with pytest.raises(ConfigError, match="epochs must be"):
         build_optimizer(cfg.TrainConfig(), 10, None)
     with pytest.raises(ConfigError, match="adamw, sgd"):
@@ -169,15 +176,22 @@ def _fit_line(tmp_path, ema_momentum):
     y = (2 * x - 1 + 0.3 * rng.normal(size=x.shape)).astype("float32")
     train = tf.data.Dataset.from_tensor_slices((x[:192], y[:192])).batch(16)
     val = (x[192:], y[192:])
-    config = cfg.TrainConfig(learning_rate=0.05, warmup_epochs=0, ema_momentum=ema_momentum,
-                             early_stopping_patience=0)
+    config = cfg.TrainConfig(
+        learning_rate=0.05, warmup_epochs=0, ema_momentum=ema_momentum, early_stopping_patience=0
+    )
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     run = RunDir(tmp_path / f"ema{ema_momentum}")
     run.checkpoints.mkdir(parents=True)
     history = fit_phases(
-        model, train, tf.data.Dataset.from_tensor_slices(val).batch(64),
+        model,
+        train,
+        tf.data.Dataset.from_tensor_slices(val).batch(64),
         phases=[Phase("train", 3, lambda: model.compile(build_optimizer(config, 12, 3), "mse"))],
-        run=run, config=config, steps_per_epoch=12, console=None)
+        run=run,
+        config=config,
+        steps_per_epoch=12,
+        console=None,
+    )
     return model, history, val
 
 

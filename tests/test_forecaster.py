@@ -27,8 +27,15 @@ LOOKBACK, HORIZON = 52, 13
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "co2"
-    model = Forecaster(lookback=LOOKBACK, horizon=HORIZON, epochs=6, layers=1, seed=1,
-                       quantiles="0.1,0.5,0.9", learning_rate=3e-3)
+    model = Forecaster(
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        epochs=6,
+        layers=1,
+        seed=1,
+        quantiles="0.1,0.5,0.9",
+        learning_rate=3e-3,
+    )
     return model.fit("co2", out=out, progress=False), out
 
 
@@ -39,13 +46,21 @@ def sales_frame(days=420, seed=0) -> pd.DataFrame:
     promo = (rng.random(days) < 0.15).astype(float)
     sales = 100 + 0.1 * t + 12 * np.sin(2 * np.pi * t / 7) + 15 * promo + rng.normal(0, 2, days)
     dates = pd.date_range("2024-01-01", periods=days, freq="D")
-    return pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "sales": sales, "promo": promo,
-                         "store": "north"})
+    return pd.DataFrame(
+        {"date": dates.strftime("%Y-%m-%d"), "sales": sales, "promo": promo, "store": "north"}
+    )
 
 
 def test_fit_writes_a_run_and_beats_the_baselines(trained):
     model, out = trained
-    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+    for name in (
+        "recipe.toml",
+        "model.keras",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert m["horizon"] == HORIZON and m["windows"] == 457 - HORIZON + 1
@@ -111,8 +126,12 @@ def test_export_serves_raw_rows_in_a_fresh_tensorflow_only_process(trained, tmp_
     frames = [load_sample("co2").iloc[:n] for n in (800, 1900)]
     windows = np.stack([f[["co2"]].to_numpy(np.float32)[-LOOKBACK:] for f in frames])
     np.save(tmp_path / "w.npy", windows)
-    served = subprocess.run([sys.executable, "-c", SERVE, str(path), str(tmp_path / "w.npy")],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(path), str(tmp_path / "w.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     assert np.array(result["quantiles"]).shape == (2, HORIZON, 1, 3)
@@ -127,15 +146,34 @@ def test_cli_forecast_predict_evaluate_with_covariates(tmp_path, capsys):
     frame.iloc[300:].to_parquet(tmp_path / "holdout.parquet")
     frame.iloc[-40:].drop(columns="date").to_csv(tmp_path / "recent.csv", index=False)
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "forecast", "--data", tmp_path / "sales.csv", "--target", "sales",
-                            "--covariates", "promo", "--model", "gru", "--lookback", 28,
-                            "--horizon", 7, "--epochs", 3, "--out", out, "--json")
+    code, stdout, err = cli(
+        capsys,
+        "forecast",
+        "--data",
+        tmp_path / "sales.csv",
+        "--target",
+        "sales",
+        "--covariates",
+        "promo",
+        "--model",
+        "gru",
+        "--lookback",
+        28,
+        "--horizon",
+        7,
+        "--epochs",
+        3,
+        "--out",
+        out,
+        "--json",
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["metrics"]["seasonal_naive_mse"] > 0 and "naive_mae_units" in summary["metrics"]
     assert (out / "export" / "run" / "1" / "saved_model.pb").is_file()
-    code, stdout, _ = cli(capsys, "predict", out, "--data", tmp_path / "recent.csv",
-                          "--output", tmp_path / "pred.csv")
+    code, stdout, _ = cli(
+        capsys, "predict", out, "--data", tmp_path / "recent.csv", "--output", tmp_path / "pred.csv"
+    )
     assert code == 0 and "Predictions (7)" in stdout
     lines = (tmp_path / "pred.csv").read_text().splitlines()
     assert lines[0] == "input,step,sales" and len(lines) == 8
@@ -149,16 +187,21 @@ def cli_run(trained):
     return trained[1]
 
 
-@pytest.mark.parametrize("change, fragments", [
-    ({"drop": "co2"}, ["missing column(s) co2"]),
-    ({"rows": 20}, ["20 rows", "last 52 rows"]),
-])
-def test_predict_rejects_wrong_columns_and_too_few_rows(cli_run, tmp_path, capsys, change, fragments):
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"drop": "co2"}, ["missing column(s) co2"]),
+        ({"rows": 20}, ["20 rows", "last 52 rows"]),
+    ],
+)
+def test_predict_rejects_wrong_columns_and_too_few_rows(
+    cli_run, tmp_path, capsys, change, fragments
+):
     frame = load_sample("co2").iloc[:600]
     if "drop" in change:
         frame = frame.rename(columns={"co2": "ppm"})
     else:
-        frame = frame.iloc[-change["rows"]:]
+        frame = frame.iloc[-change["rows"] :]
     frame.to_csv(tmp_path / "recent.csv", index=False)
     before = sorted(p.name for p in cli_run.iterdir())
     code, out, err = cli(capsys, "predict", cli_run, "--data", tmp_path / "recent.csv")
@@ -177,13 +220,22 @@ BAD_DATA = {
     "non-numeric target": (lambda f: f, ["--target", "store"], "'store' is not numeric"),
     "ambiguous target": (lambda f: f, [], "which column to forecast"),
     "too short": (lambda f: f.iloc[:50], ["--target", "sales"], "series too short"),
-    "duplicate timestamps": (lambda f: pd.concat([f, f.iloc[[5]]]), ["--target", "sales"],
-                             "duplicate timestamp"),
-    "missing values": (lambda f: f.assign(sales=f.sales.where(f.index % 50 != 3)),
-                       ["--target", "sales"], "--fill ffill|interpolate|drop"),
+    "duplicate timestamps": (
+        lambda f: pd.concat([f, f.iloc[[5]]]),
+        ["--target", "sales"],
+        "duplicate timestamp",
+    ),
+    "missing values": (
+        lambda f: f.assign(sales=f.sales.where(f.index % 50 != 3)),
+        ["--target", "sales"],
+        "--fill ffill|interpolate|drop",
+    ),
     "unknown fill": (lambda f: f, ["--target", "sales", "--fill", "zero"], "unknown fill 'zero'"),
     "covariates on a channel-independent model": (
-        lambda f: f, ["--target", "sales", "--covariates", "promo"], "would ignore covariates"),
+        lambda f: f,
+        ["--target", "sales", "--covariates", "promo"],
+        "would ignore covariates",
+    ),
 }
 
 
@@ -191,8 +243,21 @@ BAD_DATA = {
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
     edit, options, fragment = BAD_DATA[case]
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "forecast", "--data", _write(tmp_path, edit(sales_frame())),
-                            "--lookback", 28, "--horizon", 7, "--epochs", 1, "--out", out, *options)
+    code, stdout, err = cli(
+        capsys,
+        "forecast",
+        "--data",
+        _write(tmp_path, edit(sales_frame())),
+        "--lookback",
+        28,
+        "--horizon",
+        7,
+        "--epochs",
+        1,
+        "--out",
+        out,
+        *options,
+    )
     assert_user_error(code, stdout, err, fragment)
     assert not out.exists()
 
@@ -202,27 +267,39 @@ def test_unsorted_rows_are_sorted_with_a_warning_and_gaps_filled(tmp_path):
     frame.loc[10:12, "sales"] = np.nan
     frame["flat"] = 5.0  # a constant input: no division by zero in scaling
     shuffled = frame.sample(frac=1.0, random_state=0)
-    model = Forecaster(target="sales,flat", model="linear", lookback=21, horizon=7, epochs=2,
-                       fill="interpolate")
+    model = Forecaster(
+        target="sales,flat", model="linear", lookback=21, horizon=7, epochs=2, fill="interpolate"
+    )
     with pytest.warns(UserWarning, match="sorted by 'date'"):
         model.fit(shuffled, out=tmp_path / "run", progress=False)
     assert model.scaler_.std[1] == 1.0
     assert np.isfinite(model.metrics_["mse"])
     assert [r["sales"] for r in model.predict(frame)] == pytest.approx(
-        [r["sales"] for r in model.predict(shuffled)])
+        [r["sales"] for r in model.predict(shuffled)]
+    )
 
 
 def test_batch_norm_patch_transformer_learns_and_round_trips(tmp_path):
     out = tmp_path / "bn"
-    model = Forecaster(lookback=LOOKBACK, horizon=HORIZON, epochs=3, layers=1, seed=2,
-                       norm="batch", learning_rate=3e-3).fit("co2", out=out, progress=False)
+    model = Forecaster(
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        epochs=3,
+        layers=1,
+        seed=2,
+        norm="batch",
+        learning_rate=3e-3,
+    ).fit("co2", out=out, progress=False)
     block = model.model_.body.blocks[0]
     assert {type(block.norm1).__name__, type(block.norm2).__name__} == {"BatchNormalization"}
     losses = [row["loss"] for row in read_history(out / "history.csv")]
     assert losses[-1] < losses[0] and model.metrics_["mse"] < model.metrics_["naive_mse"]
     frame = load_sample("co2").iloc[:1500]
-    np.testing.assert_allclose([r["co2"] for r in load(out).predict(frame)],
-                               [r["co2"] for r in model.predict(frame)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [r["co2"] for r in load(out).predict(frame)],
+        [r["co2"] for r in model.predict(frame)],
+        rtol=1e-6,
+    )
 
 
 def test_unknown_parameters_and_bad_options_are_config_errors():
@@ -247,8 +324,9 @@ def test_tflite_export_matches_predict(trained, tmp_path):
     window = frame[["co2"]].to_numpy(np.float32)[None, -LOOKBACK:]
     runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
     served = runner(window=window)
-    np.testing.assert_allclose(served["forecast"][0, :, 0], [r["co2"] for r in model.predict(frame)],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        served["forecast"][0, :, 0], [r["co2"] for r in model.predict(frame)], rtol=1e-5
+    )
     assert served["quantiles"].shape == (1, HORIZON, 1, 3)
 
 

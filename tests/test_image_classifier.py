@@ -26,12 +26,23 @@ def trained(tmp_path_factory):
 
 def test_fit_writes_a_complete_run_directory(trained):
     clf, out = trained
-    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+    for name in (
+        "recipe.toml",
+        "model.keras",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "logs").rglob("events.out.tfevents*"))
     assert (out / "plots" / "confusion_matrix.png").stat().st_size > 1000
     report = (out / "report.html").read_text()
-    assert "Confusion matrix" in report and "Per-class metrics" in report and "mistakes first" in report
+    assert (
+        "Confusion matrix" in report
+        and "Per-class metrics" in report
+        and "mistakes first" in report
+    )
     assert (out / "plots" / "examples.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] > 0.9 and len(metrics["confusion_matrix"]) == 10
@@ -61,8 +72,9 @@ def test_save_load_predict_gives_the_same_numbers(trained, tmp_path):
     assert isinstance(again, ImageClassifier) and again.class_names_ == clf.class_names_
     np.testing.assert_allclose(again.predict_proba(images), clf.predict_proba(images), atol=1e-6)
     saved = clf.save(tmp_path / "copy")
-    np.testing.assert_allclose(ImageClassifier.load(saved).predict_proba(images),
-                               clf.predict_proba(images), atol=1e-6)
+    np.testing.assert_allclose(
+        ImageClassifier.load(saved).predict_proba(images), clf.predict_proba(images), atol=1e-6
+    )
 
 
 def test_unknown_param_and_unknown_backbone_are_user_errors():
@@ -116,8 +128,12 @@ def test_export_serves_raw_image_bytes_in_a_fresh_tensorflow_only_process(traine
     assert path == out / "export" / out.name / "1"
     assert (path / "saved_model.pb").is_file()
     images = sorted(str(p) for p in (digit_folder / "2").iterdir())[:8]
-    served = subprocess.run([sys.executable, "-c", SERVE, str(path), *images],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(path), *images],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     assert result["signatures"] == ["predict_images", "serving_default"]
@@ -130,8 +146,12 @@ def test_float_signature_and_tflite_match_predict(trained, tmp_path):
     clf, _ = trained
     images = (np.random.default_rng(1).random((3, 8, 8, 1)) * 255).astype(np.float32)
     saved = clf.export(tmp_path / "sm")
-    served = tf.saved_model.load(str(saved)).signatures["predict_images"](images=tf.constant(images))
-    np.testing.assert_allclose(served["probabilities"].numpy(), clf.predict_proba(images), atol=1e-5)
+    served = tf.saved_model.load(str(saved)).signatures["predict_images"](
+        images=tf.constant(images)
+    )
+    np.testing.assert_allclose(
+        served["probabilities"].numpy(), clf.predict_proba(images), atol=1e-5
+    )
     tflite = clf.export(tmp_path / "lite", format="tflite")
     assert (tmp_path / "lite" / "labels.txt").read_text().split() == clf.class_names_
     interpreter = tf.lite.Interpreter(model_path=str(tflite))
@@ -146,11 +166,15 @@ def test_trains_on_a_folder_of_mixed_files_and_skips_a_corrupt_one(digit_folder,
     data = tmp_path / "imgs"
     shutil.copytree(digit_folder, data)
     (data / "0" / "broken.jpg").write_bytes(b"not an image at all")
-    clf = ImageClassifier(epochs=10, batch_size=16, image_size=16).fit(str(data), out=tmp_path / "run", progress=False)
+    clf = ImageClassifier(epochs=10, batch_size=16, image_size=16).fit(
+        str(data), out=tmp_path / "run", progress=False
+    )
     assert clf.metrics_["accuracy"] > 0.5
     assert "broken.jpg" in (tmp_path / "run" / "report.html").read_text()
     with pytest.raises(DataError, match="broken.jpg"):
-        ImageClassifier(epochs=1, strict=True).fit(str(data), out=tmp_path / "strict", progress=False)
+        ImageClassifier(epochs=1, strict=True).fit(
+            str(data), out=tmp_path / "strict", progress=False
+        )
     assert not (tmp_path / "strict").exists()
 
 

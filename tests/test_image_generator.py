@@ -20,16 +20,31 @@ from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.tasks.generation_eval import frechet_distance, kernel_distance
 
-TINY = dict(width=8, epochs=3, steps_per_epoch=15, batch_size=32, grid_size=10, eval_samples=60,
-            eval_classifier_epochs=1, seed=1)
+TINY = dict(
+    width=8,
+    epochs=3,
+    steps_per_epoch=15,
+    batch_size=32,
+    grid_size=10,
+    eval_samples=60,
+    eval_classifier_epochs=1,
+    seed=1,
+)
 
 
 @pytest.fixture(scope="module")
 def ddpm(tmp_path_factory):
     """A class-conditional DDPM with guidance on the digits sample, upsampled to 16x16."""
     out = tmp_path_factory.mktemp("runs") / "ddpm"
-    params = dict(TINY, model="ddpm", conditional=True, blocks=1, timesteps=200, sample_steps=6,
-                  learning_rate=2e-3)
+    params = dict(
+        TINY,
+        model="ddpm",
+        conditional=True,
+        blocks=1,
+        timesteps=200,
+        sample_steps=6,
+        learning_rate=2e-3,
+    )
     return ImageGenerator(**params).fit("digits", out=out, progress=False), out
 
 
@@ -45,7 +60,10 @@ def test_ddpm_run_directory_loss_and_metrics(ddpm):
     history = read_history(out / "history.csv")
     assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
     assert sorted(p.name for p in (out / "samples").glob("epoch_*.png")) == [
-        "epoch_001.png", "epoch_002.png", "epoch_003.png"]
+        "epoch_001.png",
+        "epoch_002.png",
+        "epoch_003.png",
+    ]
     for plot in ("samples_over_time", "samples", "denoising", "history"):
         assert (out / "plots" / f"{plot}.png").is_file()
     m = model.metrics_
@@ -64,7 +82,10 @@ def test_samples_are_seeded_class_controlled_and_survive_save_load(ddpm, tmp_pat
     loaded = load(out)
     np.testing.assert_array_equal(loaded.sample(12, seed=5, label="3"), a)
     rows = loaded.predict(num=20, seed=5, out=tmp_path / "grid.png")
-    assert rows[0]["images"] == 20 and Image.open(tmp_path / "grid.png").size == (10 * 17 + 1, 2 * 17 + 1)
+    assert rows[0]["images"] == 20 and Image.open(tmp_path / "grid.png").size == (
+        10 * 17 + 1,
+        2 * 17 + 1,
+    )
     fewer = model.sample(4, seed=5, label="3", steps=3)
     assert fewer.shape == (4, 16, 16, 1) and not np.array_equal(fewer, a[:4])
 
@@ -94,19 +115,30 @@ SERVE = textwrap.dedent(
 def test_export_samples_in_a_fresh_tensorflow_only_process(ddpm):
     model, out = ddpm
     path = model.export()
-    served = subprocess.run([sys.executable, "-c", SERVE, str(path)], capture_output=True, text=True,
-                            timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(path)], capture_output=True, text=True, timeout=300
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     assert result["dtype"] == "uint8" and result["png_matches"]
-    np.testing.assert_array_equal(np.array(result["images"], np.uint8), model.sample(6, seed=5, label="3"))
+    np.testing.assert_array_equal(
+        np.array(result["images"], np.uint8), model.sample(6, seed=5, label="3")
+    )
 
 
-@pytest.mark.parametrize("kind", ["vae", pytest.param("gan", marks=pytest.mark.slow),
-                                  pytest.param("wgan-gp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "vae",
+        pytest.param("gan", marks=pytest.mark.slow),
+        pytest.param("wgan-gp", marks=pytest.mark.slow),
+    ],
+)
 def test_vae_and_gans_train_and_sample_unconditionally(kind, tmp_path):
     out = tmp_path / kind
-    model = ImageGenerator(**dict(TINY, model=kind, epochs=2)).fit(unlabelled_digits(), out=out, progress=False)
+    model = ImageGenerator(**dict(TINY, model=kind, epochs=2)).fit(
+        unlabelled_digits(), out=out, progress=False
+    )
     history = read_history(out / "history.csv")
     key = "loss" if kind == "vae" else "d_loss"
     assert len(history) == 2 and all(np.isfinite(r[key]) for r in history)
@@ -147,7 +179,9 @@ def _mixed_sizes(tmp_path):
 BAD = {
     "mixed sizes": (lambda p: ["--data", _mixed_sizes(p)], "mixed sizes (e.g. 16x16 and 20x20)"),
     "conditional without labels": (
-        lambda p: ["--data", _mixed_sizes(p), "--image-size", "16", "--conditional"], "--conditional needs labelled"),
+        lambda p: ["--data", _mixed_sizes(p), "--image-size", "16", "--conditional"],
+        "--conditional needs labelled",
+    ),
     "unsupported size": (lambda p: ["--image-size", "30"], "16, 20, 24, 28, 32, 40"),
     "steps out of range": (lambda p: ["--sample-steps", "0"], "sample_steps must be between 1 and"),
 }
@@ -162,11 +196,14 @@ def test_bad_training_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path
     assert not out.exists()
 
 
-@pytest.mark.parametrize("options, fragment", [
-    (["--num", "0"], "--num must be between 1 and 4096"),
-    (["--label", "ten"], "unknown label 'ten'"),
-    (["--num", "4", "--out", "grid.jpg"], "give a .png file name"),
-])
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--num", "0"], "--num must be between 1 and 4096"),
+        (["--label", "ten"], "unknown label 'ten'"),
+        (["--num", "4", "--out", "grid.jpg"], "give a .png file name"),
+    ],
+)
 def test_bad_predict_options_are_one_line_errors(ddpm, capsys, tmp_path, options, fragment):
     _, out = ddpm
     before = sorted(p.name for p in (out / "samples").iterdir())
@@ -177,8 +214,20 @@ def test_bad_predict_options_are_one_line_errors(ddpm, capsys, tmp_path, options
 
 def test_cli_predict_writes_the_grid(ddpm, capsys, tmp_path):
     _, out = ddpm
-    code, stdout, err = cli(capsys, "predict", out, "--num", 8, "--seed", 1, "--label", 3,
-                            "--out", tmp_path / "grid.png", "--json")
+    code, stdout, err = cli(
+        capsys,
+        "predict",
+        out,
+        "--num",
+        8,
+        "--seed",
+        1,
+        "--label",
+        3,
+        "--out",
+        tmp_path / "grid.png",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(stdout)[0]["label"] == "3" and (tmp_path / "grid.png").is_file()
 
@@ -188,7 +237,9 @@ def test_conditional_data_errors_in_python(tmp_path):
         ImageGenerator(conditional=True, epochs=1).fit(unlabelled_digits(), out=tmp_path / "r")
 
 
-@pytest.mark.parametrize("name", ["generate_digits_ddpm", "generate_digits_vae", "generate_digits_wgan"])
+@pytest.mark.parametrize(
+    "name", ["generate_digits_ddpm", "generate_digits_vae", "generate_digits_wgan"]
+)
 def test_recipe_files_hold_valid_parameters(name):
     doc = read_recipe_file(Path(__file__).parents[1] / "recipes" / f"{name}.toml")
     recipe = ImageGenerator(**doc["params"])
@@ -202,9 +253,16 @@ def test_fid_and_kid_with_a_local_inception_weights_file(tmp_path, monkeypatch):
     import keras
 
     weights = tmp_path / "inception.weights.h5"
-    keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg").save_weights(weights)
+    keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg").save_weights(
+        weights
+    )
     monkeypatch.setenv("DLTOOLKIT_INCEPTION_WEIGHTS", str(weights))
     x, y = unlabelled_digits(24)
     model = ImageGenerator(**dict(TINY, model="vae", epochs=1, eval_samples=12)).fit(
-        (x, y), out=tmp_path / "run", progress=False)
-    assert model.metrics_["fid"] > 0 and np.isfinite(model.metrics_["kid"]) and "fid_note" not in model.metrics_
+        (x, y), out=tmp_path / "run", progress=False
+    )
+    assert (
+        model.metrics_["fid"] > 0
+        and np.isfinite(model.metrics_["kid"])
+        and "fid_note" not in model.metrics_
+    )

@@ -62,8 +62,15 @@ def two_worker_run(tmp_path_factory):
 def test_two_workers_train_one_run_written_by_the_chief(two_worker_run):
     out, (chief, worker) = two_worker_run
     assert chief["run"] == str(out)
-    assert {"recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json",
-            "report.html", "export"} <= {p.name for p in out.iterdir()}
+    assert {
+        "recipe.toml",
+        "model.keras",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "report.html",
+        "export",
+    } <= {p.name for p in out.iterdir()}
     assert (out / "export" / out.name / "1" / "saved_model.pb").is_file()
     # The worker wrote the same files into its own scratch directory (gone when it exited)
     # and points its user at the chief's run.
@@ -83,8 +90,12 @@ def test_the_chiefs_export_serves_in_a_fresh_tensorflow_only_process(two_worker_
     rows = frame.iloc[:12]
     names = detector.signature_inputs()
     inputs = {names[c]: rows[c].astype(float).tolist() for c in detector.columns_}
-    served = subprocess.run([sys.executable, "-c", SERVE, str(out / "export" / out.name / "1"),
-                             json.dumps(inputs)], capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(out / "export" / out.name / "1"), json.dumps(inputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["score"], detector.score(rows)["score"], rtol=1e-5)
@@ -93,10 +104,22 @@ def test_the_chiefs_export_serves_in_a_fresh_tensorflow_only_process(two_worker_
 def test_two_workers_match_one_process_with_the_same_global_batch(two_worker_run, tmp_path):
     out, (chief, _) = two_worker_run
     single = tmp_path / "single"
-    proc = subprocess.run([*dltoolkit_command(), "detect-anomalies", "--strategy", "cpu",
-                           "--out", str(single), "--json", *ARGS],
-                          capture_output=True, text=True, timeout=WAIT,
-                          env={**os.environ, "TF_CONFIG": ""})
+    proc = subprocess.run(
+        [
+            *dltoolkit_command(),
+            "detect-anomalies",
+            "--strategy",
+            "cpu",
+            "--out",
+            str(single),
+            "--json",
+            *ARGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env={**os.environ, "TF_CONFIG": ""},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     alone = json.loads(proc.stdout.strip().splitlines()[-1])
     both, one = read_history(out / "history.csv"), read_history(single / "history.csv")
@@ -107,14 +130,26 @@ def test_two_workers_match_one_process_with_the_same_global_batch(two_worker_run
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_restarted_and_the_job_finishes_without_lost_or_repeated_epochs(tmp_path):
+def test_a_killed_worker_is_restarted_and_the_job_finishes_without_lost_or_repeated_epochs(
+    tmp_path,
+):
     out, epochs = tmp_path / "job", 12
-    args = ("--epochs", str(epochs), "--batch-size", "16", "--seed", "0",
-            "--set", "early_stopping_patience=0")
+    args = (
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--seed",
+        "0",
+        "--set",
+        "early_stopping_patience=0",
+    )
     procs = start_job("detect-anomalies", out, *args)
     deadline = time.monotonic() + WAIT
     while len(read_history(out / "history.csv")) < 3:
-        assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+        assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][
+            -3000:
+        ]
         time.sleep(0.2)
     os.killpg(procs[1].pid, signal.SIGKILL)
     killed_after = len(read_history(out / "history.csv"))
@@ -129,10 +164,18 @@ def test_a_killed_worker_is_restarted_and_the_job_finishes_without_lost_or_repea
     history = read_history(out / "history.csv")
     assert [int(r["epoch"]) for r in history] == list(range(1, epochs + 1))
     assert history[-1]["loss"] < history[0]["loss"]
-    served = subprocess.run([sys.executable, "-c", "import sys, tensorflow as tf; "
-                             "print(list(tf.saved_model.load(sys.argv[1]).signatures))",
-                             str(out / "export" / out.name / "1")],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tensorflow as tf; "
+            "print(list(tf.saved_model.load(sys.argv[1]).signatures))",
+            str(out / "export" / out.name / "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "serving_default" in served.stdout, served.stderr[-2000:]
 
 
@@ -158,22 +201,41 @@ def test_tf_config_roles(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert is_chief() and cluster_size() == 1 and worker_index() == 0 and task_name() == ""
     with_chief = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({**with_chief, "task": {"type": "worker", "index": 0}}))
-    assert not is_chief() and cluster_size() == 3 and worker_index() == 1 and task_name() == "worker 0"
-    assert choose_strategy("auto") == ("multi-worker", "TF_CONFIG describes a cluster of 3 processes")
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({**with_chief, "task": {"type": "worker", "index": 0}})
+    )
+    assert (
+        not is_chief() and cluster_size() == 3 and worker_index() == 1 and task_name() == "worker 0"
+    )
+    assert choose_strategy("auto") == (
+        "multi-worker",
+        "TF_CONFIG describes a cluster of 3 processes",
+    )
     info = describe_devices()
-    assert info["cluster"] == {"processes": 3, "this process": "worker 0", "writes the run directory": False}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({**with_chief, "task": {"type": "chief", "index": 0}}))
+    assert info["cluster"] == {
+        "processes": 3,
+        "this process": "worker 0",
+        "writes the run directory": False,
+    }
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({**with_chief, "task": {"type": "chief", "index": 0}})
+    )
     assert is_chief() and worker_index() == 0
     monkeypatch.setenv("TF_CONFIG", local_tf_config([1, 2], 1))
     assert not is_chief() and worker_index() == 1
 
 
-@pytest.mark.parametrize("config, fragment", [
-    ({"cluster": {"worker": ["a:1"]}}, 'needs "cluster" and "task"'),
-    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}, "use 0..1"),
-    ({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}, "chief or worker"),
-])
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        ({"cluster": {"worker": ["a:1"]}}, 'needs "cluster" and "task"'),
+        (
+            {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}},
+            "use 0..1",
+        ),
+        ({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}, "chief or worker"),
+    ],
+)
 def test_unusable_tf_config_is_a_config_error(monkeypatch, config, fragment):
     monkeypatch.setenv("TF_CONFIG", json.dumps(config))
     with pytest.raises(ConfigError, match=fragment):
@@ -182,13 +244,36 @@ def test_unusable_tf_config_is_a_config_error(monkeypatch, config, fragment):
 
 def test_multi_worker_cli_mistakes_are_one_line_errors(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--out",
-                           tmp_path / "a", "--epochs", "1"), "needs TF_CONFIG")
+    assert_user_error(
+        *cli(
+            capsys,
+            "detect-anomalies",
+            "--strategy",
+            "multi-worker",
+            "--out",
+            tmp_path / "a",
+            "--epochs",
+            "1",
+        ),
+        "needs TF_CONFIG",
+    )
     monkeypatch.setenv("TF_CONFIG", local_tf_config([1, 2], 0))
-    assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--epochs", "1"),
-                      "needs --out")
-    assert_user_error(*cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--out",
-                           tmp_path / "a", "--overwrite"), "--overwrite cannot be used")
+    assert_user_error(
+        *cli(capsys, "detect-anomalies", "--strategy", "multi-worker", "--epochs", "1"),
+        "needs --out",
+    )
+    assert_user_error(
+        *cli(
+            capsys,
+            "detect-anomalies",
+            "--strategy",
+            "multi-worker",
+            "--out",
+            tmp_path / "a",
+            "--overwrite",
+        ),
+        "--overwrite cannot be used",
+    )
     monkeypatch.setenv("TF_CONFIG", "{not json")
     assert_user_error(*cli(capsys, "devices", "--strategy", "auto"), "TF_CONFIG is not valid JSON")
     assert not (tmp_path / "a").exists()
@@ -209,7 +294,9 @@ def test_a_worker_scratch_run_starts_from_the_shared_checkpoints(tmp_path):
     scratch = RunDir.scratch(shared.path, "worker 1")
     assert scratch.path != shared.path and scratch.resume_from == shared.path
     scratch.pull_resume_state()
-    assert (scratch.checkpoints / "train.backup" / "training_metadata.json").read_text() == '{"epoch": 3}'
+    assert (
+        scratch.checkpoints / "train.backup" / "training_metadata.json"
+    ).read_text() == '{"epoch": 3}'
     assert read_history(scratch.history_file) == read_history(shared.history_file)
 
 
@@ -217,7 +304,10 @@ def test_distributable_shards_by_data_and_drops_batches_smaller_than_the_replica
     # 9 examples in global batches of 4: 4, 4, 1; the last cannot feed 2 replicas.
     ds = tf.data.Dataset.range(9).batch(4)
     ready = distributable(ds, replicas=2)
-    assert ready.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert (
+        ready.options().experimental_distribute.auto_shard_policy
+        == tf.data.experimental.AutoShardPolicy.DATA
+    )
     assert int(ready.cardinality()) == 2  # a known length: Keras runs no extra empty step
     assert [len(b) for b in ready] == [4, 4]
     assert [len(b) for b in distributable(ds, replicas=1)] == [4, 4, 1]
@@ -235,13 +325,19 @@ def test_image_files_are_split_between_workers_and_arrays_are_not(digit_folder):
     seen = []
     for index in range(2):
         ds = make_dataset(images, **common, shard=(2, index))
-        assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+        assert (
+            ds.options().experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.OFF
+        )
         seen.append(sum(len(y) for _, y in ds))
     assert seen == [60, 60]  # each worker decodes only its half
     arrays = ImageSet(images=np.zeros((10, 16, 16, 1), np.uint8), labels=np.arange(10) % 3)
     ds = make_dataset(arrays, **common, shard=(2, 0))  # in memory: left to DATA sharding
     assert sum(len(y) for _, y in ds) == 10
-    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.AUTO
+    assert (
+        ds.options().experimental_distribute.auto_shard_policy
+        == tf.data.experimental.AutoShardPolicy.AUTO
+    )
 
 
 @pytest.mark.slow
@@ -254,11 +350,16 @@ def test_two_workers_classify_an_image_folder_sharded_by_file(digit_folder, tmp_
     assert load(out).metrics_["accuracy"] > 0.5
 
 
-def test_a_recipe_that_cannot_be_replicated_says_so_in_help_and_refuses(monkeypatch, capsys, tmp_path):
+def test_a_recipe_that_cannot_be_replicated_says_so_in_help_and_refuses(
+    monkeypatch, capsys, tmp_path
+):
     monkeypatch.setenv("TF_CONFIG", local_tf_config([1, 2], 0))
     for strategy in ("multi-worker", "mirrored"):
-        assert_user_error(*cli(capsys, "train-agent", "--strategy", strategy, "--out", tmp_path / "n"),
-                          f"train-agent cannot train with --strategy {strategy}", "--strategy cpu or gpu")
+        assert_user_error(
+            *cli(capsys, "train-agent", "--strategy", strategy, "--out", tmp_path / "n"),
+            f"train-agent cannot train with --strategy {strategy}",
+            "--strategy cpu or gpu",
+        )
     assert not (tmp_path / "n").exists()
     code, out, _ = cli(capsys, "train-agent", "--help")
     assert code == 0 and "refused" in out and "multi-worker" in out
@@ -286,7 +387,9 @@ def chief_run(out, results, epochs: int) -> list[dict]:
     """Check the job's chief wrote the run (model, export, report) and return its history."""
     chief, worker = results
     assert chief["run"] == worker["run"] == str(out)
-    assert {"model.keras", "metrics.json", "report.html", "export"} <= {p.name for p in out.iterdir()}
+    assert {"model.keras", "metrics.json", "report.html", "export"} <= {
+        p.name for p in out.iterdir()
+    }
     assert (out / "export" / out.name / "1" / "saved_model.pb").is_file()
     assert not list((out.parent / "tmp").glob("dltoolkit-*"))  # workers' scratch runs removed
     history = read_history(out / "history.csv")
@@ -301,8 +404,16 @@ def test_two_workers_classify_nodes_exactly_as_one_process(tmp_path):
     args = ("--epochs", 20, "--seed", 0, "--set", "early_stopping_patience=0")
     out = tmp_path / "job"
     history = chief_run(out, run_job("classify-nodes", out, *args, wait=RECIPE_WAIT), 20)
-    single = run_cli("classify-nodes", "--strategy", "cpu", "--out", tmp_path / "one", "--json", *args,
-                     timeout=RECIPE_WAIT)
+    single = run_cli(
+        "classify-nodes",
+        "--strategy",
+        "cpu",
+        "--out",
+        tmp_path / "one",
+        "--json",
+        *args,
+        timeout=RECIPE_WAIT,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     alone = read_history(tmp_path / "one" / "history.csv")
     for key in ("loss", "val_loss", "accuracy"):
@@ -312,8 +423,20 @@ def test_two_workers_classify_nodes_exactly_as_one_process(tmp_path):
 @pytest.mark.slow
 def test_two_workers_classify_nodes_with_sampled_subgraphs(tmp_path):
     out = tmp_path / "job"
-    args = ("--model", "sage", "--batching", "sampled", "--batch-size", 8, "--epochs", 10, "--seed", 0,
-            "--set", "early_stopping_patience=0")
+    args = (
+        "--model",
+        "sage",
+        "--batching",
+        "sampled",
+        "--batch-size",
+        8,
+        "--epochs",
+        10,
+        "--seed",
+        0,
+        "--set",
+        "early_stopping_patience=0",
+    )
     history = chief_run(out, run_job("classify-nodes", out, *args, wait=RECIPE_WAIT), 10)
     assert history[-1]["loss"] < history[0]["loss"]
     assert load(out).metrics_["accuracy"] >= 0.7
@@ -322,29 +445,73 @@ def test_two_workers_classify_nodes_with_sampled_subgraphs(tmp_path):
 @pytest.mark.slow
 def test_two_workers_generate_and_the_export_samples_in_a_fresh_tensorflow_process(tmp_path):
     out = tmp_path / "job"
-    args = ("--model", "ddpm", "--conditional", "--width", 8, "--epochs", 2, "--batch-size", 32,
-            "--seed", 1, "--sample-steps", 6, "--learning-rate", 2e-3)
-    sets = ("steps_per_epoch=10", "grid_size=10", "eval_samples=60", "eval_classifier_epochs=1",
-            "blocks=1", "timesteps=200")
-    results = run_job("generate", out, *args, *(x for s in sets for x in ("--set", s)), wait=RECIPE_WAIT)
+    args = (
+        "--model",
+        "ddpm",
+        "--conditional",
+        "--width",
+        8,
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--seed",
+        1,
+        "--sample-steps",
+        6,
+        "--learning-rate",
+        2e-3,
+    )
+    sets = (
+        "steps_per_epoch=10",
+        "grid_size=10",
+        "eval_samples=60",
+        "eval_classifier_epochs=1",
+        "blocks=1",
+        "timesteps=200",
+    )
+    results = run_job(
+        "generate", out, *args, *(x for s in sets for x in ("--set", s)), wait=RECIPE_WAIT
+    )
     history = chief_run(out, results, 2)
     assert all(np.isfinite(r["loss"]) for r in history)
     assert results[0]["metrics"]["classifier_fd"] > 0
-    served = subprocess.run([sys.executable, "-c", SERVE_IMAGES, str(out / "export" / out.name / "1")],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_IMAGES, str(out / "export" / out.name / "1")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     assert result["dtype"] == "uint8" and result["png_matches"]
-    np.testing.assert_array_equal(np.array(result["images"], np.uint8), load(out).sample(6, seed=5, label="3"))
+    np.testing.assert_array_equal(
+        np.array(result["images"], np.uint8), load(out).sample(6, seed=5, label="3")
+    )
 
 
 @pytest.mark.slow
 def test_two_workers_summarize(tmp_path):
     out, data = tmp_path / "job", write_jsonl(tmp_path / "pairs.jsonl", make_pairs(200))
     sets = [f"{k}={v}" for k, v in TINY_SUMMARIZER.items() if k not in ("batch_size", "seed")]
-    results = run_job("summarize", out, "--data", data, "--text-field", "article", "--summary-field",
-                      "highlights", "--epochs", 3, "--batch-size", 32, "--seed", 0,
-                      *(x for s in sets for x in ("--set", s)), wait=RECIPE_WAIT)
+    results = run_job(
+        "summarize",
+        out,
+        "--data",
+        data,
+        "--text-field",
+        "article",
+        "--summary-field",
+        "highlights",
+        "--epochs",
+        3,
+        "--batch-size",
+        32,
+        "--seed",
+        0,
+        *(x for s in sets for x in ("--set", s)),
+        wait=RECIPE_WAIT,
+    )
     history = chief_run(out, results, 3)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"] and np.isfinite(history[-1]["val_loss"])
     assert results[0]["metrics"]["documents"] == 20
@@ -353,8 +520,23 @@ def test_two_workers_summarize(tmp_path):
 @pytest.mark.slow
 def test_two_workers_forecast(tmp_path):
     out = tmp_path / "job"
-    results = run_job("forecast", out, "--lookback", 52, "--horizon", 13, "--epochs", 3, "--seed", 1,
-                      "--set", "layers=1", "--set", "early_stopping_patience=0", wait=RECIPE_WAIT)
+    results = run_job(
+        "forecast",
+        out,
+        "--lookback",
+        52,
+        "--horizon",
+        13,
+        "--epochs",
+        3,
+        "--seed",
+        1,
+        "--set",
+        "layers=1",
+        "--set",
+        "early_stopping_patience=0",
+        wait=RECIPE_WAIT,
+    )
     history = chief_run(out, results, 3)
     assert history[-1]["loss"] < history[0]["loss"]
     metrics = results[0]["metrics"]

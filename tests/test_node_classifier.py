@@ -26,9 +26,14 @@ def write_block_graph(folder: Path, seed=0, blocks=3, size=30) -> tuple[Path, Pa
     """A stochastic block model with noisy class-mean features: 3 classes of 30 nodes, a
     sixth of them unlabelled, plus a self loop, a duplicate edge and an isolated node."""
     rng = np.random.default_rng(seed)
-    graph = nx.stochastic_block_model([size] * blocks, np.where(np.eye(blocks), 0.15, 0.01), seed=seed)
+    graph = nx.stochastic_block_model(
+        [size] * blocks, np.where(np.eye(blocks), 0.15, 0.01), seed=seed
+    )
     labels = np.repeat([f"c{i}" for i in range(blocks)], size)
-    features = rng.normal(size=(blocks, 6))[np.repeat(np.arange(blocks), size)] + rng.normal(size=(len(labels), 6)) * 1.5
+    features = (
+        rng.normal(size=(blocks, 6))[np.repeat(np.arange(blocks), size)]
+        + rng.normal(size=(len(labels), 6)) * 1.5
+    )
     nodes = pd.DataFrame(features, columns=[f"f{i}" for i in range(6)]).round(4)
     nodes.insert(0, "id", [f"n{i}" for i in range(len(labels))])
     nodes["label"] = np.where(np.arange(len(labels)) % 6 == 5, "", labels)
@@ -50,7 +55,9 @@ def block_graph(tmp_path_factory):
 def trained(block_graph, tmp_path_factory):
     nodes, edges = block_graph
     out = tmp_path_factory.mktemp("runs") / "blocks"
-    clf = NodeClassifier(edges=str(edges), epochs=60, seed=0).fit(str(nodes), out=out, progress=False)
+    clf = NodeClassifier(edges=str(edges), epochs=60, seed=0).fit(
+        str(nodes), out=out, progress=False
+    )
     return clf, out
 
 
@@ -75,7 +82,9 @@ def test_sage_mean_and_gat_attention_by_hand():
     sage.build((3, 3))
     sage.kernel_self.assign(np.zeros((3, 3)))
     sage.kernel_neighbours.assign(np.eye(3))
-    np.testing.assert_allclose(sage(x, edges, weights), [[0, 1, 0], [0.5, 0, 0.5], [0, 1, 0]], atol=1e-6)
+    np.testing.assert_allclose(
+        sage(x, edges, weights), [[0, 1, 0], [0.5, 0, 0.5], [0, 1, 0]], atol=1e-6
+    )
     alpha = segment_softmax(np.array([0.0, 1.0, 5.0]), np.array([0, 0, 1]), 2)
     np.testing.assert_allclose(alpha, [1 / (1 + np.e), np.e / (1 + np.e), 1.0], atol=1e-6)
     gat = GATConv(2, heads=3, attention_dropout=0.5)
@@ -88,8 +97,12 @@ def test_sage_mean_and_gat_attention_by_hand():
 
 
 def test_canonical_edges_symmetrise_merge_duplicates_and_drop_self_loops():
-    edges, weights = canonical_edges(np.array([[0, 1], [0, 1], [1, 1], [2, 1]]), np.array([1.0, 3.0, 1.0, 2.0]),
-                                     3, directed=False)
+    edges, weights = canonical_edges(
+        np.array([[0, 1], [0, 1], [1, 1], [2, 1]]),
+        np.array([1.0, 3.0, 1.0, 2.0]),
+        3,
+        directed=False,
+    )
     got = {tuple(e): w for e, w in zip(edges.numpy().tolist(), weights.numpy(), strict=True)}
     assert got == {(0, 1): 3.0, (1, 0): 3.0, (2, 1): 2.0, (1, 2): 2.0}
     directed, _ = canonical_edges(np.array([[0, 1]]), np.ones(1), 2, directed=True)
@@ -98,7 +111,14 @@ def test_canonical_edges_symmetrise_merge_duplicates_and_drop_self_loops():
 
 def test_fit_writes_a_run_learns_and_reports_embeddings(trained):
     clf, out = trained
-    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+    for name in (
+        "recipe.toml",
+        "model.keras",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["accuracy"] > 0.75 and metrics["macro_f1"] > 0.7
@@ -143,7 +163,9 @@ SERVE = textwrap.dedent(
 )
 
 
-def test_export_serves_a_new_subgraph_in_a_fresh_tensorflow_only_process(trained, block_graph, tmp_path):
+def test_export_serves_a_new_subgraph_in_a_fresh_tensorflow_only_process(
+    trained, block_graph, tmp_path
+):
     clf, out = trained
     path = clf.export()
     nodes, edges = (pd.read_csv(p, keep_default_na=False) for p in block_graph)
@@ -152,10 +174,17 @@ def test_export_serves_a_new_subgraph_in_a_fresh_tensorflow_only_process(trained
     sub_edges = edges[edges.source.isin(position) & edges.target.isin(position)]
     sub.to_csv(tmp_path / "n.csv", index=False)
     sub_edges.to_csv(tmp_path / "e.csv", index=False)
-    np.savez(tmp_path / "g.npz", x=sub.iloc[:, 1:].to_numpy(np.float32),
-             edges=sub_edges.map(position.get).to_numpy(np.int64))
-    served = subprocess.run([sys.executable, "-c", SERVE, str(path), str(tmp_path / "g.npz")],
-                            capture_output=True, text=True, timeout=300)
+    np.savez(
+        tmp_path / "g.npz",
+        x=sub.iloc[:, 1:].to_numpy(np.float32),
+        edges=sub_edges.map(position.get).to_numpy(np.int64),
+    )
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(path), str(tmp_path / "g.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     result = json.loads(served.stdout.strip().splitlines()[-1])
     assert result["signatures"] == ["predict_weighted", "serving_default"]
@@ -165,8 +194,10 @@ def test_export_serves_a_new_subgraph_in_a_fresh_tensorflow_only_process(trained
     np.testing.assert_allclose(top, [r["probability"] for r in expected], atol=1e-5)
 
 
-@pytest.mark.parametrize(("model", "extra"), [("gat", {}), ("sage", {"batching": "sampled", "batch_size": 8,
-                                                                      "fanout": 3})])
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("gat", {}), ("sage", {"batching": "sampled", "batch_size": 8, "fanout": 3})],
+)
 def test_gat_and_sampled_sage_learn_the_karate_factions(model, extra, tmp_path):
     clf = NodeClassifier(model=model, epochs=40, test_split=0.3, seed=1, **extra)
     clf.fit("karate", out=tmp_path / model, progress=False)
@@ -174,7 +205,9 @@ def test_gat_and_sampled_sage_learn_the_karate_factions(model, extra, tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"] and clf.metrics_["accuracy"] >= 0.8
 
 
-@pytest.mark.skipif(not (PLANETOID / "ind.cora.x").is_file(), reason="Planetoid Cora files not present")
+@pytest.mark.skipif(
+    not (PLANETOID / "ind.cora.x").is_file(), reason="Planetoid Cora files not present"
+)
 def test_planetoid_public_split():
     graph = load_planetoid(PLANETOID)
     assert graph.features.shape == (2708, 1433) and len(graph.class_names) == 7
@@ -186,8 +219,23 @@ def test_planetoid_public_split():
 def test_cli_trains_predicts_and_evaluates(block_graph, tmp_path, capsys):
     nodes, edges = block_graph
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "classify-nodes", "--nodes", nodes, "--edges", edges, "--model", "sage",
-                            "--epochs", "30", "--out", out, "--json", "--set", "full_batch_max_nodes=50")
+    code, stdout, err = cli(
+        capsys,
+        "classify-nodes",
+        "--nodes",
+        nodes,
+        "--edges",
+        edges,
+        "--model",
+        "sage",
+        "--epochs",
+        "30",
+        "--out",
+        out,
+        "--json",
+        "--set",
+        "full_batch_max_nodes=50",
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["metrics"]["accuracy"] > 0.6 and Path(summary["export"]).is_dir()
@@ -203,7 +251,9 @@ def test_cli_trains_predicts_and_evaluates(block_graph, tmp_path, capsys):
 
 def test_recipe_file_runs(tmp_path, capsys):
     recipe = Path(__file__).parents[1] / "recipes" / "nodes_karate.toml"
-    code, stdout, err = cli(capsys, "run", recipe, "--set", "epochs=5", "--out", tmp_path / "k", "--json")
+    code, stdout, err = cli(
+        capsys, "run", recipe, "--set", "epochs=5", "--out", tmp_path / "k", "--json"
+    )
     assert code == 0, err
     assert json.loads(stdout)["metrics"]["samples"] == 10  # 30% of 34 members held out for test
 
@@ -219,18 +269,32 @@ BASE = {"id": ["a", "b", "c", "d"], "x": [0.1, 0.2, 0.3, 0.4], "label": ["p", "q
 RING = {"source": ["a", "b", "c"], "target": ["b", "c", "d"]}
 
 
-@pytest.mark.parametrize(("nodes", "edges", "fragments"), [
-    (BASE, {"source": ["a", "zz", "yy"], "target": ["b", "c", "a"]}, ["unknown node id", "'zz'", "'yy'"]),
-    ({**BASE, "id": ["a", "b", "b", "d"]}, RING, ["duplicate node ids", "'b'"]),
-    ({**BASE, "label": ["", "", "", ""]}, RING, ["no labelled nodes"]),
-    ({**BASE, "label": ["p", "q", "p", "r"], "split": ["train", "train", "val", "test"]}, RING,
-     ["'r'", "only in test"]),
-    ({**BASE, "x": ["0.1", "lots", "0.3", "0.4"]}, RING, ["'x'", "not numeric", "'lots'"]),
-])
-def test_bad_graphs_are_one_line_errors_and_write_nothing(nodes, edges, fragments, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("nodes", "edges", "fragments"),
+    [
+        (
+            BASE,
+            {"source": ["a", "zz", "yy"], "target": ["b", "c", "a"]},
+            ["unknown node id", "'zz'", "'yy'"],
+        ),
+        ({**BASE, "id": ["a", "b", "b", "d"]}, RING, ["duplicate node ids", "'b'"]),
+        ({**BASE, "label": ["", "", "", ""]}, RING, ["no labelled nodes"]),
+        (
+            {**BASE, "label": ["p", "q", "p", "r"], "split": ["train", "train", "val", "test"]},
+            RING,
+            ["'r'", "only in test"],
+        ),
+        ({**BASE, "x": ["0.1", "lots", "0.3", "0.4"]}, RING, ["'x'", "not numeric", "'lots'"]),
+    ],
+)
+def test_bad_graphs_are_one_line_errors_and_write_nothing(
+    nodes, edges, fragments, tmp_path, capsys
+):
     node_file, edge_file = _table(tmp_path / "data", nodes, edges)
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "classify-nodes", "--nodes", node_file, "--edges", edge_file, "--out", out)
+    code, stdout, err = cli(
+        capsys, "classify-nodes", "--nodes", node_file, "--edges", edge_file, "--out", out
+    )
     assert_user_error(code, stdout, err, *fragments)
     assert not out.exists()
 
@@ -238,8 +302,12 @@ def test_bad_graphs_are_one_line_errors_and_write_nothing(nodes, edges, fragment
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     code, out, err = cli(capsys, "classify-nodes", "--model", "gin", "--out", tmp_path / "r")
     assert_user_error(code, out, err, "unknown model 'gin'", "gcn, gat, sage")
-    code, out, err = cli(capsys, "classify-nodes", "--nodes", tmp_path / "n.csv", "--out", tmp_path / "r")
+    code, out, err = cli(
+        capsys, "classify-nodes", "--nodes", tmp_path / "n.csv", "--out", tmp_path / "r"
+    )
     assert_user_error(code, out, err, "--nodes and --edges go together")
-    code, out, err = cli(capsys, "classify-nodes", "--data", f"planetoid:{tmp_path}", "--out", tmp_path / "r")
+    code, out, err = cli(
+        capsys, "classify-nodes", "--data", f"planetoid:{tmp_path}", "--out", tmp_path / "r"
+    )
     assert_user_error(code, out, err, "no ind.*.x file")
     assert not (tmp_path / "r").exists()

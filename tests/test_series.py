@@ -13,9 +13,16 @@ from dltoolkit.tasks.forecast_eval import mase_scale, naive, seasonal_naive
 
 
 def test_split_borders_by_fraction_and_by_rows():
-    assert split_borders(100, 10, 5, 0.2, 0.1) == {"train": (0, 70), "val": (70, 90), "test": (90, 100)}
+    assert split_borders(100, 10, 5, 0.2, 0.1) == {
+        "train": (0, 70),
+        "val": (70, 90),
+        "test": (90, 100),
+    }
     assert split_borders(100, 10, 5, 0.2, 0.1, "50,20,20") == {
-        "train": (0, 50), "val": (50, 70), "test": (70, 90)}
+        "train": (0, 50),
+        "val": (50, 70),
+        "test": (70, 90),
+    }
     with pytest.raises(DataError, match="series too short: 30 rows"):
         split_borders(30, 20, 5, 0.2, 0.2)
     with pytest.raises(DataError, match="three row counts"):
@@ -59,8 +66,22 @@ def test_pinball_loss_matches_its_definition():
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_forecasts_quantiles_and_round_trips(name, tmp_path):
     x = np.random.default_rng(0).normal(size=(4, 32, 3)).astype(np.float32)
-    model = SequenceForecaster(name, 32, 3, 2, 6, quantiles=3, layers_=1, patch_len=8, stride=4,
-                               units=8, d_model=8, heads=2, ff_dim=16, kernel=5)
+    model = SequenceForecaster(
+        name,
+        32,
+        3,
+        2,
+        6,
+        quantiles=3,
+        layers_=1,
+        patch_len=8,
+        stride=4,
+        units=8,
+        d_model=8,
+        heads=2,
+        ff_dim=16,
+        kernel=5,
+    )
     out = model(x)
     assert out.shape == (4, 6, 2, 3)
     model.save(tmp_path / "m.keras")

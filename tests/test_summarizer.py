@@ -22,14 +22,40 @@ from dltoolkit.models.pretrained_seq2seq import random_bart_preset
 
 NAMES = ["anna", "boris", "clara", "david", "elena", "farid", "greta", "hugo", "irene", "jonas"]
 VERBS = ["bought", "sold", "painted", "found", "lost", "repaired", "borrowed", "cooked"]
-THINGS = ["a bicycle", "three apples", "an old clock", "a red car", "the blue lamp", "two books",
-          "a guitar", "some bread"]
+THINGS = [
+    "a bicycle",
+    "three apples",
+    "an old clock",
+    "a red car",
+    "the blue lamp",
+    "two books",
+    "a guitar",
+    "some bread",
+]
 PLACES = ["in the market", "at the station", "near the river", "in the garden", "at school"]
-FILLER = ["the weather was cold that morning .", "many people were walking around .",
-          "a dog barked somewhere .", "the shops opened early .", "it started to rain later .",
-          "the radio played an old song .", "nobody expected anything special .", "the street was quiet ."]
-TINY = dict(d_model=64, layers=1, heads=2, ff_dim=128, vocabulary_size=300, max_source_length=64,
-            max_target_length=16, batch_size=32, learning_rate=3e-3, dropout=0.0, seed=0)
+FILLER = [
+    "the weather was cold that morning .",
+    "many people were walking around .",
+    "a dog barked somewhere .",
+    "the shops opened early .",
+    "it started to rain later .",
+    "the radio played an old song .",
+    "nobody expected anything special .",
+    "the street was quiet .",
+]
+TINY = dict(
+    d_model=64,
+    layers=1,
+    heads=2,
+    ff_dim=128,
+    vocabulary_size=300,
+    max_source_length=64,
+    max_target_length=16,
+    batch_size=32,
+    learning_rate=3e-3,
+    dropout=0.0,
+    seed=0,
+)
 
 
 def make_pairs(n: int, seed: int = 0) -> list[dict]:
@@ -38,7 +64,12 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        who, verb, what, where = rng.choice(NAMES), rng.choice(VERBS), rng.choice(THINGS), rng.choice(PLACES)
+        who, verb, what, where = (
+            rng.choice(NAMES),
+            rng.choice(VERBS),
+            rng.choice(THINGS),
+            rng.choice(PLACES),
+        )
         filler = rng.sample(FILLER, 4)
         story = " ".join(filler[:2] + [f"yesterday {who} {verb} {what} {where} ."] + filler[2:])
         rows.append({"article": story, "highlights": f"{who} {verb} {what} ."})
@@ -57,8 +88,10 @@ def write_jsonl(path, rows) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("summarize")
-    rows = make_pairs(360) + [{"article": " ", "highlights": "nothing ."},
-                              {"article": "a story .", "highlights": ""}]
+    rows = make_pairs(360) + [
+        {"article": " ", "highlights": "nothing ."},
+        {"article": "a story .", "highlights": ""},
+    ]
     data = write_jsonl(root / "pairs.jsonl", rows)
     model = Summarizer(text_field="article", summary_field="highlights", epochs=10, **TINY)
     return model.fit(data, out=root / "run", progress=False), root
@@ -67,7 +100,14 @@ def trained(tmp_path_factory):
 def test_fit_learns_the_task_and_reports_rouge_beside_lead(trained):
     model, root = trained
     out = root / "run"
-    for name in ("recipe.toml", "model.keras", "state.json", "history.csv", "metrics.json", "report.html"):
+    for name in (
+        "recipe.toml",
+        "model.keras",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert m["documents"] == 36 and m["decoding"] == "greedy"
@@ -85,8 +125,10 @@ def test_predict_means_the_story_and_survives_save_load(trained, tmp_path):
     new = make_pairs(6, seed=7)
     rows = model.predict(text=[r["article"] for r in new])
     assert [r["input"] for r in rows] == [f"text {i}" for i in range(1, 7)]
-    recall = [len(words(r["summary"]) & words(p["highlights"])) / len(words(p["highlights"]))
-              for r, p in zip(rows, new, strict=True)]
+    recall = [
+        len(words(r["summary"]) & words(p["highlights"])) / len(words(p["highlights"]))
+        for r, p in zip(rows, new, strict=True)
+    ]
     assert sum(recall) / len(recall) > 0.6, rows  # the key sentence, retold
     (tmp_path / "docs").mkdir()
     for i, r in enumerate(new[:2]):
@@ -159,8 +201,12 @@ def test_export_summarises_raw_strings_in_a_fresh_tensorflow_process(trained):
     path = model.export()
     assert path == root / "run" / "export" / "run" / "1"
     texts = [r["article"] for r in make_pairs(3, seed=11)] + ["word " * 300]
-    served = subprocess.run([sys.executable, "-c", SERVE, str(path), json.dumps(texts)],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(path), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     assert json.loads(served.stdout.strip().splitlines()[-1]) == model.summarize(texts)
 
@@ -168,13 +214,23 @@ def test_export_summarises_raw_strings_in_a_fresh_tensorflow_process(trained):
 def test_cli_predict_and_evaluate(trained, tmp_path, capsys):
     _, root = trained
     stories = make_pairs(20, seed=5)
-    code, out, err = cli(capsys, "predict", root / "run", "--text", stories[0]["article"],
-                         "--text", stories[1]["article"], "--json")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        root / "run",
+        "--text",
+        stories[0]["article"],
+        "--text",
+        stories[1]["article"],
+        "--json",
+    )
     assert code == 0, err
     rows = json.loads(out)
     assert len(rows) == 2 and rows[0]["summary"].startswith(stories[0]["highlights"].split()[0])
     pd.DataFrame(stories).to_csv(tmp_path / "test.csv", index=False)  # the run's field names
-    code, out, err = cli(capsys, "evaluate", root / "run", "--data", tmp_path / "test.csv", "--json")
+    code, out, err = cli(
+        capsys, "evaluate", root / "run", "--data", tmp_path / "test.csv", "--json"
+    )
     assert code == 0, err
     metrics = json.loads(out)
     assert metrics["documents"] == 20 and metrics["rougeL"] > metrics["lead_rougeL"]
@@ -182,11 +238,27 @@ def test_cli_predict_and_evaluate(trained, tmp_path, capsys):
 
 BAD = {
     "missing fields": ({"story": "a b c", "gist": "a"}, [], "fields found: story, gist"),
-    "named field missing": (None, ["--text-field", "body"], "no text field 'body'; fields found: article, highlights"),
+    "named field missing": (
+        None,
+        ["--text-field", "body"],
+        "no text field 'body'; fields found: article, highlights",
+    ),
     "empty under --strict": ("empty", ["--strict"], "1 empty document(s) or summary(ies)"),
-    "preset neither name nor directory": (None, ["--preset", "./no_such_preset"], "not a KerasHub preset directory"),
-    "unknown preset name": (None, ["--preset", "bart_gigantic_xx"], "unknown preset 'bart_gigantic_xx'"),
-    "max below min": (None, ["--min-length", "10", "--max-length", "5"], "max_length 5 is below min_length 10"),
+    "preset neither name nor directory": (
+        None,
+        ["--preset", "./no_such_preset"],
+        "not a KerasHub preset directory",
+    ),
+    "unknown preset name": (
+        None,
+        ["--preset", "bart_gigantic_xx"],
+        "unknown preset 'bart_gigantic_xx'",
+    ),
+    "max below min": (
+        None,
+        ["--min-length", "10", "--max-length", "5"],
+        "max_length 5 is below min_length 10",
+    ),
     "non-UTF-8 file": ("latin1", [], "is not UTF-8"),
 }
 
@@ -198,8 +270,16 @@ def test_summarize_without_data_says_what_to_pass(tmp_path, capsys):
 
 
 def test_unprepared_tfds_data_set_is_a_one_line_error(tmp_path, capsys):
-    code, stdout, err = cli(capsys, "summarize", "--data", "tfds:no_such_corpus", "--tfds-data-dir",
-                            tmp_path, "--out", tmp_path / "run")
+    code, stdout, err = cli(
+        capsys,
+        "summarize",
+        "--data",
+        "tfds:no_such_corpus",
+        "--tfds-data-dir",
+        tmp_path,
+        "--out",
+        tmp_path / "run",
+    )
     assert_user_error(code, stdout, err, "tfds:no_such_corpus (train split) is not prepared")
     assert not (tmp_path / "run").exists()
 
@@ -218,7 +298,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys)
         path = tmp_path / "pairs.csv"
         path.write_bytes("text,summary\ncaf\xe9 au lait,caf\xe9\n".encode("latin-1"))
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "summarize", "--data", path, "--epochs", 1, "--out", out, *options)
+    code, stdout, err = cli(
+        capsys, "summarize", "--data", path, "--epochs", 1, "--out", out, *options
+    )
     assert_user_error(code, stdout, err, fragment)
     assert not out.exists()
 
@@ -234,8 +316,18 @@ def test_predict_rejects_empty_text_and_a_non_summarize_option(trained, capsys):
 @pytest.mark.slow  # the download is retried for about 20 s before it fails
 def test_offline_preset_name_names_the_local_directory_option(tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, err = cli(capsys, "summarize", "--data", write_jsonl(tmp_path / "p.jsonl", make_pairs(10)),
-                            "--preset", "bart_base_en", "--epochs", 1, "--out", out)
+    code, stdout, err = cli(
+        capsys,
+        "summarize",
+        "--data",
+        write_jsonl(tmp_path / "p.jsonl", make_pairs(10)),
+        "--preset",
+        "bart_base_en",
+        "--epochs",
+        1,
+        "--out",
+        out,
+    )
     assert_user_error(code, stdout, err, "could not be downloaded", "--preset ./my_local_preset")
     assert not out.exists()
 
@@ -243,11 +335,26 @@ def test_offline_preset_name_names_the_local_directory_option(tmp_path, capsys):
 @pytest.mark.slow  # about 2 minutes on 2 shared cores: BART's training, generation and export graphs
 def test_fine_tunes_a_tiny_random_bart_from_a_local_preset(tmp_path):
     rows = make_pairs(64, seed=3)
-    preset = random_bart_preset(tmp_path / "preset", [r["article"] for r in rows], vocabulary_size=300,
-                                hidden_dim=16, layers=1, heads=2, max_length=64)
+    preset = random_bart_preset(
+        tmp_path / "preset",
+        [r["article"] for r in rows],
+        vocabulary_size=300,
+        hidden_dim=16,
+        layers=1,
+        heads=2,
+        max_length=64,
+    )
     pairs = [(r["article"], r["highlights"]) for r in rows]
-    model = Summarizer(preset=str(preset), epochs=3, batch_size=8, learning_rate=5e-3,
-                       max_source_length=48, max_target_length=12, eval_samples=6, val_split=0.1)
+    model = Summarizer(
+        preset=str(preset),
+        epochs=3,
+        batch_size=8,
+        learning_rate=5e-3,
+        max_source_length=48,
+        max_target_length=12,
+        eval_samples=6,
+        val_split=0.1,
+    )
     model.fit(pairs, out=tmp_path / "run", progress=False)
     losses = [row["loss"] for row in read_history(tmp_path / "run" / "history.csv")]
     assert losses[-1] < losses[0]
@@ -256,7 +363,11 @@ def test_fine_tunes_a_tiny_random_bart_from_a_local_preset(tmp_path):
     summaries = [r["summary"] for r in model.predict(text=texts)]
     assert len(summaries) == 3 and all(isinstance(s, str) for s in summaries)
     assert load(tmp_path / "run").summarize(texts) == summaries
-    served = subprocess.run([sys.executable, "-c", SERVE, str(model.export()), json.dumps(texts)],
-                            capture_output=True, text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE, str(model.export()), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-2000:]
     assert json.loads(served.stdout.strip().splitlines()[-1]) == summaries

@@ -11,13 +11,15 @@ from dltoolkit.data import tables
 
 
 def frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": [f"u{i}" for i in range(80)],
-        "amount": np.r_[np.arange(79.0), 1e6],
-        "ok": [True, False] * 40,
-        "site": ["a", "b", "c", "a"] * 20,
-        "label": ["fraud"] * 5 + ["fine"] * 75,
-    })
+    return pd.DataFrame(
+        {
+            "id": [f"u{i}" for i in range(80)],
+            "amount": np.r_[np.arange(79.0), 1e6],
+            "ok": [True, False] * 40,
+            "site": ["a", "b", "c", "a"] * 20,
+            "label": ["fraud"] * 5 + ["fine"] * 75,
+        }
+    )
 
 
 def test_schema_encodes_numeric_robustly_and_categories_one_hot():
@@ -27,7 +29,9 @@ def test_schema_encodes_numeric_robustly_and_categories_one_hot():
     assert skipped == ["id (80 distinct text values)"]
     numeric = tables.numeric_values(data, schema, "error", "t")
     schema = tables.fit_schema(schema, numeric, data)
-    assert schema.categorical == {"site": ["a", "b", "c"]} and schema.median[0] == pytest.approx(39.5)
+    assert schema.categorical == {"site": ["a", "b", "c"]} and schema.median[0] == pytest.approx(
+        39.5
+    )
     new = data.head(2).assign(site=["c", "zzz"])  # an unseen category encodes as zeros
     x = tables.encode(schema, tables.numeric_values(new, schema, "error", "t"), new)
     assert x.shape == (2, schema.width) == (2, 5)
@@ -40,7 +44,9 @@ def test_labels_nan_policy_windows_and_errors():
     data = frame()
     labels, positive = tables.binary_labels(data, "label", "t")
     assert positive == "fraud" and labels.sum() == 5  # the rarer value is the anomaly
-    assert tables.binary_labels(pd.DataFrame({"y": [True, False, False]}), "y", "t")[0].tolist() == [1, 0, 0]
+    assert tables.binary_labels(pd.DataFrame({"y": [True, False, False]}), "y", "t")[
+        0
+    ].tolist() == [1, 0, 0]
     schema, _ = tables.infer_schema(data, exclude=["label"])
     bad = data.assign(amount=data["amount"].replace(3.0, np.inf))
     with pytest.raises(DataError, match="NaN/inf.*'amount'"):

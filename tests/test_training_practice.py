@@ -27,8 +27,15 @@ def digits_3():
 def test_transfer_learning_runs_head_then_finetune_from_a_local_weights_file(digits_3, tmp_path):
     weights = tmp_path / "mobilenet.weights.h5"
     build_image_model("mobilenetv3-small", (32, 32, 3), 3).backbone.save_weights(weights)
-    clf = ImageClassifier(backbone="mobilenetv3-small", weights=str(weights), image_size=32,
-                          epochs=2, fine_tune_epochs=1, batch_size=32, augment="none")
+    clf = ImageClassifier(
+        backbone="mobilenetv3-small",
+        weights=str(weights),
+        image_size=32,
+        epochs=2,
+        fine_tune_epochs=1,
+        batch_size=32,
+        augment="none",
+    )
     clf.fit(digits_3, out=tmp_path / "run", progress=False)
     rows = read_history(tmp_path / "run" / "history.csv")
     assert [(r["epoch"], r["phase"]) for r in rows] == [(1, "head"), (2, "head"), (3, "finetune")]
@@ -49,9 +56,19 @@ def test_mixup_cutmix_strong_augment_focal_loss_balanced_weights_and_accumulatio
     d = load_digits()
     keep = (d.target == 0) | ((d.target == 1) & (np.arange(len(d.target)) % 4 == 0))  # imbalanced
     x = (d.images[keep] * (255 / 16)).astype(np.uint8)[..., None]
-    clf = ImageClassifier(epochs=3, batch_size=16, augment="strong", flip=True, mixup=0.2,
-                          cutmix=1.0, loss="focal", class_weight="balanced", grad_accum_steps=2,
-                          optimizer="sgd", learning_rate=0.05)
+    clf = ImageClassifier(
+        epochs=3,
+        batch_size=16,
+        augment="strong",
+        flip=True,
+        mixup=0.2,
+        cutmix=1.0,
+        loss="focal",
+        class_weight="balanced",
+        grad_accum_steps=2,
+        optimizer="sgd",
+        learning_rate=0.05,
+    )
     clf.fit((x, d.target[keep]), out=tmp_path / "run", progress=False)
     rows = read_history(tmp_path / "run" / "history.csv")
     assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)

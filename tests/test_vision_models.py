@@ -29,8 +29,15 @@ def _assert_probabilities(probs, n, num_classes):
 
 def test_backbone_names_and_default_sizes():
     assert BACKBONES[0] == "small-cnn"
-    assert {"resnet50", "efficientnet-b0", "efficientnetv2-s", "mobilenetv3-small",
-            "convnext-tiny", "vit-b16", "vit-tiny"} <= set(BACKBONES)
+    assert {
+        "resnet50",
+        "efficientnet-b0",
+        "efficientnetv2-s",
+        "mobilenetv3-small",
+        "convnext-tiny",
+        "vit-b16",
+        "vit-tiny",
+    } <= set(BACKBONES)
     assert default_image_size("small-cnn") is None
     assert default_image_size("vit-tiny") is None
     assert default_image_size("resnet50") == 224
@@ -53,11 +60,15 @@ def test_small_cnn_learns_digits():
     digits = load_digits()
     x = (digits.images[..., None] * (255 / 16)).astype("float32")
     x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target, test_size=0.25, random_state=0, stratify=digits.target)
+        x, digits.target, test_size=0.25, random_state=0, stratify=digits.target
+    )
     keras.utils.set_random_seed(0)
     model = build_image_model("small-cnn", (8, 8, 1), 10).model
-    model.compile(optimizer=keras.optimizers.AdamW(3e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(x_train, y_train, batch_size=32, epochs=8, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.9
@@ -82,12 +93,18 @@ def test_grey_is_repeated_to_rgb_and_backbone_stays_in_inference_mode():
     np.testing.assert_allclose(grey.model(x, training=True), probs, atol=1e-5)
     grey.backbone.trainable = False  # the recipe's frozen phase: only the head trains
     assert len(grey.model.trainable_weights) == 2
-    bn = next(layer for layer in grey.backbone.layers
-              if isinstance(layer, keras.layers.BatchNormalization))
+    bn = next(
+        layer
+        for layer in grey.backbone.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     moving_mean, gamma = np.array(bn.moving_mean), np.array(bn.gamma)
     grey.backbone.trainable = True  # fine-tuning: BatchNorm weights train, stats stay
-    grey.model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
-                       run_eagerly=True)  # one step: skip tracing the graph
+    grey.model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
+    )  # one step: skip tracing the graph
     grey.model.fit(x, np.arange(4), epochs=1, verbose=0)
     np.testing.assert_array_equal(bn.moving_mean, moving_mean)
     assert not np.array_equal(bn.gamma, gamma)
@@ -136,8 +153,9 @@ def test_weights_from_local_kerashub_preset(tmp_path):
 
     first = build_image_model("vit-tiny", (32, 32, 3), 2)
     first.backbone.save_to_preset(tmp_path)
-    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 255.0,
-                                       offset=-0.5).save_to_preset(tmp_path)
+    keras_hub.layers.ViTImageConverter(
+        image_size=(32, 32), scale=1 / 255.0, offset=-0.5
+    ).save_to_preset(tmp_path)
     second = build_image_model("vit-tiny", (32, 32, 1), 2, weights=str(tmp_path))
     for a, b in zip(first.backbone.get_weights(), second.backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -147,11 +165,14 @@ def test_weights_from_local_kerashub_preset(tmp_path):
         build_image_model("vit-tiny", (64, 64, 3), 2, weights=str(tmp_path))
 
 
-@pytest.mark.parametrize(("backbone", "shape"), [
-    ("small-cnn", (28, 28, 1)),
-    ("resnet50", (32, 32, 1)),  # CaffePreprocess + grey -> RGB
-    ("vit-tiny", (32, 32, 3)),  # KerasHub backbone + ClassToken
-])
+@pytest.mark.parametrize(
+    ("backbone", "shape"),
+    [
+        ("small-cnn", (28, 28, 1)),
+        ("resnet50", (32, 32, 1)),  # CaffePreprocess + grey -> RGB
+        ("vit-tiny", (32, 32, 3)),  # KerasHub backbone + ClassToken
+    ],
+)
 def test_keras_file_round_trip(tmp_path, backbone, shape):
     model = build_image_model(backbone, shape, 3).model
     x = _images(shape)
@@ -179,20 +200,24 @@ def test_unknown_backbone():
         default_image_size("alexnet")
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"backbone": "small-cnn", "weights": "imagenet"}, ConfigError, "no ImageNet weights"),
-    ({"backbone": "resnet50", "image_shape": (28, 28, 1)}, ConfigError, "at least 32x32"),
-    ({"backbone": "small-cnn", "image_shape": (28, 28, 2)}, ConfigError, "grayscale or RGB"),
-    ({"backbone": "small-cnn", "num_classes": 1}, ConfigError, "at least 2 classes"),
-    ({"backbone": "vit-b16", "image_shape": (40, 40, 3)}, ConfigError, "divisible by 16"),
-    ({"backbone": "vit-b16", "weights": "imagenet"}, ConfigError, "224x224"),
-    ({"backbone": "vit-tiny", "weights": "imagenet"}, ConfigError, "no ImageNet weights"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"backbone": "small-cnn", "weights": "imagenet"}, ConfigError, "no ImageNet weights"),
+        ({"backbone": "resnet50", "image_shape": (28, 28, 1)}, ConfigError, "at least 32x32"),
+        ({"backbone": "small-cnn", "image_shape": (28, 28, 2)}, ConfigError, "grayscale or RGB"),
+        ({"backbone": "small-cnn", "num_classes": 1}, ConfigError, "at least 2 classes"),
+        ({"backbone": "vit-b16", "image_shape": (40, 40, 3)}, ConfigError, "divisible by 16"),
+        ({"backbone": "vit-b16", "weights": "imagenet"}, ConfigError, "224x224"),
+        ({"backbone": "vit-tiny", "weights": "imagenet"}, ConfigError, "no ImageNet weights"),
+    ],
+)
 def test_invalid_options(kwargs, error, match):
     args = {"image_shape": (32, 32, 3), "num_classes": 3, **kwargs}
     with pytest.raises(error, match=match):
-        build_image_model(args.pop("backbone"), args.pop("image_shape"),
-                          args.pop("num_classes"), **args)
+        build_image_model(
+            args.pop("backbone"), args.pop("image_shape"), args.pop("num_classes"), **args
+        )
 
 
 @pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, on the wrong file

@@ -23,30 +23,62 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 # Shared options, spelled the same by every command (DESIGN.md, 'CLI grammar').
-Data = Annotated[str | None, typer.Option(help="Data: folder, CSV file, tfds:NAME or a built-in name (`dltoolkit datasets`).")]
-Out = Annotated[Path | None, typer.Option(help="Run directory to write (default runs/<task>-<time>).")]
+Data = Annotated[
+    str | None,
+    typer.Option(
+        help="Data: folder, CSV file, tfds:NAME or a built-in name (`dltoolkit datasets`)."
+    ),
+]
+Out = Annotated[
+    Path | None, typer.Option(help="Run directory to write (default runs/<task>-<time>).")
+]
 Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
 BatchSize = Annotated[int | None, typer.Option(help="Global batch size (split across replicas).")]
-LearningRate = Annotated[float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")]
+LearningRate = Annotated[
+    float | None, typer.Option(help="Peak learning rate (warmup then cosine decay).")
+]
 Strategy = Annotated[str | None, typer.Option(help="auto|cpu|gpu|mirrored|multi-worker|tpu.")]
 # What a recipe that trains through `model.fit` says: it also runs as a multi-worker job.
-_REPLICATED_HELP = ("auto|cpu|gpu|mirrored|multi-worker|tpu; multi-worker: run the same command on every "
-                    "worker, each with its TF_CONFIG (README, 'Scaling out').")
+_REPLICATED_HELP = (
+    "auto|cpu|gpu|mirrored|multi-worker|tpu; multi-worker: run the same command on every "
+    "worker, each with its TF_CONFIG (README, 'Scaling out')."
+)
 Tpu = Annotated[str | None, typer.Option(help="TPU name or address for --strategy tpu.")]
-MixedPrecision = Annotated[bool | None, typer.Option("--mixed-precision/--no-mixed-precision", help="float16 on GPU, bfloat16 on TPU/CPU.")]
+MixedPrecision = Annotated[
+    bool | None,
+    typer.Option(
+        "--mixed-precision/--no-mixed-precision", help="float16 on GPU, bfloat16 on TPU/CPU."
+    ),
+]
 Seed = Annotated[int | None, typer.Option(help="Random seed.")]
-Resume = Annotated[bool, typer.Option(help="Continue the interrupted run in --out with its saved recipe.")]
+Resume = Annotated[
+    bool, typer.Option(help="Continue the interrupted run in --out with its saved recipe.")
+]
 Overwrite = Annotated[bool, typer.Option(help="Replace the run already in --out.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts) instead of tables.")]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object (for scripts) instead of tables.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Set = Annotated[list[str] | None, typer.Option("--set", help="Override any recipe parameter: --set key=value (repeatable).")]
+Set = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any recipe parameter: --set key=value (repeatable)."),
+]
 
 
 # The options every training command adds after its own (see `recipe_command`).
-_RUNTIME_OPTIONS = {"strategy": Strategy, "tpu": Tpu, "mixed_precision": MixedPrecision, "seed": Seed}
+_RUNTIME_OPTIONS = {
+    "strategy": Strategy,
+    "tpu": Tpu,
+    "mixed_precision": MixedPrecision,
+    "seed": Seed,
+}
 _CONTROL_OPTIONS = {
-    "set_": (Set, None), "out": (Out, None), "resume": (Resume, False),
-    "overwrite": (Overwrite, False), "as_json": (Json, False), "quiet": (Quiet, False),
+    "set_": (Set, None),
+    "out": (Out, None),
+    "resume": (Resume, False),
+    "overwrite": (Overwrite, False),
+    "as_json": (Json, False),
+    "quiet": (Quiet, False),
 }
 
 
@@ -61,19 +93,27 @@ def recipe_command(recipe_cls: type[Recipe]) -> Callable:
 
     def decorate(read_options: Callable) -> Callable:
         hints = typing.get_type_hints(read_options, include_extras=True)
-        own = [p.replace(annotation=hints[p.name])
-               for p in inspect.signature(read_options).parameters.values()]
+        own = [
+            p.replace(annotation=hints[p.name])
+            for p in inspect.signature(read_options).parameters.values()
+        ]
         runtime = [_option(name, hint, None) for name, hint in _runtime_options(recipe_cls).items()]
-        control = [_option(name, hint, default) for name, (hint, default) in _CONTROL_OPTIONS.items()]
+        control = [
+            _option(name, hint, default) for name, (hint, default) in _CONTROL_OPTIONS.items()
+        ]
 
         @functools.wraps(read_options)
         def command(**options) -> None:
             control_values = {name: options.pop(name) for name in _CONTROL_OPTIONS}
             runtime_values = {name: options.pop(name) for name in _RUNTIME_OPTIONS}
             data, params = read_options(**options)
-            train(recipe_cls, data or recipe_cls.default_data,
-                  {**given(**params), **given(**runtime_values)},
-                  control_values.pop("set_"), **control_values)
+            train(
+                recipe_cls,
+                data or recipe_cls.default_data,
+                {**given(**params), **given(**runtime_values)},
+                control_values.pop("set_"),
+                **control_values,
+            )
 
         del command.__wrapped__  # Typer must read the full signature below, not the function's
         command.__signature__ = inspect.Signature(own + runtime + control)
@@ -87,8 +127,9 @@ def _runtime_options(recipe_cls: type[Recipe]) -> dict:
     """The shared runtime options; --strategy's help says whether the recipe runs replicated."""
     help_text = _REPLICATED_HELP
     if recipe_cls.single_replica_reason:
-        help_text = (f"auto|cpu|gpu (not mirrored, multi-worker or tpu: "
-                     f"{recipe_cls.single_replica_reason}).")
+        help_text = (
+            f"auto|cpu|gpu (not mirrored, multi-worker or tpu: {recipe_cls.single_replica_reason})."
+        )
     return {**_RUNTIME_OPTIONS, "strategy": Annotated[str | None, typer.Option(help=help_text)]}
 
 
@@ -101,8 +142,18 @@ def given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def train(recipe_cls: type[Recipe], data, params: dict, overrides: list[str] | None, *, out,
-          resume: bool, overwrite: bool, as_json: bool, quiet: bool) -> None:
+def train(
+    recipe_cls: type[Recipe],
+    data,
+    params: dict,
+    overrides: list[str] | None,
+    *,
+    out,
+    resume: bool,
+    overwrite: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Fit a recipe into a run directory, export it, and print the summary."""
     doc = {"task": recipe_cls.task, "data": data, "params": params}
     if resume and out is not None and (Path(out) / "recipe.toml").is_file():
@@ -111,7 +162,9 @@ def train(recipe_cls: type[Recipe], data, params: dict, overrides: list[str] | N
             stderr.print(f"resuming {out} with its saved recipe")
     doc = cfg.apply_overrides(doc, overrides or [])
     recipe = recipe_cls(**doc["params"])
-    recipe.fit(doc["data"], out, resume=resume, overwrite=overwrite, progress=not (quiet or as_json))
+    recipe.fit(
+        doc["data"], out, resume=resume, overwrite=overwrite, progress=not (quiet or as_json)
+    )
     exported = recipe.export()
     run = recipe.run_
     if run.resume_from is not None:  # a multi-worker job's non-chief: the chief writes the run

@@ -19,12 +19,15 @@ def devices(strategy: c.Strategy = "auto", tpu: c.Tpu = None, as_json: c.Json = 
         c.print_json(info)
         return
     c.print_table("Devices", [{"type": d["type"], "name": d["name"]} for d in info["devices"]])
-    c.print_table("Strategy", {
-        "--strategy " + (strategy or "auto"): info["strategy"],
-        "why": info["reason"],
-        "TF_CONFIG set": info["tf_config"],
-        "--mixed-precision policy": info["mixed_precision_policy"],
-    })
+    c.print_table(
+        "Strategy",
+        {
+            "--strategy " + (strategy or "auto"): info["strategy"],
+            "why": info["reason"],
+            "TF_CONFIG set": info["tf_config"],
+            "--mixed-precision policy": info["mixed_precision_policy"],
+        },
+    )
     if "cluster" in info:
         c.print_table("Cluster (TF_CONFIG)", info["cluster"])
 

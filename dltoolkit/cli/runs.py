@@ -26,24 +26,53 @@ def predict(
     run: RunArg,
     inputs: Annotated[list[str] | None, typer.Argument(help="Input files or folders.")] = None,
     data: c.Data = None,
-    output: Annotated[Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")] = None,
-    nodes: Annotated[Path | None, typer.Option(help="classify-nodes runs: a node table of a new graph.")] = None,
-    edges: Annotated[Path | None, typer.Option(help="classify-nodes runs: that graph's edge table.")] = None,
-    text: Annotated[list[str] | None, typer.Option(help="summarize runs: a document to summarise (repeatable).")] = None,
-    num: Annotated[int | None, typer.Option(help="generate runs: how many images to sample.")] = None,
-    label: Annotated[str | None, typer.Option(help="generate runs: the class to sample (conditional models).")] = None,
-    seed: Annotated[int | None, typer.Option(help="generate and train-agent runs: random seed.")] = None,
-    episodes: Annotated[int | None, typer.Option(help="train-agent runs: episodes to play.")] = None,
-    render: Annotated[str | None, typer.Option(help="train-agent runs: 'rgb' saves the episodes' frames as a GIF.")] = None,
-    out: Annotated[Path | None, typer.Option(help="generate and train-agent runs: image or GIF file to write.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")
+    ] = None,
+    nodes: Annotated[
+        Path | None, typer.Option(help="classify-nodes runs: a node table of a new graph.")
+    ] = None,
+    edges: Annotated[
+        Path | None, typer.Option(help="classify-nodes runs: that graph's edge table.")
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option(help="summarize runs: a document to summarise (repeatable).")
+    ] = None,
+    num: Annotated[
+        int | None, typer.Option(help="generate runs: how many images to sample.")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="generate runs: the class to sample (conditional models).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="generate and train-agent runs: random seed.")
+    ] = None,
+    episodes: Annotated[
+        int | None, typer.Option(help="train-agent runs: episodes to play.")
+    ] = None,
+    render: Annotated[
+        str | None,
+        typer.Option(help="train-agent runs: 'rgb' saves the episodes' frames as a GIF."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="generate and train-agent runs: image or GIF file to write.")
+    ] = None,
     as_json: c.Json = False,
 ) -> None:
     """Predict with a trained run (e.g. top-k labels for images; with no inputs, a
     classify-nodes run labels the unlabelled nodes of its graph)."""
     items = list(inputs or []) + ([data] if data else [])
-    options = c.given(nodes=nodes and str(nodes), edges=edges and str(edges), text=text, num=num,
-                      label=label, seed=seed, episodes=episodes, render=render,
-                      out=out and str(out))
+    options = c.given(
+        nodes=nodes and str(nodes),
+        edges=edges and str(edges),
+        text=text,
+        num=num,
+        label=label,
+        seed=seed,
+        episodes=episodes,
+        render=render,
+        out=out and str(out),
+    )
     recipe = load(run)
     accepted = _check_options(recipe, recipe.predict, options)
     if not items and not options and _needs_first(accepted):
@@ -93,7 +122,9 @@ def _flat(row: dict) -> dict:
 def _compact(value):
     if isinstance(value, list):
         return ", ".join(
-            " ".join(_compact(v) for v in item.values()) if isinstance(item, dict) else _compact(item)
+            " ".join(_compact(v) for v in item.values())
+            if isinstance(item, dict)
+            else _compact(item)
             for item in value
         )
     if isinstance(value, float):
@@ -104,7 +135,9 @@ def _compact(value):
 def evaluate(
     run: RunArg,
     data: c.Data = None,
-    episodes: Annotated[int | None, typer.Option(help="train-agent runs: evaluation episodes.")] = None,
+    episodes: Annotated[
+        int | None, typer.Option(help="train-agent runs: evaluation episodes.")
+    ] = None,
     as_json: c.Json = False,
 ) -> None:
     """Evaluate a trained run: metrics on labelled --data (or, for agents, returns over episodes)."""
@@ -122,16 +155,22 @@ def evaluate(
         c.print_table("Per class", [{"class": k, **v} for k, v in metrics["per_class"].items()])
     if "confusion_matrix" in metrics and len(metrics["confusion_matrix"]) <= 20:
         names = list(metrics["per_class"])
-        c.print_table("Confusion matrix (rows: true, columns: predicted)",
-                      [{"": n, **dict(zip(names, row, strict=True))}
-                       for n, row in zip(names, metrics["confusion_matrix"], strict=True)])
+        c.print_table(
+            "Confusion matrix (rows: true, columns: predicted)",
+            [
+                {"": n, **dict(zip(names, row, strict=True))}
+                for n, row in zip(names, metrics["confusion_matrix"], strict=True)
+            ],
+        )
 
 
 def export(
     run: RunArg,
     format: Annotated[str, typer.Option("--format", help="saved_model|tflite")] = "saved_model",
     version: Annotated[int, typer.Option(help="Model version directory under export/<name>/.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="Export directory (default: inside the run).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Export directory (default: inside the run).")
+    ] = None,
     as_json: c.Json = False,
 ) -> None:
     """Export a trained run for serving (SavedModel for TF Serving, or TFLite)."""
@@ -147,7 +186,9 @@ def report(run: RunArg, as_json: c.Json = False) -> None:
     rundir = RunDir.open(run)
     metrics = json.loads(rundir.metrics_file.read_text()) if rundir.metrics_file.is_file() else {}
     if as_json:
-        c.print_json({"run": str(rundir.path), "report": str(rundir.report_file), "metrics": metrics})
+        c.print_json(
+            {"run": str(rundir.path), "report": str(rundir.report_file), "metrics": metrics}
+        )
         return
     c.print_table(f"{rundir.name} — metrics", headline(metrics))
     c.stdout.print(f"report: {rundir.report_file}")
@@ -165,5 +206,14 @@ def run(
     """Run a recipe file; --set key=value overrides any parameter (or data)."""
     doc = cfg.read_recipe_file(recipe_file)
     recipe_cls = recipe_class(doc["task"])
-    c.train(recipe_cls, doc["data"] or recipe_cls.default_data, doc["params"], set_, out=out,
-            resume=resume, overwrite=overwrite, as_json=as_json, quiet=quiet)
+    c.train(
+        recipe_cls,
+        doc["data"] or recipe_cls.default_data,
+        doc["params"],
+        set_,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        as_json=as_json,
+        quiet=quiet,
+    )

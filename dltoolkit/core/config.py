@@ -103,7 +103,9 @@ def read_recipe_file(path: str | Path) -> dict:
     if path.is_dir():
         path = path / "recipe.toml"
     if not path.is_file():
-        raise ConfigError(f"recipe file '{path}' does not exist; pass a .toml recipe file or a run directory")
+        raise ConfigError(
+            f"recipe file '{path}' does not exist; pass a .toml recipe file or a run directory"
+        )
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

@@ -22,5 +22,9 @@ def free_ports(n: int) -> list[int]:
 
 def local_tf_config(ports: list[int], index: int) -> str:
     """TF_CONFIG of worker `index` in a cluster of one worker per port on 127.0.0.1."""
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )

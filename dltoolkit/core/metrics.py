@@ -6,8 +6,9 @@ import numpy as np
 from sklearn import metrics as skm
 
 
-def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str],
-                           top_k: int = 5) -> dict:
+def classification_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], top_k: int = 5
+) -> dict:
     """Accuracy, top-k accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
     n = len(class_names)
     predicted = probabilities.argmax(axis=1)
@@ -43,7 +44,9 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, flags: np.ndarray)
     )
     return {
         "roc_auc": float(skm.roc_auc_score(labels, scores)) if both else float("nan"),
-        "average_precision": float(skm.average_precision_score(labels, scores)) if both else float("nan"),
+        "average_precision": float(skm.average_precision_score(labels, scores))
+        if both
+        else float("nan"),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),

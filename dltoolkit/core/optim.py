@@ -20,7 +20,9 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: in
     if config.schedule == "inverse-sqrt":
         return WarmupInverseSqrt(peak, max(1, int(config.warmup_epochs * steps_per_epoch)))
     if config.schedule != "cosine":
-        raise ConfigError(f"unknown schedule '{config.schedule}'; choose one of: {', '.join(SCHEDULES)}")
+        raise ConfigError(
+            f"unknown schedule '{config.schedule}'; choose one of: {', '.join(SCHEDULES)}"
+        )
     total = max(1, steps_per_epoch * epochs)
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
     if warmup <= 0:
@@ -54,17 +56,23 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scal
     `grad_accum_steps` batches but the schedule still advances per batch.
     """
     if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+        raise ConfigError(
+            f"unknown optimizer '{config.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}"
+        )
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a whole number of at least 1, got {epochs!r}")
     if config.grad_accum_steps < 1:
         raise ConfigError("grad_accum_steps must be at least 1 (1 means no accumulation)")
     if not 0 <= config.ema_momentum < 1:
-        raise ConfigError(f"ema_momentum must be in [0, 1) (0: off, e.g. 0.99), got {config.ema_momentum}")
+        raise ConfigError(
+            f"ema_momentum must be in [0, 1) (0: off, e.g. 0.99), got {config.ema_momentum}"
+        )
     common = {
         "learning_rate": learning_rate_schedule(config, steps_per_epoch, epochs, scale),
         "clipnorm": config.clipnorm or None,
-        "gradient_accumulation_steps": config.grad_accum_steps if config.grad_accum_steps > 1 else None,
+        "gradient_accumulation_steps": config.grad_accum_steps
+        if config.grad_accum_steps > 1
+        else None,
     }
     if config.ema_momentum > 0:
         common.update(use_ema=True, ema_momentum=config.ema_momentum)

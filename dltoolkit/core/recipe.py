@@ -175,11 +175,19 @@ class Recipe(abc.ABC):
         """
         self._require_model()
         if format not in EXPORT_FORMATS:
-            raise ConfigError(f"unknown export format '{format}'; choose one of: {', '.join(EXPORT_FORMATS)}")
+            raise ConfigError(
+                f"unknown export format '{format}'; choose one of: {', '.join(EXPORT_FORMATS)}"
+            )
         if directory is None:
             if self.run_ is None:
-                raise ConfigError("export needs a directory: pass one, or fit/load the recipe from a run")
-            directory = self.run_.export_dir(version) if format == "saved_model" else self.run_.path / "export" / "tflite"
+                raise ConfigError(
+                    "export needs a directory: pass one, or fit/load the recipe from a run"
+                )
+            directory = (
+                self.run_.export_dir(version)
+                if format == "saved_model"
+                else self.run_.path / "export" / "tflite"
+            )
         directory = Path(directory)
         if format == "saved_model":
             return write_saved_model(directory, self.model_, self._endpoints())
@@ -190,7 +198,9 @@ class Recipe(abc.ABC):
 
     def _require_model(self) -> None:
         if self.model_ is None:
-            raise ConfigError(f"this {type(self).__name__} has no model yet; call fit() or load() first")
+            raise ConfigError(
+                f"this {type(self).__name__} has no model yet; call fit() or load() first"
+            )
 
     # -- task-specific steps ----------------------------------------------------------------
 

@@ -41,7 +41,9 @@ def replica_draw(draw: Callable, shape, **kwargs):
     return full[replica]
 
 
-def per_replica_dataset(strategy: tf.distribute.Strategy, make: Callable[[int, int], tf.data.Dataset]):
+def per_replica_dataset(
+    strategy: tf.distribute.Strategy, make: Callable[[int, int], tf.data.Dataset]
+):
     """A dataset in which replica r of R reads its own elements `make(r, R)`, rather than a
     slice of a global batch: for inputs with no batch dimension to split (a whole graph).
 

@@ -161,11 +161,17 @@ def plot_roc_pr(labels, scores) -> Figure:
     fpr, tpr, _ = skm.roc_curve(labels, scores)
     roc_ax.plot(fpr, tpr)
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate",
-               title=f"ROC (AUC {skm.auc(fpr, tpr):.3f})")
+    roc_ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC (AUC {skm.auc(fpr, tpr):.3f})",
+    )
     precision, recall, _ = skm.precision_recall_curve(labels, scores)
     pr_ax.plot(recall, precision)
     pr_ax.axhline(np.mean(labels), color="grey", linestyle=":")
-    pr_ax.set(xlabel="recall", ylabel="precision",
-              title=f"precision-recall (AP {skm.average_precision_score(labels, scores):.3f})")
+    pr_ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        title=f"precision-recall (AP {skm.average_precision_score(labels, scores):.3f})",
+    )
     return fig

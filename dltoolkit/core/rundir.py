@@ -134,7 +134,9 @@ class RunDir:
         """An existing, finished run (it has a recipe file and a model)."""
         path = Path(path)
         if not path.is_dir():
-            raise RunDirError(f"run directory '{path}' does not exist; pass the --out of a finished run")
+            raise RunDirError(
+                f"run directory '{path}' does not exist; pass the --out of a finished run"
+            )
         run = cls(path)
         for needed in (run.recipe_file, run.model_file):
             if not needed.is_file():

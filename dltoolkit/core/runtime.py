@@ -15,7 +15,11 @@ import tensorflow as tf
 from dltoolkit.core.errors import ConfigError
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker", "tpu")
-REPLICATED = ("mirrored", "multi-worker", "tpu")  # strategies that split each batch between replicas
+REPLICATED = (
+    "mirrored",
+    "multi-worker",
+    "tpu",
+)  # strategies that split each batch between replicas
 
 
 @dataclass
@@ -133,7 +137,9 @@ def make_strategy(kind: str, tpu: str | None = None) -> tf.distribute.Strategy:
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if kind == "gpu":
         if not tf.config.list_physical_devices("GPU"):
-            raise ConfigError("--strategy gpu but TensorFlow sees no GPU; use --strategy auto or cpu")
+            raise ConfigError(
+                "--strategy gpu but TensorFlow sees no GPU; use --strategy auto or cpu"
+            )
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -186,7 +192,9 @@ class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
             rank = local.shape.rank
             if axis is None and rank:
                 return local
-            return super(KerasMultiWorkerStrategy, self).reduce(reduce_op, v, axis if rank else None)
+            return super(KerasMultiWorkerStrategy, self).reduce(
+                reduce_op, v, axis if rank else None
+            )
 
         return tf.nest.map_structure(one, value)
 
@@ -204,7 +212,10 @@ def distributable(dataset, replicas: int):
     """
     if not isinstance(dataset, tf.data.Dataset) or replicas <= 1:
         return dataset
-    if dataset.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.AUTO:
+    if (
+        dataset.options().experimental_distribute.auto_shard_policy
+        == tf.data.experimental.AutoShardPolicy.AUTO
+    ):
         dataset = with_shard_policy(dataset, tf.data.experimental.AutoShardPolicy.DATA)
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:  # epochs are counted in steps
         return dataset
@@ -249,7 +260,9 @@ def precision_policy(mixed: bool, kind: str) -> str:
 
 
 @contextlib.contextmanager
-def runtime(strategy: str = "auto", *, tpu=None, mixed_precision=False, seed=0) -> Iterator[Runtime]:
+def runtime(
+    strategy: str = "auto", *, tpu=None, mixed_precision=False, seed=0
+) -> Iterator[Runtime]:
     """Seed everything, set the precision policy and yield the resolved strategy.
 
     The global precision policy is restored afterwards, so one run never leaks into the next.

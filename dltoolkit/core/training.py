@@ -131,7 +131,9 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
             keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
         )
     if console is not None:
-        callbacks.append(RichProgress(total_epochs, steps_per_epoch, console, label=_label(phase.name)))
+        callbacks.append(
+            RichProgress(total_epochs, steps_per_epoch, console, label=_label(phase.name))
+        )
     return callbacks
 
 
@@ -161,7 +163,11 @@ def _worker_loss_is_user_facing():
     """A multi-worker job whose peer died says how to continue, in one line."""
     try:
         yield
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as err:
+    except (
+        tf.errors.UnavailableError,
+        tf.errors.AbortedError,
+        tf.errors.DeadlineExceededError,
+    ) as err:
         first_line = str(err).strip().splitlines()[0][:200]
         raise WorkerLost(
             f"a process of the multi-worker job stopped ({first_line}); restart every worker "

@@ -20,7 +20,9 @@ def build_augmenter(level: str, *, flip=False, mixup=0.0, cutmix=0.0, seed=0):
     Images are float32 in [0, 255].
     """
     if level not in AUGMENT_LEVELS:
-        raise ConfigError(f"unknown augment level '{level}'; choose one of: {', '.join(AUGMENT_LEVELS)}")
+        raise ConfigError(
+            f"unknown augment level '{level}'; choose one of: {', '.join(AUGMENT_LEVELS)}"
+        )
     layers = []
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))

@@ -64,11 +64,16 @@ class NeighbourSampler:
                 break
         edge_ids = self.edge_index[np.unique(np.concatenate(picked))]
         local = {node: i for i, node in enumerate(nodes)}
-        edges = np.vectorize(local.__getitem__, otypes=[np.int32])(self.graph.edges[edge_ids]) \
-            if len(edge_ids) else np.zeros((0, 2), np.int32)
+        edges = (
+            np.vectorize(local.__getitem__, otypes=[np.int32])(self.graph.edges[edge_ids])
+            if len(edge_ids)
+            else np.zeros((0, 2), np.int32)
+        )
         return np.asarray(nodes, np.int64), edges.reshape(-1, 2), edge_ids
 
-    def dataset(self, mask: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    def dataset(
+        self, mask: np.ndarray, batch_size: int, seed: int, shuffle: bool
+    ) -> tf.data.Dataset:
         """Subgraphs around batches of the nodes in `mask` (reshuffled every epoch if `shuffle`)."""
         g = self.graph
         labels = np.maximum(g.labels, 0)
@@ -80,15 +85,21 @@ class NeighbourSampler:
             epoch[0] += 1
             order = rng.permutation(targets) if shuffle else targets
             for i in range(0, len(order), batch_size):
-                seeds = order[i:i + batch_size]
+                seeds = order[i : i + batch_size]
                 nodes, edges, edge_ids = self.sample(seeds, rng)
-                inputs = {"features": g.features[nodes], "edges": edges, "edge_weights": g.weights[edge_ids]}
+                inputs = {
+                    "features": g.features[nodes],
+                    "edges": edges,
+                    "edge_weights": g.weights[edge_ids],
+                }
                 yield inputs, labels[nodes], _weights(np.arange(len(nodes)) < len(seeds))
 
         signature = (
-            {"features": tf.TensorSpec((None, g.features.shape[1]), tf.float32),
-             "edges": tf.TensorSpec((None, 2), tf.int32),
-             "edge_weights": tf.TensorSpec((None,), tf.float32)},
+            {
+                "features": tf.TensorSpec((None, g.features.shape[1]), tf.float32),
+                "edges": tf.TensorSpec((None, 2), tf.int32),
+                "edge_weights": tf.TensorSpec((None,), tf.float32),
+            },
             tf.TensorSpec((None,), tf.int32),
             tf.TensorSpec((None,), tf.float32),
         )

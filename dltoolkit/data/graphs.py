@@ -65,8 +65,18 @@ def canonical_edges(edges, weights, num_nodes, directed: bool):
     return edges, weights
 
 
-def make_graph(ids, features, edge_ids, weights, labels, *, directed: bool, description: str,
-               class_names: list[str] | None = None, masks: dict | None = None) -> Graph:
+def make_graph(
+    ids,
+    features,
+    edge_ids,
+    weights,
+    labels,
+    *,
+    directed: bool,
+    description: str,
+    class_names: list[str] | None = None,
+    masks: dict | None = None,
+) -> Graph:
     """Check and assemble a Graph from node ids, features, (source id, target id) pairs and
     raw labels (None/NaN: unlabelled). `class_names` fixes the label vocabulary."""
     ids = np.asarray([str(i) for i in ids])
@@ -77,14 +87,26 @@ def make_graph(ids, features, edge_ids, weights, labels, *, directed: bool, desc
     edge_ids = np.asarray(edge_ids, dtype=object).reshape(-1, 2).astype(str)
     unknown = pd.unique(edge_ids[~np.isin(edge_ids, ids)])
     if len(unknown):
-        raise DataError(f"edges reference {len(unknown)} unknown node id(s): {_few(unknown)}; "
-                        "every edge endpoint must be a node id in the node table")
+        raise DataError(
+            f"edges reference {len(unknown)} unknown node id(s): {_few(unknown)}; "
+            "every edge endpoint must be a node id in the node table"
+        )
     index = position.loc[edge_ids.ravel()].to_numpy().reshape(-1, 2)
-    weights = np.ones(len(index), np.float32) if weights is None else np.asarray(weights, np.float32)
+    weights = (
+        np.ones(len(index), np.float32) if weights is None else np.asarray(weights, np.float32)
+    )
     edges, weights = canonical_edges(index, weights, len(ids), directed)
     codes, class_names = encode_labels(labels, class_names)
-    return Graph(ids, np.asarray(features, np.float32), edges.numpy(), weights.numpy(), codes,
-                 class_names, description, masks or {})
+    return Graph(
+        ids,
+        np.asarray(features, np.float32),
+        edges.numpy(),
+        weights.numpy(),
+        codes,
+        class_names,
+        description,
+        masks or {},
+    )
 
 
 def encode_labels(labels, class_names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -97,8 +119,10 @@ def encode_labels(labels, class_names: list[str] | None = None) -> tuple[np.ndar
     lookup = {name: i for i, name in enumerate(class_names)}
     unseen = sorted(set(text) - set(lookup))
     if unseen:
-        raise DataError(f"labels the model was not trained on: {_few(unseen)}; "
-                        f"known classes: {_few(class_names)}")
+        raise DataError(
+            f"labels the model was not trained on: {_few(unseen)}; "
+            f"known classes: {_few(class_names)}"
+        )
     codes = np.full(len(series), -1, np.int32)
     codes[present.to_numpy()] = [lookup[t] for t in text]
     return codes, list(class_names)
@@ -143,7 +167,9 @@ def _column(table: pd.DataFrame, name: str | None, fallback: int, what: str, pat
     if name is None:
         return table.columns[fallback]
     if name not in table.columns:
-        raise DataError(f"{what} column '{name}' is not in '{path}'; columns: {_few(table.columns, 12)}")
+        raise DataError(
+            f"{what} column '{name}' is not in '{path}'; columns: {_few(table.columns, 12)}"
+        )
     return name
 
 
@@ -155,14 +181,18 @@ def node_features(table: pd.DataFrame, columns: list[str], path: Path) -> np.nda
         values = table[name]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             if values.isna().any():
-                raise DataError(f"feature column '{name}' of '{path}' has missing values (NaN); fill or drop them")
+                raise DataError(
+                    f"feature column '{name}' of '{path}' has missing values (NaN); fill or drop them"
+                )
             blocks.append(values.to_numpy(np.float32)[:, None])
         elif (bag := _bag_of_words(values)) is not None:
             blocks.append(bag)
         else:
             bad = values[pd.to_numeric(values, errors="coerce").isna()].iloc[0]
-            raise DataError(f"feature column '{name}' of '{path}' is not numeric (e.g. {bad!r}); "
-                            "features must be numbers or space-separated word indices")
+            raise DataError(
+                f"feature column '{name}' of '{path}' is not numeric (e.g. {bad!r}); "
+                "features must be numbers or space-separated word indices"
+            )
     if not blocks:
         return np.zeros((len(table), 0), np.float32)
     return np.concatenate(blocks, axis=1)
@@ -179,14 +209,24 @@ def _bag_of_words(values: pd.Series) -> np.ndarray | None:
     return bag
 
 
-def load_tables(nodes_path, edges_path, *, id_col=None, label_col=None, directed=False,
-                class_names=None, labelled=True) -> Graph:
+def load_tables(
+    nodes_path,
+    edges_path,
+    *,
+    id_col=None,
+    label_col=None,
+    directed=False,
+    class_names=None,
+    labelled=True,
+) -> Graph:
     """A graph from a node table (id, features..., label, optional split) and an edge table
     (source, target, optional weight; the first two columns unless named so). Unless
     `labelled`, the label column may be absent (nodes to predict)."""
     nodes_path, edges_path = Path(nodes_path), Path(edges_path)
     nodes = read_table(nodes_path, "node")
-    id_col = _column(nodes, id_col or ("id" if "id" in nodes.columns else None), 0, "node id", nodes_path)
+    id_col = _column(
+        nodes, id_col or ("id" if "id" in nodes.columns else None), 0, "node id", nodes_path
+    )
     label_col = label_col or "label"
     if labelled or label_col in nodes.columns:
         label_col = _column(nodes, label_col, 0, "label", nodes_path)
@@ -196,7 +236,11 @@ def load_tables(nodes_path, edges_path, *, id_col=None, label_col=None, directed
     edges = read_table(edges_path, "edge")
     if edges.shape[1] < 2:
         raise DataError(f"edge file '{edges_path}' needs a source and a target column")
-    ends = ["source", "target"] if {"source", "target"} <= set(edges.columns) else list(edges.columns[:2])
+    ends = (
+        ["source", "target"]
+        if {"source", "target"} <= set(edges.columns)
+        else list(edges.columns[:2])
+    )
     weights = None
     if "weight" in edges.columns:
         weights = pd.to_numeric(edges["weight"], errors="coerce")
@@ -206,12 +250,22 @@ def load_tables(nodes_path, edges_path, *, id_col=None, label_col=None, directed
     if split is not None:
         bad = sorted(set(split) - set(SPLITS))
         if bad:
-            raise DataError(f"column 'split' of '{nodes_path}' has {_few(bad)}; use train, val or test")
+            raise DataError(
+                f"column 'split' of '{nodes_path}' has {_few(bad)}; use train, val or test"
+            )
         masks = {s: (split == s).to_numpy() for s in SPLITS if (split == s).any()}
     labels = nodes[label_col] if label_col in nodes.columns else [None] * len(nodes)
-    return make_graph(nodes[id_col], features, edges[ends].to_numpy(), weights, labels,
-                      directed=directed, description=f"nodes {nodes_path.name}, edges {edges_path.name}",
-                      class_names=class_names, masks=masks)
+    return make_graph(
+        nodes[id_col],
+        features,
+        edges[ends].to_numpy(),
+        weights,
+        labels,
+        directed=directed,
+        description=f"nodes {nodes_path.name}, edges {edges_path.name}",
+        class_names=class_names,
+        masks=masks,
+    )
 
 
 # -- Planetoid ----------------------------------------------------------------------------
@@ -229,8 +283,10 @@ def load_planetoid(folder, name: str | None = None, class_names=None) -> Graph:
     for part in PLANETOID_PARTS:
         path = folder / f"ind.{name}.{part}"
         if not path.is_file():
-            raise DataError(f"Planetoid file '{path}' is missing; a Planetoid folder holds "
-                            f"ind.{name}.{{{','.join(PLANETOID_PARTS)},test.index}}")
+            raise DataError(
+                f"Planetoid file '{path}' is missing; a Planetoid folder holds "
+                f"ind.{name}.{{{','.join(PLANETOID_PARTS)},test.index}}"
+            )
         with open(path, "rb") as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parts[part] = pickle.load(fh, encoding="latin1")
@@ -240,22 +296,36 @@ def load_planetoid(folder, name: str | None = None, class_names=None) -> Graph:
     features = np.zeros((n, parts["allx"].shape[1]), np.float32)
     onehot = np.zeros((n, parts["ally"].shape[1]), np.float32)
     features[:n_all], onehot[:n_all] = _dense(parts["allx"]), parts["ally"]
-    features[test_index], onehot[test_index] = _dense(parts["tx"]), parts["ty"]  # tx[i] is node test_index[i]
+    features[test_index], onehot[test_index] = (
+        _dense(parts["tx"]),
+        parts["ty"],
+    )  # tx[i] is node test_index[i]
     masks = {s: np.zeros(n, bool) for s in SPLITS}
     masks["train"][:n_train] = True
-    masks["val"][n_train:n_train + 500] = True
+    masks["val"][n_train : n_train + 500] = True
     masks["test"][test_index] = True
     labeled = np.any(list(masks.values()), axis=0) & (onehot.sum(1) > 0)
     labels = np.where(labeled, onehot.argmax(1).astype(object), None)
     pairs = [(s, t) for s, targets in parts["graph"].items() for t in targets]
-    return make_graph(np.arange(n), features, np.array(pairs), None, labels, directed=False,
-                      description=f"Planetoid {name} ({folder})", class_names=class_names, masks=masks)
+    return make_graph(
+        np.arange(n),
+        features,
+        np.array(pairs),
+        None,
+        labels,
+        directed=False,
+        description=f"Planetoid {name} ({folder})",
+        class_names=class_names,
+        masks=masks,
+    )
 
 
 def _planetoid_name(folder: Path) -> str:
     names = sorted(p.name.split(".")[1] for p in folder.glob("ind.*.x"))
     if len(names) != 1:
-        found = f"several data sets ({', '.join(names)}); pass --name" if names else "no ind.*.x file"
+        found = (
+            f"several data sets ({', '.join(names)}); pass --name" if names else "no ind.*.x file"
+        )
         raise DataError(f"Planetoid folder '{folder}': {found}")
     return names[0]
 
@@ -267,7 +337,9 @@ def _dense(matrix) -> np.ndarray:
 # -- networkx -----------------------------------------------------------------------------
 
 
-def from_networkx(graph, label_col: str | None = None, class_names=None, description="networkx graph") -> Graph:
+def from_networkx(
+    graph, label_col: str | None = None, class_names=None, description="networkx graph"
+) -> Graph:
     """A networkx graph: labels from node attribute `label_col` (default "label"), features
     from a "features" vector attribute or the other numeric attributes, else one-hot node ids
     (featureless: such a model only predicts for the graph it was trained on)."""
@@ -283,9 +355,16 @@ def from_networkx(graph, label_col: str | None = None, class_names=None, descrip
             features = np.eye(len(nodes), dtype=np.float32)
     edges = [(u, v) for u, v in graph.edges()]
     weights = [float(graph.edges[u, v].get("weight", 1.0)) for u, v in edges]
-    return make_graph(nodes, features.reshape(len(nodes), -1), np.array(edges, dtype=object),
-                      weights, [a.get(label_col) for a in attrs], directed=graph.is_directed(),
-                      description=description, class_names=class_names)
+    return make_graph(
+        nodes,
+        features.reshape(len(nodes), -1),
+        np.array(edges, dtype=object),
+        weights,
+        [a.get(label_col) for a in attrs],
+        directed=graph.is_directed(),
+        description=description,
+        class_names=class_names,
+    )
 
 
 def _numeric(value) -> bool:
@@ -313,8 +392,14 @@ def with_split(graph: Graph, val: float, test: float, seed: int) -> Graph:
         count = int(round(fraction * len(rest)))
         if fraction <= 0 or count < 1 or len(rest) - count < 1:
             continue
-        stratify = graph.labels[rest] if min(np.bincount(graph.labels[rest])[np.unique(graph.labels[rest])]) > 1 else None
-        parts["train"], parts[name] = train_test_split(rest, test_size=count, random_state=seed, stratify=stratify)
+        stratify = (
+            graph.labels[rest]
+            if min(np.bincount(graph.labels[rest])[np.unique(graph.labels[rest])]) > 1
+            else None
+        )
+        parts["train"], parts[name] = train_test_split(
+            rest, test_size=count, random_state=seed, stratify=stratify
+        )
     masks = {}
     for name, index in parts.items():
         masks[name] = np.zeros(graph.num_nodes, bool)
@@ -325,7 +410,9 @@ def with_split(graph: Graph, val: float, test: float, seed: int) -> Graph:
 def check_trainable(graph: Graph) -> None:
     """Reject graphs a node classifier cannot learn from (one-line DataErrors)."""
     if not (graph.labels >= 0).any():
-        raise DataError(f"{graph.description}: no labelled nodes; give some nodes a label to learn from")
+        raise DataError(
+            f"{graph.description}: no labelled nodes; give some nodes a label to learn from"
+        )
     if graph.features.shape[1] == 0:
         raise DataError(f"{graph.description}: the nodes have no feature columns")
     train = graph.masks.get("train", graph.labels >= 0) & (graph.labels >= 0)
@@ -339,7 +426,11 @@ def check_trainable(graph: Graph) -> None:
         missing = sorted(set(graph.labels[mask & (graph.labels >= 0)]) - seen)
         if missing:
             names = _few(graph.class_names[i] for i in missing)
-            raise DataError(f"class(es) {names} have labelled nodes only in {split}, none in train; "
-                            "move some of them to the train split")
+            raise DataError(
+                f"class(es) {names} have labelled nodes only in {split}, none in train; "
+                "move some of them to the train split"
+            )
     if len(seen) < 2:
-        raise DataError(f"{graph.description}: the training nodes have only one class; need at least two")
+        raise DataError(
+            f"{graph.description}: the training nodes have only one class; need at least two"
+        )

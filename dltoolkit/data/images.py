@@ -93,7 +93,9 @@ def load_image_source(
     elif isinstance(data, pd.DataFrame):
         source = _from_table(data, Path.cwd(), "table", strict, path_col, label_col)
     else:
-        source = _from_string(os.fspath(data), strict, path_col, label_col, tfds_data_dir, unlabelled)
+        source = _from_string(
+            os.fspath(data), strict, path_col, label_col, tfds_data_dir, unlabelled
+        )
     if class_names is not None:
         _map_classes(source, list(class_names))
     else:
@@ -108,7 +110,9 @@ def _from_string(text, strict, path_col, label_col, tfds_data_dir, unlabelled=Fa
     if path.is_dir():
         if unlabelled and _loose_images(path):
             files = _walk_images(path)
-            return _file_source({"train": (files, [0] * len(files))}, ["images"], f"folder {text}", strict)
+            return _file_source(
+                {"train": (files, [0] * len(files))}, ["images"], f"folder {text}", strict
+            )
         return _from_folder(path, text, strict)
     if path.is_file():
         if path.suffix.lower() != ".csv":
@@ -160,7 +164,9 @@ def _from_folder(root: Path, text: str, strict: bool) -> ImageSource:
 def _loose_images(folder: Path) -> bool:
     """Whether `folder` holds images directly and no class subfolders of images."""
     has_files = any(_is_image_name(f) for f in folder.iterdir() if f.is_file())
-    has_classes = any(d.is_dir() and not d.name.startswith(".") and _walk_images(d) for d in folder.iterdir())
+    has_classes = any(
+        d.is_dir() and not d.name.startswith(".") and _walk_images(d) for d in folder.iterdir()
+    )
     return has_files and not has_classes
 
 

@@ -66,17 +66,30 @@ def _breast_cancer():
     frame = load_breast_cancer(as_frame=True).frame
     frame["malignant"] = (frame.pop("target") == 0).astype(int)
     rare = frame[frame["malignant"] == 1].sample(n=40, random_state=0)
-    return pd.concat([frame[frame["malignant"] == 0], rare]).sort_index().reset_index(drop=True), "malignant"
+    return pd.concat([frame[frame["malignant"] == 0], rare]).sort_index().reset_index(
+        drop=True
+    ), "malignant"
 
 
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
-    "breast-cancer": Sample("breast cancer cell measurements, 30 columns, 357 benign + 40 malignant "
-                            "(rare class, label 'malignant') (scikit-learn)", _breast_cancer, kind="table"),
-    "co2": Sample("weekly CO2 (ppm) at Mauna Loa 1958-2001, 2,284 rows, gaps interpolated (statsmodels)",
-                  _co2, kind="series"),
-    "sunspots": Sample("yearly sunspot numbers 1700-2008, 309 rows (statsmodels)", _sunspots, kind="series"),
-    "karate": Sample("Zachary's karate club graph, 34 nodes, 2 factions (networkx)", _karate, kind="graph"),
+    "breast-cancer": Sample(
+        "breast cancer cell measurements, 30 columns, 357 benign + 40 malignant "
+        "(rare class, label 'malignant') (scikit-learn)",
+        _breast_cancer,
+        kind="table",
+    ),
+    "co2": Sample(
+        "weekly CO2 (ppm) at Mauna Loa 1958-2001, 2,284 rows, gaps interpolated (statsmodels)",
+        _co2,
+        kind="series",
+    ),
+    "sunspots": Sample(
+        "yearly sunspot numbers 1700-2008, 309 rows (statsmodels)", _sunspots, kind="series"
+    ),
+    "karate": Sample(
+        "Zachary's karate club graph, 34 nodes, 2 factions (networkx)", _karate, kind="graph"
+    ),
 }
 
 

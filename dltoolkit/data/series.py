@@ -23,7 +23,14 @@ from dltoolkit.data.samples import SAMPLES, load_sample
 FILLS = ("error", "ffill", "interpolate", "drop")
 
 # Typical seasonal period per sampling interval (seconds), for the seasonal-naive baseline.
-_SEASONS = ((900, 96), (3600, 24), (86400, 7), (7 * 86400, 52), (30.44 * 86400, 12), (91.3 * 86400, 4))
+_SEASONS = (
+    (900, 96),
+    (3600, 24),
+    (86400, 7),
+    (7 * 86400, 52),
+    (30.44 * 86400, 12),
+    (91.3 * 86400, 4),
+)
 
 
 @dataclass
@@ -77,13 +84,18 @@ def read_frame(data) -> tuple[pd.DataFrame, str]:
     return frame, f"{path.name}: {len(frame)} rows"
 
 
-def choose_columns(frame: pd.DataFrame, *, time_col=None, target=None, covariates=None,
-                   all_columns=False) -> Columns:
+def choose_columns(
+    frame: pd.DataFrame, *, time_col=None, target=None, covariates=None, all_columns=False
+) -> Columns:
     """Resolve the time, target and covariate columns, with one-line errors for bad choices."""
     time_col = time_col or _detect_time_column(frame)
     if time_col is not None and time_col not in frame.columns:
-        raise DataError(f"time column '{time_col}' not found; columns: {', '.join(map(str, frame.columns))}")
-    numeric = [c for c in frame.columns if c != time_col and pd.api.types.is_numeric_dtype(frame[c])]
+        raise DataError(
+            f"time column '{time_col}' not found; columns: {', '.join(map(str, frame.columns))}"
+        )
+    numeric = [
+        c for c in frame.columns if c != time_col and pd.api.types.is_numeric_dtype(frame[c])
+    ]
     covs = _names(covariates)
     if all_columns and target:
         raise DataError("pass either --target/--targets or --all-columns, not both")
@@ -100,10 +112,14 @@ def choose_columns(frame: pd.DataFrame, *, time_col=None, target=None, covariate
         )
     for name in targets + covs:
         if name not in frame.columns:
-            raise DataError(f"column '{name}' not found; columns: {', '.join(map(str, frame.columns))}")
+            raise DataError(
+                f"column '{name}' not found; columns: {', '.join(map(str, frame.columns))}"
+            )
         if name not in numeric:
-            raise DataError(f"column '{name}' is not numeric (e.g. {frame[name].iloc[0]!r}); "
-                            "forecast numeric columns only")
+            raise DataError(
+                f"column '{name}' is not numeric (e.g. {frame[name].iloc[0]!r}); "
+                "forecast numeric columns only"
+            )
     overlap = sorted(set(targets) & set(covs))
     if overlap:
         raise DataError(f"column '{overlap[0]}' is both a target and a covariate; list it once")
@@ -134,8 +150,9 @@ def _detect_time_column(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def make_series(frame: pd.DataFrame, columns: Columns, fill: str = "error", *,
-                description: str = "", warn=None) -> Series:
+def make_series(
+    frame: pd.DataFrame, columns: Columns, fill: str = "error", *, description: str = "", warn=None
+) -> Series:
     """Order by time, apply the missing-value policy and return the numeric inputs.
 
     Unsorted timestamps are sorted (with a warning through `warn`); duplicate timestamps
@@ -148,12 +165,16 @@ def make_series(frame: pd.DataFrame, columns: Columns, fill: str = "error", *,
         times = pd.to_datetime(frame[columns.time], errors="coerce")
         if times.isna().any():
             row = int(np.flatnonzero(times.isna().to_numpy())[0])
-            raise DataError(f"time column '{columns.time}' has a missing or unparseable value "
-                            f"at row {row}: {frame[columns.time].iloc[row]!r}")
+            raise DataError(
+                f"time column '{columns.time}' has a missing or unparseable value "
+                f"at row {row}: {frame[columns.time].iloc[row]!r}"
+            )
         duplicated = times[times.duplicated()]
         if len(duplicated):
-            raise DataError(f"time column '{columns.time}' has {len(duplicated)} duplicate "
-                            f"timestamp(s), e.g. {duplicated.iloc[0]}; aggregate or drop them first")
+            raise DataError(
+                f"time column '{columns.time}' has {len(duplicated)} duplicate "
+                f"timestamp(s), e.g. {duplicated.iloc[0]}; aggregate or drop them first"
+            )
         if not times.is_monotonic_increasing:
             if warn:
                 warn(f"rows were not in time order; sorted by '{columns.time}'")
@@ -172,8 +193,10 @@ def _fill(values: pd.DataFrame, times, fill: str):
         return values, times
     count, worst = int(missing.to_numpy().sum()), missing.sum().idxmax()
     if fill == "error":
-        raise DataError(f"{count} missing value(s) (e.g. in '{worst}'); pass --fill "
-                        "ffill|interpolate|drop to handle them")
+        raise DataError(
+            f"{count} missing value(s) (e.g. in '{worst}'); pass --fill "
+            "ffill|interpolate|drop to handle them"
+        )
     if fill == "drop":
         keep = ~missing.any(axis=1).to_numpy()
         return values[keep], None if times is None else times[keep]
@@ -181,8 +204,14 @@ def _fill(values: pd.DataFrame, times, fill: str):
     return filled.bfill(), times
 
 
-def split_borders(rows: int, lookback: int, horizon: int, val_split: float, test_split: float,
-                  split_rows: str | None = None) -> dict[str, tuple[int, int]]:
+def split_borders(
+    rows: int,
+    lookback: int,
+    horizon: int,
+    val_split: float,
+    test_split: float,
+    split_rows: str | None = None,
+) -> dict[str, tuple[int, int]]:
     """Chronological parts as (first, end) row ranges of the rows each part forecasts.
 
     `split_rows` "train,val,test" gives exact row counts (the ETT protocol: "8640,2880,2880");
@@ -191,8 +220,10 @@ def split_borders(rows: int, lookback: int, horizon: int, val_split: float, test
     if split_rows:
         counts = [int(v) for v in str(split_rows).split(",")]
         if len(counts) != 3 or min(counts) < 0 or sum(counts) > rows:
-            raise DataError(f"split_rows '{split_rows}' must be three row counts train,val,test "
-                            f"that sum to at most the {rows} rows")
+            raise DataError(
+                f"split_rows '{split_rows}' must be three row counts train,val,test "
+                f"that sum to at most the {rows} rows"
+            )
         train, val, test = counts
     else:
         test = int(round(rows * test_split))
@@ -237,8 +268,17 @@ def window_starts(first: int, end: int, lookback: int, horizon: int) -> np.ndarr
     return np.arange(begin, end - lookback - horizon + 1)
 
 
-def window_dataset(values: np.ndarray, starts: np.ndarray, lookback: int, horizon: int,
-                   n_targets: int, batch_size: int, *, shuffle=False, seed=0) -> tf.data.Dataset:
+def window_dataset(
+    values: np.ndarray,
+    starts: np.ndarray,
+    lookback: int,
+    horizon: int,
+    n_targets: int,
+    batch_size: int,
+    *,
+    shuffle=False,
+    seed=0,
+) -> tf.data.Dataset:
     """Batches of (inputs (B, lookback, inputs), targets (B, horizon, n_targets)) cut in tf.data."""
     table = tf.constant(values, tf.float32)
     ds = tf.data.Dataset.from_tensor_slices(starts.astype(np.int64))
@@ -252,7 +292,11 @@ def window_dataset(values: np.ndarray, starts: np.ndarray, lookback: int, horizo
         y = tf.gather(table, start[:, None] + future)[..., :n_targets]
         return x, y
 
-    return ds.batch(batch_size).map(cut, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return (
+        ds.batch(batch_size)
+        .map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def windows(values: np.ndarray, starts: np.ndarray, lookback: int, horizon: int, n_targets: int):

@@ -60,7 +60,11 @@ def read_table(data, label_col: str | None = None) -> tuple[pd.DataFrame, str, s
     """
     if isinstance(data, tuple) and len(data) == 2:
         frame = _xy_frame(np.asarray(data[0]), None if data[1] is None else np.asarray(data[1]))
-        return frame, f"arrays: {len(frame)} rows", label_col or ("label" if data[1] is not None else None)
+        return (
+            frame,
+            f"arrays: {len(frame)} rows",
+            label_col or ("label" if data[1] is not None else None),
+        )
     if isinstance(data, np.ndarray):
         return _xy_frame(data, None), f"array: {len(data)} rows", label_col
     if isinstance(data, str) and data in SAMPLES and SAMPLES[data].kind == "table":
@@ -72,10 +76,16 @@ def read_table(data, label_col: str | None = None) -> tuple[pd.DataFrame, str, s
             if "X" not in npz:
                 raise DataError(f"'{path}': an NPZ table needs an array 'X' (and optionally 'y')")
             frame = _xy_frame(npz["X"], npz.get("y"))
-        return frame, f"{path.name}: {len(frame)} rows", label_col or ("label" if "label" in frame else None)
+        return (
+            frame,
+            f"{path.name}: {len(frame)} rows",
+            label_col or ("label" if "label" in frame else None),
+        )
     if path is not None and not path.is_file() and data not in SAMPLES:
         tables = ", ".join(n for n, s in SAMPLES.items() if s.kind == "table")
-        raise DataError(f"'{data}' is neither a CSV/Parquet/NPZ file nor a built-in table ({tables})")
+        raise DataError(
+            f"'{data}' is neither a CSV/Parquet/NPZ file nor a built-in table ({tables})"
+        )
     frame, description = read_frame(data)
     return frame, description, label_col
 
@@ -91,18 +101,28 @@ def _xy_frame(x: np.ndarray, y: np.ndarray | None) -> pd.DataFrame:
     return frame
 
 
-def infer_schema(frame: pd.DataFrame, *, exclude: list[str], columns: str | None = None,
-                 categorical: str | None = None, max_categories: int = 50) -> tuple[Schema, list[str]]:
+def infer_schema(
+    frame: pd.DataFrame,
+    *,
+    exclude: list[str],
+    columns: str | None = None,
+    categorical: str | None = None,
+    max_categories: int = 50,
+) -> tuple[Schema, list[str]]:
     """Choose feature columns; returns the schema (unfitted) and the columns left out, with why."""
     forced = _names(categorical)
     wanted = _names(columns) or [c for c in frame.columns if c not in exclude]
     for name in wanted + forced:
         if name not in frame.columns:
-            raise DataError(f"column '{name}' not found; columns: {', '.join(map(str, frame.columns))}")
+            raise DataError(
+                f"column '{name}' not found; columns: {', '.join(map(str, frame.columns))}"
+            )
     numeric, cats, skipped = [], {}, []
     for name in wanted:
         series = frame[name]
-        if name not in forced and (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+        if name not in forced and (
+            pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+        ):
             numeric.append(str(name))
         elif series.nunique(dropna=True) <= max_categories:
             cats[str(name)] = []
@@ -110,8 +130,10 @@ def infer_schema(frame: pd.DataFrame, *, exclude: list[str], columns: str | None
             skipped.append(f"{name} ({series.nunique()} distinct text values)")
     if not numeric:
         found = ", ".join(map(str, wanted)) or "none"
-        raise DataError(f"no numeric columns to learn from (feature columns: {found}); "
-                        "anomaly detection needs at least one numeric column")
+        raise DataError(
+            f"no numeric columns to learn from (feature columns: {found}); "
+            "anomaly detection needs at least one numeric column"
+        )
     return Schema(numeric, cats), skipped
 
 
@@ -121,8 +143,10 @@ def numeric_values(frame: pd.DataFrame, schema: Schema, nan: str, description: s
     bad = ~np.isfinite(values)
     if bad.any() and nan == "error":
         col = schema.numeric[int(np.nonzero(bad.any(axis=0))[0][0])]
-        raise DataError(f"{description}: {int(bad.sum())} NaN/inf value(s), e.g. in column '{col}'; "
-                        "clean them, or pass --set nan=impute to replace them by the training median")
+        raise DataError(
+            f"{description}: {int(bad.sum())} NaN/inf value(s), e.g. in column '{col}'; "
+            "clean them, or pass --set nan=impute to replace them by the training median"
+        )
     return np.where(bad, np.nan, values)
 
 
@@ -151,15 +175,21 @@ def encode(schema: Schema, numeric: np.ndarray, frame: pd.DataFrame) -> np.ndarr
 def binary_labels(frame: pd.DataFrame, label_col: str, description: str) -> tuple[np.ndarray, str]:
     """0/1 labels (1 = anomaly) and the value read as 'anomaly'."""
     if label_col not in frame.columns:
-        raise DataError(f"label column '{label_col}' not found; columns: {', '.join(map(str, frame.columns))}")
+        raise DataError(
+            f"label column '{label_col}' not found; columns: {', '.join(map(str, frame.columns))}"
+        )
     values = frame[label_col]
     if values.isna().any():
-        raise DataError(f"{description}: label column '{label_col}' has {int(values.isna().sum())} empty value(s)")
+        raise DataError(
+            f"{description}: label column '{label_col}' has {int(values.isna().sum())} empty value(s)"
+        )
     distinct = pd.unique(values)
     if len(distinct) > 2:
         shown = ", ".join(map(str, distinct[:5]))
-        raise DataError(f"label column '{label_col}' has {len(distinct)} values ({shown}, ...); "
-                        "it must have two: normal and anomaly (e.g. 0/1)")
+        raise DataError(
+            f"label column '{label_col}' has {len(distinct)} values ({shown}, ...); "
+            "it must have two: normal and anomaly (e.g. 0/1)"
+        )
     if set(map(str, distinct)) <= {"0", "1", "0.0", "1.0", "True", "False"}:
         positive = next((v for v in distinct if str(v) in ("1", "1.0", "True")), 1)
     else:  # two other values: the rarer one is the anomaly
@@ -185,4 +215,3 @@ def signature_name(column: str, taken: set[str]) -> str:
         name, i = f"{base}_{i}", i + 1
     taken.add(name)
     return name
-

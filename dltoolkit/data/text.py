@@ -39,13 +39,24 @@ class Pairs:
 
     def take(self, indices) -> Pairs:
         pick = [int(i) for i in indices]
-        return Pairs([self.texts[i] for i in pick],
-                     None if self.summaries is None else [self.summaries[i] for i in pick],
-                     self.description, [self.names[i] for i in pick] if self.names else [])
+        return Pairs(
+            [self.texts[i] for i in pick],
+            None if self.summaries is None else [self.summaries[i] for i in pick],
+            self.description,
+            [self.names[i] for i in pick] if self.names else [],
+        )
 
 
-def read_pairs(data, text_field=None, summary_field=None, *, strict=False, tfds_data_dir=None,
-               split="train", need_summaries=True) -> Pairs:
+def read_pairs(
+    data,
+    text_field=None,
+    summary_field=None,
+    *,
+    strict=False,
+    tfds_data_dir=None,
+    split="train",
+    need_summaries=True,
+) -> Pairs:
     """Read document/summary pairs; empty ones are skipped and counted (an error if `strict`)."""
     if isinstance(data, Pairs):
         return data
@@ -67,20 +78,28 @@ def read_pairs(data, text_field=None, summary_field=None, *, strict=False, tfds_
         summary_col = _choose(frame, summary_field, SUMMARY_FIELDS, "summary", description)
     texts = [_as_text(v) for v in frame[text_col]]
     summaries = [_as_text(v) for v in frame[summary_col]] if summary_col else None
-    pairs = Pairs(texts, summaries, f"{description} ({text_col} -> {summary_col})" if summary_col
-                  else description, [f"{description}#{i}" for i in range(len(texts))])
+    pairs = Pairs(
+        texts,
+        summaries,
+        f"{description} ({text_col} -> {summary_col})" if summary_col else description,
+        [f"{description}#{i}" for i in range(len(texts))],
+    )
     return _check(pairs, strict, need_summaries)
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """A JSONL/JSON, CSV or Parquet file as a DataFrame; non-UTF-8 text is a DataError."""
     if not path.is_file():
-        raise DataError(f"'{path}' does not exist; pass a JSONL, CSV or Parquet file, a folder "
-                        "of NAME.txt + NAME.summary.txt files, or tfds:NAME")
+        raise DataError(
+            f"'{path}' does not exist; pass a JSONL, CSV or Parquet file, a folder "
+            "of NAME.txt + NAME.summary.txt files, or tfds:NAME"
+        )
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"'{path}': unsupported file type '{suffix}'; use "
-                        f"{', '.join(TABLE_SUFFIXES)} or a folder of .txt files")
+        raise DataError(
+            f"'{path}': unsupported file type '{suffix}'; use "
+            f"{', '.join(TABLE_SUFFIXES)} or a folder of .txt files"
+        )
     try:
         if suffix == ".parquet":
             return pd.read_parquet(path)
@@ -104,8 +123,10 @@ def _read_json_lines(text: str, path: Path) -> pd.DataFrame:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise DataError(f"'{path}' line {number} is not valid JSON ({err.msg}); "
-                                "JSONL needs one JSON object per line") from None
+                raise DataError(
+                    f"'{path}' line {number} is not valid JSON ({err.msg}); "
+                    "JSONL needs one JSON object per line"
+                ) from None
     return pd.DataFrame(rows)
 
 
@@ -115,27 +136,39 @@ def read_utf8(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataError(f"'{path}' is not UTF-8 text (byte {err.start}); re-encode it, e.g. "
-                        f"iconv -f latin1 -t utf-8") from None
+        raise DataError(
+            f"'{path}' is not UTF-8 text (byte {err.start}); re-encode it, e.g. "
+            f"iconv -f latin1 -t utf-8"
+        ) from None
 
 
 def _read_folder(folder: Path, need_summaries: bool) -> Pairs:
     docs = sorted(p for p in folder.rglob("*.txt") if not p.name.endswith(SUMMARY_SUFFIX))
     if not docs:
-        raise DataError(f"folder '{folder}' has no .txt documents; put NAME.txt files there "
-                        f"(with NAME{SUMMARY_SUFFIX} beside each for training)")
+        raise DataError(
+            f"folder '{folder}' has no .txt documents; put NAME.txt files there "
+            f"(with NAME{SUMMARY_SUFFIX} beside each for training)"
+        )
     summaries = [p.with_name(p.name[:-4] + SUMMARY_SUFFIX) for p in docs]
     if not need_summaries:
         return Pairs([read_utf8(p) for p in docs], None, str(folder), [str(p) for p in docs])
     missing = [d.name for d, s in zip(docs, summaries, strict=True) if not s.is_file()]
     if len(missing) == len(docs):
-        raise DataError(f"folder '{folder}' has .txt documents but no {SUMMARY_SUFFIX} summaries; "
-                        f"add NAME{SUMMARY_SUFFIX} beside each NAME.txt")
+        raise DataError(
+            f"folder '{folder}' has .txt documents but no {SUMMARY_SUFFIX} summaries; "
+            f"add NAME{SUMMARY_SUFFIX} beside each NAME.txt"
+        )
     if missing:
-        raise DataError(f"folder '{folder}': {len(missing)} documents have no summary (e.g. "
-                        f"{missing[0]}); add NAME{SUMMARY_SUFFIX} for each or remove them")
-    return Pairs([read_utf8(p) for p in docs], [read_utf8(p) for p in summaries], str(folder),
-                 [str(p) for p in docs])
+        raise DataError(
+            f"folder '{folder}': {len(missing)} documents have no summary (e.g. "
+            f"{missing[0]}); add NAME{SUMMARY_SUFFIX} for each or remove them"
+        )
+    return Pairs(
+        [read_utf8(p) for p in docs],
+        [read_utf8(p) for p in summaries],
+        str(folder),
+        [str(p) for p in docs],
+    )
 
 
 def _read_tfds(name: str, data_dir, split: str) -> pd.DataFrame:
@@ -144,11 +177,15 @@ def _read_tfds(name: str, data_dir, split: str) -> pd.DataFrame:
     try:
         dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
     except Exception as err:  # tfds raises many types; the user needs the fix, not the type
-        raise DataError(f"tfds:{name} ({split} split) is not prepared in "
-                        f"{data_dir or 'TFDS_DATA_DIR or ~/tensorflow_datasets'} ({type(err).__name__}); "
-                        "prepare it there first, or pass --tfds-data-dir") from None
-    rows = [{k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in row.items()}
-            for row in tfds.as_numpy(dataset)]
+        raise DataError(
+            f"tfds:{name} ({split} split) is not prepared in "
+            f"{data_dir or 'TFDS_DATA_DIR or ~/tensorflow_datasets'} ({type(err).__name__}); "
+            "prepare it there first, or pass --tfds-data-dir"
+        ) from None
+    rows = [
+        {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in row.items()}
+        for row in tfds.as_numpy(dataset)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -156,13 +193,17 @@ def _choose(frame: pd.DataFrame, name, candidates, kind: str, description: str) 
     found = [str(c) for c in frame.columns]
     if name:
         if name not in frame.columns:
-            raise DataError(f"{description}: no {kind} field '{name}'; fields found: {', '.join(found)}")
+            raise DataError(
+                f"{description}: no {kind} field '{name}'; fields found: {', '.join(found)}"
+            )
         return name
     for candidate in candidates:
         if candidate in frame.columns:
             return candidate
-    raise DataError(f"{description}: no {kind} field; fields found: {', '.join(found) or 'none'}; "
-                    f"name it with --{kind}-field")
+    raise DataError(
+        f"{description}: no {kind} field; fields found: {', '.join(found) or 'none'}; "
+        f"name it with --{kind}-field"
+    )
 
 
 def _as_text(value) -> str:
@@ -173,12 +214,17 @@ def _as_text(value) -> str:
 
 def _check(pairs: Pairs, strict: bool, need_summaries: bool) -> Pairs:
     """Drop pairs whose document or summary is blank (or fail if `strict`)."""
-    keep = [i for i, t in enumerate(pairs.texts)
-            if t.strip() and (not need_summaries or pairs.summaries[i].strip())]
+    keep = [
+        i
+        for i, t in enumerate(pairs.texts)
+        if t.strip() and (not need_summaries or pairs.summaries[i].strip())
+    ]
     dropped = len(pairs) - len(keep)
     if dropped and strict:
-        raise DataError(f"{pairs.description}: {dropped} empty document(s) or summary(ies); "
-                        "fill or remove them, or leave out --strict to skip them")
+        raise DataError(
+            f"{pairs.description}: {dropped} empty document(s) or summary(ies); "
+            "fill or remove them, or leave out --strict to skip them"
+        )
     kept = pairs.take(keep)
     kept.skipped = dropped
     if not kept.texts:
@@ -219,10 +265,13 @@ def train_vocabulary(texts: list[str], size: int) -> list[str]:
 
     dataset = tf.data.Dataset.from_tensor_slices(texts).batch(256)
     vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        dataset, size, lowercase=True, reserved_tokens=list(SPECIAL_TOKENS))
+        dataset, size, lowercase=True, reserved_tokens=list(SPECIAL_TOKENS)
+    )
     if len(vocabulary) < len(SPECIAL_TOKENS) + 10:
-        raise DataError(f"the training text yields only {len(vocabulary)} word pieces; "
-                        "more (or longer) documents are needed")
+        raise DataError(
+            f"the training text yields only {len(vocabulary)} word pieces; "
+            "more (or longer) documents are needed"
+        )
     return vocabulary
 
 
@@ -230,9 +279,13 @@ def make_tokenizer(vocabulary: list[str]):
     """The WordPiece tokenizer (TensorFlow Text ops) for `vocabulary`."""
     import keras_hub
 
-    return keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, lowercase=True,
-                                                   oov_token="[UNK]", dtype="int32",
-                                                   _allow_python_workflow=False)
+    return keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=vocabulary,
+        lowercase=True,
+        oov_token="[UNK]",
+        dtype="int32",
+        _allow_python_workflow=False,
+    )
 
 
 def tidy_spacing(strings):

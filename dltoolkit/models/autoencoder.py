@@ -52,23 +52,55 @@ def reconstruction_loss(inputs, reconstructions):
     return ops.mean(ops.reshape(error, (ops.shape(error)[0], -1)), axis=-1)
 
 
-def build_autoencoder(kind: str, features: int, *, hidden: list[int], latent: int, window: int = 0,
-                      members: int = 1, dropout: float = 0.0, noise: float = 0.1,
-                      sparsity: float = 1e-3, beta: float = 1.0, seed: int = 0) -> keras.Model:
+def build_autoencoder(
+    kind: str,
+    features: int,
+    *,
+    hidden: list[int],
+    latent: int,
+    window: int = 0,
+    members: int = 1,
+    dropout: float = 0.0,
+    noise: float = 0.1,
+    sparsity: float = 1e-3,
+    beta: float = 1.0,
+    seed: int = 0,
+) -> keras.Model:
     """`members` independent autoencoders of `kind` for rows (window 0) or windows of `window`
     rows, as one model: input -> (N, members, ...) reconstructions."""
     check_choice("model", kind, WINDOW_MODELS if window else ROW_MODELS)
-    inputs = keras.Input((window, features) if window else (features,), name="window" if window else "features")
+    inputs = keras.Input(
+        (window, features) if window else (features,), name="window" if window else "features"
+    )
     build = _window_member if window else _row_member
-    outputs = [build(inputs, kind, m, hidden=hidden, latent=latent, dropout=dropout, noise=noise,
-                     sparsity=sparsity, beta=beta, seed=seed + m) for m in range(members)]
-    stacked = [layers.Reshape((1, *o.shape[1:]), name=f"member_{m}")(o) for m, o in enumerate(outputs)]
+    outputs = [
+        build(
+            inputs,
+            kind,
+            m,
+            hidden=hidden,
+            latent=latent,
+            dropout=dropout,
+            noise=noise,
+            sparsity=sparsity,
+            beta=beta,
+            seed=seed + m,
+        )
+        for m in range(members)
+    ]
+    stacked = [
+        layers.Reshape((1, *o.shape[1:]), name=f"member_{m}")(o) for m, o in enumerate(outputs)
+    ]
     stacked = stacked[0] if members == 1 else layers.Concatenate(axis=1, name="members")(stacked)
     return keras.Model(inputs, stacked, name=f"{kind}_autoencoder")
 
 
 def _row_member(inputs, kind: str, m: int, *, hidden, latent, dropout, noise, sparsity, beta, seed):
-    x = layers.GaussianNoise(noise, seed=seed, name=f"corrupt_{m}")(inputs) if kind == "denoising" else inputs
+    x = (
+        layers.GaussianNoise(noise, seed=seed, name=f"corrupt_{m}")(inputs)
+        if kind == "denoising"
+        else inputs
+    )
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="gelu", name=f"enc_{m}_{i}")(x)
         x = layers.Dropout(dropout, seed=seed)(x) if dropout else x
@@ -112,7 +144,9 @@ def vae_encoder(model: keras.Model) -> keras.Model:
     members = sum(layer.name.startswith("z_mean_") for layer in model.layers)
 
     def stack(name):
-        parts = [layers.Reshape((1, -1))(model.get_layer(f"{name}_{m}").output) for m in range(members)]
+        parts = [
+            layers.Reshape((1, -1))(model.get_layer(f"{name}_{m}").output) for m in range(members)
+        ]
         return parts[0] if members == 1 else layers.Concatenate(axis=1)(parts)
 
     return keras.Model(model.input, [stack("z_mean"), stack("z_log_var")])

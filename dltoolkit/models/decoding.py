@@ -39,21 +39,33 @@ class Decoding:
         if self.max_length < 1:
             raise ConfigError(f"max_length must be at least 1 token, got {self.max_length}")
         if self.min_length < 0 or self.min_length > self.max_length:
-            raise ConfigError(f"max_length {self.max_length} is below min_length {self.min_length}; "
-                              "raise --max-length or lower --min-length")
+            raise ConfigError(
+                f"max_length {self.max_length} is below min_length {self.min_length}; "
+                "raise --max-length or lower --min-length"
+            )
         if self.beams < 1 or self.top_k < 1 or not 0 < self.top_p <= 1 or self.temperature <= 0:
-            raise ConfigError("beams and top_k must be at least 1, top_p in (0, 1] and temperature > 0")
+            raise ConfigError(
+                "beams and top_k must be at least 1, top_p in (0, 1] and temperature > 0"
+            )
         if self.repetition_penalty < 1 or self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
-            raise ConfigError("repetition_penalty must be >= 1 (1: off) and no_repeat_ngram 0 (off) or >= 2")
+            raise ConfigError(
+                "repetition_penalty must be >= 1 (1: off) and no_repeat_ngram 0 (off) or >= 2"
+            )
 
     def sampler(self) -> keras_hub.samplers.Sampler:
         """The KerasHub sampler that implements `strategy`."""
         if self.strategy == "beam":
-            return keras_hub.samplers.BeamSampler(num_beams=self.beams, temperature=self.temperature)
+            return keras_hub.samplers.BeamSampler(
+                num_beams=self.beams, temperature=self.temperature
+            )
         if self.strategy == "top-k":
-            return keras_hub.samplers.TopKSampler(k=self.top_k, seed=self.seed, temperature=self.temperature)
+            return keras_hub.samplers.TopKSampler(
+                k=self.top_k, seed=self.seed, temperature=self.temperature
+            )
         if self.strategy == "top-p":
-            return keras_hub.samplers.TopPSampler(p=self.top_p, seed=self.seed, temperature=self.temperature)
+            return keras_hub.samplers.TopPSampler(
+                p=self.top_p, seed=self.seed, temperature=self.temperature
+            )
         return keras_hub.samplers.GreedySampler(temperature=self.temperature)
 
 
@@ -75,29 +87,52 @@ class ConstrainedSampler(keras_hub.samplers.Sampler):
     def variables(self):
         return self.inner.variables
 
-    def __call__(self, next, prompt, cache=None, index=0, mask=None, stop_token_ids=None,
-                 hidden_states=None, model=None, **kwargs):
+    def __call__(
+        self,
+        next,
+        prompt,
+        cache=None,
+        index=0,
+        mask=None,
+        stop_token_ids=None,
+        hidden_states=None,
+        model=None,
+        **kwargs,
+    ):
         first = index
 
         def constrained(prompt, cache, index):
             logits, hidden, cache = next(prompt, cache, index)
             return self.constrain(ops.cast(logits, "float32"), prompt, index, first), hidden, cache
 
-        return self.inner(constrained, prompt, cache=cache, index=index, mask=mask,
-                          stop_token_ids=stop_token_ids, hidden_states=hidden_states, model=model,
-                          **kwargs)
+        return self.inner(
+            constrained,
+            prompt,
+            cache=cache,
+            index=index,
+            mask=mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=model,
+            **kwargs,
+        )
 
     def constrain(self, logits, prompt, index, first):
         d, vocabulary = self.decoding, self.vocabulary_size
         if d.min_length > 0:
-            ends = _token_set(ops.convert_to_tensor([self.end_ids]), ops.ones((1, len(self.end_ids)), "bool"),
-                              vocabulary)
+            ends = _token_set(
+                ops.convert_to_tensor([self.end_ids]),
+                ops.ones((1, len(self.end_ids)), "bool"),
+                vocabulary,
+            )
             logits = ops.where(ops.logical_and(ends, index - first < d.min_length), _BANNED, logits)
         if d.repetition_penalty > 1:
             positions = ops.arange(ops.shape(prompt)[1])[None, :]
             generated = ops.logical_and(positions >= first, positions < index)
             seen = _token_set(prompt, ops.broadcast_to(generated, ops.shape(prompt)), vocabulary)
-            penalised = ops.where(logits > 0, logits / d.repetition_penalty, logits * d.repetition_penalty)
+            penalised = ops.where(
+                logits > 0, logits / d.repetition_penalty, logits * d.repetition_penalty
+            )
             logits = ops.where(seen, penalised, logits)
         if d.no_repeat_ngram:
             banned = _repeated_ngram_ends(prompt, index, first, d.no_repeat_ngram, vocabulary)
@@ -109,8 +144,12 @@ def _token_set(tokens, valid, vocabulary_size):
     """(B, V) booleans: which ids appear in `tokens` (B, N) where `valid` (B, N)."""
     batch, n = ops.shape(tokens)[0], ops.shape(tokens)[1]
     rows = ops.repeat(ops.arange(batch)[:, None], n, axis=1)
-    indices = ops.stack([ops.reshape(rows, [-1]), ops.reshape(ops.cast(tokens, "int32"), [-1])], axis=1)
-    counts = ops.scatter(indices, ops.reshape(ops.cast(valid, "float32"), [-1]), (batch, vocabulary_size))
+    indices = ops.stack(
+        [ops.reshape(rows, [-1]), ops.reshape(ops.cast(tokens, "int32"), [-1])], axis=1
+    )
+    counts = ops.scatter(
+        indices, ops.reshape(ops.cast(valid, "float32"), [-1]), (batch, vocabulary_size)
+    )
     return counts > 0
 
 
@@ -121,10 +160,10 @@ def _repeated_ngram_ends(prompt, index, first, n, vocabulary_size):
     match = ops.logical_and(starts >= first, starts + n - 1 <= index - 1)
     tail_start = ops.maximum(index - (n - 1), 0)
     for k in range(n - 1):
-        window = prompt[:, k: length - n + 1 + k]
+        window = prompt[:, k : length - n + 1 + k]
         last = ops.take(prompt, tail_start + k, axis=1)[:, None]
         match = ops.logical_and(match, ops.equal(window, last))
-    return _token_set(prompt[:, n - 1:], match, vocabulary_size)
+    return _token_set(prompt[:, n - 1 :], match, vocabulary_size)
 
 
 def cut_at_end(ids, end_id: int, pad_id: int):

@@ -65,16 +65,24 @@ def _groups(channels: int) -> int:
 
 def _res_block(x, emb, channels: int, name: str):
     """GroupNorm-swish-conv twice, with the timestep embedding added in between."""
-    skip = x if x.shape[-1] == channels else keras.layers.Conv2D(channels, 1, name=f"{name}_skip")(x)
+    skip = (
+        x if x.shape[-1] == channels else keras.layers.Conv2D(channels, 1, name=f"{name}_skip")(x)
+    )
     h = keras.layers.GroupNormalization(_groups(x.shape[-1]), name=f"{name}_norm1")(x)
-    h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv1")(keras.activations.silu(h))
+    h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv1")(
+        keras.activations.silu(h)
+    )
     h = h + keras.layers.Dense(channels, name=f"{name}_time")(emb)[:, None, None, :]
     h = keras.layers.GroupNormalization(_groups(channels), name=f"{name}_norm2")(h)
-    h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv2")(keras.activations.silu(h))
+    h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv2")(
+        keras.activations.silu(h)
+    )
     return skip + h
 
 
-def build_unet(image_shape, levels: int, channels, num_classes: int = 0, blocks: int = 2) -> keras.Model:
+def build_unet(
+    image_shape, levels: int, channels, num_classes: int = 0, blocks: int = 2
+) -> keras.Model:
     """Noise predictor eps(x_t, t[, label]): `levels` halvings, `blocks` residual blocks each.
 
     `channels(level)` gives the feature maps at each level; label `num_classes` means "none".
@@ -98,7 +106,9 @@ def build_unet(image_shape, levels: int, channels, num_classes: int = 0, blocks:
             h = _res_block(h, emb, channels(level), f"down{level}_{b}")
             skips.append(h)
         if level < levels:
-            h = keras.layers.Conv2D(channels(level), 3, strides=2, padding="same", name=f"downsample{level}")(h)
+            h = keras.layers.Conv2D(
+                channels(level), 3, strides=2, padding="same", name=f"downsample{level}"
+            )(h)
             skips.append(h)
     h = _res_block(h, emb, channels(levels), "middle")
     for level in reversed(range(levels + 1)):
@@ -107,8 +117,12 @@ def build_unet(image_shape, levels: int, channels, num_classes: int = 0, blocks:
             h = _res_block(h, emb, channels(level), f"up{level}_{b}")
         if level > 0:
             h = keras.layers.UpSampling2D(2, name=f"upsample{level}")(h)
-            h = keras.layers.Conv2D(channels(level - 1), 3, padding="same", name=f"upconv{level}")(h)
-    h = keras.activations.silu(keras.layers.GroupNormalization(_groups(channels(0)), name="out_norm")(h))
+            h = keras.layers.Conv2D(channels(level - 1), 3, padding="same", name=f"upconv{level}")(
+                h
+            )
+    h = keras.activations.silu(
+        keras.layers.GroupNormalization(_groups(channels(0)), name="out_norm")(h)
+    )
     eps = keras.layers.Conv2D(image_shape[-1], 3, padding="same", name="eps", dtype="float32")(h)
     return keras.Model(inputs, eps, name="unet")
 
@@ -117,18 +131,39 @@ def build_unet(image_shape, levels: int, channels, num_classes: int = 0, blocks:
 class DDPM(GenerativeModel):
     """Denoising diffusion: trains `network`, samples with its exponential moving average."""
 
-    def __init__(self, image_shape, num_classes=0, width=32, latent_dim=0, schedule="cosine",
-                 timesteps=1000, sample_steps=50, ema_decay=0.999, label_dropout=0.1,
-                 guidance=1.0, blocks=2, prediction="v", **kwargs):
+    def __init__(
+        self,
+        image_shape,
+        num_classes=0,
+        width=32,
+        latent_dim=0,
+        schedule="cosine",
+        timesteps=1000,
+        sample_steps=50,
+        ema_decay=0.999,
+        label_dropout=0.1,
+        guidance=1.0,
+        blocks=2,
+        prediction="v",
+        **kwargs,
+    ):
         super().__init__(image_shape, num_classes, width, latent_dim, **kwargs)
-        self.schedule, self.timesteps, self.sample_steps = schedule, int(timesteps), int(sample_steps)
+        self.schedule, self.timesteps, self.sample_steps = (
+            schedule,
+            int(timesteps),
+            int(sample_steps),
+        )
         self.ema_decay, self.label_dropout = float(ema_decay), float(label_dropout)
         self.guidance, self.blocks = float(guidance), int(blocks)
         check_choice("prediction", prediction, PREDICTIONS)
         self.prediction = prediction
         self.alpha_bar = tf.constant(alpha_bars(schedule, self.timesteps), tf.float32)
-        self.network = build_unet(self.image_shape, self.levels, self.channels, self.num_classes, self.blocks)
-        self.ema_network = build_unet(self.image_shape, self.levels, self.channels, self.num_classes, self.blocks)
+        self.network = build_unet(
+            self.image_shape, self.levels, self.channels, self.num_classes, self.blocks
+        )
+        self.ema_network = build_unet(
+            self.image_shape, self.levels, self.channels, self.num_classes, self.blocks
+        )
         self.ema_network.trainable = False
         self.ema_network.set_weights(self.network.get_weights())
         self.tracker = keras.metrics.Mean(name="loss")
@@ -136,9 +171,14 @@ class DDPM(GenerativeModel):
 
     def get_config(self):
         return {
-            **super().get_config(), "schedule": self.schedule, "timesteps": self.timesteps,
-            "sample_steps": self.sample_steps, "ema_decay": self.ema_decay,
-            "label_dropout": self.label_dropout, "guidance": self.guidance, "blocks": self.blocks,
+            **super().get_config(),
+            "schedule": self.schedule,
+            "timesteps": self.timesteps,
+            "sample_steps": self.sample_steps,
+            "ema_decay": self.ema_decay,
+            "label_dropout": self.label_dropout,
+            "guidance": self.guidance,
+            "blocks": self.blocks,
             "prediction": self.prediction,
         }
 
@@ -154,7 +194,9 @@ class DDPM(GenerativeModel):
 
     def _denoising_loss(self, x0, labels, training):
         batch = tf.shape(x0)[0]
-        t = replica_draw(tf.random.uniform, [batch], minval=0, maxval=self.timesteps, dtype=tf.int32)
+        t = replica_draw(
+            tf.random.uniform, [batch], minval=0, maxval=self.timesteps, dtype=tf.int32
+        )
         noise = replica_draw(tf.random.normal, tf.shape(x0))
         ab = tf.gather(self.alpha_bar, t)[:, None, None, None]
         xt = tf.sqrt(ab) * x0 + tf.sqrt(1.0 - ab) * noise
@@ -162,7 +204,10 @@ class DDPM(GenerativeModel):
             drop = replica_draw(tf.random.uniform, [batch]) < self.label_dropout
             labels = tf.where(drop, self.num_classes, labels)
         target = noise if self.prediction == "eps" else tf.sqrt(ab) * noise - tf.sqrt(1.0 - ab) * x0
-        out = tf.cast(self.network(self._inputs(xt, tf.cast(t, tf.float32), labels), training=training), tf.float32)
+        out = tf.cast(
+            self.network(self._inputs(xt, tf.cast(t, tf.float32), labels), training=training),
+            tf.float32,
+        )
         return tf.reduce_mean(tf.square(out - target))
 
     def train_step(self, data):
@@ -171,7 +216,9 @@ class DDPM(GenerativeModel):
             loss = self._denoising_loss(x0, labels, training=True)
             scaled = gradient_loss(loss, self.optimizer)
         variables = self.network.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(scaled, variables), variables, strict=True)
+        )
         self._update_ema()
         self.tracker.update_state(loss)
         return {"loss": self.tracker.result()}
@@ -197,7 +244,8 @@ class DDPM(GenerativeModel):
         none = tf.fill(tf.shape(labels), self.num_classes)
         both = self.ema_network(
             [tf.concat([x, x], 0), tf.concat([times, times], 0), tf.concat([labels, none], 0)],
-            training=False)
+            training=False,
+        )
         cond, uncond = tf.split(both, 2, axis=0)
         return cond + self.guidance * (cond - uncond)
 
@@ -211,7 +259,9 @@ class DDPM(GenerativeModel):
         def step(i, x, trajectory):
             t = times[i]
             ab = self.alpha_bar[t]
-            ab_next = tf.where(i + 1 < steps, self.alpha_bar[times[tf.minimum(i + 1, steps - 1)]], 1.0)
+            ab_next = tf.where(
+                i + 1 < steps, self.alpha_bar[times[tf.minimum(i + 1, steps - 1)]], 1.0
+            )
             out = self._predict(x, t, labels)
             if self.prediction == "eps":
                 x0 = (x - tf.sqrt(1.0 - ab) * out) / tf.sqrt(ab)
@@ -222,7 +272,9 @@ class DDPM(GenerativeModel):
             x = tf.sqrt(ab_next) * x0 + tf.sqrt(1.0 - ab_next) * eps
             return i + 1, x, trajectory.write(i, x0)
 
-        _, x, trajectory = tf.while_loop(lambda i, *_: i < steps, step, (tf.constant(0), x, trajectory))
+        _, x, trajectory = tf.while_loop(
+            lambda i, *_: i < steps, step, (tf.constant(0), x, trajectory)
+        )
         return x, trajectory.stack()
 
     def generate(self, batch_size, seed, labels=None, steps=None):

@@ -54,7 +54,9 @@ def to_uint8(images):
 
 def stateless_normal(shape, seed, stream: int):
     """N(0, 1) noise fixed by (seed, stream): the same numbers in Keras and in the SavedModel."""
-    return tf.random.stateless_normal(shape, tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)]))
+    return tf.random.stateless_normal(
+        shape, tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)])
+    )
 
 
 def one_hot_maps(labels, num_classes: int, height: int, width: int):
@@ -70,7 +72,9 @@ class GenerativeModel(keras.Model):
     [-1, 1] fixed by `seed` (and class `labels` when conditional).
     """
 
-    def __init__(self, image_shape, num_classes: int = 0, width: int = 32, latent_dim: int = 64, **kwargs):
+    def __init__(
+        self, image_shape, num_classes: int = 0, width: int = 32, latent_dim: int = 64, **kwargs
+    ):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_classes = int(num_classes)
@@ -84,8 +88,11 @@ class GenerativeModel(keras.Model):
 
     def get_config(self):
         return {
-            **super().get_config(), "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes, "width": self.width, "latent_dim": self.latent_dim,
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "width": self.width,
+            "latent_dim": self.latent_dim,
         }
 
     def channels(self, level: int) -> int:
@@ -103,7 +110,9 @@ class GenerativeModel(keras.Model):
 
 
 def _conv(filters, kernel=3, strides=1, name=None, **kwargs):
-    return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", name=name, **kwargs)
+    return keras.layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", name=name, **kwargs
+    )
 
 
 def _deconv(filters, name=None, **kwargs):
@@ -120,8 +129,16 @@ class ConvVAE(GenerativeModel):
     Conditional models see one-hot label maps in the encoder and the label in the decoder.
     """
 
-    def __init__(self, image_shape, num_classes=0, width=32, latent_dim=32, beta=1.0,
-                 kl_warmup_steps=1000, **kwargs):
+    def __init__(
+        self,
+        image_shape,
+        num_classes=0,
+        width=32,
+        latent_dim=32,
+        beta=1.0,
+        kl_warmup_steps=1000,
+        **kwargs,
+    ):
         super().__init__(image_shape, num_classes, width, latent_dim, **kwargs)
         self.beta = float(beta)
         self.kl_warmup_steps = int(kl_warmup_steps)
@@ -161,7 +178,9 @@ class ConvVAE(GenerativeModel):
 
     def _encode(self, images, labels):
         if self.conditional:
-            images = tf.concat([images, one_hot_maps(labels, self.num_classes, *self.image_shape[:2])], -1)
+            images = tf.concat(
+                [images, one_hot_maps(labels, self.num_classes, *self.image_shape[:2])], -1
+            )
         mean, log_var = tf.split(tf.cast(self.encoder(images), tf.float32), 2, axis=-1)
         return mean, tf.clip_by_value(log_var, -10.0, 10.0)
 
@@ -183,10 +202,15 @@ class ConvVAE(GenerativeModel):
             z = tf.concat([z, tf.one_hot(labels, self.num_classes)], -1)
         logits = tf.cast(self.decoder(z, training=training), tf.float32)
         target = (images + 1.0) / 2.0
-        recon = tf.reduce_mean(tf.reduce_sum(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits), axis=[1, 2, 3]))
-        kl = tf.reduce_mean(tf.reduce_sum(
-            -0.5 * (1.0 + log_var - tf.square(mean) - tf.exp(log_var)), axis=-1))
+        recon = tf.reduce_mean(
+            tf.reduce_sum(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits),
+                axis=[1, 2, 3],
+            )
+        )
+        kl = tf.reduce_mean(
+            tf.reduce_sum(-0.5 * (1.0 + log_var - tf.square(mean) - tf.exp(log_var)), axis=-1)
+        )
         return recon, kl
 
     def _kl_weight(self):
@@ -237,20 +261,37 @@ class GAN(GenerativeModel):
     discriminator.
     """
 
-    def __init__(self, image_shape, num_classes=0, width=32, latent_dim=64, loss="dcgan",
-                 gp_weight=10.0, critic_steps=1, **kwargs):
+    def __init__(
+        self,
+        image_shape,
+        num_classes=0,
+        width=32,
+        latent_dim=64,
+        loss="dcgan",
+        gp_weight=10.0,
+        critic_steps=1,
+        **kwargs,
+    ):
         super().__init__(image_shape, num_classes, width, latent_dim, **kwargs)
         if loss not in ("dcgan", "wgan-gp"):
             raise ConfigError(f"unknown GAN loss '{loss}'; choose one of: dcgan, wgan-gp")
-        self.loss_kind, self.gp_weight, self.critic_steps = loss, float(gp_weight), int(critic_steps)
+        self.loss_kind, self.gp_weight, self.critic_steps = (
+            loss,
+            float(gp_weight),
+            int(critic_steps),
+        )
         self.generator = self._build_generator()
         self.discriminator = self._build_discriminator()
         self.trackers = {k: keras.metrics.Mean(name=k) for k in ("d_loss", "g_loss", "distance")}
         self.built = True
 
     def get_config(self):
-        return {**super().get_config(), "loss": self.loss_kind, "gp_weight": self.gp_weight,
-                "critic_steps": self.critic_steps}
+        return {
+            **super().get_config(),
+            "loss": self.loss_kind,
+            "gp_weight": self.gp_weight,
+            "critic_steps": self.critic_steps,
+        }
 
     @property
     def metrics(self):
@@ -269,7 +310,9 @@ class GAN(GenerativeModel):
         labels = keras.Input((), dtype="int32", name="labels")
         x = z
         if self.conditional:
-            x = keras.layers.Concatenate()([z, keras.layers.Embedding(self.num_classes, self.latent_dim)(labels)])
+            x = keras.layers.Concatenate()(
+                [z, keras.layers.Embedding(self.num_classes, self.latent_dim)(labels)]
+            )
         x = keras.layers.Dense(base[0] * base[1] * base[2], use_bias=False)(x)
         x = keras.layers.Reshape(base)(x)
         x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
@@ -320,7 +363,9 @@ class GAN(GenerativeModel):
             if self.loss_kind == "dcgan":
                 d_loss = tf.reduce_mean(tf.nn.softplus(-real_score) + tf.nn.softplus(fake_score))
             else:
-                d_loss = tf.reduce_mean(fake_score - real_score) + self.gp_weight * self._penalty(real, fake, labels)
+                d_loss = tf.reduce_mean(fake_score - real_score) + self.gp_weight * self._penalty(
+                    real, fake, labels
+                )
             scaled = gradient_loss(d_loss, self.d_optimizer)
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, d_vars), d_vars, strict=True))
@@ -341,7 +386,11 @@ class GAN(GenerativeModel):
         z = replica_draw(tf.random.normal, [batch, self.latent_dim])
         with tf.GradientTape() as tape:
             score = self._score(self._fake(z, labels, training=True), labels)
-            loss = tf.reduce_mean(tf.nn.softplus(-score)) if self.loss_kind == "dcgan" else -tf.reduce_mean(score)
+            loss = (
+                tf.reduce_mean(tf.nn.softplus(-score))
+                if self.loss_kind == "dcgan"
+                else -tf.reduce_mean(score)
+            )
             scaled = gradient_loss(loss, self.optimizer)
         g_vars = self.generator.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars, strict=True))

@@ -44,7 +44,9 @@ def gcn_norm(edges, edge_weights, num_nodes):
 class _GraphLayer(keras.layers.Layer):
     """Shared config of the graph layers: units, activation, bias, kernel regularizer."""
 
-    def __init__(self, units: int, activation=None, use_bias=True, kernel_regularizer=None, **kwargs):
+    def __init__(
+        self, units: int, activation=None, use_bias=True, kernel_regularizer=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.units = units
         self.activation = keras.activations.get(activation)
@@ -52,11 +54,19 @@ class _GraphLayer(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def _kernel(self, name, shape):
-        return self.add_weight(name=name, shape=shape, initializer="glorot_uniform",
-                               regularizer=self.kernel_regularizer)
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer="glorot_uniform",
+            regularizer=self.kernel_regularizer,
+        )
 
     def _bias(self, size):
-        return self.add_weight(name="bias", shape=(size,), initializer="zeros") if self.use_bias else None
+        return (
+            self.add_weight(name="bias", shape=(size,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
 
     def _finish(self, out):
         if self.bias is not None:
@@ -99,7 +109,9 @@ class GATConv(_GraphLayer):
     `attention_dropout` drops attention coefficients while training. Edge weights are ignored.
     """
 
-    def __init__(self, units, heads=8, concat=True, attention_dropout=0.0, negative_slope=0.2, **kwargs):
+    def __init__(
+        self, units, heads=8, concat=True, attention_dropout=0.0, negative_slope=0.2, **kwargs
+    ):
         super().__init__(units, **kwargs)
         self.heads = heads
         self.concat = concat
@@ -130,15 +142,24 @@ class GATConv(_GraphLayer):
         alpha = self.dropout(alpha, training=training)
         messages = ops.take(h, sources, axis=0) * alpha[:, :, None]
         out = ops.segment_sum(messages, targets, num_segments=n)
-        out = ops.reshape(out, (-1, self.heads * self.units)) if self.concat else ops.mean(out, axis=1)
+        out = (
+            ops.reshape(out, (-1, self.heads * self.units))
+            if self.concat
+            else ops.mean(out, axis=1)
+        )
         return self._finish(out)
 
     def compute_output_shape(self, x_shape, *args):
         return (x_shape[0], self._out_units())
 
     def get_config(self):
-        return {**super().get_config(), "heads": self.heads, "concat": self.concat,
-                "attention_dropout": self.attention_dropout, "negative_slope": self.negative_slope}
+        return {
+            **super().get_config(),
+            "heads": self.heads,
+            "concat": self.concat,
+            "attention_dropout": self.attention_dropout,
+            "negative_slope": self.negative_slope,
+        }
 
 
 @keras.saving.register_keras_serializable(package="dltoolkit")
@@ -157,7 +178,9 @@ class SAGEConv(_GraphLayer):
         n = _num_nodes(x)
         sources, targets = edges[:, 0], edges[:, 1]
         h = ops.matmul(x, self.kernel_neighbours)
-        total = ops.segment_sum(ops.take(h, sources, axis=0) * edge_weights[:, None], targets, num_segments=n)
+        total = ops.segment_sum(
+            ops.take(h, sources, axis=0) * edge_weights[:, None], targets, num_segments=n
+        )
         weight = ops.segment_sum(edge_weights, targets, num_segments=n)
         mean = total / ops.maximum(weight, 1e-12)[:, None]
         return self._finish(ops.matmul(x, self.kernel_self) + mean)
@@ -213,16 +236,30 @@ def build_node_model(
         if last:
             x = keras.layers.Identity(name="embedding")(x)
         x = keras.layers.Dropout(dropout)(x)
-        units, activation = (num_classes, None) if last else (hidden, "elu" if kind == "gat" else "relu")
-        common = {"activation": activation, "kernel_regularizer": regularizer, "name": f"{kind}_{i + 1}"}
+        units, activation = (
+            (num_classes, None) if last else (hidden, "elu" if kind == "gat" else "relu")
+        )
+        common = {
+            "activation": activation,
+            "kernel_regularizer": regularizer,
+            "name": f"{kind}_{i + 1}",
+        }
         if kind == "gcn":
             layer = GCNConv(units, **common)
         elif kind == "gat":
-            layer = GATConv(units, heads=1 if last else heads, concat=not last,
-                            attention_dropout=attention_dropout, **common)
+            layer = GATConv(
+                units,
+                heads=1 if last else heads,
+                concat=not last,
+                attention_dropout=attention_dropout,
+                **common,
+            )
         else:
             layer = SAGEConv(units, **common)
         x = layer(x, edges, edge_weights)
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model({"features": features, "edges": edges, "edge_weights": edge_weights},
-                       probabilities, name=f"{kind}_node_classifier")
+    return keras.Model(
+        {"features": features, "edges": edges, "edge_weights": edge_weights},
+        probabilities,
+        name=f"{kind}_node_classifier",
+    )

@@ -61,7 +61,9 @@ class LogStd(layers.Layer):
 
     def build(self, input_shape):
         self.log_std = self.add_weight(
-            shape=(self.dims,), initializer=keras.initializers.Constant(self.initial), name="log_std"
+            shape=(self.dims,),
+            initializer=keras.initializers.Constant(self.initial),
+            name="log_std",
         )
 
     def call(self, features):
@@ -87,8 +89,12 @@ def observation_input(obs_shape: tuple[int, ...], discrete_states: int | None, n
 
 def _mlp(x, hidden: tuple[int, ...], activation: str, name: str):
     for i, units in enumerate(hidden):
-        x = layers.Dense(units, activation=activation, name=f"{name}_{i}",
-                         kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2)))(x)
+        x = layers.Dense(
+            units,
+            activation=activation,
+            name=f"{name}_{i}",
+            kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2)),
+        )(x)
     return x
 
 
@@ -96,9 +102,17 @@ def _head(x, units: int, gain: float, name: str):
     return layers.Dense(units, kernel_initializer=keras.initializers.Orthogonal(gain), name=name)(x)
 
 
-def actor_critic(obs_shape, discrete_states, *, actions: int, continuous: bool,
-                 hidden=(64, 64), activation="tanh", normalize=False,
-                 log_std_init=0.0) -> keras.Model:
+def actor_critic(
+    obs_shape,
+    discrete_states,
+    *,
+    actions: int,
+    continuous: bool,
+    hidden=(64, 64),
+    activation="tanh",
+    normalize=False,
+    log_std_init=0.0,
+) -> keras.Model:
     """Separate policy and value MLPs on a shared observation encoding.
 
     Outputs: `logits` (discrete) or `mean` (+ `log_std`, continuous) and `value`.
@@ -112,8 +126,9 @@ def actor_critic(obs_shape, discrete_states, *, actions: int, continuous: bool,
     return keras.Model(inputs, outputs, name="actor_critic")
 
 
-def q_network(obs_shape, discrete_states, *, actions: int, hidden=(64, 64), activation="relu",
-              normalize=False) -> keras.Model:
+def q_network(
+    obs_shape, discrete_states, *, actions: int, hidden=(64, 64), activation="relu", normalize=False
+) -> keras.Model:
     """An MLP from an observation to one value per action."""
     inputs, encoded = observation_input(obs_shape, discrete_states, normalize)
     q = _head(_mlp(encoded, hidden, activation, "q"), actions, 1.0, "q_values")
@@ -145,7 +160,9 @@ def deterministic_policy(model: keras.Model, low=(), high=()):
             logits = out["logits"]
             return {"actions": ops.argmax(logits, axis=-1), "probabilities": ops.softmax(logits)}
         mean = out["mean"]
-        return {"actions": ops.clip(mean, np.array(low, "float32"), np.array(high, "float32")),
-                "means": mean}
+        return {
+            "actions": ops.clip(mean, np.array(low, "float32"), np.array(high, "float32")),
+            "means": mean,
+        }
 
     return act

@@ -19,19 +19,24 @@ def preset_names() -> list[str]:
 
 def is_local(preset: str) -> bool:
     return not preset.startswith(REMOTE_PREFIXES) and (
-        Path(preset).expanduser().exists() or "/" in preset or preset.startswith("."))
+        Path(preset).expanduser().exists() or "/" in preset or preset.startswith(".")
+    )
 
 
 def check_preset(preset: str) -> None:
     """A ConfigError unless `preset` is a known name, a remote handle or a preset directory."""
     if is_local(preset):
         if not (Path(preset).expanduser() / "config.json").is_file():
-            raise ConfigError(f"--preset '{preset}' is not a KerasHub preset directory (no config.json); "
-                              "save one with model.save_to_preset(dir) or pass a preset name "
-                              "such as bart_base_en")
+            raise ConfigError(
+                f"--preset '{preset}' is not a KerasHub preset directory (no config.json); "
+                "save one with model.save_to_preset(dir) or pass a preset name "
+                "such as bart_base_en"
+            )
     elif not preset.startswith(REMOTE_PREFIXES) and preset not in preset_names():
-        raise ConfigError(f"unknown preset '{preset}'; pass a local preset directory or one of: "
-                          f"{', '.join(preset_names())}")
+        raise ConfigError(
+            f"unknown preset '{preset}'; pass a local preset directory or one of: "
+            f"{', '.join(preset_names())}"
+        )
 
 
 def load_seq2seq(preset: str, max_source_length: int, max_target_length: int):
@@ -40,15 +45,20 @@ def load_seq2seq(preset: str, max_source_length: int, max_target_length: int):
 
     check_preset(preset)
     try:
-        model = keras_hub.models.Seq2SeqLM.from_preset(str(Path(preset).expanduser()) if is_local(preset)
-                                                       else preset)
+        model = keras_hub.models.Seq2SeqLM.from_preset(
+            str(Path(preset).expanduser()) if is_local(preset) else preset
+        )
     except Exception as err:  # downloads fail in many ways; the user needs the offline option
         if is_local(preset):
-            raise ConfigError(f"--preset '{preset}' could not be loaded as a Seq2SeqLM: "
-                              f"{str(err).splitlines()[0]}") from None
-        raise WeightsError(f"preset '{preset}' could not be downloaded ({type(err).__name__}); "
-                           "offline, pass a local preset directory instead: --preset ./my_local_preset "
-                           "(made with save_to_preset)") from None
+            raise ConfigError(
+                f"--preset '{preset}' could not be loaded as a Seq2SeqLM: "
+                f"{str(err).splitlines()[0]}"
+            ) from None
+        raise WeightsError(
+            f"preset '{preset}' could not be downloaded ({type(err).__name__}); "
+            "offline, pass a local preset directory instead: --preset ./my_local_preset "
+            "(made with save_to_preset)"
+        ) from None
     return set_lengths(model, max_source_length, max_target_length)
 
 
@@ -71,11 +81,20 @@ def summarize_graph(model, text, sampler, max_length: int):
 def end_token_ids(model) -> list[int]:
     """The ids that end generation (some tokenizers have two)."""
     tokenizer = model.preprocessor.tokenizer
-    return [tokenizer.end_token_id] + ([tokenizer.end_token2_id] if hasattr(tokenizer, "end_token2_id") else [])
+    return [tokenizer.end_token_id] + (
+        [tokenizer.end_token2_id] if hasattr(tokenizer, "end_token2_id") else []
+    )
 
 
-def random_bart_preset(directory, texts: list[str], vocabulary_size=400, hidden_dim=32, layers=1,
-                       heads=2, max_length=256) -> Path:
+def random_bart_preset(
+    directory,
+    texts: list[str],
+    vocabulary_size=400,
+    hidden_dim=32,
+    layers=1,
+    heads=2,
+    max_length=256,
+) -> Path:
     """Save a small randomly initialised BART (byte-level BPE trained on `texts`) as a preset
     directory: the fine-tuning path end to end without downloading weights."""
     import tempfile
@@ -84,17 +103,26 @@ def random_bart_preset(directory, texts: list[str], vocabulary_size=400, hidden_
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocabulary_size,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        texts,
+        vocab_size=vocabulary_size,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         bpe.save_model(tmp)
         lines = Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [line for line in lines if line and not line.startswith("#")]
     tokenizer = keras_hub.models.BartTokenizer(vocabulary=bpe.get_vocab(), merges=merges)
     preprocessor = keras_hub.models.BartSeq2SeqLMPreprocessor(
-        tokenizer, encoder_sequence_length=max_length, decoder_sequence_length=max_length)
+        tokenizer, encoder_sequence_length=max_length, decoder_sequence_length=max_length
+    )
     backbone = keras_hub.models.BartBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=layers, num_heads=heads,
-        hidden_dim=hidden_dim, intermediate_dim=4 * hidden_dim, max_sequence_length=max_length)
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=4 * hidden_dim,
+        max_sequence_length=max_length,
+    )
     keras_hub.models.BartSeq2SeqLM(backbone, preprocessor).save_to_preset(str(directory))
     return Path(directory)

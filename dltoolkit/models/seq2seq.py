@@ -21,33 +21,73 @@ POSITIONS = ("sinusoidal", "learned")
 class Seq2SeqTransformer(keras.Model):
     """Pre-norm Transformer encoder-decoder with tied embeddings."""
 
-    def __init__(self, vocabulary_size: int, max_source_length: int, max_target_length: int,
-                 d_model=256, layers_=3, heads=4, ff_dim=1024, dropout=0.1,
-                 positions="sinusoidal", pad_id=0, **kwargs):
+    def __init__(
+        self,
+        vocabulary_size: int,
+        max_source_length: int,
+        max_target_length: int,
+        d_model=256,
+        layers_=3,
+        heads=4,
+        ff_dim=1024,
+        dropout=0.1,
+        positions="sinusoidal",
+        pad_id=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_choice("positions", positions, POSITIONS)
-        self.settings = dict(vocabulary_size=vocabulary_size, max_source_length=max_source_length,
-                             max_target_length=max_target_length, d_model=d_model, layers_=layers_,
-                             heads=heads, ff_dim=ff_dim, dropout=dropout, positions=positions,
-                             pad_id=pad_id)
+        self.settings = dict(
+            vocabulary_size=vocabulary_size,
+            max_source_length=max_source_length,
+            max_target_length=max_target_length,
+            d_model=d_model,
+            layers_=layers_,
+            heads=heads,
+            ff_dim=ff_dim,
+            dropout=dropout,
+            positions=positions,
+            pad_id=pad_id,
+        )
         self.d_model, self.heads, self.layers_, self.pad_id = d_model, heads, layers_, pad_id
         self.embedding = keras_hub.layers.ReversibleEmbedding(
-            vocabulary_size, d_model, embeddings_initializer=keras.initializers.RandomNormal(
-                stddev=d_model ** -0.5), name="embedding")
+            vocabulary_size,
+            d_model,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=d_model**-0.5),
+            name="embedding",
+        )
         if positions == "learned":
-            self.source_positions = keras_hub.layers.PositionEmbedding(max_source_length, name="source_positions")
-            self.target_positions = keras_hub.layers.PositionEmbedding(max_target_length, name="target_positions")
+            self.source_positions = keras_hub.layers.PositionEmbedding(
+                max_source_length, name="source_positions"
+            )
+            self.target_positions = keras_hub.layers.PositionEmbedding(
+                max_target_length, name="target_positions"
+            )
         else:
-            self.source_positions = self.target_positions = keras_hub.layers.SinePositionEncoding(name="positions")
+            self.source_positions = self.target_positions = keras_hub.layers.SinePositionEncoding(
+                name="positions"
+            )
         self.embed_dropout = keras.layers.Dropout(dropout)
         self.encoder_layers = [
-            keras_hub.layers.TransformerEncoder(ff_dim, heads, dropout=dropout, activation="gelu",
-                                                normalize_first=True, name=f"encoder_{i}")
+            keras_hub.layers.TransformerEncoder(
+                ff_dim,
+                heads,
+                dropout=dropout,
+                activation="gelu",
+                normalize_first=True,
+                name=f"encoder_{i}",
+            )
             for i in range(layers_)
         ]
         self.decoder_layers = [
-            keras_hub.layers.TransformerDecoder(ff_dim, heads, dropout=dropout, activation="gelu",
-                                                normalize_first=True, name=f"decoder_{i}")
+            keras_hub.layers.TransformerDecoder(
+                ff_dim,
+                heads,
+                dropout=dropout,
+                activation="gelu",
+                normalize_first=True,
+                name=f"decoder_{i}",
+            )
             for i in range(layers_)
         ]
         self.encoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")
@@ -57,7 +97,7 @@ class Seq2SeqTransformer(keras.Model):
         return {**super().get_config(), **self.settings}
 
     def _embed(self, ids, positions, start_index=0, training=None):
-        x = self.embedding(ids) * ops.cast(self.d_model ** 0.5, self.compute_dtype)
+        x = self.embedding(ids) * ops.cast(self.d_model**0.5, self.compute_dtype)
         x = x + positions(x, start_index=start_index)
         return self.embed_dropout(x, training=training)
 
@@ -74,8 +114,13 @@ class Seq2SeqTransformer(keras.Model):
         target = inputs["target"]
         x = self._embed(target, self.target_positions, training=training)
         for layer in self.decoder_layers:
-            x = layer(x, states, decoder_padding_mask=ops.not_equal(target, self.pad_id),
-                      encoder_padding_mask=source_mask, training=training)
+            x = layer(
+                x,
+                states,
+                decoder_padding_mask=ops.not_equal(target, self.pad_id),
+                encoder_padding_mask=source_mask,
+                training=training,
+            )
         return self.embedding(self.decoder_norm(x), reverse=True)
 
     # -- generation ---------------------------------------------------------------------------
@@ -85,9 +130,14 @@ class Seq2SeqTransformer(keras.Model):
         self_caches, cross_caches = [], []
         for i, layer in enumerate(self.decoder_layers):
             x, layer_self, layer_cross = layer(
-                x, states, encoder_padding_mask=source_mask,
-                self_attention_cache=self_cache[:, i], self_attention_cache_update_index=index,
-                cross_attention_cache=cross_cache[:, i], cross_attention_cache_update_index=cross_index)
+                x,
+                states,
+                encoder_padding_mask=source_mask,
+                self_attention_cache=self_cache[:, i],
+                self_attention_cache_update_index=index,
+                cross_attention_cache=cross_cache[:, i],
+                cross_attention_cache_update_index=cross_index,
+            )
             self_caches.append(layer_self)
             cross_caches.append(layer_cross)
         if cross_index is not None:
@@ -104,15 +154,17 @@ class Seq2SeqTransformer(keras.Model):
         self_cache = ops.zeros(shape, self.compute_dtype)
         shape[3] = ops.shape(source)[1]
         cross_cache = ops.zeros(shape, self.compute_dtype)
-        _, self_cache, cross_cache = self._decode_cached(prompt, states, source_mask, self_cache,
-                                                         cross_cache, 0, 0)
+        _, self_cache, cross_cache = self._decode_cached(
+            prompt, states, source_mask, self_cache, cross_cache, 0, 0
+        )
         return self_cache, cross_cache, states, source_mask
 
     def step(self, token, index, cache):
         """Logits (B, vocabulary) after `token` (B, 1) at position `index`, and the new cache."""
         self_cache, cross_cache, states, source_mask = cache
-        logits, self_cache, _ = self._decode_cached(token, states, source_mask, self_cache,
-                                                    cross_cache, index, None)
+        logits, self_cache, _ = self._decode_cached(
+            token, states, source_mask, self_cache, cross_cache, index, None
+        )
         return logits[:, 0, :], (self_cache, cross_cache, states, source_mask)
 
 
@@ -126,7 +178,9 @@ class SmoothedTokenLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        picked = ops.take_along_axis(log_probs, ops.expand_dims(ops.cast(y_true, "int32"), -1), axis=-1)
+        picked = ops.take_along_axis(
+            log_probs, ops.expand_dims(ops.cast(y_true, "int32"), -1), axis=-1
+        )
         nll = -ops.squeeze(picked, -1)
         uniform = -ops.mean(log_probs, axis=-1)
         return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform

@@ -23,13 +23,16 @@ NORMS = ("layer", "batch")
 _PACKAGE = "dltoolkit"
 
 
-def check_model(name: str, *, lookback: int, patch_len: int, d_model: int, heads: int,
-                norm: str) -> None:
+def check_model(
+    name: str, *, lookback: int, patch_len: int, d_model: int, heads: int, norm: str
+) -> None:
     """Reject an unknown model or normalisation, or sizes the model cannot use (ConfigError)."""
     check_choice("model", name, MODELS)
     check_choice("norm", norm, NORMS)
     if name == "patch-transformer" and patch_len > lookback:
-        raise ConfigError(f"patch_len {patch_len} is longer than lookback {lookback}; lower patch_len")
+        raise ConfigError(
+            f"patch_len {patch_len} is longer than lookback {lookback}; lower patch_len"
+        )
     if name in ("patch-transformer", "transformer") and d_model % heads:
         raise ConfigError(f"d_model {d_model} must be a multiple of heads {heads}")
 
@@ -38,18 +41,46 @@ def check_model(name: str, *, lookback: int, patch_len: int, d_model: int, heads
 class SequenceForecaster(keras.Model):
     """One forecasting network; `model` picks the family (see MODELS)."""
 
-    def __init__(self, model: str, lookback: int, inputs: int, targets: int, horizon: int,
-                 quantiles: int = 0, instance_norm: bool = True, d_model: int = 16,
-                 layers_: int = 3, heads: int = 4, ff_dim: int = 128, dropout: float = 0.2,
-                 patch_len: int = 16, stride: int = 8, units: int = 64, kernel: int = 25,
-                 norm: str = "layer", **kwargs):
+    def __init__(
+        self,
+        model: str,
+        lookback: int,
+        inputs: int,
+        targets: int,
+        horizon: int,
+        quantiles: int = 0,
+        instance_norm: bool = True,
+        d_model: int = 16,
+        layers_: int = 3,
+        heads: int = 4,
+        ff_dim: int = 128,
+        dropout: float = 0.2,
+        patch_len: int = 16,
+        stride: int = 8,
+        units: int = 64,
+        kernel: int = 25,
+        norm: str = "layer",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.spec = {
-            "model": model, "lookback": lookback, "inputs": inputs, "targets": targets,
-            "horizon": horizon, "quantiles": quantiles, "instance_norm": instance_norm,
-            "d_model": d_model, "layers_": layers_, "heads": heads, "ff_dim": ff_dim,
-            "dropout": dropout, "patch_len": patch_len, "stride": stride, "units": units,
-            "kernel": kernel, "norm": norm,
+            "model": model,
+            "lookback": lookback,
+            "inputs": inputs,
+            "targets": targets,
+            "horizon": horizon,
+            "quantiles": quantiles,
+            "instance_norm": instance_norm,
+            "d_model": d_model,
+            "layers_": layers_,
+            "heads": heads,
+            "ff_dim": ff_dim,
+            "dropout": dropout,
+            "patch_len": patch_len,
+            "stride": stride,
+            "units": units,
+            "kernel": kernel,
+            "norm": norm,
         }
         outputs = max(quantiles, 1)
         if model == "linear":
@@ -57,11 +88,23 @@ class SequenceForecaster(keras.Model):
         elif model == "dlinear":
             self.body = DLinear(horizon, outputs, kernel)
         elif model == "patch-transformer":
-            self.body = PatchTransformer(horizon, outputs, lookback, patch_len, stride, d_model,
-                                         layers_, heads, ff_dim, dropout, norm)
+            self.body = PatchTransformer(
+                horizon,
+                outputs,
+                lookback,
+                patch_len,
+                stride,
+                d_model,
+                layers_,
+                heads,
+                ff_dim,
+                dropout,
+                norm,
+            )
         elif model == "transformer":
-            self.body = MixingTransformer(horizon, outputs, targets, lookback, d_model, layers_,
-                                          heads, ff_dim, dropout, norm)
+            self.body = MixingTransformer(
+                horizon, outputs, targets, lookback, d_model, layers_, heads, ff_dim, dropout, norm
+            )
         else:
             self.body = Recurrent(horizon, outputs, targets, model, units, layers_, dropout)
         self.channel_independent = model in CHANNEL_INDEPENDENT
@@ -100,7 +143,9 @@ class ChannelLinear(layers.Layer):
 
     def call(self, x):
         channels = ops.shape(x)[-1]
-        return _to_horizon(self.dense(ops.transpose(x, (0, 2, 1))), channels, self.horizon, self.outputs)
+        return _to_horizon(
+            self.dense(ops.transpose(x, (0, 2, 1))), channels, self.horizon, self.outputs
+        )
 
     def get_config(self):
         return {**super().get_config(), "horizon": self.horizon, "outputs": self.outputs}
@@ -120,13 +165,18 @@ class DLinear(layers.Layer):
     def call(self, x):
         left, right = (self.kernel - 1) // 2, self.kernel // 2
         padded = ops.concatenate(
-            [ops.repeat(x[:, :1], left, axis=1), x, ops.repeat(x[:, -1:], right, axis=1)], axis=1)
+            [ops.repeat(x[:, :1], left, axis=1), x, ops.repeat(x[:, -1:], right, axis=1)], axis=1
+        )
         trend = self.pool(padded)
         return self.trend(trend) + self.seasonal(x - trend)
 
     def get_config(self):
-        return {**super().get_config(), "horizon": self.horizon, "outputs": self.outputs,
-                "kernel": self.kernel}
+        return {
+            **super().get_config(),
+            "horizon": self.horizon,
+            "outputs": self.outputs,
+            "kernel": self.kernel,
+        }
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -137,8 +187,9 @@ class EncoderBlock(layers.Layer):
     BatchNormalization over the feature axis, as PatchTST uses for time series.
     """
 
-    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, norm: str = "layer",
-                 **kwargs):
+    def __init__(
+        self, d_model: int, heads: int, ff_dim: int, dropout: float, norm: str = "layer", **kwargs
+    ):
         super().__init__(**kwargs)
         self.d_model, self.heads, self.ff_dim, self.dropout = d_model, heads, ff_dim, dropout
         self.norm_type = norm
@@ -154,14 +205,22 @@ class EncoderBlock(layers.Layer):
             h = h + self.drop(self.attention(a, a, training=training), training=training)
             f = self.ff2(self.drop(self.ff1(self.norm2(h)), training=training))
             return h + self.drop(f, training=training)
-        h = self.norm1(h + self.drop(self.attention(h, h, training=training), training=training),
-                       training=training)
+        h = self.norm1(
+            h + self.drop(self.attention(h, h, training=training), training=training),
+            training=training,
+        )
         f = self.ff2(self.drop(self.ff1(h), training=training))
         return self.norm2(h + self.drop(f, training=training), training=training)
 
     def get_config(self):
-        return {**super().get_config(), "d_model": self.d_model, "heads": self.heads,
-                "ff_dim": self.ff_dim, "dropout": self.dropout, "norm": self.norm_type}
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "heads": self.heads,
+            "ff_dim": self.ff_dim,
+            "dropout": self.dropout,
+            "norm": self.norm_type,
+        }
 
 
 def _normalization(norm: str) -> layers.Layer:
@@ -174,8 +233,17 @@ def _normalization(norm: str) -> layers.Layer:
 class _Encoder(layers.Layer):
     """Shared parts of the two Transformers: embedding, learned positions, encoder blocks."""
 
-    def __init__(self, length: int, d_model: int, layers_: int, heads: int, ff_dim: int,
-                 dropout: float, norm: str = "layer", **kwargs):
+    def __init__(
+        self,
+        length: int,
+        d_model: int,
+        layers_: int,
+        heads: int,
+        ff_dim: int,
+        dropout: float,
+        norm: str = "layer",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.length, self.width = length, d_model
         self.embed = layers.Dense(d_model)
@@ -199,15 +267,36 @@ class _Encoder(layers.Layer):
 class PatchTransformer(_Encoder):
     """PatchTST-style (Nie et al. 2023): each channel alone, cut into overlapping patches."""
 
-    def __init__(self, horizon: int, outputs: int, lookback: int, patch_len: int, stride: int,
-                 d_model: int, layers_: int, heads: int, ff_dim: int, dropout: float,
-                 norm: str = "layer", **kwargs):
+    def __init__(
+        self,
+        horizon: int,
+        outputs: int,
+        lookback: int,
+        patch_len: int,
+        stride: int,
+        d_model: int,
+        layers_: int,
+        heads: int,
+        ff_dim: int,
+        dropout: float,
+        norm: str = "layer",
+        **kwargs,
+    ):
         patches = (lookback - patch_len) // stride + 2  # +1 from padding the end by `stride`
         super().__init__(patches, d_model, layers_, heads, ff_dim, dropout, norm, **kwargs)
-        self.args = {"horizon": horizon, "outputs": outputs, "lookback": lookback,
-                     "patch_len": patch_len, "stride": stride, "d_model": d_model,
-                     "layers_": layers_, "heads": heads, "ff_dim": ff_dim, "dropout": dropout,
-                     "norm": norm}
+        self.args = {
+            "horizon": horizon,
+            "outputs": outputs,
+            "lookback": lookback,
+            "patch_len": patch_len,
+            "stride": stride,
+            "d_model": d_model,
+            "layers_": layers_,
+            "heads": heads,
+            "ff_dim": ff_dim,
+            "dropout": dropout,
+            "norm": norm,
+        }
         starts = ops.arange(patches)[:, None] * stride
         self.index = ops.convert_to_numpy(starts + ops.arange(patch_len)[None, :])
         self.head = layers.Dense(horizon * outputs)
@@ -219,8 +308,12 @@ class PatchTransformer(_Encoder):
         series = ops.concatenate([series, ops.repeat(series[:, -1:], a["stride"], axis=1)], axis=1)
         tokens = ops.take(series, self.index, axis=1)  # (B*C, patches, patch_len)
         y = self.head(self.encode(tokens, training))
-        return _to_horizon(ops.reshape(y, (-1, channels, a["horizon"] * a["outputs"])),
-                           channels, a["horizon"], a["outputs"])
+        return _to_horizon(
+            ops.reshape(y, (-1, channels, a["horizon"] * a["outputs"])),
+            channels,
+            a["horizon"],
+            a["outputs"],
+        )
 
     def get_config(self):
         return {**layers.Layer.get_config(self), **self.args}
@@ -230,13 +323,33 @@ class PatchTransformer(_Encoder):
 class MixingTransformer(_Encoder):
     """A Transformer encoder over time steps, each token embedding every input channel."""
 
-    def __init__(self, horizon: int, outputs: int, targets: int, lookback: int, d_model: int,
-                 layers_: int, heads: int, ff_dim: int, dropout: float, norm: str = "layer",
-                 **kwargs):
+    def __init__(
+        self,
+        horizon: int,
+        outputs: int,
+        targets: int,
+        lookback: int,
+        d_model: int,
+        layers_: int,
+        heads: int,
+        ff_dim: int,
+        dropout: float,
+        norm: str = "layer",
+        **kwargs,
+    ):
         super().__init__(lookback, d_model, layers_, heads, ff_dim, dropout, norm, **kwargs)
-        self.args = {"horizon": horizon, "outputs": outputs, "targets": targets,
-                     "lookback": lookback, "d_model": d_model, "layers_": layers_,
-                     "heads": heads, "ff_dim": ff_dim, "dropout": dropout, "norm": norm}
+        self.args = {
+            "horizon": horizon,
+            "outputs": outputs,
+            "targets": targets,
+            "lookback": lookback,
+            "d_model": d_model,
+            "layers_": layers_,
+            "heads": heads,
+            "ff_dim": ff_dim,
+            "dropout": dropout,
+            "norm": norm,
+        }
         self.head = layers.Dense(targets * horizon * outputs)
 
     def call(self, x, training=False):
@@ -252,14 +365,31 @@ class MixingTransformer(_Encoder):
 class Recurrent(layers.Layer):
     """Stacked LSTM/GRU/SimpleRNN over every input channel; the last state feeds a dense head."""
 
-    def __init__(self, horizon: int, outputs: int, targets: int, cell: str, units: int,
-                 layers_: int, dropout: float, **kwargs):
+    def __init__(
+        self,
+        horizon: int,
+        outputs: int,
+        targets: int,
+        cell: str,
+        units: int,
+        layers_: int,
+        dropout: float,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.args = {"horizon": horizon, "outputs": outputs, "targets": targets, "cell": cell,
-                     "units": units, "layers_": layers_, "dropout": dropout}
+        self.args = {
+            "horizon": horizon,
+            "outputs": outputs,
+            "targets": targets,
+            "cell": cell,
+            "units": units,
+            "layers_": layers_,
+            "dropout": dropout,
+        }
         kind = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.SimpleRNN}[cell]
-        self.rnns = [kind(units, return_sequences=i < layers_ - 1, dropout=dropout)
-                     for i in range(layers_)]
+        self.rnns = [
+            kind(units, return_sequences=i < layers_ - 1, dropout=dropout) for i in range(layers_)
+        ]
         self.head = layers.Dense(targets * horizon * outputs)
 
     def call(self, x, training=False):

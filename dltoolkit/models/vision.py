@@ -46,8 +46,13 @@ _MIN_APPLICATION_SIZE = 32  # keras.applications refuse smaller inputs
 
 # name -> keras_hub.models.ViTBackbone config (vit-tiny picks its patch size per image size)
 _VITS: dict[str, dict] = {
-    "vit-b16": {"patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768,
-                "mlp_dim": 3072},
+    "vit-b16": {
+        "patch_size": 16,
+        "num_layers": 12,
+        "num_heads": 12,
+        "hidden_dim": 768,
+        "mlp_dim": 3072,
+    },
     "vit-tiny": {"num_layers": 6, "num_heads": 3, "hidden_dim": 192, "mlp_dim": 768},
 }
 _VIT_PRESETS = {"vit-b16": "vit_base_patch16_224_imagenet"}  # weights="imagenet"
@@ -103,8 +108,10 @@ class InferenceMode(keras.layers.Layer):
         return self.backbone.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(),
-                "backbone": keras.saving.serialize_keras_object(self.backbone)}
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -129,7 +136,7 @@ def default_image_size(backbone: str) -> int | None:
 
 
 def default_weights(backbone: str) -> str | None:
-    """"imagenet" for families with published ImageNet weights, else None (random init)."""
+    """ "imagenet" for families with published ImageNet weights, else None (random init)."""
     name = _check_name(backbone)
     return "imagenet" if name in _APPLICATIONS or name in _VIT_PRESETS else None
 
@@ -146,8 +153,10 @@ def build_image_model(
     name = _check_name(backbone)
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or image_shape[-1] not in (1, 3) or min(image_shape) < 1:
-        raise ConfigError(f"image shape {image_shape} is not (height, width, 1 or 3 channels); "
-                          "convert images to grayscale or RGB")
+        raise ConfigError(
+            f"image shape {image_shape} is not (height, width, 1 or 3 channels); "
+            "convert images to grayscale or RGB"
+        )
     if num_classes < 2:
         raise ConfigError(f"num_classes is {num_classes}; a classifier needs at least 2 classes")
     if not 0 <= dropout < 1:
@@ -181,8 +190,9 @@ def _check_name(backbone: str) -> str:
     if name not in BACKBONES:
         close = difflib.get_close_matches(name, BACKBONES, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"unknown backbone {backbone!r}; {hint}"
-                          f"valid backbones: {', '.join(BACKBONES)}")
+        raise ConfigError(
+            f"unknown backbone {backbone!r}; {hint}valid backbones: {', '.join(BACKBONES)}"
+        )
     return name
 
 
@@ -192,19 +202,25 @@ def _weights_source(name: str, weights: str | None) -> _Source:
         return None
     if str(weights).strip().lower() == "imagenet":
         if name == "small-cnn" or (name in _VITS and name not in _VIT_PRESETS):
-            raise ConfigError(f"{name} has no ImageNet weights; use weights=none or a local "
-                              f"weights file, or a pretrained backbone such as vit-b16")
+            raise ConfigError(
+                f"{name} has no ImageNet weights; use weights=none or a local "
+                f"weights file, or a pretrained backbone such as vit-b16"
+            )
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.exists():
-        raise WeightsError(f"weights path {str(path)!r} for {name} does not exist; "
-                           f"pass {_local_options(name)}")
+        raise WeightsError(
+            f"weights path {str(path)!r} for {name} does not exist; pass {_local_options(name)}"
+        )
     if path.is_dir() and name not in _VITS:
-        raise WeightsError(f"weights path {str(path)!r} is a directory, but only ViT backbones "
-                           f"load KerasHub presets; pass {_local_options(name)}")
+        raise WeightsError(
+            f"weights path {str(path)!r} is a directory, but only ViT backbones "
+            f"load KerasHub presets; pass {_local_options(name)}"
+        )
     if path.is_file() and not path.name.endswith(".h5"):
-        raise WeightsError(f"weights file {str(path)!r} is not a .weights.h5/.h5 file; "
-                           f"pass {_local_options(name)}")
+        raise WeightsError(
+            f"weights file {str(path)!r} is not a .weights.h5/.h5 file; pass {_local_options(name)}"
+        )
     return path
 
 
@@ -218,23 +234,29 @@ def _first_line(error: Exception) -> str:
 
 
 def _download_error(name: str, error: Exception) -> WeightsError:
-    return WeightsError(f"cannot download ImageNet weights for {name} ({_first_line(error)}); "
-                        f"offline? pass {_local_options(name)}")
+    return WeightsError(
+        f"cannot download ImageNet weights for {name} ({_first_line(error)}); "
+        f"offline? pass {_local_options(name)}"
+    )
 
 
 def _load_file(model: keras.Model, path: Path, name: str) -> None:
     try:
         model.load_weights(path)
     except (ValueError, OSError) as e:
-        raise WeightsError(f"cannot load {str(path)!r} into {name} ({_first_line(e)}); pass weights "
-                           f"saved from the same backbone and image shape, or weights=none") from e
+        raise WeightsError(
+            f"cannot load {str(path)!r} into {name} ({_first_line(e)}); pass weights "
+            f"saved from the same backbone and image shape, or weights=none"
+        ) from e
 
 
 def _application(name: str, shape: tuple[int, int, int], source: _Source) -> keras.Model:
     if min(shape[:2]) < _MIN_APPLICATION_SIZE:
-        raise ConfigError(f"{name} needs images of at least {_MIN_APPLICATION_SIZE}x"
-                          f"{_MIN_APPLICATION_SIZE}, got {shape[0]}x{shape[1]}; resize them "
-                          f"(usual size {_APPLICATIONS[name][1]}) or use small-cnn")
+        raise ConfigError(
+            f"{name} needs images of at least {_MIN_APPLICATION_SIZE}x"
+            f"{_MIN_APPLICATION_SIZE}, got {shape[0]}x{shape[1]}; resize them "
+            f"(usual size {_APPLICATIONS[name][1]}) or use small-cnn"
+        )
     constructor = _APPLICATIONS[name][0]
     if source == "imagenet":
         try:
@@ -254,8 +276,10 @@ def _vit(name: str, shape: tuple[int, int, int], source: _Source):
     config = dict(_VITS[name])
     config.setdefault("patch_size", _vit_patch_size(shape))
     if shape[0] % config["patch_size"] or shape[1] % config["patch_size"]:
-        raise ConfigError(f"{name} needs image sides divisible by {config['patch_size']}, "
-                          f"got {shape[0]}x{shape[1]}; resize the images (e.g. to 224)")
+        raise ConfigError(
+            f"{name} needs image sides divisible by {config['patch_size']}, "
+            f"got {shape[0]}x{shape[1]}; resize the images (e.g. to 224)"
+        )
     net = keras_hub.models.ViTBackbone(image_shape=shape, **config)
     if source is not None:
         _load_file(net, source, name)
@@ -267,8 +291,10 @@ def _vit_from_preset(name: str, shape: tuple[int, int, int], source: str | Path)
     if source == "imagenet":
         preset, size = _VIT_PRESETS[name], default_image_size(name)
         if shape[:2] != (size, size):  # fail before a large download
-            raise ConfigError(f"{name} ImageNet weights need {size}x{size} images, got "
-                              f"{shape[0]}x{shape[1]}; resize the images to {size}x{size}")
+            raise ConfigError(
+                f"{name} ImageNet weights need {size}x{size} images, got "
+                f"{shape[0]}x{shape[1]}; resize the images to {size}x{size}"
+            )
     else:
         preset = str(source)
     try:
@@ -276,12 +302,16 @@ def _vit_from_preset(name: str, shape: tuple[int, int, int], source: str | Path)
     except Exception as e:  # network, Kaggle or preset-format errors of any kind
         if source == "imagenet":
             raise _download_error(name, e) from e
-        raise WeightsError(f"cannot load KerasHub ViT preset {preset!r} ({_first_line(e)}); "
-                           "pass a directory saved with ViTBackbone.save_to_preset()") from e
+        raise WeightsError(
+            f"cannot load KerasHub ViT preset {preset!r} ({_first_line(e)}); "
+            "pass a directory saved with ViTBackbone.save_to_preset()"
+        ) from e
     if tuple(net.image_shape[:2]) != shape[:2]:
-        raise ConfigError(f"preset {preset!r} expects {net.image_shape[0]}x"
-                          f"{net.image_shape[1]} images, got {shape[0]}x{shape[1]}; "
-                          "resize the images to the preset's size")
+        raise ConfigError(
+            f"preset {preset!r} expects {net.image_shape[0]}x"
+            f"{net.image_shape[1]} images, got {shape[0]}x{shape[1]}; "
+            "resize the images to the preset's size"
+        )
     try:
         converter = keras_hub.layers.ImageConverter.from_preset(preset)
     except FileNotFoundError:  # the preset has no image converter: use the default
@@ -292,15 +322,22 @@ def _vit_from_preset(name: str, shape: tuple[int, int, int], source: str | Path)
 def _vit_rescaling(converter) -> keras.layers.Rescaling:
     """The preset converter's scale/offset, else [0, 255] -> [-1, 1] (ViT's ImageNet one)."""
     if converter is not None and converter.scale is not None:
-        return keras.layers.Rescaling(converter.scale, converter.offset or 0.0,
-                                      name="vit_rescaling")
+        return keras.layers.Rescaling(
+            converter.scale, converter.offset or 0.0, name="vit_rescaling"
+        )
     return keras.layers.Rescaling(1 / 127.5, -1.0, name="vit_rescaling")
 
 
 def _vit_patch_size(shape: tuple[int, int, int]) -> int:
     """Largest patch dividing both sides that still leaves >= 7 patches per side."""
-    return next((p for p in (16, 8, 4, 2)
-                 if shape[0] % p == 0 and shape[1] % p == 0 and min(shape[:2]) // p >= 7), 1)
+    return next(
+        (
+            p
+            for p in (16, 8, 4, 2)
+            if shape[0] % p == 0 and shape[1] % p == 0 and min(shape[:2]) // p >= 7
+        ),
+        1,
+    )
 
 
 def _small_cnn(shape, num_classes: int, dropout: float, source: _Source) -> ImageModel:
@@ -313,8 +350,9 @@ def _small_cnn(shape, num_classes: int, dropout: float, source: _Source) -> Imag
             size = (size + 1) // 2
         for block in range(blocks):
             prefix = f"stage{stage}_block{block}"
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                    name=f"{prefix}_conv")(x)
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv"
+            )(x)
             # momentum 0.9: moving statistics keep up within a few-epoch run
             x = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn")(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
@@ -327,6 +365,7 @@ def _small_cnn(shape, num_classes: int, dropout: float, source: _Source) -> Imag
 
 def _head(inputs, features, num_classes: int, dropout: float, name: str) -> keras.Model:
     x = keras.layers.Dropout(dropout, name="head_dropout")(features)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                 name="probabilities")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(x)
     return keras.Model(inputs, outputs, name=f"{name.replace('-', '_')}_classifier")

@@ -72,18 +72,24 @@ class Algorithm(abc.ABC):
         self.stats: dict[str, float] = {}
         self.model: keras.Model = self._build()
         self._compile()
-        self.greedy = self._compiled(deterministic_policy(self.model, spaces.low, spaces.high), None)
+        self.greedy = self._compiled(
+            deterministic_policy(self.model, spaces.low, spaces.high), None
+        )
 
     @classmethod
     def check(cls, spaces: Spaces, env_id: str) -> None:
         """A ConfigError when this algorithm cannot learn in `env_id`'s spaces."""
         if cls.needs_discrete_actions and spaces.continuous:
-            raise ConfigError(f"{cls.name} needs discrete actions, but {env_id} has continuous "
-                              "actions; use --algo ppo or a2c")
+            raise ConfigError(
+                f"{cls.name} needs discrete actions, but {env_id} has continuous "
+                "actions; use --algo ppo or a2c"
+            )
         if cls.needs_discrete_obs and spaces.obs_states is None:
-            raise ConfigError(f"{cls.name} is tabular and needs a discrete observation space, but "
-                              f"{env_id} observes arrays of shape {spaces.obs_shape}; use --algo "
-                              f"{'ppo' if spaces.continuous else 'dqn or ppo'}")
+            raise ConfigError(
+                f"{cls.name} is tabular and needs a discrete observation space, but "
+                f"{env_id} observes arrays of shape {spaces.obs_shape}; use --algo "
+                f"{'ppo' if spaces.continuous else 'dqn or ppo'}"
+            )
 
     @abc.abstractmethod
     def _build(self) -> keras.Model:
@@ -177,15 +183,22 @@ class Algorithm(abc.ABC):
 
     def _evaluation_row(self) -> dict:
         result = self.evaluate(self.config.eval_episodes)
-        return {"steps": self.steps, "seconds": round(self.seconds, 3),
-                "train_return": self.train_return(), "eval_return": result["mean_return"],
-                "eval_std": result["std_return"], **self.stats}
+        return {
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "train_return": self.train_return(),
+            "eval_return": result["mean_return"],
+            "eval_std": result["std_return"],
+            **self.stats,
+        }
 
     def evaluate(self, episodes: int, seed: int | None = None) -> dict:
         """Deterministic play over `episodes` seeded episodes: mean ± std return."""
         self._sync_model()
         seeds = evaluation.evaluation_seeds(self.config.seed if seed is None else seed, episodes)
-        played = evaluation.play(self.act_greedy, self.config.env, self.env_options, seeds, self.dtype)
+        played = evaluation.play(
+            self.act_greedy, self.config.env, self.env_options, seeds, self.dtype
+        )
         return evaluation.summarize(played)
 
     def act_greedy(self, obs: np.ndarray) -> np.ndarray:
@@ -210,10 +223,17 @@ class Algorithm(abc.ABC):
     def save_checkpoint(self, directory: Path) -> None:
         """Write every variable and counter into one file, atomically."""
         self._sync_model()
-        meta = {"steps": self.steps, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
-                "episodes": self.episodes,
-                "recent": list(self.recent), "calls": self.calls, "stats": self.stats,
-                "rng": self.rng.bit_generator.state, "extra": self._extra_state()}
+        meta = {
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "episodes": self.episodes,
+            "recent": list(self.recent),
+            "calls": self.calls,
+            "stats": self.stats,
+            "rng": self.rng.bit_generator.state,
+            "extra": self._extra_state(),
+        }
         arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._variables())}
         with files.atomic_path(Path(directory) / CHECKPOINT) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
@@ -237,9 +257,11 @@ class Algorithm(abc.ABC):
 
 
 def _describe(row: dict) -> str:
-    return (f"steps {int(row['steps'])}  eval return {row['eval_return']:.1f} ± "
-            f"{row['eval_std']:.1f}  train return {row['train_return']:.1f}  "
-            f"[dim]({row['seconds']:.1f}s)[/]")
+    return (
+        f"steps {int(row['steps'])}  eval return {row['eval_return']:.1f} ± "
+        f"{row['eval_std']:.1f}  train return {row['train_return']:.1f}  "
+        f"[dim]({row['seconds']:.1f}s)[/]"
+    )
 
 
 class _StepProgress:
@@ -248,9 +270,15 @@ class _StepProgress:
     def __init__(self, console: Console | None, total: int, done: int):
         self.progress = None
         if console is not None:
-            self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[ret]}"),
-                                     console=console, transient=True)
+            self.progress = Progress(
+                TextColumn("[bold]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[ret]}"),
+                console=console,
+                transient=True,
+            )
             self.task = self.progress.add_task("steps", total=total, completed=done, ret="")
 
     def __enter__(self):
@@ -260,8 +288,9 @@ class _StepProgress:
         return self.update
 
     def update(self, steps: int, ret: float) -> None:
-        self.progress.update(self.task, completed=steps,
-                             ret="" if np.isnan(ret) else f"return {ret:.1f}")
+        self.progress.update(
+            self.task, completed=steps, ret="" if np.isnan(ret) else f"return {ret:.1f}"
+        )
 
     def __exit__(self, *exc):
         if self.progress is not None:

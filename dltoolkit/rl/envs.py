@@ -26,14 +26,25 @@ class Spaces:
     high: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"obs_shape": list(self.obs_shape), "obs_states": self.obs_states,
-                "actions": self.actions, "continuous": self.continuous,
-                "low": list(self.low), "high": list(self.high)}
+        return {
+            "obs_shape": list(self.obs_shape),
+            "obs_states": self.obs_states,
+            "actions": self.actions,
+            "continuous": self.continuous,
+            "low": list(self.low),
+            "high": list(self.high),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Spaces:
-        return cls(tuple(d["obs_shape"]), d["obs_states"], d["actions"], d["continuous"],
-                   tuple(d["low"]), tuple(d["high"]))
+        return cls(
+            tuple(d["obs_shape"]),
+            d["obs_states"],
+            d["actions"],
+            d["continuous"],
+            tuple(d["low"]),
+            tuple(d["high"]),
+        )
 
 
 def parse_options(text: str | None) -> dict:
@@ -42,8 +53,10 @@ def parse_options(text: str | None) -> dict:
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"env_options item '{item}' is not key=value; write e.g. "
-                              "env_options=\"is_slippery=false\"")
+            raise ConfigError(
+                f"env_options item '{item}' is not key=value; write e.g. "
+                'env_options="is_slippery=false"'
+            )
         options[key.strip()] = parse_value(raw.strip())
     return options
 
@@ -56,22 +69,33 @@ def make_env(env_id: str, options: dict | None = None, render_mode: str | None =
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as err:
-        raise ConfigError(f"environment '{env_id}' needs an extra package that is not installed: "
-                          f"{_one_line(err)}") from None
-    except (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound,
-            gym.error.DeprecatedEnv, gym.error.UnregisteredEnv) as err:
+        raise ConfigError(
+            f"environment '{env_id}' needs an extra package that is not installed: {_one_line(err)}"
+        ) from None
+    except (
+        gym.error.NameNotFound,
+        gym.error.NamespaceNotFound,
+        gym.error.VersionNotFound,
+        gym.error.DeprecatedEnv,
+        gym.error.UnregisteredEnv,
+    ) as err:
         raise ConfigError(_unknown_env_message(env_id, err)) from None
     except ModuleNotFoundError as err:
         if ":" in env_id:
-            raise ConfigError(f"cannot import '{env_id.partition(':')[0]}' for environment "
-                              f"'{env_id}' ({err.name or 'module'} not found); install the package "
-                              "that registers it or fix the module name") from None
-        raise ConfigError(f"environment '{env_id}' needs the Python package '{err.name}'; "
-                          f"install it with: pip install {err.name}") from None
+            raise ConfigError(
+                f"cannot import '{env_id.partition(':')[0]}' for environment "
+                f"'{env_id}' ({err.name or 'module'} not found); install the package "
+                "that registers it or fix the module name"
+            ) from None
+        raise ConfigError(
+            f"environment '{env_id}' needs the Python package '{err.name}'; "
+            f"install it with: pip install {err.name}"
+        ) from None
     except TypeError as err:
         if options:
-            raise ConfigError(f"environment '{env_id}' rejected env_options {options}: "
-                              f"{_one_line(err)}") from None
+            raise ConfigError(
+                f"environment '{env_id}' rejected env_options {options}: {_one_line(err)}"
+            ) from None
         raise
 
 
@@ -79,8 +103,10 @@ def _unknown_env_message(env_id: str, err: Exception) -> str:
     name = env_id.partition(":")[2] or env_id
     close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return (f"unknown environment '{env_id}' ({_one_line(err)}){hint} "
-            "Use a registered gymnasium id, or 'module:EnvId' for your own environment")
+    return (
+        f"unknown environment '{env_id}' ({_one_line(err)}){hint} "
+        "Use a registered gymnasium id, or 'module:EnvId' for your own environment"
+    )
 
 
 def _one_line(err: Exception) -> str:
@@ -95,22 +121,34 @@ def describe(env: gym.Env) -> Spaces:
     elif isinstance(obs, gym.spaces.Box):
         obs_shape, states = tuple(obs.shape), None
     else:
-        raise ConfigError(f"observation space {obs} is not supported; the agent reads Box "
-                          "(arrays of numbers) or Discrete (a state index) observations")
+        raise ConfigError(
+            f"observation space {obs} is not supported; the agent reads Box "
+            "(arrays of numbers) or Discrete (a state index) observations"
+        )
     if isinstance(act, gym.spaces.Discrete):
         return Spaces(obs_shape, states, int(act.n), False)
     if isinstance(act, gym.spaces.Box) and len(act.shape) == 1:
-        return Spaces(obs_shape, states, int(act.shape[0]), True,
-                      tuple(map(float, act.low)), tuple(map(float, act.high)))
-    raise ConfigError(f"action space {act} is not supported; the agent acts in Discrete or "
-                      "one-dimensional Box action spaces")
+        return Spaces(
+            obs_shape,
+            states,
+            int(act.shape[0]),
+            True,
+            tuple(map(float, act.low)),
+            tuple(map(float, act.high)),
+        )
+    raise ConfigError(
+        f"action space {act} is not supported; the agent acts in Discrete or "
+        "one-dimensional Box action spaces"
+    )
 
 
 def make_vector_env(env_id: str, count: int, options: dict | None = None) -> SyncVectorEnv:
     """`count` copies stepped in this process (fastest for cheap environments); a finished
     episode resets in the same step and its last observation is in info['final_obs']."""
-    return SyncVectorEnv([lambda: make_env(env_id, options) for _ in range(count)],
-                         autoreset_mode=AutoresetMode.SAME_STEP)
+    return SyncVectorEnv(
+        [lambda: make_env(env_id, options) for _ in range(count)],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
 
 
 def observation_dtype(spaces: Spaces) -> np.dtype:

@@ -34,7 +34,7 @@ def play(policy: Policy, env_id: str, options: dict, seeds: list[int], dtype) ->
     """One episode per seed, up to 32 at a time in a vector environment."""
     episodes = []
     for start in range(0, len(seeds), _BATCH):
-        episodes += _play_batch(policy, env_id, options, seeds[start:start + _BATCH], dtype)
+        episodes += _play_batch(policy, env_id, options, seeds[start : start + _BATCH], dtype)
     return episodes
 
 
@@ -57,8 +57,9 @@ def _play_batch(policy, env_id, options, seeds, dtype) -> list[Episode]:
     return [Episode(s, float(r), int(n)) for s, r, n in zip(seeds, rewards, lengths, strict=True)]
 
 
-def play_rendered(policy: Policy, env_id: str, options: dict, seeds: list[int], dtype,
-                  render: bool) -> list[Episode]:
+def play_rendered(
+    policy: Policy, env_id: str, options: dict, seeds: list[int], dtype, render: bool
+) -> list[Episode]:
     """Episodes one at a time, keeping the RGB frames when `render`."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # off-screen: no display needed
     env = make_env(env_id, options, render_mode="rgb_array" if render else None)
@@ -88,6 +89,11 @@ def summarize(episodes: list[Episode]) -> dict:
     """Mean ± std return and the episode lengths."""
     returns = np.array([e.reward for e in episodes])
     lengths = np.array([e.length for e in episodes])
-    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
-            "min_return": float(returns.min()), "max_return": float(returns.max()),
-            "mean_length": float(lengths.mean()), "episodes": len(episodes)}
+    return {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "min_return": float(returns.min()),
+        "max_return": float(returns.max()),
+        "mean_length": float(lengths.mean()),
+        "episodes": len(episodes),
+    }

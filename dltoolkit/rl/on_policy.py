@@ -74,9 +74,16 @@ class OnPolicy(Algorithm):
 
     def _build(self) -> keras.Model:
         c, s = self.config, self.spaces
-        model = actor_critic(s.obs_shape, s.obs_states, actions=s.actions, continuous=s.continuous,
-                             hidden=c.hidden_layers, activation=self.activation,
-                             normalize=c.normalize_obs, log_std_init=c.log_std_init)
+        model = actor_critic(
+            s.obs_shape,
+            s.obs_states,
+            actions=s.actions,
+            continuous=s.continuous,
+            hidden=c.hidden_layers,
+            activation=self.activation,
+            normalize=c.normalize_obs,
+            log_std_init=c.log_std_init,
+        )
         self.optimizer = self._optimizer()
         self.optimizer.build(model.trainable_variables)
         self.normalizer = normalizer(model)
@@ -105,7 +112,9 @@ class OnPolicy(Algorithm):
             actions = out["mean"] + tf.exp(out["log_std"]) * noise
         else:
             uniform = tf.random.stateless_uniform(tf.shape(out["logits"]), seed, 1e-20, 1.0)
-            actions = tf.argmax(out["logits"] - tf.math.log(-tf.math.log(uniform)), axis=-1)  # Gumbel-max
+            actions = tf.argmax(
+                out["logits"] - tf.math.log(-tf.math.log(uniform)), axis=-1
+            )  # Gumbel-max
         logp, _ = log_prob_entropy(out, actions, self.spaces.continuous)
         return actions, logp, out["value"][:, 0]
 
@@ -120,21 +129,34 @@ class OnPolicy(Algorithm):
             actions = actions.numpy()
             if buf_actions is None:
                 buf_actions = np.zeros((steps, *actions.shape), actions.dtype)
-            buf_obs[t], buf_actions[t], logps[t], values[t] = obs, actions, logp.numpy(), value.numpy()
+            buf_obs[t], buf_actions[t], logps[t], values[t] = (
+                obs,
+                actions,
+                logp.numpy(),
+                value.numpy(),
+            )
             step = self._step(envs, actions)
             reward = step.reward if self.scaler is None else self.scaler(step.reward, step.done)
             cut = step.truncated & ~step.terminated
             if cut.any():  # a time limit is not a terminal state: bootstrap from its value
-                reward = reward + c.gamma * np.where(cut, self._values(tf.constant(step.next_obs)).numpy(), 0.0)
+                reward = reward + c.gamma * np.where(
+                    cut, self._values(tf.constant(step.next_obs)).numpy(), 0.0
+                )
             rewards[t], dones[t] = reward, step.done
             obs = step.obs
-        advantages, returns = gae(rewards, values, dones, self._values(tf.constant(obs)).numpy(), c.gamma,
-                                  c.gae_lambda)
+        advantages, returns = gae(
+            rewards, values, dones, self._values(tf.constant(obs)).numpy(), c.gamma, c.gae_lambda
+        )
         total = steps * n
         order = np.argsort(self.rng.random((c.n_epochs, total)), axis=1).astype(np.int32)
         self.optimizer.learning_rate = self._scheduled(self.learning_rate)
-        flat = (buf_obs.reshape(total, *obs.shape[1:]), buf_actions.reshape(total, *actions.shape[1:]),
-                logps.reshape(-1), advantages.reshape(-1), returns.reshape(-1))
+        flat = (
+            buf_obs.reshape(total, *obs.shape[1:]),
+            buf_actions.reshape(total, *actions.shape[1:]),
+            logps.reshape(-1),
+            advantages.reshape(-1),
+            returns.reshape(-1),
+        )
         stats = self._update_step(*flat, order, np.float32(self._scheduled(c.clip_range)))
         self.stats = {k: float(v) for k, v in stats.items()}
         if self.normalizer is not None:

@@ -28,8 +28,9 @@ class Tabular(Algorithm):
     def _choose(self, obs: np.ndarray) -> np.ndarray:
         """Epsilon-greedy with random tie-breaking (an all-zero row is not always action 0)."""
         c = self.config
-        epsilon = linear_epsilon(1.0 - self.progress_left(), c.exploration_fraction,
-                                 c.exploration_final_eps)
+        epsilon = linear_epsilon(
+            1.0 - self.progress_left(), c.exploration_fraction, c.exploration_final_eps
+        )
         q = self.table[obs]
         ties = q == q.max(axis=1, keepdims=True)
         greedy = np.argmax(ties * self.rng.random(q.shape), axis=1)
@@ -58,7 +59,9 @@ class Tabular(Algorithm):
     def restore_checkpoint(self, directory) -> bool:
         restored = super().restore_checkpoint(directory)
         if restored:
-            self.table = keras.ops.convert_to_numpy(self.model.get_layer("q_table").embeddings).copy()
+            self.table = keras.ops.convert_to_numpy(
+                self.model.get_layer("q_table").embeddings
+            ).copy()
         return restored
 
 

@@ -8,4 +8,12 @@ from dltoolkit.tasks.image_generator import ImageGenerator
 from dltoolkit.tasks.node_classifier import NodeClassifier
 from dltoolkit.tasks.summarizer import Summarizer
 
-__all__ = ["Agent", "AnomalyDetector", "Forecaster", "ImageClassifier", "ImageGenerator", "NodeClassifier", "Summarizer"]
+__all__ = [
+    "Agent",
+    "AnomalyDetector",
+    "Forecaster",
+    "ImageClassifier",
+    "ImageGenerator",
+    "NodeClassifier",
+    "Summarizer",
+]

@@ -94,7 +94,9 @@ class Agent(Recipe):
     task = "train-agent"
     Config = AgentConfig
     default_data = None
-    single_replica_reason = "it trains in one process on one device (its own loop steps Python environments)"
+    single_replica_reason = (
+        "it trains in one process on one device (its own loop steps Python environments)"
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -104,13 +106,16 @@ class Agent(Recipe):
 
     # -- training -------------------------------------------------------------------------
 
-    def fit(self, steps: int | None = None, out=None, *, resume=False, overwrite=False,
-            progress=True) -> Agent:
+    def fit(
+        self, steps: int | None = None, out=None, *, resume=False, overwrite=False, progress=True
+    ) -> Agent:
         """Train for `steps` environment steps (default: the `steps` parameter) into `out`."""
         if steps is not None:
             if isinstance(steps, bool) or not isinstance(steps, int):
-                raise ConfigError(f"an Agent trains in its environment (env=...) and takes a step "
-                                  f"count, not data; got {steps!r}")
+                raise ConfigError(
+                    f"an Agent trains in its environment (env=...) and takes a step "
+                    f"count, not data; got {steps!r}"
+                )
             self.set_params(steps=steps)
         return super().fit(None, out, resume=resume, overwrite=overwrite, progress=progress)
 
@@ -119,21 +124,39 @@ class Agent(Recipe):
         check_choice("algo", c.algo, tuple(ALGORITHMS))
         check_choice("schedule", c.schedule, ("linear", "constant"))
         if c.mixed_precision:
-            raise ConfigError("train-agent's small policies train in float32; drop --mixed-precision")
-        for name in ("steps", "n_envs", "n_steps", "batch_size", "n_epochs", "eval_episodes",
-                     "buffer_size", "train_freq", "gradient_steps", "target_update_interval"):
+            raise ConfigError(
+                "train-agent's small policies train in float32; drop --mixed-precision"
+            )
+        for name in (
+            "steps",
+            "n_envs",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "eval_episodes",
+            "buffer_size",
+            "train_freq",
+            "gradient_steps",
+            "target_update_interval",
+        ):
             if getattr(c, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(c, name)}")
         if c.eval_every < 0 or c.learning_starts < 0:
-            raise ConfigError("eval_every and learning_starts must be >= 0 (eval_every 0: only at the end)")
+            raise ConfigError(
+                "eval_every and learning_starts must be >= 0 (eval_every 0: only at the end)"
+            )
         try:
             if not c.hidden_layers or min(c.hidden_layers) <= 0:
                 raise ValueError
         except ValueError:
-            raise ConfigError(f"hidden '{c.hidden}' must be positive layer sizes like 64,64") from None
+            raise ConfigError(
+                f"hidden '{c.hidden}' must be positive layer sizes like 64,64"
+            ) from None
         if c.algo == "ppo" and c.batch_size > c.n_steps * c.n_envs:
-            raise ConfigError(f"batch_size {c.batch_size} is larger than a rollout "
-                              f"(n_steps {c.n_steps} x n_envs {c.n_envs}); lower it")
+            raise ConfigError(
+                f"batch_size {c.batch_size} is larger than a rollout "
+                f"(n_steps {c.n_steps} x n_envs {c.n_envs}); lower it"
+            )
         if c.algo not in ("ppo", "a2c") and (c.normalize_obs or c.normalize_reward):
             raise ConfigError("normalize_obs and normalize_reward are for ppo and a2c")
         if not 0 <= c.gamma <= 1:
@@ -150,8 +173,10 @@ class Agent(Recipe):
         ALGORITHMS[c.algo].check(spaces, c.env)
         if console is not None:
             kind = "continuous" if spaces.continuous else "discrete"
-            console.print(f"env: {c.env}; observations {spaces.obs_states or spaces.obs_shape}; "
-                          f"{spaces.actions} {kind} action(s); algo {c.algo}; {c.steps} steps")
+            console.print(
+                f"env: {c.env}; observations {spaces.obs_states or spaces.obs_shape}; "
+                f"{spaces.actions} {kind} action(s); algo {c.algo}; {c.steps} steps"
+            )
         return _Prepared(spaces, options)
 
     def _algorithm(self, prepared: _Prepared) -> Algorithm:
@@ -170,14 +195,26 @@ class Agent(Recipe):
         algo = self._algo
         result = algo.evaluate(self.config.eval_episodes)
         history = [r for r in read_history(self.run_.history_file) if r["steps"] < algo.steps]
-        history.append({"steps": algo.steps, "seconds": round(algo.seconds, 3),
-                        "train_return": algo.train_return(), "eval_return": result["mean_return"],
-                        "eval_std": result["std_return"], **algo.stats})
+        history.append(
+            {
+                "steps": algo.steps,
+                "seconds": round(algo.seconds, 3),
+                "train_return": algo.train_return(),
+                "eval_return": result["mean_return"],
+                "eval_std": result["std_return"],
+                **algo.stats,
+            }
+        )
         write_history(self.run_.history_file, history)
         algo.save_checkpoint(self.run_.checkpoints)
-        return {**result, "train_return": algo.train_return(), "steps": algo.steps,
-                "train_episodes": algo.episodes, "train_seconds": round(algo.seconds, 3),
-                "train_cpu_seconds": round(algo.cpu_seconds, 3)}
+        return {
+            **result,
+            "train_return": algo.train_return(),
+            "steps": algo.steps,
+            "train_episodes": algo.episodes,
+            "train_seconds": round(algo.seconds, 3),
+            "train_cpu_seconds": round(algo.cpu_seconds, 3),
+        }
 
     # -- evaluation and play ------------------------------------------------------------
 
@@ -194,12 +231,24 @@ class Agent(Recipe):
             raise ConfigError("an agent is evaluated in its environment; drop --data")
         episodes = self._positive("episodes", episodes or self.config.eval_episodes)
         seeds = evaluation_seeds(self.config.seed if seed is None else seed, episodes)
-        played = play(self._policy(), self.config.env, parse_options(self.config.env_options),
-                      seeds, observation_dtype(self.spaces_))
+        played = play(
+            self._policy(),
+            self.config.env,
+            parse_options(self.config.env_options),
+            seeds,
+            observation_dtype(self.spaces_),
+        )
         return summarize(played)
 
-    def predict(self, inputs=None, *, episodes: int | None = None, render: str | None = None,
-                seed: int | None = None, out=None) -> list[dict]:
+    def predict(
+        self,
+        inputs=None,
+        *,
+        episodes: int | None = None,
+        render: str | None = None,
+        seed: int | None = None,
+        out=None,
+    ) -> list[dict]:
         """Actions for `inputs` (observations), or with no inputs play `episodes` episodes
         (render='rgb' saves their frames as a GIF at `out`)."""
         self._require_model()
@@ -214,10 +263,18 @@ class Agent(Recipe):
             raise ConfigError(f"--out {path}: rendered episodes are saved as a .gif file")
         count = self._positive("episodes", 1 if episodes is None else episodes)
         seeds = evaluation_seeds(self.config.seed if seed is None else seed, count)
-        played = play_rendered(self._policy(), self.config.env, parse_options(self.config.env_options),
-                               seeds, observation_dtype(self.spaces_), render=render == "rgb")
-        rows = [{"episode": i + 1, "seed": e.seed, "return": e.reward, "length": e.length}
-                for i, e in enumerate(played)]
+        played = play_rendered(
+            self._policy(),
+            self.config.env,
+            parse_options(self.config.env_options),
+            seeds,
+            observation_dtype(self.spaces_),
+            render=render == "rgb",
+        )
+        rows = [
+            {"episode": i + 1, "seed": e.seed, "return": e.reward, "length": e.length}
+            for i, e in enumerate(played)
+        ]
         if path is not None:
             write_gif(path, [frame for e in played for frame in e.frames], self.config.env)
             for row in rows:
@@ -236,13 +293,15 @@ class Agent(Recipe):
         try:
             obs = np.array([_parse_observation(i) for i in items], dtype)
         except ValueError:
-            raise DataError("observations must be numbers, e.g. '0.1,0,-0.2,0.3' for one "
-                            "CartPole observation") from None
+            raise DataError(
+                "observations must be numbers, e.g. '0.1,0,-0.2,0.3' for one CartPole observation"
+            ) from None
         expected = spaces.obs_shape if spaces.obs_states is None else ()
         if obs.shape[1:] != tuple(expected):
             want = f"{expected}" if expected else "a single state index"
-            raise DataError(f"each observation of {self.config.env} must have shape {want}; "
-                            f"got {obs.shape[1:]}")
+            raise DataError(
+                f"each observation of {self.config.env} must have shape {want}; got {obs.shape[1:]}"
+            )
         act = tf.function(deterministic_policy(self.model_, spaces.low, spaces.high))
         out = {k: v.numpy() for k, v in act(obs).items()}
         rows = []
@@ -261,8 +320,11 @@ class Agent(Recipe):
     # -- persistence and export -----------------------------------------------------------
 
     def _state(self) -> dict:
-        return {"spaces": self.spaces_.to_dict(), "trained_steps": self.trained_steps_,
-                "train_seconds": self.train_seconds_}
+        return {
+            "spaces": self.spaces_.to_dict(),
+            "trained_steps": self.trained_steps_,
+            "train_seconds": self.train_seconds_,
+        }
 
     def _restore_state(self, state: dict) -> None:
         self.spaces_ = Spaces.from_dict(state["spaces"])
@@ -275,17 +337,30 @@ class Agent(Recipe):
             spec = tf.TensorSpec([None], tf.int32, name="observation")
         else:
             spec = tf.TensorSpec([None, *spaces.obs_shape], tf.float32, name="observation")
-        return {"serving_default": (deterministic_policy(self.model_, spaces.low, spaces.high), [spec])}
+        return {
+            "serving_default": (deterministic_policy(self.model_, spaces.low, spaces.high), [spec])
+        }
 
     # -- report ---------------------------------------------------------------------------
 
     def _report(self, report: Report, prepared: _Prepared) -> None:
         c, m = self.config, self.metrics_
-        report.text("Environment", f"{c.env} with {c.algo}; {m['steps']} steps, "
-                    f"{m['train_episodes']} training episodes in {m['train_seconds']:.1f} s")
-        report.table("Evaluation (deterministic policy)", {
-            "episodes": m["episodes"], "mean return": m["mean_return"], "std": m["std_return"],
-            "min": m["min_return"], "max": m["max_return"], "mean length": m["mean_length"]})
+        report.text(
+            "Environment",
+            f"{c.env} with {c.algo}; {m['steps']} steps, "
+            f"{m['train_episodes']} training episodes in {m['train_seconds']:.1f} s",
+        )
+        report.table(
+            "Evaluation (deterministic policy)",
+            {
+                "episodes": m["episodes"],
+                "mean return": m["mean_return"],
+                "std": m["std_return"],
+                "min": m["min_return"],
+                "max": m["max_return"],
+                "mean length": m["mean_length"],
+            },
+        )
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Learning curve", plot_learning_curve(history), "learning_curve")
@@ -303,14 +378,20 @@ def _parse_observation(item) -> list | float:
 def plot_learning_curve(rows: list[dict]) -> Figure:
     """Evaluation return (± std) and training return against steps and against wall time."""
     fig = Figure(figsize=(11, 3.8))
-    for ax, x_key, label in zip(fig.subplots(1, 2), ("steps", "seconds"),
-                                ("environment steps", "wall time (s)"), strict=True):
+    for ax, x_key, label in zip(
+        fig.subplots(1, 2),
+        ("steps", "seconds"),
+        ("environment steps", "wall time (s)"),
+        strict=True,
+    ):
         x = np.array([r[x_key] for r in rows])
         mean = np.array([r["eval_return"] for r in rows])
         std = np.array([r.get("eval_std", 0.0) for r in rows])
         ax.plot(x, mean, marker="o", label="evaluation (deterministic)")
         ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-        ax.plot(x, [r.get("train_return", np.nan) for r in rows], label="training (last 100 episodes)")
+        ax.plot(
+            x, [r.get("train_return", np.nan) for r in rows], label="training (last 100 episodes)"
+        )
         ax.set_xlabel(label)
         ax.set_ylabel("episode return")
         ax.legend()
@@ -323,4 +404,6 @@ def write_gif(path: Path, frames: list, env_id: str) -> None:
         raise ConfigError(f"{env_id} does not render RGB frames; drop --render")
     images = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
     with files.atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=33, loop=0)
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=33, loop=0
+        )

@@ -138,22 +138,35 @@ class AnomalyDetector(Recipe):
         check_choice("vae_score", c.vae_score, VAE_SCORES)
         check_choice("score", c.score, SCORES)
         if c.members < 1:
-            raise ConfigError(f"members {c.members} must be at least 1 (autoencoders in the ensemble)")
+            raise ConfigError(
+                f"members {c.members} must be at least 1 (autoencoders in the ensemble)"
+            )
         if not 0 < c.contamination < 0.5:
-            raise ConfigError(f"contamination {c.contamination} must be in (0, 0.5): the expected "
-                              "share of anomalies, e.g. 0.05")
+            raise ConfigError(
+                f"contamination {c.contamination} must be in (0, 0.5): the expected "
+                "share of anomalies, e.g. 0.05"
+            )
         if not 0 < c.quantile < 1:
             raise ConfigError(f"quantile {c.quantile} must be in (0, 1), e.g. 0.99")
         if c.window < 0 or c.window == 1:
             raise ConfigError("window must be 0 (score rows) or at least 2 rows")
         if bool(c.window) != (c.model in WINDOW_MODELS):
-            raise ConfigError(f"model '{c.model}' needs "
-                              + ("--window 0; for windows use conv or lstm" if c.window
-                                 else "--window N (rows per window); for rows use dense, denoising, sparse or vae"))
+            raise ConfigError(
+                f"model '{c.model}' needs "
+                + (
+                    "--window 0; for windows use conv or lstm"
+                    if c.window
+                    else "--window N (rows per window); for rows use dense, denoising, sparse or vae"
+                )
+            )
         if c.val_split < 0 or c.test_split < 0 or c.val_split + c.test_split >= 0.9:
-            raise ConfigError("val_split and test_split must be >= 0 and leave most rows for training")
+            raise ConfigError(
+                "val_split and test_split must be >= 0 and leave most rows for training"
+            )
         if c.latent < 0 or not self._hidden():
-            raise ConfigError(f"hidden '{c.hidden}' must be layer sizes like 64,32; latent >= 0 (0: auto)")
+            raise ConfigError(
+                f"hidden '{c.hidden}' must be layer sizes like 64,32; latent >= 0 (0: auto)"
+            )
 
     def _hidden(self) -> list[int]:
         try:
@@ -167,16 +180,26 @@ class AnomalyDetector(Recipe):
         frame, description, label_col = tables.read_table(data, c.label_col)
         if c.time_col:
             if c.time_col not in frame.columns:
-                raise DataError(f"time column '{c.time_col}' not found; columns: {', '.join(map(str, frame.columns))}")
+                raise DataError(
+                    f"time column '{c.time_col}' not found; columns: {', '.join(map(str, frame.columns))}"
+                )
             frame = frame.sort_values(c.time_col, kind="stable").reset_index(drop=True)
         exclude = [n for n in (label_col, c.time_col) if n]
-        schema, skipped = tables.infer_schema(frame, exclude=exclude, columns=c.columns,
-                                              categorical=c.categorical, max_categories=c.max_categories)
+        schema, skipped = tables.infer_schema(
+            frame,
+            exclude=exclude,
+            columns=c.columns,
+            categorical=c.categorical,
+            max_categories=c.max_categories,
+        )
         if c.window and schema.categorical:
-            skipped += [f"{n} (categorical: windows read numeric columns)" for n in schema.categorical]
+            skipped += [
+                f"{n} (categorical: windows read numeric columns)" for n in schema.categorical
+            ]
             schema = tables.Schema(schema.numeric)
-        labels, positive = (tables.binary_labels(frame, label_col, description) if label_col
-                            else (None, None))
+        labels, positive = (
+            tables.binary_labels(frame, label_col, description) if label_col else (None, None)
+        )
         numeric = tables.numeric_values(frame, schema, c.nan, description)
         rows = len(frame) - c.window + 1 if c.window else len(frame)
         if rows < 10:
@@ -187,16 +210,24 @@ class AnomalyDetector(Recipe):
         x = tables.encode(schema, numeric, frame)
         if c.window:
             x = tables.window_view(x, c.window)
-            labels = None if labels is None else tables.window_view(labels[:, None], c.window).max(axis=(1, 2))
+            labels = (
+                None
+                if labels is None
+                else tables.window_view(labels[:, None], c.window).max(axis=(1, 2))
+            )
         if c.threshold == "best-f1":
             fit_on = parts.get("val", parts["train"])
             if labels is None or not labels[fit_on].any():
-                raise DataError("threshold best-f1 needs a label column (--label-col) with anomalies "
-                                "in the validation rows; use --threshold contamination otherwise")
+                raise DataError(
+                    "threshold best-f1 needs a label column (--label-col) with anomalies "
+                    "in the validation rows; use --threshold contamination otherwise"
+                )
         if console is not None:
             counts = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-            console.print(f"data: {description}; {len(schema.columns)} feature columns; "
-                          f"{'windows' if c.window else 'rows'}: {counts}")
+            console.print(
+                f"data: {description}; {len(schema.columns)} feature columns; "
+                f"{'windows' if c.window else 'rows'}: {counts}"
+            )
         return _Prepared(frame, description, label_col, positive, schema, x, labels, parts, skipped)
 
     def _split(self, rows: int, labels: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -207,13 +238,18 @@ class AnomalyDetector(Recipe):
             n_train = rows - sum(int(rows * f) for f in fractions.values())
             parts, start = {"train": index[:n_train]}, n_train
             for name, f in fractions.items():
-                parts[name], start = index[start:start + int(rows * f)], start + int(rows * f)
+                parts[name], start = index[start : start + int(rows * f)], start + int(rows * f)
             return {k: v for k, v in parts.items() if len(v)}
         parts, rest, remaining = {}, index, 1.0
         for name, f in fractions.items():
-            stratify = labels[rest] if labels is not None and np.bincount(labels[rest]).min() >= 2 else None
-            rest, parts[name] = train_test_split(rest, test_size=f / remaining, random_state=c.seed,
-                                                 stratify=stratify)
+            stratify = (
+                labels[rest]
+                if labels is not None and np.bincount(labels[rest]).min() >= 2
+                else None
+            )
+            rest, parts[name] = train_test_split(
+                rest, test_size=f / remaining, random_state=c.seed, stratify=stratify
+            )
             remaining -= f
         return {"train": np.sort(rest), **{k: np.sort(v) for k, v in parts.items()}}
 
@@ -221,24 +257,42 @@ class AnomalyDetector(Recipe):
 
     def _train(self, prepared: _Prepared, run, rt, console) -> None:
         c = self.config
-        self.schema_, self.label_col_, self.positive_ = prepared.schema, prepared.label_col, prepared.positive
+        self.schema_, self.label_col_, self.positive_ = (
+            prepared.schema,
+            prepared.label_col,
+            prepared.positive,
+        )
         train = prepared.x[prepared.parts["train"]]
         val_ds = None
         if "val" in prepared.parts:
             val = prepared.x[prepared.parts["val"]]
             val_ds = tf.data.Dataset.from_tensor_slices((val, val)).batch(c.batch_size)
-        train_ds = (tf.data.Dataset.from_tensor_slices((train, train))
-                    .shuffle(len(train), seed=c.seed).batch(c.batch_size).prefetch(tf.data.AUTOTUNE))
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((train, train))
+            .shuffle(len(train), seed=c.seed)
+            .batch(c.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         steps = math.ceil(len(train) / c.batch_size)
         with rt.strategy.scope():
             model = self.model_ = self._build_model(prepared.schema.width)
 
         def compile_model():
             with rt.strategy.scope():
-                model.compile(optimizer=build_optimizer(c, steps, c.epochs), loss=reconstruction_loss)
+                model.compile(
+                    optimizer=build_optimizer(c, steps, c.epochs), loss=reconstruction_loss
+                )
 
-        fit_phases(model, train_ds, val_ds, phases=[Phase("train", c.epochs, compile_model)],
-                   run=run, config=c, steps_per_epoch=steps, console=console)
+        fit_phases(
+            model,
+            train_ds,
+            val_ds,
+            phases=[Phase("train", c.epochs, compile_model)],
+            run=run,
+            config=c,
+            steps_per_epoch=steps,
+            console=console,
+        )
         self._set_scales(train)
         self._set_threshold(prepared)
 
@@ -246,9 +300,19 @@ class AnomalyDetector(Recipe):
         c = self.config
         # rows: a tight bottleneck, so unusual rows reconstruct badly; windows: channels per step
         latent = c.latent or (max(2, min(16, width // 3)) if c.window else max(2, width // 16))
-        return build_autoencoder(c.model, width, hidden=self._hidden(), latent=latent, window=c.window,
-                                 members=c.members, dropout=c.dropout, noise=c.noise,
-                                 sparsity=c.sparsity, beta=c.beta, seed=c.seed)
+        return build_autoencoder(
+            c.model,
+            width,
+            hidden=self._hidden(),
+            latent=latent,
+            window=c.window,
+            members=c.members,
+            dropout=c.dropout,
+            noise=c.noise,
+            sparsity=c.sparsity,
+            beta=c.beta,
+            seed=c.seed,
+        )
 
     def _set_scales(self, train: np.ndarray) -> None:
         """Each feature's median error and squared distance on the training rows, so no
@@ -258,7 +322,9 @@ class AnomalyDetector(Recipe):
         self.error_scale_ = _median_scale(error)
         numeric = len(self.schema_.numeric)
         frequency = np.maximum(extreme[:, numeric:].mean(axis=0), 1.0 / len(extreme))
-        self.extreme_scale_ = np.concatenate([_median_scale(extreme[:, :numeric]), frequency]).astype(np.float32)
+        self.extreme_scale_ = np.concatenate(
+            [_median_scale(extreme[:, :numeric]), frequency]
+        ).astype(np.float32)
 
     def _set_threshold(self, prepared: _Prepared) -> None:
         c = self.config
@@ -271,8 +337,11 @@ class AnomalyDetector(Recipe):
         else:
             q = 1 - c.contamination if c.threshold == "contamination" else c.quantile
             self.threshold_ = float(np.quantile(scores, q))
-            how = (f"contamination {c.contamination:g}" if c.threshold == "contamination"
-                   else f"quantile {c.quantile:g}")
+            how = (
+                f"contamination {c.contamination:g}"
+                if c.threshold == "contamination"
+                else f"quantile {c.quantile:g}"
+            )
             self.threshold_how_ = f"{how}: the {q:.3g} quantile of the {len(rows)} {part} scores"
 
     # -- scoring: one TensorFlow function for predict and serving ------------------------------
@@ -294,9 +363,14 @@ class AnomalyDetector(Recipe):
         error = error / tf.constant(self.error_scale_)
         # both terms are squared ratios: the fourth root of their product is the geometric
         # mean of the absolute error and distance ratios
-        per_feature = (tf.pow(error * extreme / tf.constant(self.extreme_scale_), 0.25)
-                       if self.config.score == "hybrid" else error)
-        contributions = tf.matmul(per_feature, tf.constant(self.schema_.groups())) / self.schema_.width
+        per_feature = (
+            tf.pow(error * extreme / tf.constant(self.extreme_scale_), 0.25)
+            if self.config.score == "hybrid"
+            else error
+        )
+        contributions = (
+            tf.matmul(per_feature, tf.constant(self.schema_.groups())) / self.schema_.width
+        )
         score = tf.reduce_sum(contributions, axis=1)
         if self.config.model == "vae" and self.config.vae_score == "elbo":
             if self._encoder is None:
@@ -309,12 +383,18 @@ class AnomalyDetector(Recipe):
     def _encode(self, *columns) -> tf.Tensor:
         """Raw columns (schema order; each (N,) or (N, window)) -> encoded, scaled features."""
         schema = self.schema_
-        numeric = tf.stack([tf.cast(col, tf.float32) for col in columns[: len(schema.numeric)]], axis=-1)
+        numeric = tf.stack(
+            [tf.cast(col, tf.float32) for col in columns[: len(schema.numeric)]], axis=-1
+        )
         median = tf.constant(schema.median, tf.float32)
         numeric = tf.where(tf.math.is_finite(numeric), numeric, median)
         parts = [(numeric - median) / tf.constant(schema.scale, tf.float32)]
-        for col, cats in zip(columns[len(schema.numeric):], schema.categorical.values(), strict=True):
-            parts.append(tf.cast(tf.equal(col[..., None], tf.constant(cats, tf.string)), tf.float32))
+        for col, cats in zip(
+            columns[len(schema.numeric) :], schema.categorical.values(), strict=True
+        ):
+            parts.append(
+                tf.cast(tf.equal(col[..., None], tf.constant(cats, tf.string)), tf.float32)
+            )
         return tf.concat(parts, axis=-1)
 
     def _serve(self, *columns) -> dict:
@@ -323,8 +403,14 @@ class AnomalyDetector(Recipe):
 
     def _endpoints(self) -> dict:
         shape, taken = [None, self.config.window] if self.config.window else [None], set()
-        specs = [tf.TensorSpec(shape, tf.float32, name=tables.signature_name(n, taken)) for n in self.schema_.numeric]
-        specs += [tf.TensorSpec(shape, tf.string, name=tables.signature_name(n, taken)) for n in self.schema_.categorical]
+        specs = [
+            tf.TensorSpec(shape, tf.float32, name=tables.signature_name(n, taken))
+            for n in self.schema_.numeric
+        ]
+        specs += [
+            tf.TensorSpec(shape, tf.string, name=tables.signature_name(n, taken))
+            for n in self.schema_.categorical
+        ]
         return {"serving_default": (self._serve, specs)}
 
     def signature_inputs(self) -> dict[str, str]:
@@ -341,8 +427,10 @@ class AnomalyDetector(Recipe):
         frame, description, label_col = tables.read_table(data, self.label_col_)
         missing = [n for n in self.columns_ if n not in frame.columns]
         if missing:
-            raise DataError(f"{description}: missing training column(s) {', '.join(missing)}; "
-                            f"the model reads: {', '.join(self.columns_)}")
+            raise DataError(
+                f"{description}: missing training column(s) {', '.join(missing)}; "
+                f"the model reads: {', '.join(self.columns_)}"
+            )
         if c.time_col and c.time_col in frame.columns:
             frame = frame.sort_values(c.time_col, kind="stable").reset_index(drop=True)
         numeric = tables.numeric_values(frame, schema, c.nan, description)
@@ -359,7 +447,11 @@ class AnomalyDetector(Recipe):
 
     def predict(self, inputs) -> list[dict]:
         """One row per input row (or window): score, anomaly flag and the top contributing columns."""
-        items = [inputs] if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray | tuple) else list(inputs)
+        items = (
+            [inputs]
+            if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray | tuple)
+            else list(inputs)
+        )
         rows = []
         for index, item in enumerate(items):
             name = str(item) if isinstance(item, str | Path) else f"input {index}"
@@ -372,18 +464,29 @@ class AnomalyDetector(Recipe):
         c = self.config
         row = {"input": name, "row": i + c.window - 1 if c.window else i}
         if c.window and c.time_col in frame.columns:
-            row["start"], row["end"] = str(frame[c.time_col].iloc[i]), str(frame[c.time_col].iloc[i + c.window - 1])
+            row["start"], row["end"] = (
+                str(frame[c.time_col].iloc[i]),
+                str(frame[c.time_col].iloc[i + c.window - 1]),
+            )
         contributions = out["contributions"][i]
         top = np.argsort(-contributions)[:3]
-        return {**row, "score": float(out["score"][i]), "anomaly": bool(out["anomaly"][i]),
-                "top_columns": [{"column": self.columns_[j], "contribution": float(contributions[j])} for j in top]}
+        return {
+            **row,
+            "score": float(out["score"][i]),
+            "anomaly": bool(out["anomaly"][i]),
+            "top_columns": [
+                {"column": self.columns_[j], "contribution": float(contributions[j])} for j in top
+            ],
+        }
 
     def evaluate(self, data) -> dict:
         """ROC-AUC, average precision and precision/recall/F1 at the threshold on labelled data."""
         columns, frame, description, label_col = self._read(data)
         if not label_col:
-            raise DataError(f"{description}: evaluate needs labels; the run has no label column "
-                            "(train with --label-col) and the data has no 'label' column")
+            raise DataError(
+                f"{description}: evaluate needs labels; the run has no label column "
+                "(train with --label-col) and the data has no 'label' column"
+            )
         labels, _ = tables.binary_labels(frame, label_col, description)
         if self.config.window:
             labels = tables.window_view(labels[:, None], self.config.window).max(axis=(1, 2))
@@ -405,10 +508,16 @@ class AnomalyDetector(Recipe):
     # -- persistence ------------------------------------------------------------------------
 
     def _state(self) -> dict:
-        return {"schema": self.schema_.to_dict(), "error_scale": self.error_scale_.tolist(),
-                "extreme_scale": self.extreme_scale_.tolist(), "threshold": self.threshold_,
-                "threshold_how": self.threshold_how_, "label_col": self.label_col_,
-                "positive": self.positive_, "signature_inputs": self.signature_inputs()}
+        return {
+            "schema": self.schema_.to_dict(),
+            "error_scale": self.error_scale_.tolist(),
+            "extreme_scale": self.extreme_scale_.tolist(),
+            "threshold": self.threshold_,
+            "threshold_how": self.threshold_how_,
+            "label_col": self.label_col_,
+            "positive": self.positive_,
+            "signature_inputs": self.signature_inputs(),
+        }
 
     def _restore_state(self, state: dict) -> None:
         self.schema_ = tables.Schema(**state["schema"])
@@ -421,20 +530,41 @@ class AnomalyDetector(Recipe):
 
     def _report(self, report: Report, prepared: _Prepared) -> None:
         c, held = self.config, prepared.held_out
-        report.text("Data", f"{prepared.description}; features: {', '.join(self.columns_)}"
-                    + (f"; left out: {', '.join(prepared.skipped)}" if prepared.skipped else "")
-                    + (f"; label column '{prepared.label_col}' (anomaly = {prepared.positive}), "
-                       "used for evaluation and thresholds only" if prepared.label_col else "; no labels")
-                    + "; " + ", ".join(f"{k} {len(v)}" for k, v in prepared.parts.items())
-                    + (f" windows of {c.window} rows" if c.window else " rows"))
+        report.text(
+            "Data",
+            f"{prepared.description}; features: {', '.join(self.columns_)}"
+            + (f"; left out: {', '.join(prepared.skipped)}" if prepared.skipped else "")
+            + (
+                f"; label column '{prepared.label_col}' (anomaly = {prepared.positive}), "
+                "used for evaluation and thresholds only"
+                if prepared.label_col
+                else "; no labels"
+            )
+            + "; "
+            + ", ".join(f"{k} {len(v)}" for k, v in prepared.parts.items())
+            + (f" windows of {c.window} rows" if c.window else " rows"),
+        )
         report.text("Threshold", f"{self.threshold_:.6g} ({self.threshold_how_})")
-        report.table(f"Metrics on the {held['part']} part", {k: v for k, v in self.metrics_.items()})
-        report.figure(f"Scores on the {held['part']} part", plot_score_histogram(
-            held["score"], self.threshold_, held["labels"], f"{c.score} score"), "scores")
+        report.table(
+            f"Metrics on the {held['part']} part", {k: v for k, v in self.metrics_.items()}
+        )
+        report.figure(
+            f"Scores on the {held['part']} part",
+            plot_score_histogram(
+                held["score"], self.threshold_, held["labels"], f"{c.score} score"
+            ),
+            "scores",
+        )
         if held["labels"] is not None and len(np.unique(held["labels"])) == 2:
-            report.figure("ROC and precision-recall curves", plot_roc_pr(held["labels"], held["score"]), "curves")
-        report.table("Top anomalies (highest scores, with the columns that contributed most)",
-                     self._top_rows(prepared))
+            report.figure(
+                "ROC and precision-recall curves",
+                plot_roc_pr(held["labels"], held["score"]),
+                "curves",
+            )
+        report.table(
+            "Top anomalies (highest scores, with the columns that contributed most)",
+            self._top_rows(prepared),
+        )
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Training curves", plot_history(history), "history")
@@ -444,12 +574,17 @@ class AnomalyDetector(Recipe):
         out = {k: v.numpy() for k, v in self._scores(prepared.x).items()}
         rows = []
         for i in np.argsort(-out["score"])[: self.config.top_k]:
-            row = {"row": int(i) + (self.config.window - 1 if self.config.window else 0),
-                   "score": float(out["score"][i]), "flagged": bool(out["anomaly"][i])}
+            row = {
+                "row": int(i) + (self.config.window - 1 if self.config.window else 0),
+                "score": float(out["score"][i]),
+                "flagged": bool(out["anomaly"][i]),
+            }
             if prepared.labels is not None:
                 row["label"] = int(prepared.labels[i])
             top = np.argsort(-out["contributions"][i])[:3]
-            row["top columns"] = ", ".join(f"{self.columns_[j]} {out['contributions'][i][j]:.3g}" for j in top)
+            row["top columns"] = ", ".join(
+                f"{self.columns_[j]} {out['contributions'][i][j]:.3g}" for j in top
+            )
             rows.append(row)
         return rows
 

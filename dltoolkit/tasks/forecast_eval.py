@@ -40,16 +40,20 @@ def point_scores(actual, forecast, mean, std, scale) -> dict:
     }
 
 
-def forecast_metrics(past, actual, forecast, *, mean, std, scale, season, names,
-                     quantiles=None, levels=()) -> dict:
+def forecast_metrics(
+    past, actual, forecast, *, mean, std, scale, season, names, quantiles=None, levels=()
+) -> dict:
     """Model metrics, the same for the baselines ('naive_mse', ...), per target, coverage.
 
     `past` (N, lookback, T), `actual`/`forecast` (N, horizon, T) in original units;
     `quantiles` (N, horizon, T, Q) at `levels` when the model has them.
     """
     horizon = actual.shape[1]
-    metrics = {**point_scores(actual, forecast, mean, std, scale),
-               "windows": int(len(actual)), "horizon": int(horizon)}
+    metrics = {
+        **point_scores(actual, forecast, mean, std, scale),
+        "windows": int(len(actual)),
+        "horizon": int(horizon),
+    }
     baselines = {"naive": naive(past, horizon)}
     if 1 < season <= past.shape[1]:
         baselines["seasonal_naive"] = seasonal_naive(past, horizon, season)
@@ -73,12 +77,15 @@ def comparison_rows(metrics: dict) -> list[dict]:
     rows = [{"forecast": "model", **{k: metrics[k] for k in keys}}]
     for name in ("naive", "seasonal_naive"):
         if f"{name}_mse" in metrics:
-            rows.append({"forecast": name.replace("_", "-"), **{k: metrics[f"{name}_{k}"] for k in keys}})
+            rows.append(
+                {"forecast": name.replace("_", "-"), **{k: metrics[f"{name}_{k}"] for k in keys}}
+            )
     return rows
 
 
-def plot_forecasts(past, actual, forecast, names, *, quantiles=None, count=4,
-                   target_limit=3) -> Figure:
+def plot_forecasts(
+    past, actual, forecast, names, *, quantiles=None, count=4, target_limit=3
+) -> Figure:
     """Forecast vs actual (with the outer quantile band) for `count` evenly spaced windows."""
     picks = np.unique(np.linspace(0, len(actual) - 1, min(count, len(actual))).astype(int))
     targets = min(len(names), target_limit)
@@ -95,8 +102,14 @@ def plot_forecasts(past, actual, forecast, names, *, quantiles=None, count=4,
             ax.plot(after, actual[w, :, row], color="black", lw=1.2, label="actual")
             ax.plot(after, forecast[w, :, row], color="tab:blue", lw=1.2, label="forecast")
             if quantiles is not None:
-                ax.fill_between(after, quantiles[w, :, row, 0], quantiles[w, :, row, -1],
-                                color="tab:blue", alpha=0.2, label="interval")
+                ax.fill_between(
+                    after,
+                    quantiles[w, :, row, 0],
+                    quantiles[w, :, row, -1],
+                    color="tab:blue",
+                    alpha=0.2,
+                    label="interval",
+                )
             ax.set_title(f"{names[row]} — test window {w}", fontsize=9)
             if row == 0 and col == 0:
                 ax.legend(fontsize=7)

@@ -120,7 +120,11 @@ class Forecaster(Recipe):
     @property
     def levels(self) -> list[float]:
         """Quantile levels, sorted ([] for a point forecast)."""
-        return sorted(float(q) for q in self.config.quantiles.split(",")) if self.config.quantiles else []
+        return (
+            sorted(float(q) for q in self.config.quantiles.split(","))
+            if self.config.quantiles
+            else []
+        )
 
     # -- data ---------------------------------------------------------------------------
 
@@ -128,23 +132,42 @@ class Forecaster(Recipe):
         c = self.config
         check_choice("fill", c.fill, FILLS)
         check_choice("loss", c.loss, LOSSES)
-        check_model(c.model, lookback=c.lookback, patch_len=c.patch_len, d_model=c.d_model,
-                    heads=c.heads, norm=c.norm)
+        check_model(
+            c.model,
+            lookback=c.lookback,
+            patch_len=c.patch_len,
+            d_model=c.d_model,
+            heads=c.heads,
+            norm=c.norm,
+        )
         if c.lookback < 1 or c.horizon < 1:
             raise ConfigError("lookback and horizon must be at least 1")
         if c.covariates and c.model in CHANNEL_INDEPENDENT:
-            raise ConfigError(f"model '{c.model}' reads each target alone and would ignore covariates; "
-                              "use lstm, gru, rnn or transformer with --covariates")
+            raise ConfigError(
+                f"model '{c.model}' reads each target alone and would ignore covariates; "
+                "use lstm, gru, rnn or transformer with --covariates"
+            )
         try:
             levels = self.levels
         except ValueError:
-            raise ConfigError(f"quantiles '{c.quantiles}' must be numbers like 0.1,0.5,0.9") from None
-        if levels and (0.5 not in levels or min(levels) <= 0 or max(levels) >= 1 or len(set(levels)) < len(levels)):
-            raise ConfigError(f"quantiles '{c.quantiles}' must be distinct levels in (0, 1) including "
-                              "0.5 (the point forecast), e.g. 0.1,0.5,0.9")
+            raise ConfigError(
+                f"quantiles '{c.quantiles}' must be numbers like 0.1,0.5,0.9"
+            ) from None
+        if levels and (
+            0.5 not in levels
+            or min(levels) <= 0
+            or max(levels) >= 1
+            or len(set(levels)) < len(levels)
+        ):
+            raise ConfigError(
+                f"quantiles '{c.quantiles}' must be distinct levels in (0, 1) including "
+                "0.5 (the point forecast), e.g. 0.1,0.5,0.9"
+            )
         if min(c.val_split, c.test_split) < 0 or c.val_split + c.test_split >= 1:
-            raise ConfigError("val_split and test_split must be fractions >= 0 that leave rows "
-                              "for training (sum below 1)")
+            raise ConfigError(
+                "val_split and test_split must be fractions >= 0 that leave rows "
+                "for training (sum below 1)"
+            )
         if c.season is not None and c.season < 1:
             raise ConfigError("season must be at least 1 (1: no seasonality)")
 
@@ -152,13 +175,20 @@ class Forecaster(Recipe):
         c = self.config
         frame, description = read_frame(data)
         if columns is None:
-            columns = choose_columns(frame, time_col=c.time_col, target=c.target,
-                                     covariates=c.covariates, all_columns=c.all_columns)
+            columns = choose_columns(
+                frame,
+                time_col=c.time_col,
+                target=c.target,
+                covariates=c.covariates,
+                all_columns=c.all_columns,
+            )
         else:
             missing = [name for name in columns.inputs if name not in frame.columns]
             if missing:
-                raise DataError(f"{description}: missing column(s) {', '.join(missing)}; "
-                                f"the model reads: {', '.join(columns.inputs)}")
+                raise DataError(
+                    f"{description}: missing column(s) {', '.join(missing)}; "
+                    f"the model reads: {', '.join(columns.inputs)}"
+                )
             if columns.time is not None and columns.time not in frame.columns:
                 columns = Columns(None, columns.targets, columns.covariates)
         return make_series(frame, columns, c.fill, description=description, warn=_warner(console))
@@ -166,16 +196,23 @@ class Forecaster(Recipe):
     def _prepare(self, data, console) -> _Prepared:
         c = self.config
         series = self._read(data, None, console)
-        parts = split_borders(len(series), c.lookback, c.horizon, c.val_split, c.test_split, c.split_rows)
+        parts = split_borders(
+            len(series), c.lookback, c.horizon, c.val_split, c.test_split, c.split_rows
+        )
         scaler = Scaler.fit(series.values[: parts["train"][1]])
         step = infer_step(series.times)
         season = c.season or infer_season(step)
         if console is not None:
             counts = ", ".join(f"{k} {b - a}" for k, (a, b) in parts.items())
-            console.print(f"data: {series.description}; targets {', '.join(series.targets)}"
-                          + (f"; covariates {', '.join(series.inputs[len(series.targets):])}"
-                             if len(series.inputs) > len(series.targets) else "")
-                          + f"; rows: {counts}")
+            console.print(
+                f"data: {series.description}; targets {', '.join(series.targets)}"
+                + (
+                    f"; covariates {', '.join(series.inputs[len(series.targets) :])}"
+                    if len(series.inputs) > len(series.targets)
+                    else ""
+                )
+                + f"; rows: {counts}"
+            )
         return _Prepared(series, parts, scaler, scaler.transform(series.values), season, step)
 
     def _starts(self, part: tuple[int, int]) -> np.ndarray:
@@ -183,8 +220,16 @@ class Forecaster(Recipe):
 
     def _dataset(self, values: np.ndarray, starts: np.ndarray, training: bool):
         c = self.config
-        return window_dataset(values, starts, c.lookback, c.horizon, len(self.targets_),
-                              c.batch_size, shuffle=training, seed=c.seed)
+        return window_dataset(
+            values,
+            starts,
+            c.lookback,
+            c.horizon,
+            len(self.targets_),
+            c.batch_size,
+            shuffle=training,
+            seed=c.seed,
+        )
 
     # -- training -------------------------------------------------------------------------
 
@@ -200,26 +245,52 @@ class Forecaster(Recipe):
         train_ds = self._dataset(prepared.scaled, train_starts, training=True)
         val_ds = None
         if "val" in prepared.parts:
-            val_ds = self._dataset(prepared.scaled, self._starts(prepared.parts["val"]), training=False)
+            val_ds = self._dataset(
+                prepared.scaled, self._starts(prepared.parts["val"]), training=False
+            )
         steps = math.ceil(len(train_starts) / c.batch_size)
         with rt.strategy.scope():
             model = self.model_ = self._build_model()
 
         def compile_model():
             with rt.strategy.scope():
-                model.compile(optimizer=build_optimizer(c, steps, c.epochs), loss=self._loss(),
-                              metrics=[] if self.levels else ["mae"])
+                model.compile(
+                    optimizer=build_optimizer(c, steps, c.epochs),
+                    loss=self._loss(),
+                    metrics=[] if self.levels else ["mae"],
+                )
 
-        fit_phases(model, train_ds, val_ds, phases=[Phase("train", c.epochs, compile_model)],
-                   run=run, config=c, steps_per_epoch=steps, console=console)
+        fit_phases(
+            model,
+            train_ds,
+            val_ds,
+            phases=[Phase("train", c.epochs, compile_model)],
+            run=run,
+            config=c,
+            steps_per_epoch=steps,
+            console=console,
+        )
 
     def _build_model(self) -> keras.Model:
         c = self.config
         model = SequenceForecaster(
-            c.model, c.lookback, len(self.inputs_), len(self.targets_), c.horizon,
-            quantiles=len(self.levels), instance_norm=c.instance_norm, d_model=c.d_model,
-            layers_=c.layers, heads=c.heads, ff_dim=c.ff_dim, dropout=c.dropout,
-            patch_len=c.patch_len, stride=c.stride, units=c.units, kernel=c.kernel, norm=c.norm,
+            c.model,
+            c.lookback,
+            len(self.inputs_),
+            len(self.targets_),
+            c.horizon,
+            quantiles=len(self.levels),
+            instance_norm=c.instance_norm,
+            d_model=c.d_model,
+            layers_=c.layers,
+            heads=c.heads,
+            ff_dim=c.ff_dim,
+            dropout=c.dropout,
+            patch_len=c.patch_len,
+            stride=c.stride,
+            units=c.units,
+            kernel=c.kernel,
+            norm=c.norm,
         )
         model(np.zeros((1, c.lookback, len(self.inputs_)), np.float32))
         return model
@@ -239,7 +310,9 @@ class Forecaster(Recipe):
     def _score(self, values: np.ndarray, starts: np.ndarray) -> dict:
         """Forecasts for the windows at `starts`, in original units, with metrics and baselines."""
         c, n = self.config, len(self.targets_)
-        output = self.model_.predict(self._dataset(self.scaler_.transform(values), starts, False), verbose=0)
+        output = self.model_.predict(
+            self._dataset(self.scaler_.transform(values), starts, False), verbose=0
+        )
         past, actual = windows(values, starts, c.lookback, c.horizon, n)
         mean, std = self.scaler_.mean[:n], self.scaler_.std[:n]
         if self.levels:
@@ -247,11 +320,25 @@ class Forecaster(Recipe):
             forecast = quantiles[..., self.levels.index(0.5)]
         else:
             quantiles, forecast = None, output * std + mean
-        metrics = forecast_metrics(past[..., :n], actual, forecast, mean=mean, std=std,
-                                   scale=self.mase_scale_, season=self.season_, names=self.targets_,
-                                   quantiles=quantiles, levels=self.levels)
-        return {"metrics": metrics, "past": past[..., :n], "actual": actual, "forecast": forecast,
-                "quantiles": quantiles}
+        metrics = forecast_metrics(
+            past[..., :n],
+            actual,
+            forecast,
+            mean=mean,
+            std=std,
+            scale=self.mase_scale_,
+            season=self.season_,
+            names=self.targets_,
+            quantiles=quantiles,
+            levels=self.levels,
+        )
+        return {
+            "metrics": metrics,
+            "past": past[..., :n],
+            "actual": actual,
+            "forecast": forecast,
+            "quantiles": quantiles,
+        }
 
     def evaluate(self, data) -> dict:
         """Metrics and baselines over every window of `data` (a held-out stretch of the series)."""
@@ -259,8 +346,10 @@ class Forecaster(Recipe):
         c = self.config
         series = self._read(data, self._columns())
         if len(series) < c.lookback + c.horizon:
-            raise DataError(f"{series.description}: {len(series)} rows, but one window needs "
-                            f"lookback {c.lookback} + horizon {c.horizon} rows")
+            raise DataError(
+                f"{series.description}: {len(series)} rows, but one window needs "
+                f"lookback {c.lookback} + horizon {c.horizon} rows"
+            )
         return self._score(series.values, self._starts((0, len(series))))["metrics"]
 
     def predict(self, inputs) -> list[dict]:
@@ -269,7 +358,9 @@ class Forecaster(Recipe):
         One row per input and step: the forecast per target (and `<target>_q<level>` quantiles).
         """
         self._require_model()
-        items = [inputs] if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray) else list(inputs)
+        items = (
+            [inputs] if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray) else list(inputs)
+        )
         rows = []
         for index, item in enumerate(items):
             name = str(item) if isinstance(item, str | Path) else f"input {index}"
@@ -282,13 +373,17 @@ class Forecaster(Recipe):
         lookback, inputs = self.config.lookback, len(self.inputs_)
         if isinstance(item, np.ndarray):
             if item.shape != (lookback, inputs):
-                raise DataError(f"a raw window must have shape ({lookback}, {inputs}): the last "
-                                f"{lookback} rows of {', '.join(self.inputs_)}; got {item.shape}")
+                raise DataError(
+                    f"a raw window must have shape ({lookback}, {inputs}): the last "
+                    f"{lookback} rows of {', '.join(self.inputs_)}; got {item.shape}"
+                )
             return item.astype(np.float32), None
         series = self._read(item, self._columns())
         if len(series) < lookback:
-            raise DataError(f"{series.description}: {len(series)} rows, but the model needs the "
-                            f"last {lookback} rows (lookback) to forecast")
+            raise DataError(
+                f"{series.description}: {len(series)} rows, but the model needs the "
+                f"last {lookback} rows (lookback) to forecast"
+            )
         last = series.times[-1] if series.times is not None else None
         return series.values[-lookback:], last
 
@@ -306,22 +401,28 @@ class Forecaster(Recipe):
         return rows
 
     def _columns(self) -> Columns:
-        return Columns(self.time_col_, self.targets_, self.inputs_[len(self.targets_):])
+        return Columns(self.time_col_, self.targets_, self.inputs_[len(self.targets_) :])
 
     # -- persistence and export ---------------------------------------------------------------
 
     def _state(self) -> dict:
         return {
-            "inputs": self.inputs_, "targets": self.targets_, "time_col": self.time_col_,
-            "mean": self.scaler_.mean.tolist(), "std": self.scaler_.std.tolist(),
-            "season": self.season_, "mase_scale": self.mase_scale_.tolist(),
+            "inputs": self.inputs_,
+            "targets": self.targets_,
+            "time_col": self.time_col_,
+            "mean": self.scaler_.mean.tolist(),
+            "std": self.scaler_.std.tolist(),
+            "season": self.season_,
+            "mase_scale": self.mase_scale_.tolist(),
             "step_seconds": None if self.step_ is None else self.step_.total_seconds(),
         }
 
     def _restore_state(self, state: dict) -> None:
         self.inputs_, self.targets_ = list(state["inputs"]), list(state["targets"])
         self.time_col_ = state["time_col"]
-        self.scaler_ = Scaler(np.array(state["mean"], np.float32), np.array(state["std"], np.float32))
+        self.scaler_ = Scaler(
+            np.array(state["mean"], np.float32), np.array(state["std"], np.float32)
+        )
         self.season_ = int(state["season"])
         self.mase_scale_ = np.array(state["mase_scale"], np.float64)
         seconds = state["step_seconds"]
@@ -339,7 +440,9 @@ class Forecaster(Recipe):
         return {"forecast": quantiles[..., self.levels.index(0.5)], "quantiles": quantiles}
 
     def _endpoints(self) -> dict:
-        spec = tf.TensorSpec([None, self.config.lookback, len(self.inputs_)], tf.float32, name="window")
+        spec = tf.TensorSpec(
+            [None, self.config.lookback, len(self.inputs_)], tf.float32, name="window"
+        )
         return {"serving_default": (self._serve, [spec])}
 
     def _tflite_endpoint(self):
@@ -349,19 +452,37 @@ class Forecaster(Recipe):
 
     def _report(self, report: Report, prepared: _Prepared) -> None:
         c, held = self.config, prepared.held_out
-        report.text("Data", f"{prepared.series.description}; targets {', '.join(self.targets_)}; "
-                    f"inputs {', '.join(self.inputs_)}; rows "
-                    + ", ".join(f"{k} {b - a}" for k, (a, b) in prepared.parts.items())
-                    + f"; lookback {c.lookback}, horizon {c.horizon}, season {self.season_}")
-        report.table("Test metrics vs baselines (mse/mae: z-scored with training statistics)",
-                     comparison_rows(self.metrics_))
-        report.table("Per target", [{"target": k, **v} for k, v in self.metrics_["per_target"].items()])
+        report.text(
+            "Data",
+            f"{prepared.series.description}; targets {', '.join(self.targets_)}; "
+            f"inputs {', '.join(self.inputs_)}; rows "
+            + ", ".join(f"{k} {b - a}" for k, (a, b) in prepared.parts.items())
+            + f"; lookback {c.lookback}, horizon {c.horizon}, season {self.season_}",
+        )
+        report.table(
+            "Test metrics vs baselines (mse/mae: z-scored with training statistics)",
+            comparison_rows(self.metrics_),
+        )
+        report.table(
+            "Per target", [{"target": k, **v} for k, v in self.metrics_["per_target"].items()]
+        )
         if "coverage" in self.metrics_:
-            report.table("Prediction interval", {"interval": self.metrics_["interval"],
-                                                 "coverage": self.metrics_["coverage"]})
-        report.figure("Forecast vs actual, test windows",
-                      plot_forecasts(held["past"], held["actual"], held["forecast"], self.targets_,
-                                     quantiles=held["quantiles"], count=c.plot_windows), "forecasts")
+            report.table(
+                "Prediction interval",
+                {"interval": self.metrics_["interval"], "coverage": self.metrics_["coverage"]},
+            )
+        report.figure(
+            "Forecast vs actual, test windows",
+            plot_forecasts(
+                held["past"],
+                held["actual"],
+                held["forecast"],
+                self.targets_,
+                quantiles=held["quantiles"],
+                count=c.plot_windows,
+            ),
+            "forecasts",
+        )
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Training curves", plot_history(history), "history")

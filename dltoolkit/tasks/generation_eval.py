@@ -41,8 +41,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, subset_size: int = 500,
-                    seed: int = 0) -> float:
+def kernel_distance(
+    a: np.ndarray, b: np.ndarray, subsets: int = 10, subset_size: int = 500, seed: int = 0
+) -> float:
     """KID: unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     n = min(len(a), len(b), subset_size)
@@ -51,16 +52,27 @@ def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, subset_size
     values = []
     for _ in range(subsets):
         x, y = a[rng.choice(len(a), n, replace=False)], b[rng.choice(len(b), n, replace=False)]
-        kxx, kyy, kxy = ((x @ x.T) / dim + 1) ** 3, ((y @ y.T) / dim + 1) ** 3, ((x @ y.T) / dim + 1) ** 3
+        kxx, kyy, kxy = (
+            ((x @ x.T) / dim + 1) ** 3,
+            ((y @ y.T) / dim + 1) ** 3,
+            ((x @ y.T) / dim + 1) ** 3,
+        )
         off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (n * (n - 1))
         values.append(off - 2 * kxy.mean())
     return float(np.mean(values))
 
 
-def classifier_outputs(classifier: keras.Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def classifier_outputs(
+    classifier: keras.Model, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(penultimate features, class probabilities) of an ImageClassifier model on [0, 255] images."""
-    both = keras.Model(classifier.inputs, [classifier.get_layer("head_dropout").input, classifier.output])
-    outputs = [both([images[i:i + _BATCH].astype(np.float32)], training=False) for i in range(0, len(images), _BATCH)]
+    both = keras.Model(
+        classifier.inputs, [classifier.get_layer("head_dropout").input, classifier.output]
+    )
+    outputs = [
+        both([images[i : i + _BATCH].astype(np.float32)], training=False)
+        for i in range(0, len(images), _BATCH)
+    ]
     return tuple(np.concatenate([np.asarray(o[k]) for o in outputs]) for k in (0, 1))
 
 
@@ -99,12 +111,13 @@ def inception_weights_file(configured: str | None) -> Path | None:
 
 def inception_features(images: np.ndarray, weights: Path) -> np.ndarray:
     """InceptionV3 average-pooled features (N, 2048) of [0, 255] images resized to 299x299 RGB."""
-    model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
-                                           input_shape=(299, 299, 3))
+    model = keras.applications.InceptionV3(
+        include_top=False, weights=None, pooling="avg", input_shape=(299, 299, 3)
+    )
     model.load_weights(str(weights))
     out = []
     for start in range(0, len(images), _BATCH):
-        batch = tf.convert_to_tensor(images[start:start + _BATCH], tf.float32)
+        batch = tf.convert_to_tensor(images[start : start + _BATCH], tf.float32)
         if batch.shape[-1] == 1:
             batch = tf.image.grayscale_to_rgb(batch)
         batch = tf.image.resize(batch, (299, 299), method="bilinear")
@@ -112,8 +125,13 @@ def inception_features(images: np.ndarray, weights: Path) -> np.ndarray:
     return np.concatenate(out)
 
 
-def quality_metrics(real: np.ndarray, fake: np.ndarray, classifier: keras.Model | None,
-                    inception: Path | None, confidence: float) -> dict:
+def quality_metrics(
+    real: np.ndarray,
+    fake: np.ndarray,
+    classifier: keras.Model | None,
+    inception: Path | None,
+    confidence: float,
+) -> dict:
     """Every available measure of `fake` against `real` ([0, 255] images of one shape)."""
     metrics: dict = {"generated": len(fake), "real": len(real)}
     if classifier is not None:
@@ -125,7 +143,10 @@ def quality_metrics(real: np.ndarray, fake: np.ndarray, classifier: keras.Model 
     if inception is None:
         metrics["fid_note"] = INCEPTION_MISSING
     else:
-        real_features, fake_features = inception_features(real, inception), inception_features(fake, inception)
+        real_features, fake_features = (
+            inception_features(real, inception),
+            inception_features(fake, inception),
+        )
         metrics["fid"] = frechet_distance(fake_features, real_features)
         metrics["kid"] = kernel_distance(fake_features, real_features)
     return metrics

@@ -103,16 +103,25 @@ class ImageClassifier(Recipe):
         build_augmenter(c.augment)  # checks the level
         default_image_size(c.backbone)  # checks the name
         if c.fine_tune_epochs > 0 and c.backbone == "small-cnn":
-            raise ConfigError("fine_tune_epochs needs a pretrained backbone; small-cnn trains fully already")
+            raise ConfigError(
+                "fine_tune_epochs needs a pretrained backbone; small-cnn trains fully already"
+            )
 
     def _prepare(self, data, console) -> _Prepared:
         c = self.config
         source = load_image_source(
-            data, strict=c.strict, path_col=c.path_col, label_col=c.label_col,
+            data,
+            strict=c.strict,
+            path_col=c.path_col,
+            label_col=c.label_col,
             tfds_data_dir=c.tfds_data_dir,
         )
         splits = dict(source.splits)
-        wanted = {k: f for k, f in (("val", c.val_split), ("test", c.test_split)) if f > 0 and k not in splits}
+        wanted = {
+            k: f
+            for k, f in (("val", c.val_split), ("test", c.test_split))
+            if f > 0 and k not in splits
+        }
         if wanted:
             splits.update(split_stratified(splits.pop("train"), wanted, c.seed))
         size = c.image_size or default_image_size(c.backbone)
@@ -121,9 +130,13 @@ class ImageClassifier(Recipe):
             shape = (size, size, shape[2])
         if console is not None:
             counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-            console.print(f"data: {source.description}; {counts}; images {shape[0]}x{shape[1]}x{shape[2]}")
+            console.print(
+                f"data: {source.description}; {counts}; images {shape[0]}x{shape[1]}x{shape[2]}"
+            )
             if source.skipped:
-                console.print(f"[yellow]skipped {len(source.skipped)} unreadable file(s), e.g. {source.skipped[0][0]}[/]")
+                console.print(
+                    f"[yellow]skipped {len(source.skipped)} unreadable file(s), e.g. {source.skipped[0][0]}[/]"
+                )
         return _Prepared(splits, source.class_names, shape, source.description, source.skipped)
 
     def _dataset(self, images: ImageSet, training: bool, rt: Runtime | None = None):
@@ -131,10 +144,17 @@ class ImageClassifier(Recipe):
         c = self.config
         augment = None
         if training:
-            augment = build_augmenter(c.augment, flip=c.flip, mixup=c.mixup, cutmix=c.cutmix, seed=c.seed)
+            augment = build_augmenter(
+                c.augment, flip=c.flip, mixup=c.mixup, cutmix=c.cutmix, seed=c.seed
+            )
         return make_dataset(
-            images, self.image_shape_, c.batch_size, training=training,
-            num_classes=len(self.class_names_), seed=c.seed, augment=augment,
+            images,
+            self.image_shape_,
+            c.batch_size,
+            training=training,
+            num_classes=len(self.class_names_),
+            seed=c.seed,
+            augment=augment,
             shard=file_shard(rt, len(images)),
         )
 
@@ -152,8 +172,11 @@ class ImageClassifier(Recipe):
         weights = default_weights(c.backbone) if c.weights == "auto" else c.weights
         with rt.strategy.scope():
             built = build_image_model(
-                c.backbone, prepared.image_shape, len(prepared.class_names),
-                weights=weights, dropout=c.dropout,
+                c.backbone,
+                prepared.image_shape,
+                len(prepared.class_names),
+                weights=weights,
+                dropout=c.dropout,
             )
         model = self.model_ = built.model
 
@@ -178,8 +201,15 @@ class ImageClassifier(Recipe):
         if c.fine_tune_epochs > 0:
             phases.append(Phase("finetune", c.fine_tune_epochs, finetune_phase))
         fit_phases(
-            model, train_ds, val_ds, phases=phases, run=run, config=c,
-            steps_per_epoch=steps, console=console, class_weight=self._class_weight(train),
+            model,
+            train_ds,
+            val_ds,
+            phases=phases,
+            run=run,
+            config=c,
+            steps_per_epoch=steps,
+            console=console,
+            class_weight=self._class_weight(train),
         )
 
     def _loss(self):
@@ -206,14 +236,19 @@ class ImageClassifier(Recipe):
         return self.model_.predict(self._dataset(images, training=False), verbose=0)
 
     def _metrics(self, images: ImageSet, probabilities: np.ndarray) -> dict:
-        return classification_metrics(images.labels, probabilities, self.class_names_, self.config.top_k)
+        return classification_metrics(
+            images.labels, probabilities, self.class_names_, self.config.top_k
+        )
 
     def evaluate(self, data) -> dict:
         """Metrics (accuracy, macro-F1, per-class, confusion matrix) on labelled `data`."""
         self._require_model()
         source = load_image_source(
-            data, strict=self.config.strict, path_col=self.config.path_col,
-            label_col=self.config.label_col, tfds_data_dir=self.config.tfds_data_dir,
+            data,
+            strict=self.config.strict,
+            path_col=self.config.path_col,
+            label_col=self.config.label_col,
+            tfds_data_dir=self.config.tfds_data_dir,
             class_names=self.class_names_,
         )
         images = source.splits.get("test") or _concat(list(source.splits.values()))
@@ -233,22 +268,31 @@ class ImageClassifier(Recipe):
         results = []
         for name, probs in zip(names, probabilities, strict=True):
             order = np.argsort(-probs)[:k]
-            results.append({
-                "input": str(name),
-                "label": self.class_names_[order[0]],
-                "probability": float(probs[order[0]]),
-                "top_k": [{"label": self.class_names_[i], "probability": float(probs[i])} for i in order],
-            })
+            results.append(
+                {
+                    "input": str(name),
+                    "label": self.class_names_[order[0]],
+                    "probability": float(probs[order[0]]),
+                    "top_k": [
+                        {"label": self.class_names_[i], "probability": float(probs[i])}
+                        for i in order
+                    ],
+                }
+            )
         return results
 
     def _input_set(self, inputs) -> ImageSet:
         if isinstance(inputs, np.ndarray):
             array = inputs if inputs.ndim == 4 else inputs[None]
-            return ImageSet(labels=np.zeros(len(array), np.int32),
-                            images=prepare_array(array, self.image_shape_))
+            return ImageSet(
+                labels=np.zeros(len(array), np.int32),
+                images=prepare_array(array, self.image_shape_),
+            )
         paths = image_files([inputs] if isinstance(inputs, str | Path) else list(inputs))
         if not paths:
-            raise DataError("no image files found in the inputs; pass JPEG/PNG/BMP/GIF files or folders")
+            raise DataError(
+                "no image files found in the inputs; pass JPEG/PNG/BMP/GIF files or folders"
+            )
         return ImageSet(labels=np.zeros(len(paths), np.int32), paths=np.array(paths))
 
     # -- persistence and export ---------------------------------------------------------------
@@ -262,7 +306,9 @@ class ImageClassifier(Recipe):
 
     def _outputs(self, pixels):
         probabilities = tf.cast(self.model_(pixels, training=False), tf.float32)
-        scores, indices = tf.math.top_k(probabilities, k=min(self.config.top_k, len(self.class_names_)))
+        scores, indices = tf.math.top_k(
+            probabilities, k=min(self.config.top_k, len(self.class_names_))
+        )
         labels = tf.gather(tf.constant(self.class_names_), indices)
         return {
             "label": labels[:, 0],
@@ -277,7 +323,8 @@ class ImageClassifier(Recipe):
 
         def from_bytes(image_bytes):
             pixels = tf.map_fn(
-                lambda b: decode_image_bytes(b, shape), image_bytes,
+                lambda b: decode_image_bytes(b, shape),
+                image_bytes,
                 fn_output_signature=tf.TensorSpec(shape, tf.float32),
             )
             return self._outputs(pixels)
@@ -288,7 +335,8 @@ class ImageClassifier(Recipe):
         return {
             "serving_default": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
             "predict_images": (
-                from_pixels, [tf.TensorSpec([None, None, None, shape[2]], tf.float32, name="images")]
+                from_pixels,
+                [tf.TensorSpec([None, None, None, shape[2]], tf.float32, name="images")],
             ),
         }
 
@@ -305,21 +353,30 @@ class ImageClassifier(Recipe):
 
     def _report(self, report: Report, prepared: _Prepared) -> None:
         m = self.metrics_
-        report.text("Data", f"{prepared.description}; images resized to "
-                    f"{prepared.image_shape[0]}x{prepared.image_shape[1]}x{prepared.image_shape[2]}; "
-                    + ", ".join(f"{k}: {len(v)}" for k, v in prepared.splits.items()))
+        report.text(
+            "Data",
+            f"{prepared.description}; images resized to "
+            f"{prepared.image_shape[0]}x{prepared.image_shape[1]}x{prepared.image_shape[2]}; "
+            + ", ".join(f"{k}: {len(v)}" for k, v in prepared.splits.items()),
+        )
         report.table("Test metrics", {k: v for k, v in m.items() if isinstance(v, int | float)})
         report.table("Per-class metrics", [{"class": k, **v} for k, v in m["per_class"].items()])
-        report.figure("Confusion matrix", plot_confusion_matrix(np.array(m["confusion_matrix"]),
-                                                                self.class_names_), "confusion_matrix")
-        report.figure("Examples: predicted (true), mistakes first", self._examples_figure(prepared), "examples")
+        report.figure(
+            "Confusion matrix",
+            plot_confusion_matrix(np.array(m["confusion_matrix"]), self.class_names_),
+            "confusion_matrix",
+        )
+        report.figure(
+            "Examples: predicted (true), mistakes first",
+            self._examples_figure(prepared),
+            "examples",
+        )
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Training curves", plot_history(history), "history")
         report.table("Parameters", self.get_params())
         if prepared.skipped:
             report.table("Skipped files", [{"file": p, "reason": r} for p, r in prepared.skipped])
-
 
     def _examples_figure(self, prepared: _Prepared, count: int = 16):
         images, probabilities = prepared.held_out, prepared.held_out_probabilities
@@ -337,4 +394,6 @@ def _concat(sets: list[ImageSet]) -> ImageSet:
     labels = np.concatenate([s.labels for s in sets])
     if sets[0].paths is not None:
         return ImageSet(labels=labels, paths=np.concatenate([s.paths for s in sets]))
-    return dataclasses.replace(sets[0], labels=labels, images=np.concatenate([s.images for s in sets]))
+    return dataclasses.replace(
+        sets[0], labels=labels, images=np.concatenate([s.images for s in sets])
+    )

@@ -137,24 +137,36 @@ class ImageGenerator(Recipe):
         if c.image_size is not None:
             check_image_size(c.image_size)
         if not 1 <= c.sample_steps <= c.timesteps:
-            raise ConfigError(f"sample_steps must be between 1 and timesteps ({c.timesteps}), got {c.sample_steps}")
+            raise ConfigError(
+                f"sample_steps must be between 1 and timesteps ({c.timesteps}), got {c.sample_steps}"
+            )
         if not 1 <= c.grid_size <= MAX_NUM:
             raise ConfigError(f"grid_size must be between 1 and {MAX_NUM}, got {c.grid_size}")
         if c.grid_every is not None and c.grid_every < 1:
             raise ConfigError(f"grid_every must be at least 1 epoch, got {c.grid_every}")
         if c.eval_samples < 2:
             raise ConfigError(f"eval_samples must be at least 2, got {c.eval_samples}")
-        if c.model == "wgan-gp" and c.critic_steps > 1 and choose_strategy(c.strategy, c.tpu)[0] in REPLICATED:
-            raise ConfigError(f"wgan-gp with critic_steps={c.critic_steps} cannot train replicated (--strategy "
-                              f"{c.strategy}): its generator updates every Nth step, and tf.distribute cannot "
-                              "sum gradients inside that condition; use --set critic_steps=1 or --strategy cpu or gpu")
+        if (
+            c.model == "wgan-gp"
+            and c.critic_steps > 1
+            and choose_strategy(c.strategy, c.tpu)[0] in REPLICATED
+        ):
+            raise ConfigError(
+                f"wgan-gp with critic_steps={c.critic_steps} cannot train replicated (--strategy "
+                f"{c.strategy}): its generator updates every Nth step, and tf.distribute cannot "
+                "sum gradients inside that condition; use --set critic_steps=1 or --strategy cpu or gpu"
+            )
         quality.inception_weights_file(c.inception_weights)
 
     def _prepare(self, data, console) -> _Prepared:
         c = self.config
         source = load_image_source(
-            data, strict=c.strict, path_col=c.path_col, label_col=c.label_col,
-            tfds_data_dir=c.tfds_data_dir, unlabelled=True,
+            data,
+            strict=c.strict,
+            path_col=c.path_col,
+            label_col=c.label_col,
+            tfds_data_dir=c.tfds_data_dir,
+            unlabelled=True,
         )
         labelled = len(source.class_names) >= 2
         if c.conditional and not labelled:
@@ -165,12 +177,18 @@ class ImageGenerator(Recipe):
         train = source.splits["train"]
         held = source.splits.get("test") or source.splits.get("val")
         if held is None:
-            split = split_stratified(train, {"val": c.val_split}, c.seed) if c.val_split > 0 else {"train": train}
+            split = (
+                split_stratified(train, {"val": c.val_split}, c.seed)
+                if c.val_split > 0
+                else {"train": train}
+            )
             train, held = split["train"], split.get("val", train)
         shape = self._image_shape(train)
         if console is not None:
-            console.print(f"data: {source.description}; train {len(train)}, held out {len(held)}; "
-                          f"images made at {shape[0]}x{shape[1]}x{shape[2]}")
+            console.print(
+                f"data: {source.description}; train {len(train)}, held out {len(held)}; "
+                f"images made at {shape[0]}x{shape[1]}x{shape[2]}"
+            )
         return _Prepared(train, held, source.class_names, labelled, shape, source.description)
 
     def _image_shape(self, images: ImageSet) -> tuple[int, int, int]:
@@ -184,13 +202,19 @@ class ImageGenerator(Recipe):
                 f"the images have mixed sizes (e.g. {a[0]}x{a[1]} and {b[0]}x{b[1]}); pass --image-size "
                 "to make them all one size"
             )
-        (h, w), = sizes
+        ((h, w),) = sizes
         size = size_for_data(h, w)
         return size, size, channels
 
     def _dataset(self, images: ImageSet, batch_size: int) -> tf.data.Dataset:
-        return make_dataset(images, self.image_shape_, batch_size, training=True,
-                            num_classes=len(self.class_names_), seed=self.config.seed)
+        return make_dataset(
+            images,
+            self.image_shape_,
+            batch_size,
+            training=True,
+            num_classes=len(self.class_names_),
+            seed=self.config.seed,
+        )
 
     # -- training -------------------------------------------------------------------------
 
@@ -209,41 +233,87 @@ class ImageGenerator(Recipe):
             with rt.strategy.scope():
                 self._compile(model, steps, epochs)
 
-        callbacks = [SampleGrids(lambda: self.sample(c.grid_size, seed=c.seed), run.path / "samples",
-                                 self._grid_columns(), c.grid_every or max(1, epochs // GRIDS))]
+        callbacks = [
+            SampleGrids(
+                lambda: self.sample(c.grid_size, seed=c.seed),
+                run.path / "samples",
+                self._grid_columns(),
+                c.grid_every or max(1, epochs // GRIDS),
+            )
+        ]
         if c.train_minutes is not None:
             callbacks.append(TimeBudget(c.train_minutes))
         with warnings.catch_warnings():
             # GANs report d_loss/g_loss, no single "loss" to keep the best epoch by
             warnings.filterwarnings("ignore", message="Can save best model only with")
-            fit_phases(model, train_ds, None, phases=[Phase("train", epochs, compile_model)], run=run,
-                       config=c, steps_per_epoch=steps, console=console, repeating=True,
-                       extra_callbacks=callbacks)
+            fit_phases(
+                model,
+                train_ds,
+                None,
+                phases=[Phase("train", epochs, compile_model)],
+                run=run,
+                config=c,
+                steps_per_epoch=steps,
+                console=console,
+                repeating=True,
+                extra_callbacks=callbacks,
+            )
 
     def _build_model(self, steps_per_epoch: int) -> GenerativeModel:
         c = self.config
         classes = len(self.class_names_) if c.conditional else 0
         latent = c.latent_dim or LATENT_DIMS[c.model]
         if c.model == "vae":
-            return ConvVAE(self.image_shape_, classes, c.width, latent, beta=c.beta,
-                           kl_warmup_steps=int(c.kl_warmup_epochs * steps_per_epoch))
+            return ConvVAE(
+                self.image_shape_,
+                classes,
+                c.width,
+                latent,
+                beta=c.beta,
+                kl_warmup_steps=int(c.kl_warmup_epochs * steps_per_epoch),
+            )
         if c.model in ("gan", "wgan-gp"):
             loss = "dcgan" if c.model == "gan" else "wgan-gp"
-            return GAN(self.image_shape_, classes, c.width, latent, loss=loss, gp_weight=c.gp_weight,
-                       critic_steps=c.critic_steps if loss == "wgan-gp" else 1)
-        return DDPM(self.image_shape_, classes, c.width, schedule=c.noise_schedule, timesteps=c.timesteps,
-                    sample_steps=c.sample_steps, ema_decay=c.ema_decay, label_dropout=c.label_dropout,
-                    guidance=c.guidance, blocks=c.blocks, prediction=c.prediction)
+            return GAN(
+                self.image_shape_,
+                classes,
+                c.width,
+                latent,
+                loss=loss,
+                gp_weight=c.gp_weight,
+                critic_steps=c.critic_steps if loss == "wgan-gp" else 1,
+            )
+        return DDPM(
+            self.image_shape_,
+            classes,
+            c.width,
+            schedule=c.noise_schedule,
+            timesteps=c.timesteps,
+            sample_steps=c.sample_steps,
+            ema_decay=c.ema_decay,
+            label_dropout=c.label_dropout,
+            guidance=c.guidance,
+            blocks=c.blocks,
+            prediction=c.prediction,
+        )
 
     def _compile(self, model: GenerativeModel, steps: int, epochs: int) -> None:
-        c = dataclasses.replace(self.config, learning_rate=self.config.learning_rate or LEARNING_RATES[self.config.model])
+        c = dataclasses.replace(
+            self.config,
+            learning_rate=self.config.learning_rate or LEARNING_RATES[self.config.model],
+        )
         if isinstance(model, GAN):
             beta_1, beta_2 = (0.5, 0.999) if c.model == "gan" else (0.0, 0.9)
             g_steps = max(1, steps // model.critic_steps)
             model.compile(
-                keras.optimizers.Adam(learning_rate_schedule(c, g_steps, epochs), beta_1=beta_1, beta_2=beta_2),
-                keras.optimizers.Adam(learning_rate_schedule(c, steps, epochs, scale=c.d_lr_factor),
-                                      beta_1=beta_1, beta_2=beta_2),
+                keras.optimizers.Adam(
+                    learning_rate_schedule(c, g_steps, epochs), beta_1=beta_1, beta_2=beta_2
+                ),
+                keras.optimizers.Adam(
+                    learning_rate_schedule(c, steps, epochs, scale=c.d_lr_factor),
+                    beta_1=beta_1,
+                    beta_2=beta_2,
+                ),
             )
         else:
             model.compile(optimizer=build_optimizer(c, steps, epochs), jit_compile=False)
@@ -264,50 +334,80 @@ class ImageGenerator(Recipe):
         """uint8 images; `labels` (at least one) repeat to fill the batch."""
         labels = tf.gather(labels, tf.range(batch_size) % tf.size(labels))
         kwargs = {"steps": steps} if isinstance(self.model_, DDPM) else {}
-        return to_uint8(self.model_.generate(batch_size, seed, labels if self.config.conditional else None, **kwargs))
+        return to_uint8(
+            self.model_.generate(
+                batch_size, seed, labels if self.config.conditional else None, **kwargs
+            )
+        )
 
     def _label_ids(self, label) -> np.ndarray:
         if label is None:
             classes = len(self.class_names_) if self.config.conditional else 1
             return np.arange(classes, dtype=np.int32)
         if not self.config.conditional:
-            raise ConfigError("--label needs a conditional model; this run was trained without --conditional")
+            raise ConfigError(
+                "--label needs a conditional model; this run was trained without --conditional"
+            )
         if str(label) not in self.class_names_:
-            raise DataError(f"unknown label '{label}'; this model knows: {', '.join(self.class_names_[:30])}")
+            raise DataError(
+                f"unknown label '{label}'; this model knows: {', '.join(self.class_names_[:30])}"
+            )
         return np.array([self.class_names_.index(str(label))], np.int32)
 
-    def sample(self, num: int = 64, *, seed: int = 0, label=None, steps: int | None = None) -> np.ndarray:
+    def sample(
+        self, num: int = 64, *, seed: int = 0, label=None, steps: int | None = None
+    ) -> np.ndarray:
         """`num` new images as uint8 (num, H, W, C), fixed by `seed`; `label` picks the class
         of a conditional model (default: every class in turn); `steps`: DDIM steps (ddpm)."""
         self._require_model()
         if not 1 <= int(num) <= MAX_NUM:
             raise ConfigError(f"--num must be between 1 and {MAX_NUM}, got {num}")
-        args = [tf.constant(int(num), tf.int32), tf.constant(int(seed), tf.int64),
-                tf.constant(self._label_ids(label))]
+        args = [
+            tf.constant(int(num), tf.int32),
+            tf.constant(int(seed), tf.int64),
+            tf.constant(self._label_ids(label)),
+        ]
         if steps is not None:
             if not isinstance(self.model_, DDPM):
                 raise ConfigError(f"steps apply to ddpm models only, not {self.config.model}")
             if not 1 <= int(steps) <= self.config.timesteps:
-                raise ConfigError(f"steps must be between 1 and {self.config.timesteps}, got {steps}")
+                raise ConfigError(
+                    f"steps must be between 1 and {self.config.timesteps}, got {steps}"
+                )
             args.append(tf.constant(int(steps), tf.int32))
         return self._sample_graph()(*args).numpy()
 
-    def predict(self, inputs=None, *, num: int = 64, seed: int = 0, label=None, out=None) -> list[dict]:
+    def predict(
+        self, inputs=None, *, num: int = 64, seed: int = 0, label=None, out=None
+    ) -> list[dict]:
         """Sample `num` images and write them as one PNG grid to `out` (default: the run's
         samples/ folder). Returns one row describing what was written."""
         if inputs:
-            raise ConfigError("a generate run takes no inputs; use --num, --seed, --label and --out")
+            raise ConfigError(
+                "a generate run takes no inputs; use --num, --seed, --label and --out"
+            )
         if out is None:
             if self.run_ is None:
                 raise ConfigError("predict needs out=FILE.png when the recipe has no run directory")
-            out = self.run_.path / "samples" / f"predict_seed{seed}{'' if label is None else f'_label{label}'}.png"
+            out = (
+                self.run_.path
+                / "samples"
+                / f"predict_seed{seed}{'' if label is None else f'_label{label}'}.png"
+            )
         if Path(out).suffix.lower() != ".png":
             raise ConfigError(f"--out {out}: give a .png file name")
         images = self.sample(num, seed=seed, label=label)
         write_png(Path(out), tile_images(images, self._grid_columns() if label is None else 8))
         h, w, ch = images.shape[1:]
-        return [{"file": str(out), "images": len(images), "seed": seed,
-                 "label": "" if label is None else str(label), "size": f"{h}x{w}x{ch}"}]
+        return [
+            {
+                "file": str(out),
+                "images": len(images),
+                "seed": seed,
+                "label": "" if label is None else str(label),
+                "size": f"{h}x{w}x{ch}",
+            }
+        ]
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -319,12 +419,21 @@ class ImageGenerator(Recipe):
     def _train_evaluator(self) -> ImageClassifier:
         c = self.config
         classifier = ImageClassifier(
-            backbone="small-cnn", image_size=self.image_shape_[0], epochs=c.eval_classifier_epochs,
-            seed=c.seed, test_split=0.0, label_smoothing=0.0,  # smoothing would cap the confidence
-            strategy=one_process_strategy(c.strategy, c.tpu), strict=c.strict, path_col=c.path_col,
-            label_col=c.label_col, tfds_data_dir=c.tfds_data_dir,
+            backbone="small-cnn",
+            image_size=self.image_shape_[0],
+            epochs=c.eval_classifier_epochs,
+            seed=c.seed,
+            test_split=0.0,
+            label_smoothing=0.0,  # smoothing would cap the confidence
+            strategy=one_process_strategy(c.strategy, c.tpu),
+            strict=c.strict,
+            path_col=c.path_col,
+            label_col=c.label_col,
+            tfds_data_dir=c.tfds_data_dir,
         )
-        return classifier.fit(self.data_, self.run_.path / "evaluator", overwrite=True, progress=False)
+        return classifier.fit(
+            self.data_, self.run_.path / "evaluator", overwrite=True, progress=False
+        )
 
     def _evaluator(self) -> ImageClassifier | None:
         if self.evaluator_ is None and self.run_ is not None:
@@ -336,16 +445,34 @@ class ImageGenerator(Recipe):
     def _quality(self, real: ImageSet) -> dict:
         c = self.config
         if len(real) > MAX_REAL:
-            real = real.subset(np.random.default_rng(c.seed).choice(len(real), MAX_REAL, replace=False))
-        pixels = np.concatenate([x for x, _ in make_dataset(
-            real, self.image_shape_, 256, training=False, num_classes=max(1, len(self.class_names_)))])
+            real = real.subset(
+                np.random.default_rng(c.seed).choice(len(real), MAX_REAL, replace=False)
+            )
+        pixels = np.concatenate(
+            [
+                x
+                for x, _ in make_dataset(
+                    real,
+                    self.image_shape_,
+                    256,
+                    training=False,
+                    num_classes=max(1, len(self.class_names_)),
+                )
+            ]
+        )
         fake = self.sample(c.eval_samples, seed=c.seed + 1)
         evaluator = self._evaluator()
         metrics = quality.quality_metrics(
-            pixels, fake, evaluator.model_ if evaluator else None,
-            quality.inception_weights_file(c.inception_weights), c.confidence)
+            pixels,
+            fake,
+            evaluator.model_ if evaluator else None,
+            quality.inception_weights_file(c.inception_weights),
+            c.confidence,
+        )
         if evaluator is None:
-            metrics["classifier_note"] = "classifier metrics need labelled training data (two classes or more)"
+            metrics["classifier_note"] = (
+                "classifier metrics need labelled training data (two classes or more)"
+            )
         return metrics
 
     def evaluate(self, data) -> dict:
@@ -354,8 +481,14 @@ class ImageGenerator(Recipe):
         coverage; FID/KID when an Inception weights file is configured."""
         self._require_model()
         c = self.config
-        source = load_image_source(data, strict=c.strict, path_col=c.path_col, label_col=c.label_col,
-                                   tfds_data_dir=c.tfds_data_dir, unlabelled=True)
+        source = load_image_source(
+            data,
+            strict=c.strict,
+            path_col=c.path_col,
+            label_col=c.label_col,
+            tfds_data_dir=c.tfds_data_dir,
+            unlabelled=True,
+        )
         metrics = self._quality(source.splits.get("test") or source.splits["train"])
         if "fid_note" in metrics:
             Console(stderr=True).print(f"[yellow]{metrics['fid_note']}[/]", highlight=False)
@@ -371,8 +504,11 @@ class ImageGenerator(Recipe):
         return path
 
     def _state(self) -> dict:
-        return {"class_names": self.class_names_, "labelled": self.labelled_,
-                "image_shape": list(self.image_shape_)}
+        return {
+            "class_names": self.class_names_,
+            "labelled": self.labelled_,
+            "image_shape": list(self.image_shape_),
+        }
 
     def _restore_state(self, state: dict) -> None:
         self.class_names_ = list(state["class_names"])
@@ -388,27 +524,44 @@ class ImageGenerator(Recipe):
         size = tf.TensorSpec([], tf.int32, name="batch_size")
         seed = tf.TensorSpec([], tf.int64, name="seed")
         if self.config.conditional:
-            return {"serving_default": (outputs, [size, seed, tf.TensorSpec([None], tf.int32, name="labels")])}
-        return {"serving_default": (lambda batch_size, seed: outputs(batch_size, seed, tf.zeros([1], tf.int32)),
-                                    [size, seed])}
+            return {
+                "serving_default": (
+                    outputs,
+                    [size, seed, tf.TensorSpec([None], tf.int32, name="labels")],
+                )
+            }
+        return {
+            "serving_default": (
+                lambda batch_size, seed: outputs(batch_size, seed, tf.zeros([1], tf.int32)),
+                [size, seed],
+            )
+        }
 
     # -- report ---------------------------------------------------------------------------
 
     def _report(self, report: Report, prepared: _Prepared) -> None:
         c, m = self.config, self.metrics_
         h, w, ch = self.image_shape_
-        report.text("Data", f"{prepared.description}; {len(prepared.train)} training and "
-                    f"{len(prepared.held_out)} held-out images, generated at {h}x{w}x{ch}")
-        report.table("Quality (generated vs held-out images)",
-                     {k: v for k, v in m.items() if isinstance(v, int | float | str)})
+        report.text(
+            "Data",
+            f"{prepared.description}; {len(prepared.train)} training and "
+            f"{len(prepared.held_out)} held-out images, generated at {h}x{w}x{ch}",
+        )
+        report.table(
+            "Quality (generated vs held-out images)",
+            {k: v for k, v in m.items() if isinstance(v, int | float | str)},
+        )
         grids = grids_over_time(self.run_.path / "samples")
         if grids is not None:
             report.figure("Fixed-seed samples over training", grids, "samples_over_time")
         final = tile_images(self.sample(c.grid_size, seed=c.seed), self._grid_columns())
         report.figure("Samples after training", single_image(final, f"seed {c.seed}"), "samples")
         if isinstance(self.model_, DDPM):
-            report.figure("Denoising trajectory (predicted clean image at each DDIM step)",
-                          self._trajectory_figure(), "denoising")
+            report.figure(
+                "Denoising trajectory (predicted clean image at each DDIM step)",
+                self._trajectory_figure(),
+                "denoising",
+            )
         if isinstance(self.model_, ConvVAE):
             report.figure("Latent interpolation", self._interpolation_figure(), "interpolation")
         history = read_history(self.run_.history_file)
@@ -421,16 +574,30 @@ class ImageGenerator(Recipe):
         labels = self._label_ids(None)
         labels = tf.constant(labels[np.arange(count) % len(labels)]) if c.conditional else None
         _, steps = self.model_.sample_trajectory(count, c.seed, labels)
-        picks = np.unique(np.linspace(0, c.sample_steps - 1, min(columns, c.sample_steps)).astype(int))
+        picks = np.unique(
+            np.linspace(0, c.sample_steps - 1, min(columns, c.sample_steps)).astype(int)
+        )
         rows = to_uint8(tf.transpose(tf.gather(steps, picks), [1, 0, 2, 3, 4])).numpy()
-        return image_rows(rows, [f"sample {i + 1}" for i in range(count)], [f"step {i + 1}" for i in picks])
+        return image_rows(
+            rows, [f"sample {i + 1}" for i in range(count)], [f"step {i + 1}" for i in picks]
+        )
 
     def _interpolation_figure(self, count: int = 4):
         c = self.config
         rows = []
         for i in range(count):
-            labels = tf.fill([INTERPOLATION_STEPS], i % len(self.class_names_)) if c.conditional else None
-            rows.append(to_uint8(self.model_.interpolate(2 * i, 2 * i + 1, INTERPOLATION_STEPS, labels)).numpy())
-        return image_rows(np.stack(rows), [f"seeds {2 * i}-{2 * i + 1}" for i in range(count)],
-                          [f"{t:.1f}" for t in np.linspace(0, 1, INTERPOLATION_STEPS)])
-
+            labels = (
+                tf.fill([INTERPOLATION_STEPS], i % len(self.class_names_))
+                if c.conditional
+                else None
+            )
+            rows.append(
+                to_uint8(
+                    self.model_.interpolate(2 * i, 2 * i + 1, INTERPOLATION_STEPS, labels)
+                ).numpy()
+            )
+        return image_rows(
+            np.stack(rows),
+            [f"seeds {2 * i}-{2 * i + 1}" for i in range(count)],
+            [f"{t:.1f}" for t in np.linspace(0, 1, INTERPOLATION_STEPS)],
+        )

@@ -119,34 +119,59 @@ class NodeClassifier(Recipe):
         if is_networkx(data):
             return from_networkx(data, c.label_col, class_names)
         if isinstance(data, tuple | list) and len(data) == 2:
-            return load_tables(*data, id_col=c.id_col, label_col=c.label_col, directed=c.directed,
-                               class_names=class_names, labelled=labelled)
+            return load_tables(
+                *data,
+                id_col=c.id_col,
+                label_col=c.label_col,
+                directed=c.directed,
+                class_names=class_names,
+                labelled=labelled,
+            )
         if not isinstance(data, str | Path):
-            raise DataError(f"cannot read graph data of type {type(data).__name__}; pass a node "
-                            "table path (with edges=...), planetoid:DIR, a networkx graph or a sample name")
+            raise DataError(
+                f"cannot read graph data of type {type(data).__name__}; pass a node "
+                "table path (with edges=...), planetoid:DIR, a networkx graph or a sample name"
+            )
         text = str(data)
         if text.startswith("planetoid:"):
             return load_planetoid(text.removeprefix("planetoid:"), c.name, class_names)
         if text in SAMPLES and SAMPLES[text].kind == "graph":
-            return from_networkx(SAMPLES[text].loader(), "label", class_names, SAMPLES[text].description)
+            return from_networkx(
+                SAMPLES[text].loader(), "label", class_names, SAMPLES[text].description
+            )
         path = Path(text)
-        nodes, edges = (path / "nodes.csv", path / "edges.csv") if path.is_dir() else (path, c.edges)
+        nodes, edges = (
+            (path / "nodes.csv", path / "edges.csv") if path.is_dir() else (path, c.edges)
+        )
         if edges is None:
-            raise DataError(f"'{path}' is a node table; pass the edge table too (--edges / edges=...)")
-        return load_tables(nodes, edges, id_col=c.id_col, label_col=c.label_col, directed=c.directed,
-                           class_names=class_names, labelled=labelled)
+            raise DataError(
+                f"'{path}' is a node table; pass the edge table too (--edges / edges=...)"
+            )
+        return load_tables(
+            nodes,
+            edges,
+            id_col=c.id_col,
+            label_col=c.label_col,
+            directed=c.directed,
+            class_names=class_names,
+            labelled=labelled,
+        )
 
     def _prepare(self, data, console) -> _Prepared:
         c = self.config
         graph = with_split(self.load_graph(data), c.val_split, c.test_split, c.seed)
         check_trainable(graph)
-        sampled = c.batching == "sampled" or (c.batching == "auto" and graph.num_nodes > c.full_batch_max_nodes)
+        sampled = c.batching == "sampled" or (
+            c.batching == "auto" and graph.num_nodes > c.full_batch_max_nodes
+        )
         if console is not None:
             counts = ", ".join(f"{k} {int(m.sum())}" for k, m in graph.masks.items())
-            console.print(f"data: {graph.description}; {graph.num_nodes} nodes, {len(graph.edges)} "
-                          f"directed edges, {graph.features.shape[1]} features, "
-                          f"{len(graph.class_names)} classes; {counts}; "
-                          f"{'sampled mini-batches' if sampled else 'full batch'}")
+            console.print(
+                f"data: {graph.description}; {graph.num_nodes} nodes, {len(graph.edges)} "
+                f"directed edges, {graph.features.shape[1]} features, "
+                f"{len(graph.class_names)} classes; {counts}; "
+                f"{'sampled mini-batches' if sampled else 'full batch'}"
+            )
         return _Prepared(graph, sampled)
 
     # -- training -------------------------------------------------------------------------
@@ -169,40 +194,67 @@ class NodeClassifier(Recipe):
         self.graph_, self.class_names_ = graph, graph.class_names
         self.num_features_ = graph.features.shape[1]
         labelled = graph.labels >= 0
-        train, val = graph.masks["train"] & labelled, graph.masks.get("val", np.zeros_like(labelled)) & labelled
+        train, val = (
+            graph.masks["train"] & labelled,
+            graph.masks.get("val", np.zeros_like(labelled)) & labelled,
+        )
         sampler = NeighbourSampler(graph, c.fanout, c.layers) if prepared.sampled else None
 
         def nodes(mask: np.ndarray, shuffle: bool):
             """Replicas split the nodes of `mask`: each runs the whole graph (or its own
             sampled subgraphs) with the loss over its share; gradients are summed."""
+
             def make(replica: int, replicas: int) -> tf.data.Dataset:
                 share = replica_share(mask, replica, replicas)
                 if sampler is not None:
-                    return sampler.dataset(share, max(1, c.batch_size // replicas), c.seed, shuffle).repeat()
+                    return sampler.dataset(
+                        share, max(1, c.batch_size // replicas), c.seed, shuffle
+                    ).repeat()
                 return full_batch(graph, share, mask.sum() / replicas).repeat()
+
             return per_replica_dataset(rt.strategy, make)
 
         train_ds, val_ds = nodes(train, True), nodes(val, False)
-        steps, val_steps = (math.ceil(m.sum() / c.batch_size) if sampler else 1 for m in (train, val))
+        steps, val_steps = (
+            math.ceil(m.sum() / c.batch_size) if sampler else 1 for m in (train, val)
+        )
         with rt.strategy.scope():
             model = self.model_ = build_node_model(
-                c.model, self.num_features_, len(self.class_names_), hidden=c.hidden, layers=c.layers,
-                heads=c.heads, dropout=c.dropout, attention_dropout=c.attention_dropout,
-                weight_decay=c.weight_decay, feature_norm=self._feature_norm(graph.features),
+                c.model,
+                self.num_features_,
+                len(self.class_names_),
+                hidden=c.hidden,
+                layers=c.layers,
+                heads=c.heads,
+                dropout=c.dropout,
+                attention_dropout=c.attention_dropout,
+                weight_decay=c.weight_decay,
+                feature_norm=self._feature_norm(graph.features),
             )
 
         def compile_model():
             with rt.strategy.scope():
                 model.compile(
                     # weight decay is the layers' L2 penalty, so the optimizer adds none
-                    optimizer=build_optimizer(dataclasses.replace(c, weight_decay=0.0), steps, c.epochs),
+                    optimizer=build_optimizer(
+                        dataclasses.replace(c, weight_decay=0.0), steps, c.epochs
+                    ),
                     loss=keras.losses.SparseCategoricalCrossentropy(),
                     weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 )
 
-        fit_phases(model, train_ds, val_ds if val.any() else None,
-                   phases=[Phase("train", c.epochs, compile_model)], run=run, config=c,
-                   steps_per_epoch=steps, validation_steps=val_steps, repeating=True, console=console)
+        fit_phases(
+            model,
+            train_ds,
+            val_ds if val.any() else None,
+            phases=[Phase("train", c.epochs, compile_model)],
+            run=run,
+            config=c,
+            steps_per_epoch=steps,
+            validation_steps=val_steps,
+            repeating=True,
+            console=console,
+        )
 
     # -- evaluation and prediction ----------------------------------------------------------
 
@@ -210,18 +262,24 @@ class NodeClassifier(Recipe):
         """Class probabilities (N, classes) for every node of `graph` (one full-graph pass)."""
         self._require_model()
         if graph.features.shape[1] != self.num_features_:
-            raise DataError(f"the nodes have {graph.features.shape[1]} features but the model was "
-                            f"trained on {self.num_features_}; use the training graph's feature columns")
+            raise DataError(
+                f"the nodes have {graph.features.shape[1]} features but the model was "
+                f"trained on {self.num_features_}; use the training graph's feature columns"
+            )
         return keras.ops.convert_to_numpy(self.model_(graph.inputs(), training=False))
 
     def _metrics(self, graph: Graph, probabilities: np.ndarray, split: str) -> dict:
         mask = graph.masks.get(split, np.ones(graph.num_nodes, bool)) & (graph.labels >= 0)
-        metrics = classification_metrics(graph.labels[mask], probabilities[mask], self.class_names_, top_k=3)
+        metrics = classification_metrics(
+            graph.labels[mask], probabilities[mask], self.class_names_, top_k=3
+        )
         return {**metrics, "split": split}
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         graph = prepared.graph
-        prepared.held_out = next((s for s in ("test", "val") if graph.masks.get(s, np.zeros(1)).any()), "train")
+        prepared.held_out = next(
+            (s for s in ("test", "val") if graph.masks.get(s, np.zeros(1)).any()), "train"
+        )
         prepared.probabilities = self.predict_proba(graph)
         return self._metrics(graph, prepared.probabilities, prepared.held_out)
 
@@ -241,13 +299,20 @@ class NodeClassifier(Recipe):
             inputs = inputs[0]
         if nodes is not None or edges is not None:
             if nodes is None and inputs is None or edges is None:
-                raise DataError("inductive prediction needs both a node table and an edge table "
-                                "(--nodes and --edges)")
-            graph = self.load_graph((nodes or inputs, edges), class_names=self.class_names_, labelled=False)
+                raise DataError(
+                    "inductive prediction needs both a node table and an edge table "
+                    "(--nodes and --edges)"
+                )
+            graph = self.load_graph(
+                (nodes or inputs, edges), class_names=self.class_names_, labelled=False
+            )
             rows = np.arange(graph.num_nodes)
         else:
-            graph = self._training_graph() if inputs is None else self.load_graph(
-                inputs, class_names=self.class_names_, labelled=False)
+            graph = (
+                self._training_graph()
+                if inputs is None
+                else self.load_graph(inputs, class_names=self.class_names_, labelled=False)
+            )
             unlabelled = np.flatnonzero(graph.labels < 0)
             rows = unlabelled if inputs is None and len(unlabelled) else np.arange(graph.num_nodes)
         probabilities = self.predict_proba(graph)[rows]
@@ -255,12 +320,17 @@ class NodeClassifier(Recipe):
         results = []
         for node, probs in zip(graph.ids[rows], probabilities, strict=True):
             order = np.argsort(-probs)[:k]
-            results.append({
-                "node": str(node),
-                "label": self.class_names_[order[0]],
-                "probability": float(probs[order[0]]),
-                "top_k": [{"label": self.class_names_[i], "probability": float(probs[i])} for i in order],
-            })
+            results.append(
+                {
+                    "node": str(node),
+                    "label": self.class_names_[order[0]],
+                    "probability": float(probs[order[0]]),
+                    "top_k": [
+                        {"label": self.class_names_[i], "probability": float(probs[i])}
+                        for i in order
+                    ],
+                }
+            )
         return results
 
     def _training_graph(self) -> Graph:
@@ -286,8 +356,9 @@ class NodeClassifier(Recipe):
         self.num_features_ = int(state["num_features"])
 
     def _serve(self, node_features, edges, edge_weights):
-        edges, edge_weights = canonical_edges(edges, edge_weights, tf.shape(node_features)[0],
-                                              self.config.directed)
+        edges, edge_weights = canonical_edges(
+            edges, edge_weights, tf.shape(node_features)[0], self.config.directed
+        )
         inputs = {"features": node_features, "edges": edges, "edge_weights": edge_weights}
         probabilities = tf.cast(self.model_(inputs, training=False), tf.float32)
         best = tf.argmax(probabilities, axis=1)
@@ -306,8 +377,10 @@ class NodeClassifier(Recipe):
 
         return {
             "serving_default": (unweighted, [features, edges]),
-            "predict_weighted": (self._serve, [features, edges,
-                                               tf.TensorSpec([None], tf.float32, name="edge_weights")]),
+            "predict_weighted": (
+                self._serve,
+                [features, edges, tf.TensorSpec([None], tf.float32, name="edge_weights")],
+            ),
         }
 
     # -- report ---------------------------------------------------------------------------
@@ -315,16 +388,27 @@ class NodeClassifier(Recipe):
     def _report(self, report: Report, prepared: _Prepared) -> None:
         m, graph = self.metrics_, prepared.graph
         counts = ", ".join(f"{k}: {int(v.sum())}" for k, v in graph.masks.items())
-        report.text("Data", f"{graph.description}; {graph.num_nodes} nodes, {len(graph.edges)} directed "
-                    f"edges, {graph.features.shape[1]} features; {counts}; "
-                    f"{'sampled mini-batches' if prepared.sampled else 'full batch'}")
-        report.table(f"Metrics on the {prepared.held_out} nodes",
-                     {k: v for k, v in m.items() if isinstance(v, int | float)})
+        report.text(
+            "Data",
+            f"{graph.description}; {graph.num_nodes} nodes, {len(graph.edges)} directed "
+            f"edges, {graph.features.shape[1]} features; {counts}; "
+            f"{'sampled mini-batches' if prepared.sampled else 'full batch'}",
+        )
+        report.table(
+            f"Metrics on the {prepared.held_out} nodes",
+            {k: v for k, v in m.items() if isinstance(v, int | float)},
+        )
         report.table("Per-class metrics", [{"class": k, **v} for k, v in m["per_class"].items()])
-        report.figure("Confusion matrix", plot_confusion_matrix(np.array(m["confusion_matrix"]),
-                                                                self.class_names_), "confusion_matrix")
-        report.figure("Learned node embeddings (t-SNE), coloured by class",
-                      self._embedding_figure(graph), "embeddings")
+        report.figure(
+            "Confusion matrix",
+            plot_confusion_matrix(np.array(m["confusion_matrix"]), self.class_names_),
+            "confusion_matrix",
+        )
+        report.figure(
+            "Learned node embeddings (t-SNE), coloured by class",
+            self._embedding_figure(graph),
+            "embeddings",
+        )
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Training curves", plot_history(history), "history")
@@ -336,8 +420,9 @@ class NodeClassifier(Recipe):
 
         rng = np.random.default_rng(self.config.seed)
         rows = np.sort(rng.permutation(graph.num_nodes)[:limit])
-        points = TSNE(2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca",
-                      random_state=self.config.seed).fit_transform(self.embed(graph)[rows])
+        points = TSNE(
+            2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca", random_state=self.config.seed
+        ).fit_transform(self.embed(graph)[rows])
         labels = graph.labels[rows]
         fig = Figure(figsize=(7, 6))
         ax = fig.subplots()

@@ -21,7 +21,9 @@ def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
     grid = np.zeros((rows * (h + 1) + 1, columns * (w + 1) + 1, c), np.uint8)
     for i, image in enumerate(images):
         r, col = divmod(i, columns)
-        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = image
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = (
+            image
+        )
     return grid
 
 
@@ -34,13 +36,23 @@ def write_png(path: Path, image: np.ndarray) -> Path:
 class SampleGrids(keras.callbacks.Callback):
     """After every `every` epochs, write `sample()`'s fixed-seed grid to `directory/epoch_NNN.png`."""
 
-    def __init__(self, sample: Callable[[], np.ndarray], directory: Path, columns: int, every: int = 1):
+    def __init__(
+        self, sample: Callable[[], np.ndarray], directory: Path, columns: int, every: int = 1
+    ):
         super().__init__()
-        self.sample, self.directory, self.columns, self.every = sample, Path(directory), columns, every
+        self.sample, self.directory, self.columns, self.every = (
+            sample,
+            Path(directory),
+            columns,
+            every,
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0:
-            write_png(self.directory / f"epoch_{epoch + 1:03d}.png", tile_images(self.sample(), self.columns))
+            write_png(
+                self.directory / f"epoch_{epoch + 1:03d}.png",
+                tile_images(self.sample(), self.columns),
+            )
 
 
 def grids_over_time(directory: Path, most: int = 6) -> Figure | None:
@@ -48,7 +60,10 @@ def grids_over_time(directory: Path, most: int = 6) -> Figure | None:
     paths = sorted(Path(directory).glob("epoch_*.png"))
     if not paths:
         return None
-    picks = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(most, len(paths))).astype(int))]
+    picks = [
+        paths[i]
+        for i in np.unique(np.linspace(0, len(paths) - 1, min(most, len(paths))).astype(int))
+    ]
     fig = Figure(figsize=(3.2 * len(picks), 3.6))
     for ax, path in zip(fig.subplots(1, len(picks), squeeze=False)[0], picks, strict=True):
         _show(ax, tf.io.decode_png(path.read_bytes()).numpy())

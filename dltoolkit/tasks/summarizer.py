@@ -127,62 +127,100 @@ class Summarizer(Recipe):
         if c.model == "pretrained" and not c.preset:
             raise ConfigError("--model pretrained needs --preset NAME or a local preset directory")
         if c.model == "transformer" and c.preset:
-            raise ConfigError("--preset fine-tunes a pretrained model; leave out --model transformer")
+            raise ConfigError(
+                "--preset fine-tunes a pretrained model; leave out --model transformer"
+            )
         if c.preset:
             check_preset(c.preset)
         if c.max_source_length < 8 or c.max_target_length < 4:
-            raise ConfigError("max_source_length must be at least 8 and max_target_length at least 4 tokens")
+            raise ConfigError(
+                "max_source_length must be at least 8 and max_target_length at least 4 tokens"
+            )
         if c.d_model % c.heads:
             raise ConfigError(f"d_model {c.d_model} must be divisible by heads {c.heads}")
         if not 0 <= c.val_split < 1:
             raise ConfigError("val_split must be a fraction in [0, 1)")
         self._decoding().check()
         if self._decoding().max_length > c.max_target_length - 1:
-            raise ConfigError(f"max_length {self._decoding().max_length} exceeds what the decoder "
-                              f"is trained for (max_target_length - 1 = {c.max_target_length - 1})")
+            raise ConfigError(
+                f"max_length {self._decoding().max_length} exceeds what the decoder "
+                f"is trained for (max_target_length - 1 = {c.max_target_length - 1})"
+            )
 
     def _decoding(self, strategy: str | None = None) -> Decoding:
         c = self.config
         max_length = c.max_length if c.max_length is not None else c.max_target_length - 1
-        return Decoding(strategy or c.decoding, c.beams, c.top_k, c.top_p, c.temperature,
-                        c.min_length, max_length, c.repetition_penalty, c.no_repeat_ngram, c.seed)
+        return Decoding(
+            strategy or c.decoding,
+            c.beams,
+            c.top_k,
+            c.top_p,
+            c.temperature,
+            c.min_length,
+            max_length,
+            c.repetition_penalty,
+            c.no_repeat_ngram,
+            c.seed,
+        )
 
     # -- data -----------------------------------------------------------------------------
 
     def _read(self, data, split: str) -> Pairs:
         c = self.config
         if data is None or (isinstance(data, str) and not data):
-            raise DataError("summarize needs --data: a JSONL/CSV/Parquet file of document/summary "
-                            "pairs, a folder of NAME.txt + NAME.summary.txt, or tfds:NAME")
-        return read_pairs(data, c.text_field, c.summary_field, strict=c.strict, tfds_data_dir=c.tfds_data_dir,
-                          split=split)
+            raise DataError(
+                "summarize needs --data: a JSONL/CSV/Parquet file of document/summary "
+                "pairs, a folder of NAME.txt + NAME.summary.txt, or tfds:NAME"
+            )
+        return read_pairs(
+            data,
+            c.text_field,
+            c.summary_field,
+            strict=c.strict,
+            tfds_data_dir=c.tfds_data_dir,
+            split=split,
+        )
 
     def _prepare(self, data, console) -> _Prepared:
         pairs = self._read(data, "train")
         if len(pairs) < 2:
-            raise DataError(f"{pairs.description}: {len(pairs)} usable pair(s); at least 2 are needed")
+            raise DataError(
+                f"{pairs.description}: {len(pairs)} usable pair(s); at least 2 are needed"
+            )
         train, val = split_indices(len(pairs), self.config.val_split, self.config.seed)
         if console is not None:
             skipped = f"; skipped {pairs.skipped} empty" if pairs.skipped else ""
-            console.print(f"data: {pairs.description}; train {len(train)}, validation {len(val)}{skipped}")
-        return _Prepared(pairs.take(train), pairs.take(val),
-                         f"{pairs.description}; {len(train)} train / {len(val)} validation pairs"
-                         + (f"; {pairs.skipped} empty pairs skipped" if pairs.skipped else ""))
+            console.print(
+                f"data: {pairs.description}; train {len(train)}, validation {len(val)}{skipped}"
+            )
+        return _Prepared(
+            pairs.take(train),
+            pairs.take(val),
+            f"{pairs.description}; {len(train)} train / {len(val)} validation pairs"
+            + (f"; {pairs.skipped} empty pairs skipped" if pairs.skipped else ""),
+        )
 
     # -- training -------------------------------------------------------------------------
 
     def _train(self, prepared: _Prepared, run, rt, console) -> None:
         c = self.config
         if self.pretrained:
-            train_ds, val_ds = (self._text_dataset(prepared.train, True), self._text_dataset(prepared.val, False))
+            train_ds, val_ds = (
+                self._text_dataset(prepared.train, True),
+                self._text_dataset(prepared.val, False),
+            )
         else:
             saved = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
             # a resumed run keeps the vocabulary its checkpoints were trained with
             self.vocabulary_ = saved.get("vocabulary") or train_vocabulary(
-                prepared.train.texts + prepared.train.summaries, c.vocabulary_size)
+                prepared.train.texts + prepared.train.summaries, c.vocabulary_size
+            )
             self._tokenizer = make_tokenizer(self.vocabulary_)
             files.write_json(run.state_file, self._state())
-            train_ds, val_ds = self._id_dataset(prepared.train, True), self._id_dataset(prepared.val, False)
+            train_ds, val_ds = (
+                self._id_dataset(prepared.train, True),
+                self._id_dataset(prepared.val, False),
+            )
         steps = math.ceil(len(prepared.train) / c.batch_size)
         val_steps = math.ceil(len(prepared.val) / c.batch_size) or None
         with rt.strategy.scope():
@@ -190,33 +228,60 @@ class Summarizer(Recipe):
 
         def compile_model():
             with rt.strategy.scope():
-                model.compile(optimizer=build_optimizer(c, steps, c.epochs),
-                              loss=SmoothedTokenLoss(c.label_smoothing),
-                              weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                model.compile(
+                    optimizer=build_optimizer(c, steps, c.epochs),
+                    loss=SmoothedTokenLoss(c.label_smoothing),
+                    weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                )
 
         budget = []
         if c.train_minutes or c.snapshot_minutes:
-            budget = [TimeBudget(c.train_minutes, [c.snapshot_minutes] if c.snapshot_minutes else [],
-                                 run.checkpoints)]
-        fit_phases(model, train_ds, val_ds if val_steps else None,
-                   phases=[Phase("train", c.epochs, compile_model)], run=run, config=c,
-                   steps_per_epoch=steps, validation_steps=val_steps, repeating=True,
-                   console=console, extra_callbacks=budget)
+            budget = [
+                TimeBudget(
+                    c.train_minutes,
+                    [c.snapshot_minutes] if c.snapshot_minutes else [],
+                    run.checkpoints,
+                )
+            ]
+        fit_phases(
+            model,
+            train_ds,
+            val_ds if val_steps else None,
+            phases=[Phase("train", c.epochs, compile_model)],
+            run=run,
+            config=c,
+            steps_per_epoch=steps,
+            validation_steps=val_steps,
+            repeating=True,
+            console=console,
+            extra_callbacks=budget,
+        )
 
     def _build_model(self):
         c = self.config
         if self.pretrained:
             return load_seq2seq(c.preset, c.max_source_length, c.max_target_length)
-        model = Seq2SeqTransformer(len(self.vocabulary_), c.max_source_length, c.max_target_length,
-                                   d_model=c.d_model, layers_=c.layers, heads=c.heads, ff_dim=c.ff_dim,
-                                   dropout=c.dropout, positions=c.positions, pad_id=PAD)
+        model = Seq2SeqTransformer(
+            len(self.vocabulary_),
+            c.max_source_length,
+            c.max_target_length,
+            d_model=c.d_model,
+            layers_=c.layers,
+            heads=c.heads,
+            ff_dim=c.ff_dim,
+            dropout=c.dropout,
+            positions=c.positions,
+            pad_id=PAD,
+        )
         dummy = np.ones((1, 4), np.int32)
         model({"source": dummy, "target": dummy})
         return model
 
     def _text_dataset(self, pairs: Pairs, training: bool) -> tf.data.Dataset:
         """Raw strings for a Seq2SeqLM, whose preprocessor tokenises them during fit."""
-        ds = tf.data.Dataset.from_tensor_slices({"encoder_text": pairs.texts, "decoder_text": pairs.summaries})
+        ds = tf.data.Dataset.from_tensor_slices(
+            {"encoder_text": pairs.texts, "decoder_text": pairs.summaries}
+        )
         if training:
             ds = ds.shuffle(len(pairs), seed=self.config.seed, reshuffle_each_iteration=True)
         return ds.repeat().batch(self.config.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -229,34 +294,40 @@ class Summarizer(Recipe):
         column = tf.fill([summary.nrows(), 1], BOS)
         target_in = tf.concat([tf.RaggedTensor.from_tensor(column), summary], axis=1)
         target_out = tf.concat([summary, tf.RaggedTensor.from_tensor(column * 0 + EOS)], axis=1)
-        ds = tf.data.Dataset.from_tensor_slices(tuple(
-            (t.to_tensor(PAD), t.row_lengths()) for t in (source, target_in, target_out)))
+        ds = tf.data.Dataset.from_tensor_slices(
+            tuple((t.to_tensor(PAD), t.row_lengths()) for t in (source, target_in, target_out))
+        )
         ds = ds.map(lambda *parts: tuple(ids[:length] for ids, length in parts))
         if training:
             ds = ds.shuffle(len(pairs), seed=c.seed, reshuffle_each_iteration=True).repeat()
             edges = [c.max_source_length * k // 4 for k in (1, 2, 3)]
-            ds = ds.bucket_by_sequence_length(lambda s, i, o: tf.shape(s)[0], edges,
-                                              [c.batch_size] * (len(edges) + 1))
+            ds = ds.bucket_by_sequence_length(
+                lambda s, i, o: tf.shape(s)[0], edges, [c.batch_size] * (len(edges) + 1)
+            )
         else:
             ds = ds.padded_batch(c.batch_size).repeat()
         return ds.map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     def _tokens(self, texts: list[str], chunk=512) -> tf.RaggedTensor:
         tokenize = tf.function(self._tokenizer, input_signature=[_TEXT])  # graph path: tensors out
-        parts = [tokenize(tf.constant(texts[i: i + chunk])) for i in range(0, len(texts), chunk)]
+        parts = [tokenize(tf.constant(texts[i : i + chunk])) for i in range(0, len(texts), chunk)]
         return tf.concat(parts, axis=0) if parts else tf.ragged.constant([[]], tf.int32)[:0]
 
     def _source_tokens(self, texts) -> tf.RaggedTensor:
         """Document ids cut to the model's input, ending with EOS (never empty)."""
         tokens = texts if isinstance(texts, tf.RaggedTensor) else self._tokens(texts)
         tokens = tokens[:, : self.config.max_source_length - 1]
-        return tf.concat([tokens, tf.RaggedTensor.from_tensor(tf.fill([tokens.nrows(), 1], EOS))], axis=1)
+        return tf.concat(
+            [tokens, tf.RaggedTensor.from_tensor(tf.fill([tokens.nrows(), 1], EOS))], axis=1
+        )
 
     # -- generation -----------------------------------------------------------------------
 
     def _sampler(self, decoding: Decoding) -> ConstrainedSampler:
         if self.pretrained:
-            return ConstrainedSampler(decoding, end_token_ids(self.model_), self.model_.backbone.vocabulary_size)
+            return ConstrainedSampler(
+                decoding, end_token_ids(self.model_), self.model_.backbone.vocabulary_size
+            )
         return ConstrainedSampler(decoding, [EOS], len(self.vocabulary_))
 
     def _summarize_graph(self, text, decoding: Decoding, sampler: ConstrainedSampler):
@@ -265,24 +336,34 @@ class Summarizer(Recipe):
             return summarize_graph(self.model_, text, sampler, decoding.max_length)
         model = self.model_
         source = self._source_tokens(self._tokenizer(text)).to_tensor(PAD)
-        prompt = tf.concat([tf.fill([tf.shape(source)[0], 1], BOS),
-                            tf.fill([tf.shape(source)[0], decoding.max_length], PAD)], axis=1)
+        prompt = tf.concat(
+            [
+                tf.fill([tf.shape(source)[0], 1], BOS),
+                tf.fill([tf.shape(source)[0], decoding.max_length], PAD),
+            ],
+            axis=1,
+        )
         cache = model.start(source, prompt)
 
         def next_(prompt, cache, index):
-            logits, cache = model.step(prompt[:, index - 1: index], index - 1, cache)
+            logits, cache = model.step(prompt[:, index - 1 : index], index - 1, cache)
             return logits, None, cache
 
-        fixed = tf.concat([tf.ones_like(prompt[:, :1], tf.bool), tf.zeros_like(prompt[:, 1:], tf.bool)], 1)
+        fixed = tf.concat(
+            [tf.ones_like(prompt[:, :1], tf.bool), tf.zeros_like(prompt[:, 1:], tf.bool)], 1
+        )
         ids = sampler(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[EOS])
         ids = tf.RaggedTensor.from_tensor(cut_at_end(ids, EOS, PAD), padding=PAD)
         return tidy_spacing(self._tokenizer.detokenize(ids))
 
     def _graph_fn(self, decoding: Decoding):
         if decoding not in self._graph_fns:
-            sampler = self._sampler(decoding)  # random samplers own a seed variable: made once, outside
-            self._graph_fns[decoding] = tf.function(lambda text: self._summarize_graph(text, decoding, sampler),
-                                                    input_signature=[_TEXT])
+            sampler = self._sampler(
+                decoding
+            )  # random samplers own a seed variable: made once, outside
+            self._graph_fns[decoding] = tf.function(
+                lambda text: self._summarize_graph(text, decoding, sampler), input_signature=[_TEXT]
+            )
         return self._graph_fns[decoding]
 
     def summarize(self, texts: list[str], decoding: str | None = None) -> list[str]:
@@ -300,7 +381,7 @@ class Summarizer(Recipe):
         out: list[str] = [""] * len(texts)
         fn, size = self._graph_fn(decoding), max(1, self.config.batch_size)
         for start in range(0, len(texts), size):
-            batch = order[start: start + size]
+            batch = order[start : start + size]
             results = fn(tf.constant([texts[i] for i in batch])).numpy()
             for i, summary in zip(batch, results, strict=True):
                 out[i] = summary.decode("utf-8", errors="replace").strip()
@@ -312,8 +393,10 @@ class Summarizer(Recipe):
         chunks = [self._chunks(t) for t in texts]
         flat = [piece for parts in chunks if len(parts) > 1 for piece in parts]
         summaries = iter(self._summarize_batches(flat, decoding))
-        return [" ".join(next(summaries) for _ in parts) if len(parts) > 1 else text
-                for text, parts in zip(texts, chunks, strict=True)]
+        return [
+            " ".join(next(summaries) for _ in parts) if len(parts) > 1 else text
+            for text, parts in zip(texts, chunks, strict=True)
+        ]
 
     def _chunks(self, text: str) -> list[str]:
         if self.pretrained:
@@ -325,14 +408,20 @@ class Summarizer(Recipe):
         if pieces <= 1 or len(words) < 2:
             return [text]
         size = math.ceil(len(words) / pieces)
-        return [" ".join(words[i: i + size]) for i in range(0, len(words), size)]
+        return [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
 
     # -- evaluation and prediction ----------------------------------------------------------
 
     def _score(self, pairs: Pairs) -> tuple[dict, list[str]]:
         summaries = self.summarize(pairs.texts)
-        metrics = summary_metrics(pairs.texts, pairs.summaries, summaries, self.config.lead_sentences)
-        return {**metrics, "decoding": self.config.decoding, "long_documents": self.config.long_documents}, summaries
+        metrics = summary_metrics(
+            pairs.texts, pairs.summaries, summaries, self.config.lead_sentences
+        )
+        return {
+            **metrics,
+            "decoding": self.config.decoding,
+            "long_documents": self.config.long_documents,
+        }, summaries
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         pairs = prepared.val if len(prepared.val) else prepared.train
@@ -358,18 +447,24 @@ class Summarizer(Recipe):
             documents = read_documents([inputs] if isinstance(inputs, str) else list(inputs))
             texts, names = texts + documents.texts, names + documents.names
         if not texts:
-            raise DataError("nothing to summarise: pass --text \"...\" or .txt files / a folder")
+            raise DataError('nothing to summarise: pass --text "..." or .txt files / a folder')
         empty = [n for n, t in zip(names, texts, strict=True) if not t.strip()]
         if empty:
-            raise DataError(f"{len(empty)} empty document(s) (e.g. {empty[0]}); give text to summarise")
-        return [{"input": n, "summary": s} for n, s in zip(names, self.summarize(texts), strict=True)]
+            raise DataError(
+                f"{len(empty)} empty document(s) (e.g. {empty[0]}); give text to summarise"
+            )
+        return [
+            {"input": n, "summary": s} for n, s in zip(names, self.summarize(texts), strict=True)
+        ]
 
     def load_snapshot(self, minutes: float) -> Summarizer:
         """Use the weights this run reached after `minutes` (needs snapshot_minutes set in fit)."""
         path = snapshot_path(self.run_.checkpoints, minutes)
         if not path.is_file():
-            raise ConfigError(f"no snapshot at {minutes:g} minutes in {self.run_.path}; "
-                              "train with snapshot_minutes set to keep one")
+            raise ConfigError(
+                f"no snapshot at {minutes:g} minutes in {self.run_.path}; "
+                "train with snapshot_minutes set to keep one"
+            )
         self.model_.load_weights(path)
         return self
 
@@ -396,24 +491,52 @@ class Summarizer(Recipe):
     def _report(self, report: Report, prepared: _Prepared) -> None:
         c, m = self.config, self.metrics_
         report.text("Data", prepared.description)
-        model = f"pretrained preset {c.preset}" if self.pretrained else (
-            f"Transformer from scratch: {c.layers}+{c.layers} layers, d_model {c.d_model}, "
-            f"{c.positions} positions, WordPiece vocabulary of {len(self.vocabulary_)}")
-        report.text("Model and policy", f"{model}. Inputs longer than {c.max_source_length} tokens: "
-                    + ("truncated to the first tokens" if c.long_documents == "truncate" else
-                       "split into input-sized chunks, each summarised, then the joined chunk "
-                       "summaries summarised (the SavedModel always truncates)")
-                    + f". Decoding: {c.decoding}, at most {self._decoding().max_length} tokens.")
-        report.table("ROUGE F-measure (%) on held-out pairs", [
-            {"summaries": "model", **{k: m[k] for k in ("rouge1", "rouge2", "rougeL")},
-             "mean words": m["summary_mean_words"]},
-            {"summaries": f"Lead-{c.lead_sentences}", **{k: m[f"lead_{k}"] for k in ("rouge1", "rouge2", "rougeL")},
-             "mean words": m["lead_mean_words"]},
-            {"summaries": "reference", "mean words": m["reference_mean_words"]},
-        ])
+        model = (
+            f"pretrained preset {c.preset}"
+            if self.pretrained
+            else (
+                f"Transformer from scratch: {c.layers}+{c.layers} layers, d_model {c.d_model}, "
+                f"{c.positions} positions, WordPiece vocabulary of {len(self.vocabulary_)}"
+            )
+        )
+        report.text(
+            "Model and policy",
+            f"{model}. Inputs longer than {c.max_source_length} tokens: "
+            + (
+                "truncated to the first tokens"
+                if c.long_documents == "truncate"
+                else "split into input-sized chunks, each summarised, then the joined chunk "
+                "summaries summarised (the SavedModel always truncates)"
+            )
+            + f". Decoding: {c.decoding}, at most {self._decoding().max_length} tokens.",
+        )
+        report.table(
+            "ROUGE F-measure (%) on held-out pairs",
+            [
+                {
+                    "summaries": "model",
+                    **{k: m[k] for k in ("rouge1", "rouge2", "rougeL")},
+                    "mean words": m["summary_mean_words"],
+                },
+                {
+                    "summaries": f"Lead-{c.lead_sentences}",
+                    **{k: m[f"lead_{k}"] for k in ("rouge1", "rouge2", "rougeL")},
+                    "mean words": m["lead_mean_words"],
+                },
+                {"summaries": "reference", "mean words": m["reference_mean_words"]},
+            ],
+        )
         held = prepared.held_out
-        report.table("Examples", example_rows(held["pairs"].texts, held["pairs"].summaries,
-                                              held["summaries"], c.lead_sentences, c.report_examples))
+        report.table(
+            "Examples",
+            example_rows(
+                held["pairs"].texts,
+                held["pairs"].summaries,
+                held["summaries"],
+                c.lead_sentences,
+                c.report_examples,
+            ),
+        )
         history = read_history(self.run_.history_file)
         if history:
             report.figure("Training curves", plot_history(history), "history")
@@ -421,6 +544,8 @@ class Summarizer(Recipe):
 
 
 def _with_weights(source, target_in, target_out):
-    return ({"source": source, "target": target_in}, target_out,
-            tf.cast(tf.not_equal(target_out, PAD), tf.float32))
-
+    return (
+        {"source": source, "target": target_in},
+        target_out,
+        tf.cast(tf.not_equal(target_out, PAD), tf.float32),
+    )

@@ -32,8 +32,9 @@ def length_stats(texts: list[str]) -> dict:
     return {"mean_words": float(words.mean()), "median_words": float(np.median(words))}
 
 
-def summary_metrics(documents: list[str], references: list[str], summaries: list[str],
-                    lead_sentences: int) -> dict:
+def summary_metrics(
+    documents: list[str], references: list[str], summaries: list[str], lead_sentences: int
+) -> dict:
     """ROUGE of the model and of Lead-`lead_sentences` on the same documents, and lengths."""
     leads = [lead(d, lead_sentences) for d in documents]
     model, baseline = rouge(references, summaries), rouge(references, leads)
@@ -45,12 +46,21 @@ def summary_metrics(documents: list[str], references: list[str], summaries: list
     return metrics
 
 
-def example_rows(documents, references, summaries, lead_sentences: int, count: int,
-                 excerpt_chars=300) -> list[dict]:
+def example_rows(
+    documents, references, summaries, lead_sentences: int, count: int, excerpt_chars=300
+) -> list[dict]:
     """A few documents side by side: source excerpt, reference, model summary and Lead."""
     rows = []
-    for document, reference, summary in list(zip(documents, references, summaries, strict=True))[:count]:
+    for document, reference, summary in list(zip(documents, references, summaries, strict=True))[
+        :count
+    ]:
         excerpt = document[:excerpt_chars] + ("..." if len(document) > excerpt_chars else "")
-        rows.append({"source (excerpt)": excerpt, "reference": reference, "model": summary,
-                     "lead": lead(document, lead_sentences)})
+        rows.append(
+            {
+                "source (excerpt)": excerpt,
+                "reference": reference,
+                "model": summary,
+                "lead": lead(document, lead_sentences),
+            }
+        )
     return rows
