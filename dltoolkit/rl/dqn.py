@@ -40,8 +40,13 @@ class ReplayBuffer:
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, int]):
         idx = rng.integers(0, len(self), size=shape)
-        return (self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-                self.terminal[idx])
+        return (
+            self.obs[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_obs[idx],
+            self.terminal[idx],
+        )
 
 
 class DQN(Algorithm):
@@ -55,19 +60,30 @@ class DQN(Algorithm):
 
     def _build(self) -> keras.Model:
         c, s = self.config, self.spaces
-        make = lambda: q_network(s.obs_shape, s.obs_states, actions=s.actions,  # noqa: E731
-                                 hidden=c.hidden_layers, activation=self.activation)
+
+        def make():
+            return q_network(
+                s.obs_shape,
+                s.obs_states,
+                actions=s.actions,
+                hidden=c.hidden_layers,
+                activation=self.activation,
+            )
+
         model, self.target = make(), make()
         self.target.set_weights(model.get_weights())
-        self.optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=self.max_grad_norm)
+        self.optimizer = keras.optimizers.Adam(
+            self.learning_rate, global_clipnorm=self.max_grad_norm
+        )
         self.optimizer.build(model.trainable_variables)
         self.buffer = ReplayBuffer(c.buffer_size, s.obs_shape, self.dtype)
         self._since_target = 0
         return model
 
     def _compile(self) -> None:
-        self._act = self._compiled(self._act_graph, self.config.n_envs,
-                                   tf.TensorSpec([], tf.float32), self._seed_spec())
+        self._act = self._compiled(
+            self._act_graph, self.config.n_envs, tf.TensorSpec([], tf.float32), self._seed_spec()
+        )
         self._train_steps = tf.function(self._update, jit_compile=True)
         self._sync_target = tf.function(self._copy_to_target)
 
@@ -75,7 +91,9 @@ class DQN(Algorithm):
         greedy = tf.argmax(self.model(obs)["q_values"], axis=-1, output_type=tf.int32)
         n = tf.shape(greedy)[0]
         explore = tf.random.stateless_uniform([n], seed) < epsilon
-        random = tf.random.stateless_uniform([n], seed + 1, maxval=self.spaces.actions, dtype=tf.int32)
+        random = tf.random.stateless_uniform(
+            [n], seed + 1, maxval=self.spaces.actions, dtype=tf.int32
+        )
         return tf.where(explore, random, greedy)
 
     def _update(self, obs, actions, rewards, next_obs, terminal):
@@ -89,7 +107,9 @@ class DQN(Algorithm):
             next_q = tf.gather(self.target(next_obs[g])["q_values"], best, batch_dims=1)
             target = rewards[g] + gamma * (1.0 - terminal[g]) * next_q
             with tf.GradientTape() as tape:
-                q = tf.gather(self.model(obs[g], training=True)["q_values"], actions[g], batch_dims=1)
+                q = tf.gather(
+                    self.model(obs[g], training=True)["q_values"], actions[g], batch_dims=1
+                )
                 loss = tf.reduce_mean(keras.losses.huber(target[:, None], q[:, None]))
             grads = tape.gradient(loss, variables)
             self.optimizer.apply_gradients(zip(grads, variables, strict=True))
@@ -102,13 +122,16 @@ class DQN(Algorithm):
 
     def epsilon(self) -> float:
         c = self.config
-        return linear_epsilon(1.0 - self.progress_left(), c.exploration_fraction, c.exploration_final_eps)
+        return linear_epsilon(
+            1.0 - self.progress_left(), c.exploration_fraction, c.exploration_final_eps
+        )
 
     def _iteration(self, envs, obs):
         c = self.config
         for _ in range(c.train_freq):
-            actions = self._act(tf.constant(obs), tf.constant(self.epsilon(), tf.float32),
-                                self._seed()).numpy()
+            actions = self._act(
+                tf.constant(obs), tf.constant(self.epsilon(), tf.float32), self._seed()
+            ).numpy()
             step = self._step(envs, actions)
             self.buffer.add(obs, actions, step.reward, step.next_obs, step.terminated)
             obs = step.obs
