@@ -205,8 +205,8 @@ def built_model_sizes() -> list[dict]:
     from dltoolkit.models.diffusion import DDPM
     from dltoolkit.models.generative import GAN, ConvVAE
     from dltoolkit.models.seq2seq import Seq2SeqTransformer
-    from dltoolkit.tasks.image_generator import LATENT_DIMS, GeneratorConfig
-    from dltoolkit.tasks.summarizer import SummarizerConfig
+    from dltoolkit.specs.generate import LATENT_DIMS, GeneratorConfig
+    from dltoolkit.specs.summarize import SummarizerConfig
 
     g, s, digits = GeneratorConfig(), SummarizerConfig(), (16, 16, 1)
     summarizer = Seq2SeqTransformer(

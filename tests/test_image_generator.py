@@ -160,13 +160,13 @@ def test_frechet_and_kernel_distances_rank_shifted_features():
 
 
 def test_unknown_parameters_and_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="unknown model 'diffusion'"):
+    with pytest.raises(ConfigError, match="'model' is 'diffusion'"):
         ImageGenerator(model="diffusion").fit("digits")
     with pytest.raises(ConfigError, match="valid parameters"):
         ImageGenerator(latent=3)
     with pytest.raises(ConfigError, match="does not exist"):
         ImageGenerator(inception_weights="/no/such/inception.h5").fit("digits")
-    with pytest.raises(ConfigError, match="unknown prediction 'x0'; choose one of: v, eps"):
+    with pytest.raises(ConfigError, match="'prediction' is 'x0'; choose one of: v, eps"):
         ImageGenerator(prediction="x0").fit("digits")
 
 
@@ -183,7 +183,10 @@ BAD = {
         "--conditional needs labelled",
     ),
     "unsupported size": (lambda p: ["--image-size", "30"], "16, 20, 24, 28, 32, 40"),
-    "steps out of range": (lambda p: ["--sample-steps", "0"], "sample_steps must be between 1 and"),
+    "steps out of range": (
+        lambda p: ["--sample-steps", "0"],
+        "'sample_steps' is 0; it must be >= 1",
+    ),
 }
 
 

@@ -301,7 +301,7 @@ def test_bad_graphs_are_one_line_errors_and_write_nothing(
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     code, out, err = cli(capsys, "classify-nodes", "--model", "gin", "--out", tmp_path / "r")
-    assert_user_error(code, out, err, "unknown model 'gin'", "gcn, gat, sage")
+    assert_user_error(code, out, err, "'model' is 'gin'", "gcn, gat, sage")
     code, out, err = cli(
         capsys, "classify-nodes", "--nodes", tmp_path / "n.csv", "--out", tmp_path / "r"
     )

@@ -9,19 +9,11 @@ import typer
 from rich.markup import escape
 
 from dltoolkit import __version__
-from dltoolkit.cli import (
-    classify,
-    classify_nodes,
-    detect_anomalies,
-    forecast,
-    generate,
-    info,
-    runs,
-    summarize,
-    train_agent,
-)
+from dltoolkit.cli import info, runs
 from dltoolkit.cli.common import stderr
+from dltoolkit.cli.train import train_command
 from dltoolkit.core.errors import DLToolkitError
+from dltoolkit.registry import specs
 
 app = typer.Typer(
     name="dltoolkit",
@@ -31,15 +23,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command()(classify.classify)
-app.command()(forecast.forecast)
-app.command()(generate.generate)
-app.command()(summarize.summarize)
-app.command(name="classify-nodes")(classify_nodes.classify_nodes)
-app.command(name="detect-anomalies")(detect_anomalies.detect_anomalies)
-app.command(name="train-agent")(train_agent.train_agent)
-for command in (runs.predict, runs.evaluate, runs.export, runs.report, runs.run):
-    app.command()(command)
+for spec in specs().values():
+    app.command(name=spec.task)(train_command(spec))
+for name, command in {
+    "predict": runs.predict,
+    "evaluate": runs.evaluate,
+    "export": runs.export,
+    "report": runs.report,
+    "run": runs.run,
+}.items():
+    app.command(name=name)(command)
 app.command()(info.devices)
 app.command()(info.datasets)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dltoolkit.cli import common as c
-from dltoolkit.core.runtime import describe_devices
-from dltoolkit.data.samples import list_samples
 
 
 def devices(strategy: c.Strategy = "auto", tpu: c.Tpu = None, as_json: c.Json = False) -> None:
@@ -14,6 +12,9 @@ def devices(strategy: c.Strategy = "auto", tpu: c.Tpu = None, as_json: c.Json = 
     there are several, the cluster when TF_CONFIG describes one (MultiWorkerMirroredStrategy),
     else the one GPU or the CPU.
     """
+    c.tensorflow_ready()
+    from dltoolkit.core.runtime import describe_devices
+
     info = describe_devices(strategy or "auto", tpu)
     if as_json:
         c.print_json(info)
@@ -34,6 +35,8 @@ def devices(strategy: c.Strategy = "auto", tpu: c.Tpu = None, as_json: c.Json = 
 
 def datasets(as_json: c.Json = False) -> None:
     """The built-in sample data sets (offline, shipped inside dependencies)."""
+    from dltoolkit.data.samples import list_samples
+
     rows = [{"name": name, "description": text} for name, text in list_samples()]
     if as_json:
         c.print_json(rows)

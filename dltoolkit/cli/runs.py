@@ -1,81 +1,108 @@
-"""Generic verbs that use a finished run: predict, evaluate, export, report, run."""
+"""Generic verbs that use a finished run: predict, evaluate, export, report, run.
+
+`predict` and `evaluate` offer the options every recipe's spec declares for them; a run
+refuses the ones its kind does not take. TensorFlow loads only once a command runs.
+"""
 
 from __future__ import annotations
 
 import csv
+import functools
 import inspect
 import io
 import json
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dltoolkit.cli import common as c
+from dltoolkit.cli.train import train
 from dltoolkit.core import config as cfg
 from dltoolkit.core import files
 from dltoolkit.core.errors import ConfigError, DataError
-from dltoolkit.core.metrics import headline
-from dltoolkit.core.recipe import load, recipe_class
 from dltoolkit.core.rundir import RunDir
+from dltoolkit.registry import Option, spec, specs
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory (the --out of a training command).")]
 
 
-def predict(
+def _run_options(kind: str) -> dict[str, tuple[Option, list[str]]]:
+    """Every recipe's `predict` (or `evaluate`) options by name, with the verbs that take it."""
+    merged: dict[str, tuple[Option, list[str]]] = {}
+    for recipe in specs().values():
+        for option in getattr(recipe, f"{kind}_options"):
+            merged.setdefault(option.name, (option, []))[1].append(recipe.task)
+    return merged
+
+
+def _with_run_options(kind: str, command: Callable) -> Callable:
+    """Add the recipes' own `kind` options to `command`'s signature (before --json), each
+    help saying which runs take it; the command receives them in `recipe_options`."""
+    options = _run_options(kind)
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)
+    fixed = [
+        p.replace(annotation=hints[p.name])
+        for p in signature.parameters.values()
+        if p.name != "recipe_options"
+    ]
+    extra = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None,
+            annotation=Annotated[
+                (list[option.kind] if option.multiple else option.kind) | None,
+                typer.Option(
+                    help=f"{', '.join(tasks)} runs: {option.help[0].lower()}{option.help[1:]}"
+                ),
+            ],
+        )
+        for name, (option, tasks) in options.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**values):
+        chosen = c.given(**{name: values.pop(name) for name in options})
+        return command(**values, recipe_options=chosen)
+
+    del wrapper.__wrapped__  # Typer must read the signature below
+    parameters = fixed[:-1] + extra + fixed[-1:]  # --json stays last
+    wrapper.__signature__ = signature.replace(parameters=parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
+def _task_options(run: Path, kind: str, chosen: dict) -> str:
+    """The run's task; a ConfigError names the options that kind of run does not take."""
+    task = cfg.read_recipe_file(RunDir.open(run).recipe_file)["task"]
+    accepted = {o.name for o in getattr(spec(task), f"{kind}_options")}
+    unknown = [f"--{k.replace('_', '-')}" for k in chosen if k not in accepted]
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)} do not apply to a {task} run")
+    return task
+
+
+def _predict(
     run: RunArg,
     inputs: Annotated[list[str] | None, typer.Argument(help="Input files or folders.")] = None,
     data: c.Data = None,
     output: Annotated[
         Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")
     ] = None,
-    nodes: Annotated[
-        Path | None, typer.Option(help="classify-nodes runs: a node table of a new graph.")
-    ] = None,
-    edges: Annotated[
-        Path | None, typer.Option(help="classify-nodes runs: that graph's edge table.")
-    ] = None,
-    text: Annotated[
-        list[str] | None, typer.Option(help="summarize runs: a document to summarise (repeatable).")
-    ] = None,
-    num: Annotated[
-        int | None, typer.Option(help="generate runs: how many images to sample.")
-    ] = None,
-    label: Annotated[
-        str | None, typer.Option(help="generate runs: the class to sample (conditional models).")
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="generate and train-agent runs: random seed.")
-    ] = None,
-    episodes: Annotated[
-        int | None, typer.Option(help="train-agent runs: episodes to play.")
-    ] = None,
-    render: Annotated[
-        str | None,
-        typer.Option(help="train-agent runs: 'rgb' saves the episodes' frames as a GIF."),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="generate and train-agent runs: image or GIF file to write.")
-    ] = None,
+    recipe_options: dict | None = None,
     as_json: c.Json = False,
 ) -> None:
     """Predict with a trained run (e.g. top-k labels for images; with no inputs, a
     classify-nodes run labels the unlabelled nodes of its graph)."""
     items = list(inputs or []) + ([data] if data else [])
-    options = c.given(
-        nodes=nodes and str(nodes),
-        edges=edges and str(edges),
-        text=text,
-        num=num,
-        label=label,
-        seed=seed,
-        episodes=episodes,
-        render=render,
-        out=out and str(out),
-    )
-    recipe = load(run)
-    accepted = _check_options(recipe, recipe.predict, options)
-    if not items and not options and _needs_first(accepted):
+    options = recipe_options or {}
+    _task_options(run, "predict", options)
+    recipe = _load(run)
+    if not items and not options and _needs_first(recipe.predict):
         raise DataError("nothing to predict: pass input files or folders after the run directory")
     rows = recipe.predict(items or None, **options)
     if output is not None:
@@ -86,18 +113,21 @@ def predict(
     c.print_table(f"Predictions ({len(rows)})", [_flat(r) for r in rows])
 
 
-def _check_options(recipe, method, options: dict) -> dict:
-    """The parameters of `method`; a ConfigError names the options this kind of run ignores."""
-    accepted = inspect.signature(method).parameters
-    unknown = [f"--{k}" for k in options if k not in accepted]
-    if unknown:
-        raise ConfigError(f"{', '.join(unknown)} do not apply to a {recipe.task} run")
-    return accepted
+predict = _with_run_options("predict", _predict)
 
 
-def _needs_first(parameters) -> bool:
+def _load(run: Path):
+    """The trained recipe in `run` (this loads TensorFlow)."""
+    c.tensorflow_ready()
+    from dltoolkit.core.recipe import load
+
+    return load(run)
+
+
+def _needs_first(method) -> bool:
     """Whether the method's first parameter (the inputs or data) has no default."""
-    return next(iter(parameters.values())).default is inspect.Parameter.empty
+    first = next(iter(inspect.signature(method).parameters.values()))
+    return first.default is inspect.Parameter.empty
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -132,19 +162,19 @@ def _compact(value):
     return value
 
 
-def evaluate(
+def _evaluate(
     run: RunArg,
     data: c.Data = None,
-    episodes: Annotated[
-        int | None, typer.Option(help="train-agent runs: evaluation episodes.")
-    ] = None,
+    recipe_options: dict | None = None,
     as_json: c.Json = False,
 ) -> None:
     """Evaluate a trained run: metrics on labelled --data (or, for agents, returns over episodes)."""
-    recipe = load(run)
-    options = c.given(episodes=episodes)
-    accepted = _check_options(recipe, recipe.evaluate, options)
-    if not data and _needs_first(accepted):
+    options = recipe_options or {}
+    _task_options(run, "evaluate", options)
+    recipe = _load(run)
+    from dltoolkit.core.metrics import headline
+
+    if not data and _needs_first(recipe.evaluate):
         raise DataError("evaluate needs --data with labelled examples")
     metrics = recipe.evaluate(data, **options)
     if as_json:
@@ -174,7 +204,7 @@ def export(
     as_json: c.Json = False,
 ) -> None:
     """Export a trained run for serving (SavedModel for TF Serving, or TFLite)."""
-    path = load(run).export(out, version=version, format=format)
+    path = _load(run).export(out, version=version, format=format)
     if as_json:
         c.print_json({"export": str(path), "format": format})
     else:
@@ -190,6 +220,8 @@ def report(run: RunArg, as_json: c.Json = False) -> None:
             {"run": str(rundir.path), "report": str(rundir.report_file), "metrics": metrics}
         )
         return
+    from dltoolkit.core.metrics import headline
+
     c.print_table(f"{rundir.name} — metrics", headline(metrics))
     c.stdout.print(f"report: {rundir.report_file}")
 
@@ -205,10 +237,9 @@ def run(
 ) -> None:
     """Run a recipe file; --set key=value overrides any parameter (or data)."""
     doc = cfg.read_recipe_file(recipe_file)
-    recipe_cls = recipe_class(doc["task"])
-    c.train(
-        recipe_cls,
-        doc["data"] or recipe_cls.default_data,
+    train(
+        spec(doc["task"]),
+        doc["data"],
         doc["params"],
         set_,
         out=out,
@@ -217,3 +248,6 @@ def run(
         as_json=as_json,
         quiet=quiet,
     )
+
+
+evaluate = _with_run_options("evaluate", _evaluate)

@@ -25,45 +25,71 @@ import tomli_w
 
 from dltoolkit.core import files
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.params import check, fields, param
 
 HEADER = "# dltoolkit recipe: `dltoolkit run {path}` repeats this run.\n"
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "inverse-sqrt")
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker", "tpu")
+
+
 @dataclasses.dataclass
-class TrainConfig:
+class RuntimeConfig:
+    """Where and how reproducibly a recipe trains: every recipe's Config has these."""
+
+    mixed_precision: bool = param(False, "float16 on GPU, bfloat16 on TPU/CPU.", cli=True)
+    strategy: str = param(
+        "auto", "Where training runs (README, 'Scaling out').", choices=STRATEGIES, cli=True
+    )
+    tpu: str | None = param(None, "TPU name or address for --strategy tpu.", cli=True)
+    seed: int = param(0, "Random seed.", cli=True)
+
+
+@dataclasses.dataclass
+class TrainConfig(RuntimeConfig):
     """Training practice shared by every recipe trained with `model.fit`."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.5
-    clipnorm: float = 1.0
-    grad_accum_steps: int = 1
-    early_stopping_patience: int = 5
-    ema_momentum: float = 0.0  # > 0: validate, keep and export a moving average of the weights
-    mixed_precision: bool = False
-    strategy: str = "auto"
-    tpu: str | None = None
-    seed: int = 0
+    epochs: int = param(10, "Training epochs.", ge=1, cli=True)
+    batch_size: int = param(64, "Global batch size (split across replicas).", ge=1, cli=True)
+    optimizer: str = param(
+        "adamw", "Optimizer (AdamW, or SGD with Nesterov momentum).", choices=OPTIMIZERS
+    )
+    learning_rate: float = param(
+        1e-3, "Peak learning rate (warmup then the schedule).", gt=0, cli=True
+    )
+    weight_decay: float = param(1e-2, "AdamW's decoupled weight decay.", ge=0)
+    momentum: float = param(0.9, "SGD momentum.", ge=0, lt=1)
+    schedule: str = param("cosine", "Learning-rate schedule after the warmup.", choices=SCHEDULES)
+    warmup_epochs: float = param(0.5, "Linear warmup, in epochs.", ge=0)
+    clipnorm: float = param(1.0, "Clip each gradient to this norm (0: off).", ge=0)
+    grad_accum_steps: int = param(
+        1, "Accumulate gradients over this many batches (1: no accumulation).", ge=1
+    )
+    early_stopping_patience: int = param(
+        5, "Stop after this many epochs without a better validation loss (0: never).", ge=0
+    )
+    ema_momentum: float = param(
+        0.0, "> 0: validate, keep and export a moving average of the weights.", ge=0, lt=1
+    )
 
 
 def make_config(config_cls: type, params: dict) -> object:
-    """Build a config dataclass from `params`, rejecting unknown keys and wrong types."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(params) - set(fields))
+    """Build a config dataclass from `params`, rejecting unknown keys, wrong types and values
+    outside a field's declared range or choices."""
+    declared = {f.name: f for f in fields(config_cls)}
+    unknown = sorted(set(params) - set(declared))
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(key, fields, n=1)
+        close = difflib.get_close_matches(key, declared, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(
-            f"unknown parameter '{key}'{hint}; valid parameters: {', '.join(sorted(fields))}"
+            f"unknown parameter '{key}'{hint}; valid parameters: {', '.join(sorted(declared))}"
         )
-    hints = typing.get_type_hints(config_cls)
-    values = {key: _coerce(key, value, hints[key]) for key, value in params.items()}
+    values = {key: _coerce(key, value, declared[key].hint) for key, value in params.items()}
+    for key, value in values.items():
+        check(declared[key], value)
     return config_cls(**values)
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from dltoolkit.core.errors import ConfigError
-
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "inverse-sqrt")
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int, scale=1.0):

@@ -1,13 +1,15 @@
 """The Recipe base class: parameters, the fit → run directory flow, save/load and export.
 
-A recipe subclass declares `task` (its CLI verb), `Config` (a dataclass of parameters)
-and implements the task-specific steps: `_prepare`, `_train`, `_evaluate_prepared`,
-`_report`, `_state`/`_restore_state` and `_endpoints`.
+A recipe subclass declares `spec` (its RecipeSpec from `dltoolkit.specs`: CLI verb, Config
+dataclass, built-in data) and implements the task-specific steps: `_prepare`, `_train`,
+`_evaluate_prepared`, `_report`, `_state`/`_restore_state`, `_endpoints`, and the public
+`predict` and `evaluate`.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -17,11 +19,11 @@ import keras
 from rich.console import Console
 
 from dltoolkit.core import config as cfg
-from dltoolkit.core import files
+from dltoolkit.core import files, params
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
 from dltoolkit.core.report import Report
-from dltoolkit.core.rundir import RunDir, default_run_path, multi_worker_resume
+from dltoolkit.core.rundir import RECIPE_FILE, RunDir, default_run_path, multi_worker_resume
 from dltoolkit.core.runtime import (
     REPLICATED,
     Runtime,
@@ -31,23 +33,28 @@ from dltoolkit.core.runtime import (
     runtime,
     task_name,
 )
-
-_REGISTRY: dict[str, type[Recipe]] = {}
+from dltoolkit.registry import RecipeSpec, recipe_class
 
 
 class Recipe(abc.ABC):
-    """Base of the seven task recipes (scikit-learn style: the constructor only stores)."""
+    """Base of the task recipes (scikit-learn style: the constructor only stores)."""
 
-    task: ClassVar[str] = ""
-    Config: ClassVar[type] = cfg.TrainConfig
-    default_data: ClassVar[str] = ""
-    # Why training cannot be split between replicas (mirrored, multi-worker, tpu); "" if it can.
-    single_replica_reason: ClassVar[str] = ""
+    spec: ClassVar[RecipeSpec]
+    task: ClassVar[str]
+    Config: ClassVar[type]
+    default_data: ClassVar[str]
+    single_replica_reason: ClassVar[str]
 
     def __init_subclass__(cls, **kwargs):
+        """Take the task, parameters and their documentation from the class's spec."""
         super().__init_subclass__(**kwargs)
-        if cls.task:
-            _REGISTRY[cls.task] = cls
+        spec = cls.__dict__.get("spec")
+        if spec is None:
+            return
+        cls.task, cls.Config = spec.task, spec.config
+        cls.default_data, cls.single_replica_reason = spec.default_data, spec.single_replica_reason
+        cls.__signature__ = params.signature(spec.config)
+        cls.__doc__ = f"{inspect.cleandoc(cls.__doc__ or '')}\n\n{params.docstring(spec.config)}"
 
     def __init__(self, **params: Any):
         self.config = cfg.make_config(self.Config, params)
@@ -117,6 +124,45 @@ class Recipe(abc.ABC):
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         return self
+
+    @classmethod
+    def run(
+        cls,
+        data=None,
+        out=None,
+        *,
+        params: dict | None = None,
+        overrides: list[str] | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> dict:
+        """Train into a run directory and export it, as the CLI verb does; returns a summary:
+        the run directory, the test metrics, the export and the report.
+
+        `overrides` are `key=value` strings (`--set`). With `resume` the run in `out` keeps
+        its saved recipe (then the overrides apply) and continues where it stopped.
+        """
+        doc = {"task": cls.task, "data": data, "params": dict(params or {})}
+        saved = Path(out) / RECIPE_FILE if out is not None else None
+        if resume and saved is not None and saved.is_file():
+            doc = cfg.read_recipe_file(saved)
+            if progress:
+                Console(stderr=True).print(f"resuming {out} with its saved recipe")
+        doc = cfg.apply_overrides(doc, overrides or [])
+        recipe = cls(**doc["params"])
+        recipe.fit(doc["data"], out, resume=resume, overwrite=overwrite, progress=progress)
+        exported = recipe.export()
+        run = recipe.run_
+        if run.resume_from is not None:  # a multi-worker job's non-chief: the chief writes the run
+            run = RunDir(run.resume_from)
+            exported = run.export_dir()
+        return {
+            "run": str(run.path),
+            "metrics": recipe.metrics_,
+            "export": str(exported),
+            "report": str(run.report_file),
+        }
 
     def _fit_into(self, run: RunDir, prepared, console) -> None:
         cfg.write_recipe_file(run.recipe_file, self.task, self.data_, self.get_params())
@@ -202,6 +248,16 @@ class Recipe(abc.ABC):
                 f"this {type(self).__name__} has no model yet; call fit() or load() first"
             )
 
+    # -- using a trained recipe -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def predict(self, inputs, **options) -> list[dict]:
+        """One result row (a dict) per input item; the recipe's spec lists its options."""
+
+    @abc.abstractmethod
+    def evaluate(self, data, **options) -> dict:
+        """Metrics on labelled `data` (for an agent: returns over episodes)."""
+
     # -- task-specific steps ----------------------------------------------------------------
 
     def _validate(self) -> None:
@@ -238,15 +294,6 @@ class Recipe(abc.ABC):
 
     def _write_tflite_side_files(self, directory: Path) -> None:
         """Files a TFLite user needs beside the model (e.g. labels.txt)."""
-
-
-def recipe_class(task: str) -> type[Recipe]:
-    """The recipe class registered for `task`."""
-    import dltoolkit.tasks  # noqa: F401  (registers every recipe)
-
-    if task not in _REGISTRY:
-        raise ConfigError(f"unknown task '{task}'; known tasks: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[task]
 
 
 def load(directory) -> Recipe:

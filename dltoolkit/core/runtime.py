@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from dltoolkit.core.config import STRATEGIES
 from dltoolkit.core.errors import ConfigError
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi-worker", "tpu")
 REPLICATED = (
     "mirrored",
     "multi-worker",

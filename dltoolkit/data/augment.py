@@ -6,8 +6,7 @@ import keras
 import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError
-
-AUGMENT_LEVELS = ("none", "standard", "strong")
+from dltoolkit.specs.classify import AUGMENT_LEVELS
 
 
 def build_augmenter(level: str, *, flip=False, mixup=0.0, cutmix=0.0, seed=0):

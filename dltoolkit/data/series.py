@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from dltoolkit.core.errors import DataError
 from dltoolkit.data.samples import SAMPLES, load_sample
-
-FILLS = ("error", "ffill", "interpolate", "drop")
+from dltoolkit.specs.forecast import FILLS
 
 # Typical seasonal period per sampling interval (seconds), for the seasonal-naive baseline.
 _SEASONS = (

@@ -19,8 +19,6 @@ from dltoolkit.core.errors import DataError
 from dltoolkit.data.samples import SAMPLES, load_sample
 from dltoolkit.data.series import _names, read_frame
 
-NAN_POLICIES = ("error", "impute")
-
 
 @dataclass
 class Schema:

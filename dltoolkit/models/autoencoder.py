@@ -13,10 +13,7 @@ import keras
 from keras import layers, ops
 
 from dltoolkit.core.config import check_choice
-
-ROW_MODELS = ("dense", "denoising", "sparse", "vae")
-WINDOW_MODELS = ("conv", "lstm")
-MODELS = ROW_MODELS + WINDOW_MODELS
+from dltoolkit.specs.detect_anomalies import ROW_MODELS, WINDOW_MODELS
 
 
 @keras.saving.register_keras_serializable(package="dltoolkit")

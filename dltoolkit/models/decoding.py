@@ -14,8 +14,8 @@ from keras import ops
 
 from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.specs.summarize import DECODINGS
 
-STRATEGIES = ("greedy", "beam", "top-k", "top-p")
 _BANNED = -1e9
 
 
@@ -35,7 +35,7 @@ class Decoding:
     seed: int = 0
 
     def check(self) -> None:
-        check_choice("decoding", self.strategy, STRATEGIES)
+        check_choice("decoding", self.strategy, DECODINGS)
         if self.max_length < 1:
             raise ConfigError(f"max_length must be at least 1 token, got {self.max_length}")
         if self.min_length < 0 or self.min_length > self.max_length:

@@ -21,9 +21,7 @@ from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.replicas import gradient_loss, replica_draw
 from dltoolkit.models.generative import GenerativeModel, stateless_normal
-
-SCHEDULES = ("cosine", "linear")
-PREDICTIONS = ("v", "eps")
+from dltoolkit.specs.generate import NOISE_SCHEDULES, PREDICTIONS
 
 
 def alpha_bars(schedule: str, timesteps: int) -> np.ndarray:
@@ -36,7 +34,9 @@ def alpha_bars(schedule: str, timesteps: int) -> np.ndarray:
         f = np.cos((np.arange(timesteps + 1) / timesteps + s) / (1 + s) * math.pi / 2) ** 2
         betas = np.clip(1 - f[1:] / f[:-1], 0, 0.999)
         return np.cumprod(1.0 - betas)
-    raise ConfigError(f"unknown noise schedule '{schedule}'; choose one of: {', '.join(SCHEDULES)}")
+    raise ConfigError(
+        f"unknown noise schedule '{schedule}'; choose one of: {', '.join(NOISE_SCHEDULES)}"
+    )
 
 
 class TimeEmbedding(keras.layers.Layer):

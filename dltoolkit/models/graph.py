@@ -12,7 +12,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-MODELS = ("gcn", "gat", "sage")
 DEFAULT_HIDDEN = {"gcn": 16, "gat": 8, "sage": 64}
 
 

@@ -13,8 +13,7 @@ import keras_hub
 from keras import ops
 
 from dltoolkit.core.config import check_choice
-
-POSITIONS = ("sinusoidal", "learned")
+from dltoolkit.specs.summarize import POSITIONS
 
 
 @keras.saving.register_keras_serializable("dltoolkit")

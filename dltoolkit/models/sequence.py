@@ -16,10 +16,8 @@ from keras import layers, ops
 
 from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.specs.forecast import CHANNEL_INDEPENDENT, MODELS, NORMS
 
-MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
-CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
-NORMS = ("layer", "batch")
 _PACKAGE = "dltoolkit"
 
 

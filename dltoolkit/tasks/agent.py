@@ -25,58 +25,9 @@ from dltoolkit.models.policy import deterministic_policy
 from dltoolkit.rl import ALGORITHMS, Algorithm
 from dltoolkit.rl.envs import Spaces, describe, make_env, observation_dtype, parse_options
 from dltoolkit.rl.evaluation import evaluation_seeds, play, play_rendered, summarize
+from dltoolkit.specs.train_agent import SPEC
 
 RENDER_MODES = ("rgb",)
-
-
-@dataclass
-class AgentConfig:
-    """Parameters of Agent (see the README's 'train an agent' section). Defaults are the
-    RL Zoo's tuned PPO settings for CartPole-v1."""
-
-    env: str = "CartPole-v1"
-    algo: str = "ppo"
-    steps: int = 100_000
-    env_options: str | None = None
-    n_envs: int = 8
-    hidden: str = "64,64"
-    activation: str | None = None
-    learning_rate: float | None = None
-    schedule: str = "linear"
-    gamma: float = 0.98
-    normalize_obs: bool = False
-    normalize_reward: bool = False
-    # on-policy (ppo, a2c)
-    n_steps: int = 32
-    batch_size: int = 256
-    n_epochs: int = 20
-    gae_lambda: float = 0.8
-    clip_range: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float | None = None  # gradient norm clip; None: 0.5 (ppo, a2c), 10 (dqn)
-    log_std_init: float = 0.0
-    # value-based (dqn, q-learning, sarsa)
-    buffer_size: int = 50_000
-    learning_starts: int = 1000
-    train_freq: int = 4
-    gradient_steps: int = 1
-    target_update_interval: int = 1000
-    exploration_fraction: float = 0.1
-    exploration_final_eps: float = 0.05
-    double_q: bool = True
-    # evaluation, checkpoints
-    eval_every: int = 20_000
-    eval_episodes: int = 20
-    # runtime
-    strategy: str = "auto"
-    tpu: str | None = None
-    mixed_precision: bool = False
-    seed: int = 0
-
-    @property
-    def hidden_layers(self) -> tuple[int, ...]:
-        return tuple(int(units) for units in self.hidden.split(","))
 
 
 @dataclass
@@ -91,12 +42,7 @@ class Agent(Recipe):
     >>> Agent(env="CartPole-v1", algo="ppo").fit(100_000).evaluate(episodes=20)
     """
 
-    task = "train-agent"
-    Config = AgentConfig
-    default_data = None
-    single_replica_reason = (
-        "it trains in one process on one device (its own loop steps Python environments)"
-    )
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -121,29 +67,9 @@ class Agent(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_choice("algo", c.algo, tuple(ALGORITHMS))
-        check_choice("schedule", c.schedule, ("linear", "constant"))
         if c.mixed_precision:
             raise ConfigError(
                 "train-agent's small policies train in float32; drop --mixed-precision"
-            )
-        for name in (
-            "steps",
-            "n_envs",
-            "n_steps",
-            "batch_size",
-            "n_epochs",
-            "eval_episodes",
-            "buffer_size",
-            "train_freq",
-            "gradient_steps",
-            "target_update_interval",
-        ):
-            if getattr(c, name) <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {getattr(c, name)}")
-        if c.eval_every < 0 or c.learning_starts < 0:
-            raise ConfigError(
-                "eval_every and learning_starts must be >= 0 (eval_every 0: only at the end)"
             )
         try:
             if not c.hidden_layers or min(c.hidden_layers) <= 0:
@@ -159,8 +85,6 @@ class Agent(Recipe):
             )
         if c.algo not in ("ppo", "a2c") and (c.normalize_obs or c.normalize_reward):
             raise ConfigError("normalize_obs and normalize_reward are for ppo and a2c")
-        if not 0 <= c.gamma <= 1:
-            raise ConfigError(f"gamma must be in [0, 1], got {c.gamma}")
 
     def _prepare(self, data, console) -> _Prepared:
         c = self.config

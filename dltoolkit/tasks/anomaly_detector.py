@@ -27,7 +27,6 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
 from dltoolkit.core.callbacks import read_history
-from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import best_f1_threshold, detection_metrics
 from dltoolkit.core.optim import build_optimizer
@@ -36,56 +35,12 @@ from dltoolkit.core.report import Report, plot_history, plot_roc_pr, plot_score_
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data import tables
 from dltoolkit.models.autoencoder import (
-    MODELS,
-    WINDOW_MODELS,
     build_autoencoder,
     kl_divergence,
     reconstruction_loss,
     vae_encoder,
 )
-
-THRESHOLDS = ("contamination", "quantile", "best-f1")
-SCORES = ("hybrid", "reconstruction")
-VAE_SCORES = ("reconstruction", "elbo")
-
-
-@dataclass
-class AnomalyDetectorConfig(TrainConfig):
-    """Parameters of AnomalyDetector (see the README's 'detect anomalies' section)."""
-
-    # a few passes (PyOD's AutoEncoder default too) learn the bulk of the rows before the
-    # autoencoders also fit the rare ones; a constant rate, not warmup + cosine, likewise
-    # (ADBench, benchmarks/RESULTS.md: both scored higher than training longer)
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    early_stopping_patience: int = 10
-    model: str = "dense"
-    hidden: str = "64,32"
-    latent: int = 0
-    members: int = 5
-    score: str = "hybrid"
-    dropout: float = 0.0
-    noise: float = 0.2
-    sparsity: float = 1e-3
-    beta: float = 1.0
-    vae_score: str = "reconstruction"
-    window: int = 0
-    time_col: str | None = None
-    label_col: str | None = None
-    columns: str | None = None
-    categorical: str | None = None
-    max_categories: int = 50
-    nan: str = "error"
-    threshold: str = "contamination"
-    contamination: float = 0.05
-    quantile: float = 0.99
-    val_split: float = 0.2
-    test_split: float = 0.2
-    top_k: int = 15
+from dltoolkit.specs.detect_anomalies import SPEC, WINDOW_MODELS
 
 
 @dataclass
@@ -108,9 +63,7 @@ class AnomalyDetector(Recipe):
     >>> AnomalyDetector(contamination=0.02).fit("readings.csv").predict("new.csv")
     """
 
-    task = "detect-anomalies"
-    Config = AnomalyDetectorConfig
-    default_data = "breast-cancer"
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -132,41 +85,21 @@ class AnomalyDetector(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_choice("model", c.model, MODELS)
-        check_choice("threshold", c.threshold, THRESHOLDS)
-        check_choice("nan", c.nan, tables.NAN_POLICIES)
-        check_choice("vae_score", c.vae_score, VAE_SCORES)
-        check_choice("score", c.score, SCORES)
-        if c.members < 1:
-            raise ConfigError(
-                f"members {c.members} must be at least 1 (autoencoders in the ensemble)"
-            )
-        if not 0 < c.contamination < 0.5:
-            raise ConfigError(
-                f"contamination {c.contamination} must be in (0, 0.5): the expected "
-                "share of anomalies, e.g. 0.05"
-            )
-        if not 0 < c.quantile < 1:
-            raise ConfigError(f"quantile {c.quantile} must be in (0, 1), e.g. 0.99")
-        if c.window < 0 or c.window == 1:
+        if c.window == 1:
             raise ConfigError("window must be 0 (score rows) or at least 2 rows")
-        if bool(c.window) != (c.model in WINDOW_MODELS):
+        if bool(c.window) != (c.autoencoder in WINDOW_MODELS):
             raise ConfigError(
-                f"model '{c.model}' needs "
+                f"model '{c.autoencoder}' needs "
                 + (
                     "--window 0; for windows use conv or lstm"
                     if c.window
                     else "--window N (rows per window); for rows use dense, denoising, sparse or vae"
                 )
             )
-        if c.val_split < 0 or c.test_split < 0 or c.val_split + c.test_split >= 0.9:
-            raise ConfigError(
-                "val_split and test_split must be >= 0 and leave most rows for training"
-            )
-        if c.latent < 0 or not self._hidden():
-            raise ConfigError(
-                f"hidden '{c.hidden}' must be layer sizes like 64,32; latent >= 0 (0: auto)"
-            )
+        if c.val_split + c.test_split >= 0.9:
+            raise ConfigError("val_split and test_split must leave most rows for training")
+        if not self._hidden():
+            raise ConfigError(f"hidden '{c.hidden}' must be layer sizes like 64,32")
 
     def _hidden(self) -> list[int]:
         try:
@@ -301,7 +234,7 @@ class AnomalyDetector(Recipe):
         # rows: a tight bottleneck, so unusual rows reconstruct badly; windows: channels per step
         latent = c.latent or (max(2, min(16, width // 3)) if c.window else max(2, width // 16))
         return build_autoencoder(
-            c.model,
+            c.autoencoder,
             width,
             hidden=self._hidden(),
             latent=latent,
@@ -372,7 +305,7 @@ class AnomalyDetector(Recipe):
             tf.matmul(per_feature, tf.constant(self.schema_.groups())) / self.schema_.width
         )
         score = tf.reduce_sum(contributions, axis=1)
-        if self.config.model == "vae" and self.config.vae_score == "elbo":
+        if self.config.autoencoder == "vae" and self.config.vae_score == "elbo":
             if self._encoder is None:
                 self._encoder = vae_encoder(self.model_)
             kl = tf.reduce_mean(kl_divergence(*self._encoder(x, training=False)), axis=1)

@@ -13,14 +13,12 @@ import pandas as pd
 import tensorflow as tf
 
 from dltoolkit.core.callbacks import read_history
-from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.series import (
-    FILLS,
     Columns,
     Scaler,
     Series,
@@ -40,50 +38,13 @@ from dltoolkit.models.sequence import (
     SequenceForecaster,
     check_model,
 )
+from dltoolkit.specs.forecast import SPEC
 from dltoolkit.tasks.forecast_eval import (
     comparison_rows,
     forecast_metrics,
     mase_scale,
     plot_forecasts,
 )
-
-LOSSES = ("mse", "mae", "huber")
-
-
-@dataclass
-class ForecasterConfig(TrainConfig):
-    """Parameters of Forecaster (see the README's 'forecast series' section)."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    model: str = "patch-transformer"
-    lookback: int = 96
-    horizon: int = 24
-    target: str | None = None
-    covariates: str | None = None
-    all_columns: bool = False
-    time_col: str | None = None
-    fill: str = "error"
-    val_split: float = 0.2
-    test_split: float = 0.2
-    split_rows: str | None = None
-    season: int | None = None
-    quantiles: str | None = None
-    loss: str = "mse"
-    instance_norm: bool = True
-    d_model: int = 16
-    layers: int = 3
-    heads: int = 4
-    ff_dim: int = 128
-    dropout: float = 0.2
-    norm: str = "layer"
-    patch_len: int = 16
-    stride: int = 8
-    units: int = 64
-    kernel: int = 25
-    plot_windows: int = 4
 
 
 @dataclass
@@ -103,9 +64,7 @@ class Forecaster(Recipe):
     >>> Forecaster(horizon=14).fit("sales.csv").predict("recent.csv")
     """
 
-    task = "forecast"
-    Config = ForecasterConfig
-    default_data = "co2"
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -130,8 +89,6 @@ class Forecaster(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_choice("fill", c.fill, FILLS)
-        check_choice("loss", c.loss, LOSSES)
         check_model(
             c.model,
             lookback=c.lookback,
@@ -140,8 +97,6 @@ class Forecaster(Recipe):
             heads=c.heads,
             norm=c.norm,
         )
-        if c.lookback < 1 or c.horizon < 1:
-            raise ConfigError("lookback and horizon must be at least 1")
         if c.covariates and c.model in CHANNEL_INDEPENDENT:
             raise ConfigError(
                 f"model '{c.model}' reads each target alone and would ignore covariates; "
@@ -168,8 +123,6 @@ class Forecaster(Recipe):
                 "val_split and test_split must be fractions >= 0 that leave rows "
                 "for training (sum below 1)"
             )
-        if c.season is not None and c.season < 1:
-            raise ConfigError("season must be at least 1 (1: no seasonality)")
 
     def _read(self, data, columns: Columns | None, console=None) -> Series:
         c = self.config

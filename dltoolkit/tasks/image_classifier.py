@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from dltoolkit.core import files
 from dltoolkit.core.callbacks import read_history
-from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
@@ -34,38 +33,9 @@ from dltoolkit.data.images import (
     to_image_shape,
 )
 from dltoolkit.models.vision import build_image_model, default_image_size, default_weights
+from dltoolkit.specs.classify import SPEC
 
-LOSSES = ("crossentropy", "focal")
 STEP_BUDGET = 3000  # default training length in batches: small data gets more epochs
-CLASS_WEIGHTS = ("none", "balanced")
-
-
-@dataclass
-class ClassifierConfig(TrainConfig):
-    """Parameters of ImageClassifier (see the README's 'classify images' section)."""
-
-    epochs: int | None = None  # None: about STEP_BUDGET optimizer steps, 3 to 20 epochs
-    learning_rate: float = 3e-3
-    backbone: str = "small-cnn"
-    weights: str = "auto"
-    image_size: int | None = None
-    fine_tune_epochs: int = 0
-    fine_tune_lr_factor: float = 0.1
-    dropout: float = 0.2
-    label_smoothing: float = 0.1
-    loss: str = "crossentropy"
-    class_weight: str = "none"
-    augment: str = "standard"
-    flip: bool = False
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    val_split: float = 0.1
-    test_split: float = 0.1
-    top_k: int = 5
-    strict: bool = False
-    path_col: str | None = None
-    label_col: str | None = None
-    tfds_data_dir: str | None = None
 
 
 @dataclass
@@ -85,9 +55,7 @@ class ImageClassifier(Recipe):
     >>> ImageClassifier(epochs=5).fit("./imgs").predict(["photo.jpg"])
     """
 
-    task = "classify"
-    Config = ClassifierConfig
-    default_data = "digits"
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -98,9 +66,6 @@ class ImageClassifier(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_choice("loss", c.loss, LOSSES)
-        check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
-        build_augmenter(c.augment)  # checks the level
         default_image_size(c.backbone)  # checks the name
         if c.fine_tune_epochs > 0 and c.backbone == "small-cnn":
             raise ConfigError(

@@ -14,7 +14,6 @@ import tensorflow as tf
 from rich.console import Console
 
 from dltoolkit.core.callbacks import TimeBudget, read_history
-from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer, learning_rate_schedule
 from dltoolkit.core.recipe import Recipe
@@ -28,7 +27,7 @@ from dltoolkit.data.images import (
     sampled_sizes,
     split_stratified,
 )
-from dltoolkit.models.diffusion import DDPM, PREDICTIONS, SCHEDULES
+from dltoolkit.models.diffusion import DDPM
 from dltoolkit.models.generative import (
     GAN,
     ConvVAE,
@@ -37,6 +36,7 @@ from dltoolkit.models.generative import (
     size_for_data,
     to_uint8,
 )
+from dltoolkit.specs.generate import LATENT_DIMS, LEARNING_RATES, MAX_NUM, SPEC
 from dltoolkit.tasks import generation_eval as quality
 from dltoolkit.tasks.image_classifier import ImageClassifier
 from dltoolkit.tasks.sample_grids import (
@@ -48,54 +48,10 @@ from dltoolkit.tasks.sample_grids import (
     write_png,
 )
 
-MODELS = ("ddpm", "vae", "gan", "wgan-gp")
-LEARNING_RATES = {"ddpm": 1e-3, "vae": 1e-3, "gan": 2e-4, "wgan-gp": 1e-4}
-LATENT_DIMS = {"vae": 32, "gan": 64, "wgan-gp": 64, "ddpm": 0}
 STEP_BUDGET = 3000  # default training length in batches: small data gets more epochs
-MAX_NUM = 4096  # images per predict call
 MAX_REAL = 10_000  # real images compared in evaluate
 INTERPOLATION_STEPS = 10
 GRIDS = 20  # default number of per-epoch sample grids in a run
-
-
-@dataclass
-class GeneratorConfig(TrainConfig):
-    """Parameters of ImageGenerator (see the README's 'generate images' section)."""
-
-    model: str = "ddpm"
-    epochs: int | None = None  # None: about STEP_BUDGET optimizer steps, 5 to 200 epochs
-    learning_rate: float | None = None  # None: a per-model default (LEARNING_RATES)
-    early_stopping_patience: int = 0  # generator losses do not say when samples stop improving
-    steps_per_epoch: int | None = None  # None: one pass over the training images
-    train_minutes: float | None = None  # stop after this much training wall time
-    image_size: int | None = None
-    conditional: bool = False
-    width: int = 32
-    latent_dim: int | None = None
-    beta: float = 1.0
-    kl_warmup_epochs: float = 1.0
-    gp_weight: float = 10.0
-    critic_steps: int = 2  # wgan-gp: critic updates per generator update
-    d_lr_factor: float = 4.0  # two-timescale rule: discriminator lr = factor * learning_rate
-    noise_schedule: str = "cosine"
-    prediction: str = "v"  # ddpm network target: "v" (velocity) or "eps" (noise)
-    timesteps: int = 1000
-    sample_steps: int = 50
-    ema_decay: float = 0.999
-    blocks: int = 2
-    guidance: float = 1.0
-    label_dropout: float = 0.1
-    grid_size: int = 64
-    grid_every: int | None = None  # None: about GRIDS grids per run
-    eval_samples: int = 500
-    eval_classifier_epochs: int = 5
-    confidence: float = 0.9
-    inception_weights: str | None = None
-    val_split: float = 0.1
-    strict: bool = False
-    path_col: str | None = None
-    label_col: str | None = None
-    tfds_data_dir: str | None = None
 
 
 @dataclass
@@ -115,9 +71,7 @@ class ImageGenerator(Recipe):
     >>> images = gen.sample(16, seed=1)          # uint8 (16, 16, 16, 1)
     """
 
-    task = "generate"
-    Config = GeneratorConfig
-    default_data = "digits"
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -131,21 +85,12 @@ class ImageGenerator(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_choice("model", c.model, MODELS)
-        check_choice("noise_schedule", c.noise_schedule, SCHEDULES)
-        check_choice("prediction", c.prediction, PREDICTIONS)
         if c.image_size is not None:
             check_image_size(c.image_size)
-        if not 1 <= c.sample_steps <= c.timesteps:
+        if c.sample_steps > c.timesteps:
             raise ConfigError(
-                f"sample_steps must be between 1 and timesteps ({c.timesteps}), got {c.sample_steps}"
+                f"sample_steps must be at most timesteps ({c.timesteps}), got {c.sample_steps}"
             )
-        if not 1 <= c.grid_size <= MAX_NUM:
-            raise ConfigError(f"grid_size must be between 1 and {MAX_NUM}, got {c.grid_size}")
-        if c.grid_every is not None and c.grid_every < 1:
-            raise ConfigError(f"grid_every must be at least 1 epoch, got {c.grid_every}")
-        if c.eval_samples < 2:
-            raise ConfigError(f"eval_samples must be at least 2, got {c.eval_samples}")
         if (
             c.model == "wgan-gp"
             and c.critic_steps > 1

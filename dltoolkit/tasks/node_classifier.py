@@ -14,7 +14,6 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from dltoolkit.core.callbacks import read_history
-from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
@@ -34,45 +33,8 @@ from dltoolkit.data.graphs import (
     with_split,
 )
 from dltoolkit.data.samples import SAMPLES
-from dltoolkit.models.graph import MODELS, RowNormalize, build_node_model
-
-BATCHING = ("auto", "full", "sampled")
-FEATURE_NORMS = ("auto", "row", "standard", "none")
-
-
-@dataclass
-class NodeClassifierConfig(TrainConfig):
-    """Parameters of NodeClassifier (see the README's 'classify graph nodes' section).
-
-    `weight_decay` is the papers' L2 penalty on the weights (Adam's coupled weight decay);
-    `batch_size` counts seed nodes per sampled mini-batch (global: split between replicas).
-    """
-
-    epochs: int = 200
-    batch_size: int = 512
-    learning_rate: float = 0.01
-    weight_decay: float = 5e-4
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    clipnorm: float = 0.0
-    early_stopping_patience: int = 100
-    model: str = "gcn"
-    hidden: int | None = None
-    layers: int = 2
-    heads: int = 8
-    dropout: float = 0.5
-    attention_dropout: float = 0.5
-    feature_norm: str = "auto"
-    batching: str = "auto"
-    full_batch_max_nodes: int = 200_000
-    fanout: int = 10
-    directed: bool = False
-    val_split: float = 0.2
-    test_split: float = 0.2
-    edges: str | None = None
-    id_col: str | None = None
-    label_col: str | None = None
-    name: str | None = None
+from dltoolkit.models.graph import RowNormalize, build_node_model
+from dltoolkit.specs.classify_nodes import SPEC
 
 
 @dataclass
@@ -89,9 +51,7 @@ class NodeClassifier(Recipe):
     >>> NodeClassifier(model="gat").fit("planetoid:./planetoid").predict()
     """
 
-    task = "classify-nodes"
-    Config = NodeClassifierConfig
-    default_data = "karate"
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -100,16 +60,6 @@ class NodeClassifier(Recipe):
         self.graph_: Graph | None = None
 
     # -- data -----------------------------------------------------------------------------
-
-    def _validate(self) -> None:
-        c = self.config
-        check_choice("model", c.model, MODELS)
-        check_choice("batching", c.batching, BATCHING)
-        check_choice("feature_norm", c.feature_norm, FEATURE_NORMS)
-        if c.layers < 1 or c.fanout < 1 or c.heads < 1:
-            raise ConfigError("layers, heads and fanout must be at least 1")
-        if not 0 <= c.dropout < 1 or not 0 <= c.attention_dropout < 1:
-            raise ConfigError("dropout and attention_dropout must be in [0, 1)")
 
     def load_graph(self, data, class_names=None, labelled=True) -> Graph:
         """Read `data` (see the README) into a Graph; `class_names` fixes the label vocabulary."""
@@ -132,24 +82,22 @@ class NodeClassifier(Recipe):
                 f"cannot read graph data of type {type(data).__name__}; pass a node "
                 "table path (with edges=...), planetoid:DIR, a networkx graph or a sample name"
             )
-        text = str(data)
+        text, table = str(data), _node_table(data)
+        if table is not None and c.edges is None:
+            raise ConfigError(
+                f"'{table}' is a node table: --nodes and --edges go together; pass the edge "
+                "table too (--edges FILE, edges=...)"
+            )
         if text.startswith("planetoid:"):
             return load_planetoid(text.removeprefix("planetoid:"), c.name, class_names)
         if text in SAMPLES and SAMPLES[text].kind == "graph":
             return from_networkx(
                 SAMPLES[text].loader(), "label", class_names, SAMPLES[text].description
             )
-        path = Path(text)
-        nodes, edges = (
-            (path / "nodes.csv", path / "edges.csv") if path.is_dir() else (path, c.edges)
-        )
-        if edges is None:
-            raise DataError(
-                f"'{path}' is a node table; pass the edge table too (--edges / edges=...)"
-            )
+        folder = Path(text)
         return load_tables(
-            nodes,
-            edges,
+            table or folder / "nodes.csv",
+            c.edges if table else folder / "edges.csv",
             id_col=c.id_col,
             label_col=c.label_col,
             directed=c.directed,
@@ -159,6 +107,11 @@ class NodeClassifier(Recipe):
 
     def _prepare(self, data, console) -> _Prepared:
         c = self.config
+        if c.edges is not None and _node_table(data) is None:
+            raise ConfigError(
+                "--edges goes with a node table as the data (--nodes FILE --edges FILE); "
+                "pass the node table too, or drop --edges"
+            )
         graph = with_split(self.load_graph(data), c.val_split, c.test_split, c.seed)
         check_trainable(graph)
         sampled = c.batching == "sampled" or (
@@ -433,3 +386,14 @@ class NodeClassifier(Recipe):
         ax.set_xticks([])
         ax.set_yticks([])
         return fig
+
+
+def _node_table(data) -> Path | None:
+    """The path of `data` when it names a node table file (read with the `edges` table)."""
+    if not isinstance(data, str | Path):
+        return None
+    text = str(data)
+    if text.startswith("planetoid:") or (text in SAMPLES and SAMPLES[text].kind == "graph"):
+        return None
+    path = Path(text)
+    return None if path.is_dir() else path

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from dltoolkit.core import files
 from dltoolkit.core.callbacks import TimeBudget, read_history, snapshot_path
-from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
@@ -37,56 +36,12 @@ from dltoolkit.models.pretrained_seq2seq import (
     set_lengths,
     summarize_graph,
 )
-from dltoolkit.models.seq2seq import POSITIONS, Seq2SeqTransformer, SmoothedTokenLoss
+from dltoolkit.models.seq2seq import Seq2SeqTransformer, SmoothedTokenLoss
+from dltoolkit.specs.summarize import SPEC
 from dltoolkit.tasks.summary_eval import example_rows, summary_metrics
 
-MODELS = ("auto", "transformer", "pretrained")
-LONG_DOCUMENTS = ("truncate", "chunk")
 PAD, UNK, BOS, EOS = range(len(SPECIAL_TOKENS))
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
-
-
-@dataclass
-class SummarizerConfig(TrainConfig):
-    """Parameters of Summarizer (see the README's 'summarize text' section)."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    schedule: str = "inverse-sqrt"
-    warmup_epochs: float = 1.0
-    model: str = "auto"
-    preset: str | None = None
-    text_field: str | None = None
-    summary_field: str | None = None
-    strict: bool = False
-    tfds_data_dir: str | None = None
-    val_split: float = 0.1
-    vocabulary_size: int = 8000
-    max_source_length: int = 256
-    max_target_length: int = 64
-    d_model: int = 256
-    layers: int = 3
-    heads: int = 4
-    ff_dim: int = 1024
-    dropout: float = 0.1
-    positions: str = "sinusoidal"
-    label_smoothing: float = 0.1
-    decoding: str = "greedy"
-    beams: int = 4
-    top_k: int = 40
-    top_p: float = 0.9
-    temperature: float = 1.0
-    min_length: int = 0
-    max_length: int | None = None
-    repetition_penalty: float = 1.0
-    no_repeat_ngram: int = 3
-    long_documents: str = "truncate"
-    lead_sentences: int = 3
-    eval_samples: int | None = 500
-    report_examples: int = 4
-    train_minutes: float | None = None
-    snapshot_minutes: float | None = None
 
 
 @dataclass
@@ -104,8 +59,7 @@ class Summarizer(Recipe):
     >>> Summarizer(preset="bart_base_en").fit("pairs.csv").predict(text=["..."])
     """
 
-    task = "summarize"
-    Config = SummarizerConfig
+    spec = SPEC
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -121,9 +75,6 @@ class Summarizer(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_choice("model", c.model, MODELS)
-        check_choice("positions", c.positions, POSITIONS)
-        check_choice("long_documents", c.long_documents, LONG_DOCUMENTS)
         if c.model == "pretrained" and not c.preset:
             raise ConfigError("--model pretrained needs --preset NAME or a local preset directory")
         if c.model == "transformer" and c.preset:
@@ -132,14 +83,8 @@ class Summarizer(Recipe):
             )
         if c.preset:
             check_preset(c.preset)
-        if c.max_source_length < 8 or c.max_target_length < 4:
-            raise ConfigError(
-                "max_source_length must be at least 8 and max_target_length at least 4 tokens"
-            )
         if c.d_model % c.heads:
             raise ConfigError(f"d_model {c.d_model} must be divisible by heads {c.heads}")
-        if not 0 <= c.val_split < 1:
-            raise ConfigError("val_split must be a fraction in [0, 1)")
         self._decoding().check()
         if self._decoding().max_length > c.max_target_length - 1:
             raise ConfigError(

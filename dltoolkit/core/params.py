@@ -1,0 +1,168 @@
+"""One home per parameter: a Config field declares its help, range, choices and CLI exposure.
+
+    epochs: int = param(10, "Training epochs.", ge=1, cli=True)
+
+From these declarations come the CLI options and `--help`, recipe-file and `--set`
+validation (`check`), a recipe class's `inspect.signature` and docstring, and the
+parameter tables in docs/parameters.md. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from dataclasses import dataclass
+
+from dltoolkit.core.errors import ConfigError
+
+_META = "dltoolkit"
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a Config field declares besides its type and default."""
+
+    help: str
+    cli: bool = False
+    flags: tuple[str, ...] = ()  # CLI spellings, e.g. ("--target", "--targets"); default from name
+    choices: tuple[str, ...] = ()
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+
+def param(default, help: str, *, cli: bool = False, flags: tuple[str, ...] = (), **limits):
+    """A dataclass field with its help text, limits (`choices`, `ge`, `gt`, `le`, `lt`) and
+    whether the recipe's CLI verb has an option for it (`cli`)."""
+    return dataclasses.field(
+        default=default, metadata={_META: Meta(help=help, cli=cli, flags=flags, **limits)}
+    )
+
+
+@dataclass(frozen=True)
+class Field:
+    """A declared parameter as the CLI, the docs and the checks see it."""
+
+    name: str
+    hint: object  # the annotation, e.g. int | None
+    default: object
+    meta: Meta
+
+    @property
+    def kind(self) -> type:
+        """The value type without None (int for `int | None`)."""
+        args = [a for a in typing.get_args(self.hint) if a is not type(None)]
+        return args[0] if args else self.hint
+
+    @property
+    def optional(self) -> bool:
+        return type(None) in typing.get_args(self.hint)
+
+    def limits(self) -> str:
+        """The range or choices in words: '>= 1', 'one of: a, b', ''."""
+        m = self.meta
+        if m.choices:
+            return "one of: " + ", ".join(m.choices)
+        parts = [
+            f"{op} {_number(bound)}"
+            for op, bound in ((">=", m.ge), (">", m.gt), ("<=", m.le), ("<", m.lt))
+            if bound is not None
+        ]
+        return ", ".join(parts)
+
+
+def fields(config_cls: type) -> list[Field]:
+    """The declared parameters of a Config dataclass, in declaration order."""
+    hints = typing.get_type_hints(config_cls)
+    out = []
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata.get(_META)
+        if meta is None:
+            raise TypeError(f"{config_cls.__name__}.{f.name} is not declared with param()")
+        out.append(Field(f.name, hints[f.name], f.default, meta))
+    return out
+
+
+def check(field: Field, value) -> None:
+    """Raise a one-line ConfigError when `value` is outside the field's choices or range."""
+    if value is None:
+        return
+    m = field.meta
+    if m.choices and value not in m.choices:
+        raise ConfigError(
+            f"parameter '{field.name}' is '{value}'; choose one of: {', '.join(m.choices)}"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    inside = (
+        (m.ge is None or value >= m.ge)
+        and (m.gt is None or value > m.gt)
+        and (m.le is None or value <= m.le)
+        and (m.lt is None or value < m.lt)
+    )
+    if not inside:
+        raise ConfigError(
+            f"parameter '{field.name}' is {value!r}; it must be {field.limits()} "
+            f"(e.g. --set {field.name}={_number(field.default) if field.default is not None else '...'})"
+        )
+
+
+def signature(config_cls: type) -> inspect.Signature:
+    """The keyword-only constructor signature a recipe class shows to `help()` and IDEs."""
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.hint
+            )
+            for f in fields(config_cls)
+        ]
+    )
+
+
+def docstring(config_cls: type) -> str:
+    """A 'Parameters' section for a recipe class's docstring."""
+    lines = ["Parameters", "----------"]
+    for f in fields(config_cls):
+        limits = f"; {f.limits()}" if f.limits() else ""
+        lines.append(f"{f.name} : {_type_name(f.hint)}, default {f.default!r}{limits}")
+        lines.append(f"    {f.meta.help}")
+    return "\n".join(lines)
+
+
+def markdown_table(config_cls: type) -> str:
+    """The parameter table of docs/parameters.md for one recipe."""
+    rows = ["| parameter | CLI | type | default | allowed | meaning |", "|---|---|---|---|---|---|"]
+    for f in fields(config_cls):
+        flag = " ".join(f"`{s}`" for s in cli_flags(f)) if f.meta.cli else ""
+        cells = [
+            f"`{f.name}`",
+            flag,
+            _type_name(f.hint),
+            f"`{f.default!r}`",
+            f.limits(),
+            f.meta.help,
+        ]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def cli_flags(field: Field) -> tuple[str, ...]:
+    """The option names of a CLI-exposed field (`--image-size`; booleans `--flip/--no-flip`)."""
+    if field.meta.flags:
+        return field.meta.flags
+    name = "--" + field.name.replace("_", "-")
+    if field.kind is bool:
+        return (f"{name}/--no-{name[2:]}",)
+    return (name,)
+
+
+def _type_name(hint) -> str:
+    return " | ".join(
+        "None" if a is type(None) else a.__name__ for a in (typing.get_args(hint) or (hint,))
+    )
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,94 @@
+"""Forecast series: `Forecaster`'s parameters and its `dltoolkit forecast` verb."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.params import param
+from dltoolkit.registry import RecipeSpec
+
+MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
+CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
+NORMS = ("layer", "batch")
+FILLS = ("error", "ffill", "interpolate", "drop")
+LOSSES = ("mse", "mae", "huber")
+
+
+@dataclass
+class ForecasterConfig(TrainConfig):
+    """Parameters of Forecaster (see the README's 'forecast series' section)."""
+
+    epochs: int = param(30, "Training epochs.", ge=1, cli=True)
+    batch_size: int = param(64, "Global batch size (split across replicas).", ge=1, cli=True)
+    learning_rate: float = param(
+        1e-3, "Peak learning rate (warmup then cosine decay).", gt=0, cli=True
+    )
+    weight_decay: float = param(1e-4, "AdamW's decoupled weight decay.", ge=0)
+    model: str = param(
+        "patch-transformer",
+        "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn or transformer.",
+        choices=MODELS,
+        cli=True,
+    )
+    lookback: int = param(96, "Past rows the model reads.", ge=1, cli=True)
+    horizon: int = param(24, "Future steps to forecast.", ge=1, cli=True)
+    target: str | None = param(
+        None,
+        "Column(s) to forecast, comma-separated (default: the only numeric column).",
+        flags=("--target", "--targets"),
+        cli=True,
+    )
+    covariates: str | None = param(
+        None, "Comma-separated input-only columns (needs lstm, gru, rnn or transformer).", cli=True
+    )
+    all_columns: bool = param(False, "Forecast every numeric column (multivariate).", cli=True)
+    time_col: str | None = param(
+        None, "Time column (default: the first date-like column, if any).", cli=True
+    )
+    fill: str = param(
+        "error", "Missing values: error, ffill, interpolate or drop.", choices=FILLS, cli=True
+    )
+    val_split: float = param(0.2, "Share of the rows for validation (in time order).", ge=0, lt=1)
+    test_split: float = param(0.2, "Share of the rows for the test (the last ones).", ge=0, lt=1)
+    split_rows: str | None = param(
+        None, "Exact train,val,test row counts, e.g. 8640,2880,2880 (overrides the splits)."
+    )
+    season: int | None = param(
+        None,
+        "Seasonal period for the seasonal-naive baseline (default: from the time step).",
+        ge=1,
+        cli=True,
+    )
+    quantiles: str | None = param(
+        None, "Quantile levels for prediction intervals, e.g. 0.1,0.5,0.9.", cli=True
+    )
+    loss: str = param("mse", "Training loss of the point forecast.", choices=LOSSES)
+    instance_norm: bool = param(
+        True, "Standardise each input window by its own statistics (RevIN-style)."
+    )
+    d_model: int = param(16, "Transformers: width of the encoder.", ge=1)
+    layers: int = param(3, "Encoder blocks (Transformers) or recurrent layers.", ge=1)
+    heads: int = param(4, "Transformers: attention heads.", ge=1)
+    ff_dim: int = param(128, "Transformers: feed-forward width.", ge=1)
+    dropout: float = param(0.2, "Dropout.", ge=0, lt=1)
+    norm: str = param(
+        "layer",
+        "Transformers: pre-norm LayerNorm, or PatchTST's post-norm BatchNorm.",
+        choices=NORMS,
+    )
+    patch_len: int = param(16, "patch-transformer: rows per patch.", ge=1)
+    stride: int = param(8, "patch-transformer: rows between patch starts.", ge=1)
+    units: int = param(64, "Recurrent models: units per layer.", ge=1)
+    kernel: int = param(25, "dlinear: moving-average kernel of the trend.", ge=1)
+    plot_windows: int = param(4, "Test windows drawn in the report.", ge=0)
+
+
+SPEC = RecipeSpec(
+    task="forecast",
+    recipe="dltoolkit.tasks.forecaster:Forecaster",
+    config=ForecasterConfig,
+    summary="Train a forecaster (built-in CO2 sample series when --data is not given).",
+    default_data="co2",
+    data_help="Series: CSV or Parquet file, or a built-in series (co2, sunspots).",
+)
