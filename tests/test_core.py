@@ -105,6 +105,8 @@ def test_history_rows_round_trip(tmp_path):
     write_history(tmp_path / "h.csv", rows)
     back = read_history(tmp_path / "h.csv")
     assert back[1]["val_loss"] == 0.45 and "val_loss" not in back[0] and back[0]["phase"] == "train"
+    write_history(tmp_path / "again.csv", back)  # as a resumed run rewrites earlier rows
+    assert (tmp_path / "again.csv").read_text() == (tmp_path / "h.csv").read_text()
 
 
 def test_strategy_choice_on_this_machine(monkeypatch):
