@@ -17,7 +17,7 @@ from rich.table import Table
 from dltoolkit.core import config as cfg
 from dltoolkit.core.metrics import headline
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.rundir import RunDir, finished_message
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -156,16 +156,27 @@ def train(
 ) -> None:
     """Fit a recipe into a run directory, export it, and print the summary."""
     doc = {"task": recipe_cls.task, "data": data, "params": params}
-    if resume and out is not None and (Path(out) / "recipe.toml").is_file():
+    saved = resume and out is not None and (Path(out) / "recipe.toml").is_file()
+    if saved:
         doc = cfg.read_recipe_file(Path(out) / "recipe.toml")
-        if not quiet and not as_json:
-            stderr.print(f"resuming {out} with its saved recipe")
     doc = cfg.apply_overrides(doc, overrides or [])
     recipe = recipe_cls(**doc["params"])
-    recipe.fit(
-        doc["data"], out, resume=resume, overwrite=overwrite, progress=not (quiet or as_json)
-    )
-    exported = recipe.export()
+    with recipe.run_lock(out):  # no other job between the training and the export
+        if saved and not overwrite and RunDir(out).finished:
+            stderr.print(finished_message(out), markup=False, soft_wrap=True)
+            recipe = recipe_cls.load(out)
+            exported = recipe.run_.export_dir()
+        else:
+            if saved and not quiet and not as_json:
+                stderr.print(f"resuming {out} with its saved recipe")
+            recipe.fit(
+                doc["data"],
+                out,
+                resume=resume,
+                overwrite=overwrite,
+                progress=not (quiet or as_json),
+            )
+            exported = recipe.export()
     run = recipe.run_
     if run.resume_from is not None:  # a multi-worker job's non-chief: the chief writes the run
         run, exported = RunDir(run.resume_from), RunDir(run.resume_from).export_dir()

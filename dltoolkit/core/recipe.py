@@ -8,8 +8,10 @@ and implements the task-specific steps: `_prepare`, `_train`, `_evaluate_prepare
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +23,8 @@ from dltoolkit.core import files
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
 from dltoolkit.core.report import Report
-from dltoolkit.core.rundir import RunDir, default_run_path, multi_worker_resume
+from dltoolkit.core.rundir import RunDir, default_run_path, finished_message, multi_worker_resume
+from dltoolkit.core.runlock import run_lock
 from dltoolkit.core.runtime import (
     REPLICATED,
     Runtime,
@@ -78,45 +81,74 @@ class Recipe(abc.ABC):
         """Train on `data` and write a run directory (see DESIGN.md) at `out`.
 
         Data is read and checked before anything is written, so bad input never touches
-        an existing run. `resume` continues an interrupted run in `out`.
+        an existing run. `resume` continues an interrupted run in `out`; on a finished run
+        it trains nothing and this recipe becomes that run, as `load` reads it. The run
+        directory is locked meanwhile: another job on `out` gets a RunDirError.
 
         With `strategy="multi-worker"` every worker runs this with the same `out` on shared
         storage: the job joins its cluster first, an existing run there is resumed, and only
-        the chief writes `out` (the others write to scratch directories).
+        the chief writes (and locks) `out` (the others write to scratch directories).
         """
         data = self.default_data if data is None else data
+        multi_worker = self._strategy_kind() == "multi-worker"
+        if multi_worker:
+            resume = multi_worker_resume(out, resume, overwrite)
+        out = Path(out or default_run_path(self.task))
+        chief = self._writes_run()
+        console = Console(stderr=True) if progress else None
+        with self.run_lock(out):
+            if chief:
+                RunDir.check(out, resume=resume, overwrite=overwrite)
+            if resume and RunDir(out).finished:
+                vars(self).update(vars(type(self).load(out)))
+                if console is not None:
+                    console.print(finished_message(out), markup=False, soft_wrap=True)
+                return self
+            if multi_worker:  # before any TensorFlow op, and _validate may build Keras layers
+                connect_cluster()
+            self._validate()
+            prepared = self._prepare(data, console)
+            if chief:
+                run = RunDir.create(out, resume=resume, overwrite=overwrite)
+            else:
+                run = RunDir.scratch(out, task_name())
+            self.run_, self.data_ = run, data
+            try:
+                self._fit_into(run, prepared, console)
+            except DLToolkitError as err:
+                # A user error found late (e.g. weights offline) leaves no half-made run; a
+                # lost worker leaves the job's checkpoints for the restart.
+                if not resume and not isinstance(err, WorkerLost):
+                    shutil.rmtree(run.path, ignore_errors=True)
+                raise
+        return self
+
+    @contextlib.contextmanager
+    def run_lock(self, out) -> Iterator[None]:
+        """Keep other jobs out of run directory `out` for the block (see core/runlock.py).
+
+        `fit` and `export` take it themselves; hold it around both (as the CLI does) so no
+        other job gets in between. A non-chief worker of a multi-worker job never writes
+        `out` and does not lock it.
+        """
+        if out is None or not self._writes_run():
+            yield
+            return
+        with run_lock(out):
+            yield
+
+    def _strategy_kind(self) -> str:
         kind = choose_strategy(self.config.strategy, self.config.tpu)[0]
         if kind in REPLICATED and self.single_replica_reason:
             raise ConfigError(
                 f"{self.task} cannot train with --strategy {kind}: {self.single_replica_reason}; "
                 "use --strategy cpu or gpu"
             )
-        multi_worker = kind == "multi-worker"
-        if multi_worker:
-            resume = multi_worker_resume(out, resume, overwrite)
-        out = out or default_run_path(self.task)
-        chief = not multi_worker or is_chief()
-        if chief:
-            RunDir.check(out, resume=resume, overwrite=overwrite)
-        if multi_worker:  # before any TensorFlow op, and _validate may build Keras layers
-            connect_cluster()
-        self._validate()
-        console = Console(stderr=True) if progress else None
-        prepared = self._prepare(data, console)
-        if chief:
-            run = RunDir.create(out, resume=resume, overwrite=overwrite)
-        else:
-            run = RunDir.scratch(out, task_name())
-        self.run_, self.data_ = run, data
-        try:
-            self._fit_into(run, prepared, console)
-        except DLToolkitError as err:
-            # A user error found late (e.g. weights offline) leaves no half-made run; a lost
-            # worker leaves the job's checkpoints for the restart.
-            if not resume and not isinstance(err, WorkerLost):
-                shutil.rmtree(run.path, ignore_errors=True)
-            raise
-        return self
+        return kind
+
+    def _writes_run(self) -> bool:
+        """False for a non-chief worker of a multi-worker job (it writes a scratch copy)."""
+        return self._strategy_kind() != "multi-worker" or is_chief()
 
     def _fit_into(self, run: RunDir, prepared, console) -> None:
         cfg.write_recipe_file(run.recipe_file, self.task, self.data_, self.get_params())
@@ -188,7 +220,11 @@ class Recipe(abc.ABC):
                 if format == "saved_model"
                 else self.run_.path / "export" / "tflite"
             )
-        directory = Path(directory)
+            with self.run_lock(self.run_.path):
+                return self._export(directory, format)
+        return self._export(Path(directory), format)
+
+    def _export(self, directory: Path, format: str) -> Path:
         if format == "saved_model":
             return write_saved_model(directory, self.model_, self._endpoints())
         directory.mkdir(parents=True, exist_ok=True)
