@@ -2,11 +2,11 @@
 
 The lock is an advisory `flock` on `<run>/.lock`, not a file whose existence is the lock.
 The kernel drops it when its holder ends however it ends (SIGKILL, out of memory), so a
-killed job never blocks the next one and there is no stale lock to detect. Over NFS (v4,
-or v3 with lockd) it excludes processes on every host, and the server drops a dead host's
-locks when its lease expires. A pid recorded in a file could only be checked for liveness
-on its own host: a multi-worker chief restarted on another node could not tell its
-predecessor's lock from a live one. The file also records who holds the lock (host, pid,
+killed job never blocks the next one and there is no stale lock to detect. Over NFS it
+excludes processes on every host, and a dead host's locks go when its NFSv4 lease expires
+(v3 with lockd: when the host reboots). A pid recorded in a file could only be checked
+for liveness on its own host: a multi-worker chief restarted on another node could not
+tell its predecessor's lock from a live one. The file also records who holds the lock (host, pid,
 start time) for the message a second job gets.
 """
 
