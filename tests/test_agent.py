@@ -20,6 +20,7 @@ from dltoolkit import Agent, load
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.runlock import LOCK_FILE
 from dltoolkit.rl.evaluation import evaluation_seeds, play, summarize
 
 CARTPOLE_STEPS = 8192
@@ -171,6 +172,19 @@ def test_q_learning_solves_frozen_lake_and_serves_state_indices(tmp_path):
     )
     agent.fit(out=tmp_path / "lake", progress=False)
     assert agent.metrics_["mean_return"] == 1.0
+    written = {
+        path: path.stat().st_mtime_ns
+        for path in (tmp_path / "lake").rglob("*")
+        if path.name != LOCK_FILE
+    }
+    again = Agent(env="FrozenLake-v1", algo="q-learning", env_options=options, steps=40_000)
+    again.fit(out=tmp_path / "lake", resume=True, progress=False)  # finished: trains nothing
+    assert again.config.steps == 20_000 and again.metrics_ == agent.metrics_
+    assert {
+        path: path.stat().st_mtime_ns
+        for path in (tmp_path / "lake").rglob("*")
+        if path.name != LOCK_FILE
+    } == written
     assert random_return("FrozenLake-v1", 10, 0, {"is_slippery": False}) < 0.5
     rows = load(tmp_path / "lake").predict([0, 14])
     assert rows[1]["action"] == 2  # next to the goal: move right

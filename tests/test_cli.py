@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from PIL import Image
 
 from dltoolkit.cli.app import main
 from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.runlock import LOCK_FILE
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -127,7 +129,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, run_dir):
     assert (run_dir / "model.keras").read_bytes() == model_bytes
 
 
-def test_killed_run_resumes_from_last_completed_epoch(tmp_path):
+def lock_holder(out) -> int | None:
+    """The pid recorded in a run directory's lock file (None while there is none)."""
+    try:
+        return json.loads((out / LOCK_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_killed_run_resumes_from_last_completed_epoch(tmp_path, capsys):
+    """Kill a run, resume it while a second job tries the same --out, resume it again."""
     out = tmp_path / "run"
     exe = [
         sys.executable,
@@ -136,15 +147,10 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path):
         "classify",
         "--out",
         str(out),
-        "--epochs",
-        "12",
         "--quiet",
-        "--set",
-        "early_stopping_patience=0",
-        "--set",
-        "augment=none",
     ]
-    proc = subprocess.Popen(exe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train = ["--epochs", "12", "--set", "early_stopping_patience=0", "--set", "augment=none"]
+    proc = subprocess.Popen([*exe, *train], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     try:
         while time.time() < deadline and len(read_history(out / "history.csv")) < 3:
@@ -155,8 +161,28 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path):
     done_before = len(read_history(out / "history.csv"))
     assert 3 <= done_before < 12, "the run must be killed mid-training"
     assert not (out / "model.keras").exists()
-    resumed = run_cli("classify", "--out", out, "--resume", "--quiet", "--json")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    epochs = [int(r["epoch"]) for r in read_history(out / "history.csv")]
-    assert epochs == list(range(1, 13))
-    assert json.loads(resumed.stdout)["metrics"]["accuracy"] > 0.9
+    assert lock_holder(out) == proc.pid  # the killed process's lock is stale, not in the way
+
+    resumed = subprocess.Popen(
+        [*exe, "--resume", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and lock_holder(out) != resumed.pid:
+        time.sleep(0.05)
+    for second_job in ([], ["--overwrite"]):
+        code, stdout, err = cli(capsys, "classify", "--out", out, *second_job)
+        assert_user_error(code, stdout, err, f"'{out}' is in use", f"pid {resumed.pid} on ")
+    stdout, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    with open(out / "history.csv", newline="") as fh:
+        assert [row["epoch"] for row in csv.DictReader(fh)] == [str(e) for e in range(1, 13)]
+    assert json.loads(stdout)["metrics"]["accuracy"] > 0.9
+    assert (out / "export" / "run" / "1" / "saved_model.pb").is_file()
+
+    written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.name != LOCK_FILE}
+    code, stdout, err = cli(capsys, "classify", "--out", out, "--resume", "--quiet")
+    assert code == 0 and f"'{out}' is a finished run: nothing to resume" in err
+    assert "accuracy" in stdout
+    assert {
+        path: path.stat().st_mtime_ns for path in out.rglob("*") if path.name != LOCK_FILE
+    } == written

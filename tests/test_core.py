@@ -1,6 +1,9 @@
 """Core pieces: config round trip, run directory rules, atomic writes, strategies, schedules."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -12,6 +15,7 @@ from dltoolkit.core.callbacks import read_history, write_history
 from dltoolkit.core.errors import ConfigError, RunDirError
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.runlock import LOCK_FILE, run_lock
 from dltoolkit.core.runtime import choose_strategy, is_chief, precision_policy, runtime
 
 
@@ -77,6 +81,44 @@ def test_run_dir_refuses_to_clobber_an_existing_run(tmp_path):
     assert (other / "mine.txt").exists()
 
 
+def hold_lock_in_another_process(directory) -> subprocess.Popen:
+    """A process that takes `directory`'s run lock and sleeps until killed."""
+    code = (
+        "import sys, time\nfrom dltoolkit.core.runlock import run_lock\n"
+        "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def test_run_lock_keeps_other_processes_out_until_its_holder_dies(tmp_path):
+    out = tmp_path / "run"
+    holder = hold_lock_in_another_process(out)
+    try:
+        for attempt in ({}, {"overwrite": True}):
+            in_use = rf"'{out}' is in use .*pid {holder.pid} on "
+            with pytest.raises(RunDirError, match=in_use), run_lock(out):
+                RunDir.create(out, **attempt)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed holder leaves no stale lock
+        holder.wait()
+    with run_lock(out):
+        with run_lock(out):  # re-entrant within a process
+            run = RunDir.create(out)  # the dead holder's lock file alone is no run
+        assert json.loads((out / LOCK_FILE).read_text())["pid"] != holder.pid
+        files.write_text(run.recipe_file, 'task = "classify"\n')
+        files.write_text(run.report_file, "finished")
+        assert run.finished
+        RunDir.create(out, overwrite=True)  # the lock file survives --overwrite
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE] and not run.finished
+    with run_lock(tmp_path / "fresh"):  # e.g. a run refused for bad data
+        assert (tmp_path / "fresh" / LOCK_FILE).is_file()
+    assert not (tmp_path / "fresh").exists(), "the lock made it and nothing else was written"
+
+
 def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "metrics.json"
     files.write_json(target, {"a": np.float32(1.5)})
@@ -105,6 +147,8 @@ def test_history_rows_round_trip(tmp_path):
     write_history(tmp_path / "h.csv", rows)
     back = read_history(tmp_path / "h.csv")
     assert back[1]["val_loss"] == 0.45 and "val_loss" not in back[0] and back[0]["phase"] == "train"
+    write_history(tmp_path / "again.csv", back)  # as a resumed run rewrites earlier rows
+    assert (tmp_path / "again.csv").read_text() == (tmp_path / "h.csv").read_text()
 
 
 def test_strategy_choice_on_this_machine(monkeypatch):

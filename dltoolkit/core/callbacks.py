@@ -95,14 +95,22 @@ class HistoryLog(keras.callbacks.Callback):
 
 
 def read_history(path: Path) -> list[dict]:
-    """Rows of history.csv (numbers as floats), or [] when there is none."""
+    """Rows of history.csv, or [] when there is none. Counts (epoch, steps) stay integers,
+    so rows read back and rewritten (by a resumed run) keep their spelling."""
     if not Path(path).is_file():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return [
-            {k: (v if k == "phase" else float(v)) for k, v in row.items() if v != ""}
+            {k: (v if k == "phase" else _number(v)) for k, v in row.items() if v != ""}
             for row in csv.DictReader(fh)
         ]
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def write_history(path: Path, rows: list[dict]) -> None:

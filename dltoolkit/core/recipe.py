@@ -9,9 +9,11 @@ dataclass, built-in data) and implements the task-specific steps: `_prepare`, `_
 from __future__ import annotations
 
 import abc
+import contextlib
 import inspect
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +25,14 @@ from dltoolkit.core import files, params
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
 from dltoolkit.core.report import Report
-from dltoolkit.core.rundir import RECIPE_FILE, RunDir, default_run_path, multi_worker_resume
+from dltoolkit.core.rundir import (
+    RECIPE_FILE,
+    RunDir,
+    default_run_path,
+    finished_message,
+    multi_worker_resume,
+)
+from dltoolkit.core.runlock import run_lock
 from dltoolkit.core.runtime import (
     REPLICATED,
     Runtime,
@@ -85,45 +94,74 @@ class Recipe(abc.ABC):
         """Train on `data` and write a run directory (see DESIGN.md) at `out`.
 
         Data is read and checked before anything is written, so bad input never touches
-        an existing run. `resume` continues an interrupted run in `out`.
+        an existing run. `resume` continues an interrupted run in `out`; on a finished run
+        it trains nothing and this recipe becomes that run, as `load` reads it. The run
+        directory is locked meanwhile: another job on `out` gets a RunDirError.
 
         With `strategy="multi-worker"` every worker runs this with the same `out` on shared
         storage: the job joins its cluster first, an existing run there is resumed, and only
-        the chief writes `out` (the others write to scratch directories).
+        the chief writes (and locks) `out` (the others write to scratch directories).
         """
         data = self.default_data if data is None else data
+        multi_worker = self._strategy_kind() == "multi-worker"
+        if multi_worker:
+            resume = multi_worker_resume(out, resume, overwrite)
+        out = Path(out or default_run_path(self.task))
+        chief = self._writes_run()
+        console = Console(stderr=True) if progress else None
+        with self.run_lock(out):
+            if chief:
+                RunDir.check(out, resume=resume, overwrite=overwrite)
+            if resume and RunDir(out).finished:
+                vars(self).update(vars(type(self).load(out)))
+                if console is not None:
+                    console.print(finished_message(out), markup=False, soft_wrap=True)
+                return self
+            if multi_worker:  # before any TensorFlow op, and _validate may build Keras layers
+                connect_cluster()
+            self._validate()
+            prepared = self._prepare(data, console)
+            if chief:
+                run = RunDir.create(out, resume=resume, overwrite=overwrite)
+            else:
+                run = RunDir.scratch(out, task_name())
+            self.run_, self.data_ = run, data
+            try:
+                self._fit_into(run, prepared, console)
+            except DLToolkitError as err:
+                # A user error found late (e.g. weights offline) leaves no half-made run; a
+                # lost worker leaves the job's checkpoints for the restart.
+                if not resume and not isinstance(err, WorkerLost):
+                    shutil.rmtree(run.path, ignore_errors=True)
+                raise
+        return self
+
+    @contextlib.contextmanager
+    def run_lock(self, out) -> Iterator[None]:
+        """Keep other jobs out of run directory `out` for the block (see core/runlock.py).
+
+        `fit` and `export` take it themselves; hold it around both (as the CLI does) so no
+        other job gets in between. A non-chief worker of a multi-worker job never writes
+        `out` and does not lock it.
+        """
+        if out is None or not self._writes_run():
+            yield
+            return
+        with run_lock(out):
+            yield
+
+    def _strategy_kind(self) -> str:
         kind = choose_strategy(self.config.strategy, self.config.tpu)[0]
         if kind in REPLICATED and self.single_replica_reason:
             raise ConfigError(
                 f"{self.task} cannot train with --strategy {kind}: {self.single_replica_reason}; "
                 "use --strategy cpu or gpu"
             )
-        multi_worker = kind == "multi-worker"
-        if multi_worker:
-            resume = multi_worker_resume(out, resume, overwrite)
-        out = out or default_run_path(self.task)
-        chief = not multi_worker or is_chief()
-        if chief:
-            RunDir.check(out, resume=resume, overwrite=overwrite)
-        if multi_worker:  # before any TensorFlow op, and _validate may build Keras layers
-            connect_cluster()
-        self._validate()
-        console = Console(stderr=True) if progress else None
-        prepared = self._prepare(data, console)
-        if chief:
-            run = RunDir.create(out, resume=resume, overwrite=overwrite)
-        else:
-            run = RunDir.scratch(out, task_name())
-        self.run_, self.data_ = run, data
-        try:
-            self._fit_into(run, prepared, console)
-        except DLToolkitError as err:
-            # A user error found late (e.g. weights offline) leaves no half-made run; a lost
-            # worker leaves the job's checkpoints for the restart.
-            if not resume and not isinstance(err, WorkerLost):
-                shutil.rmtree(run.path, ignore_errors=True)
-            raise
-        return self
+        return kind
+
+    def _writes_run(self) -> bool:
+        """False for a non-chief worker of a multi-worker job (it writes a scratch copy)."""
+        return self._strategy_kind() != "multi-worker" or is_chief()
 
     @classmethod
     def run(
@@ -144,15 +182,22 @@ class Recipe(abc.ABC):
         its saved recipe (then the overrides apply) and continues where it stopped.
         """
         doc = {"task": cls.task, "data": data, "params": dict(params or {})}
-        saved = Path(out) / RECIPE_FILE if out is not None else None
-        if resume and saved is not None and saved.is_file():
-            doc = cfg.read_recipe_file(saved)
-            if progress:
-                Console(stderr=True).print(f"resuming {out} with its saved recipe")
+        saved = resume and out is not None and (Path(out) / RECIPE_FILE).is_file()
+        if saved:
+            doc = cfg.read_recipe_file(Path(out) / RECIPE_FILE)
         doc = cfg.apply_overrides(doc, overrides or [])
         recipe = cls(**doc["params"])
-        recipe.fit(doc["data"], out, resume=resume, overwrite=overwrite, progress=progress)
-        exported = recipe.export()
+        console = Console(stderr=True) if progress else None
+        with recipe.run_lock(out):  # no other job between the training and the export
+            if saved and not overwrite and RunDir(out).finished:
+                Console(stderr=True).print(finished_message(out), markup=False, soft_wrap=True)
+                recipe = cls.load(out)
+                exported = recipe.run_.export_dir()
+            else:
+                if saved and console is not None:
+                    console.print(f"resuming {out} with its saved recipe")
+                recipe.fit(doc["data"], out, resume=resume, overwrite=overwrite, progress=progress)
+                exported = recipe.export()
         run = recipe.run_
         if run.resume_from is not None:  # a multi-worker job's non-chief: the chief writes the run
             run = RunDir(run.resume_from)
@@ -234,7 +279,11 @@ class Recipe(abc.ABC):
                 if format == "saved_model"
                 else self.run_.path / "export" / "tflite"
             )
-        directory = Path(directory)
+            with self.run_lock(self.run_.path):
+                return self._export(directory, format)
+        return self._export(Path(directory), format)
+
+    def _export(self, directory: Path, format: str) -> Path:
         if format == "saved_model":
             return write_saved_model(directory, self.model_, self._endpoints())
         directory.mkdir(parents=True, exist_ok=True)

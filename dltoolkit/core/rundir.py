@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dltoolkit.core.errors import ConfigError, RunDirError
+from dltoolkit.core.runlock import LOCK_FILE
 
 RECIPE_FILE = "recipe.toml"
 MODEL_FILE = "model.keras"
@@ -60,6 +61,11 @@ class RunDir:
         return self.path / "report.html"
 
     @property
+    def finished(self) -> bool:
+        """Whether training completed: fit writes the report last (atomically)."""
+        return self.report_file.is_file()
+
+    @property
     def plots(self) -> Path:
         return self.path / "plots"
 
@@ -82,7 +88,7 @@ class RunDir:
                 f"cannot resume: '{path}' is not a run directory (no {RECIPE_FILE}); "
                 "drop --resume to start a new run"
             )
-        if resume or not (path.exists() and any(path.iterdir())):
+        if resume or not _contents(path):
             return
         if not overwrite:
             raise RunDirError(
@@ -97,13 +103,22 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, *, resume=False, overwrite=False) -> RunDir:
-        """Prepare a run directory for training (after `check`): replaced if `overwrite`."""
-        path = Path(path)
-        cls.check(path, resume=resume, overwrite=overwrite)
-        if overwrite and path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        """Prepare a run directory for training (after `check`): emptied if `overwrite`.
+
+        The lock file stays (its holder is replacing the run); the report goes first, so a
+        crash midway never leaves a run that looks finished.
+        """
+        run = cls(Path(path))
+        cls.check(run.path, resume=resume, overwrite=overwrite)
+        if overwrite:
+            run.report_file.unlink(missing_ok=True)
+            for item in _contents(run.path):
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
 
     @classmethod
     def scratch(cls, shared: str | Path, worker: str) -> RunDir:
@@ -145,6 +160,21 @@ class RunDir:
                     "train it to the end first, or resume it with --resume"
                 )
         return run
+
+
+def finished_message(path: str | Path) -> str:
+    """What resuming a finished run says (it changes nothing)."""
+    return (
+        f"'{path}' is a finished run: nothing to resume, nothing changed (use it with "
+        "predict, evaluate or export, or pass --overwrite to train it again)"
+    )
+
+
+def _contents(path: Path) -> list[Path]:
+    """What `path` holds besides its lock file ([] if it does not exist)."""
+    if not path.is_dir():
+        return []
+    return [item for item in path.iterdir() if item.name != LOCK_FILE]
 
 
 def multi_worker_resume(out, resume: bool, overwrite: bool) -> bool:
