@@ -1,16 +1,19 @@
 """Core pieces: config round trip, run directory rules, atomic writes, strategies, schedules."""
 
+import io
 import json
 
 import keras
 import numpy as np
 import pytest
+from rich.console import Console
 
 from dltoolkit.core import config as cfg
 from dltoolkit.core import files
 from dltoolkit.core.callbacks import read_history, write_history
 from dltoolkit.core.errors import ConfigError, RunDirError
 from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.progress import phase_progress
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.runtime import choose_strategy, is_chief, precision_policy, runtime
 
@@ -204,3 +207,18 @@ def test_weight_averaging_is_what_is_validated_and_kept(tmp_path):
     assert not np.allclose(averaged.get_weights()[0], plain.get_weights()[0])
     with pytest.raises(ConfigError, match="ema_momentum"):
         build_optimizer(cfg.TrainConfig(ema_momentum=1.0), 10, 1)
+
+
+def test_phase_shows_name_bar_and_time_then_one_line_and_nothing_without_a_console():
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system=None, width=100)
+    with phase_progress(console, "scoring", total=4) as advance:
+        shown_while_running = buffer.getvalue()
+        for _ in range(4):
+            advance()
+    assert "scoring" in shown_while_running and "0/4" in shown_while_running
+    assert "0:00:00" in shown_while_running  # the elapsed-time column
+    assert buffer.getvalue().rstrip().endswith("s)")
+    assert "scoring  (0." in buffer.getvalue()
+    with phase_progress(None, "scoring", total=4) as advance:
+        advance()  # no console: a no-op

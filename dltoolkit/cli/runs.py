@@ -73,7 +73,7 @@ def predict(
         render=render,
         out=out and str(out),
     )
-    recipe = load(run)
+    recipe = load(run, progress=not as_json)
     accepted = _check_options(recipe, recipe.predict, options)
     if not items and not options and _needs_first(accepted):
         raise DataError("nothing to predict: pass input files or folders after the run directory")
@@ -141,7 +141,7 @@ def evaluate(
     as_json: c.Json = False,
 ) -> None:
     """Evaluate a trained run: metrics on labelled --data (or, for agents, returns over episodes)."""
-    recipe = load(run)
+    recipe = load(run, progress=not as_json)
     options = c.given(episodes=episodes)
     accepted = _check_options(recipe, recipe.evaluate, options)
     if not data and _needs_first(accepted):
@@ -174,7 +174,7 @@ def export(
     as_json: c.Json = False,
 ) -> None:
     """Export a trained run for serving (SavedModel for TF Serving, or TFLite)."""
-    path = load(run).export(out, version=version, format=format)
+    path = load(run, progress=not as_json).export(out, version=version, format=format)
     if as_json:
         c.print_json({"export": str(path), "format": format})
     else:
