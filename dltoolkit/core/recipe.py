@@ -136,10 +136,10 @@ class Recipe(abc.ABC):
             self._report(report, prepared)
             report.write(run.report_file)
 
-    def _phase(self, name: str, total: int | None = None):
+    def _phase(self, name: str):
         """Progress for a phase outside training (see core/progress.py); silent when the
         recipe was fitted or loaded with progress=False."""
-        return phase_progress(self._console, name, total)
+        return phase_progress(self._console, name)
 
     # -- persistence ----------------------------------------------------------------------
 
