@@ -1,5 +1,6 @@
 """Core pieces: config round trip, run directory rules, atomic writes, strategies, schedules."""
 
+import io
 import json
 import signal
 import subprocess
@@ -8,12 +9,14 @@ import sys
 import keras
 import numpy as np
 import pytest
+from rich.console import Console
 
 from dltoolkit.core import config as cfg
 from dltoolkit.core import files
 from dltoolkit.core.callbacks import read_history, write_history
 from dltoolkit.core.errors import ConfigError, RunDirError
 from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.progress import phase_progress
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.runlock import LOCK_FILE, run_lock
 from dltoolkit.core.runtime import choose_strategy, is_chief, precision_policy, runtime
@@ -248,3 +251,16 @@ def test_weight_averaging_is_what_is_validated_and_kept(tmp_path):
     assert not np.allclose(averaged.get_weights()[0], plain.get_weights()[0])
     with pytest.raises(ConfigError, match="ema_momentum"):
         build_optimizer(cfg.TrainConfig(ema_momentum=1.0), 10, 1)
+
+
+def test_phase_shows_a_spinner_with_name_and_time_then_one_line_only_the_line_in_a_log():
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system=None, width=100)
+    with phase_progress(console, "scoring"):
+        shown_while_running = buffer.getvalue()
+    assert "scoring" in shown_while_running and "0:00:00" in shown_while_running  # elapsed
+    assert "scoring  (0." in buffer.getvalue() and buffer.getvalue().rstrip().endswith("s)")
+    log = io.StringIO()
+    with phase_progress(Console(file=log, width=100), "scoring"):
+        pass
+    assert log.getvalue().startswith("scoring  (0.") and log.getvalue().count("\n") == 1

@@ -72,7 +72,7 @@ def test_ddpm_run_directory_loss_and_metrics(ddpm):
     assert (out / "evaluator" / "model.keras").is_file()
 
 
-def test_samples_are_seeded_class_controlled_and_survive_save_load(ddpm, tmp_path):
+def test_samples_are_seeded_class_controlled_and_survive_save_load(ddpm, tmp_path, capsys):
     model, out = ddpm
     a = model.sample(12, seed=5, label="3")
     assert a.dtype == np.uint8 and a.shape == (12, 16, 16, 1)
@@ -82,6 +82,9 @@ def test_samples_are_seeded_class_controlled_and_survive_save_load(ddpm, tmp_pat
     loaded = load(out)
     np.testing.assert_array_equal(loaded.sample(12, seed=5, label="3"), a)
     rows = loaded.predict(num=20, seed=5, out=tmp_path / "grid.png")
+    assert "sampling 20 images" in capsys.readouterr().err  # loaded with progress on
+    model.predict(num=4, seed=5, out=tmp_path / "quiet.png")
+    assert "sampling" not in capsys.readouterr().err  # fitted with progress=False: silent
     assert rows[0]["images"] == 20 and Image.open(tmp_path / "grid.png").size == (
         10 * 17 + 1,
         2 * 17 + 1,
@@ -112,9 +115,10 @@ SERVE = textwrap.dedent(
 )
 
 
-def test_export_samples_in_a_fresh_tensorflow_only_process(ddpm):
+def test_export_samples_in_a_fresh_tensorflow_only_process(ddpm, capsys):
     model, out = ddpm
-    path = model.export()
+    path = load(out).export()  # loaded with progress on: the export shows it
+    assert "export (saved_model)" in capsys.readouterr().err
     served = subprocess.run(
         [sys.executable, "-c", SERVE, str(path)], capture_output=True, text=True, timeout=300
     )
@@ -134,11 +138,14 @@ def test_export_samples_in_a_fresh_tensorflow_only_process(ddpm):
         pytest.param("wgan-gp", marks=pytest.mark.slow),
     ],
 )
-def test_vae_and_gans_train_and_sample_unconditionally(kind, tmp_path):
+def test_vae_and_gans_train_and_sample_unconditionally(kind, tmp_path, capsys):
     out = tmp_path / kind
     model = ImageGenerator(**dict(TINY, model=kind, epochs=2)).fit(
-        unlabelled_digits(), out=out, progress=False
+        unlabelled_digits(), out=out, progress=True
     )
+    shown = capsys.readouterr().err
+    for line in ("epoch 2/2", "sampling 60 images to score", "evaluation  (", "report  ("):
+        assert line in shown, shown
     history = read_history(out / "history.csv")
     key = "loss" if kind == "vae" else "d_loss"
     assert len(history) == 2 and all(np.isfinite(r[key]) for r in history)
@@ -233,6 +240,9 @@ def test_cli_predict_writes_the_grid(ddpm, capsys, tmp_path):
     )
     assert code == 0, err
     assert json.loads(stdout)[0]["label"] == "3" and (tmp_path / "grid.png").is_file()
+    assert "sampling" not in err  # --json: no progress
+    code, stdout, err = cli(capsys, "predict", out, "--num", 8, "--out", tmp_path / "more.png")
+    assert code == 0 and "sampling 8 images" in err and "more.png" in stdout
 
 
 def test_conditional_data_errors_in_python(tmp_path):

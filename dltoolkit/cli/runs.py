@@ -101,7 +101,7 @@ def _predict(
     items = list(inputs or []) + ([data] if data else [])
     options = recipe_options or {}
     _task_options(run, "predict", options)
-    recipe = _load(run)
+    recipe = _load(run, progress=not as_json)
     if not items and not options and _needs_first(recipe.predict):
         raise DataError("nothing to predict: pass input files or folders after the run directory")
     rows = recipe.predict(items or None, **options)
@@ -116,12 +116,12 @@ def _predict(
 predict = _with_run_options("predict", _predict)
 
 
-def _load(run: Path):
+def _load(run: Path, *, progress: bool):
     """The trained recipe in `run` (this loads TensorFlow)."""
     c.tensorflow_ready()
     from dltoolkit.core.recipe import load
 
-    return load(run)
+    return load(run, progress=progress)
 
 
 def _needs_first(method) -> bool:
@@ -171,7 +171,7 @@ def _evaluate(
     """Evaluate a trained run: metrics on labelled --data (or, for agents, returns over episodes)."""
     options = recipe_options or {}
     _task_options(run, "evaluate", options)
-    recipe = _load(run)
+    recipe = _load(run, progress=not as_json)
     from dltoolkit.core.metrics import headline
 
     if not data and _needs_first(recipe.evaluate):
@@ -204,7 +204,7 @@ def export(
     as_json: c.Json = False,
 ) -> None:
     """Export a trained run for serving (SavedModel for TF Serving, or TFLite)."""
-    path = _load(run).export(out, version=version, format=format)
+    path = _load(run, progress=not as_json).export(out, version=version, format=format)
     if as_json:
         c.print_json({"export": str(path), "format": format})
     else:

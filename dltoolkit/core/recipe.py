@@ -24,6 +24,7 @@ from dltoolkit.core import config as cfg
 from dltoolkit.core import files, params
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
+from dltoolkit.core.progress import phase_progress
 from dltoolkit.core.report import Report
 from dltoolkit.core.rundir import (
     RECIPE_FILE,
@@ -71,6 +72,7 @@ class Recipe(abc.ABC):
         self.run_: RunDir | None = None
         self.metrics_: dict = {}
         self.data_: Any = None
+        self._console: Console | None = None  # where phases show progress; None: silent
 
     def __repr__(self) -> str:
         changed = {
@@ -108,7 +110,7 @@ class Recipe(abc.ABC):
             resume = multi_worker_resume(out, resume, overwrite)
         out = Path(out or default_run_path(self.task))
         chief = self._writes_run()
-        console = Console(stderr=True) if progress else None
+        console = self._console = Console(stderr=True) if progress else None
         with self.run_lock(out):
             if chief:
                 RunDir.check(out, resume=resume, overwrite=overwrite)
@@ -191,7 +193,7 @@ class Recipe(abc.ABC):
         with recipe.run_lock(out):  # no other job between the training and the export
             if saved and not overwrite and RunDir(out).finished:
                 Console(stderr=True).print(finished_message(out), markup=False, soft_wrap=True)
-                recipe = cls.load(out)
+                recipe = cls.load(out, progress=progress)
                 exported = recipe.run_.export_dir()
             else:
                 if saved and console is not None:
@@ -215,12 +217,20 @@ class Recipe(abc.ABC):
         with runtime(c.strategy, tpu=c.tpu, mixed_precision=c.mixed_precision, seed=c.seed) as rt:
             run.pull_resume_state()
             self._train(prepared, run, rt, console)
-        self.metrics_ = self._evaluate_prepared(prepared)
-        self.save(run.path)
-        files.write_json(run.metrics_file, self.metrics_)
-        report = Report(f"{type(self).__name__}: {run.name}", run.plots)
-        self._report(report, prepared)
-        report.write(run.report_file)
+        with self._phase("evaluation"):
+            self.metrics_ = self._evaluate_prepared(prepared)
+        with self._phase("saving"):
+            self.save(run.path)
+            files.write_json(run.metrics_file, self.metrics_)
+        with self._phase("report"):
+            report = Report(f"{type(self).__name__}: {run.name}", run.plots)
+            self._report(report, prepared)
+            report.write(run.report_file)
+
+    def _phase(self, name: str):
+        """Progress for a phase outside training (see core/progress.py); silent when the
+        recipe was fitted or loaded with progress=False."""
+        return phase_progress(self._console, name)
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -237,8 +247,9 @@ class Recipe(abc.ABC):
         return run.path
 
     @classmethod
-    def load(cls, directory) -> Recipe:
-        """Load a saved recipe; called on `Recipe` it picks the class from recipe.toml."""
+    def load(cls, directory, *, progress: bool = True) -> Recipe:
+        """Load a saved recipe; called on `Recipe` it picks the class from recipe.toml.
+        With `progress`, its long steps (sampling, evaluation, export) show progress."""
         run = RunDir.open(directory)
         recipe_doc = cfg.read_recipe_file(run.recipe_file)
         recipe_cls = recipe_class(recipe_doc["task"])
@@ -252,6 +263,7 @@ class Recipe(abc.ABC):
         state = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
         recipe._restore_state(state)
         recipe.run_, recipe.data_ = run, recipe_doc["data"]
+        recipe._console = Console(stderr=True) if progress else None
         if run.metrics_file.is_file():
             recipe.metrics_ = json.loads(run.metrics_file.read_text())
         return recipe
@@ -284,11 +296,12 @@ class Recipe(abc.ABC):
         return self._export(Path(directory), format)
 
     def _export(self, directory: Path, format: str) -> Path:
-        if format == "saved_model":
-            return write_saved_model(directory, self.model_, self._endpoints())
-        directory.mkdir(parents=True, exist_ok=True)
-        write_tflite(directory / "model.tflite", self.model_, self._tflite_endpoint())
-        self._write_tflite_side_files(directory)
+        with self._phase(f"export ({format})"):
+            if format == "saved_model":
+                return write_saved_model(directory, self.model_, self._endpoints())
+            directory.mkdir(parents=True, exist_ok=True)
+            write_tflite(directory / "model.tflite", self.model_, self._tflite_endpoint())
+            self._write_tflite_side_files(directory)
         return directory / "model.tflite"
 
     def _require_model(self) -> None:
@@ -345,6 +358,6 @@ class Recipe(abc.ABC):
         """Files a TFLite user needs beside the model (e.g. labels.txt)."""
 
 
-def load(directory) -> Recipe:
+def load(directory, *, progress: bool = True) -> Recipe:
     """Load any saved recipe from its run directory."""
-    return Recipe.load(directory)
+    return Recipe.load(directory, progress=progress)

@@ -9,8 +9,9 @@ from dltoolkit.core.params import param
 from dltoolkit.registry import Option, RecipeSpec
 
 MODELS = ("ddpm", "vae", "gan", "wgan-gp")
-LEARNING_RATES = {"ddpm": 1e-3, "vae": 1e-3, "gan": 2e-4, "wgan-gp": 1e-4}
+LEARNING_RATES = {"ddpm": 2e-3, "vae": 1e-3, "gan": 2e-4, "wgan-gp": 1e-4}
 LATENT_DIMS = {"vae": 32, "gan": 64, "wgan-gp": 64, "ddpm": 0}
+WIDTHS = {"ddpm": 16, "vae": 32, "gan": 32, "wgan-gp": 32}
 NOISE_SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("v", "eps")
 MAX_NUM = 4096  # images per predict call
@@ -29,7 +30,7 @@ class GeneratorConfig(TrainConfig):
     )
     epochs: int | None = param(
         None,
-        "Training epochs (default: about 3000 optimizer steps, 5 to 200 epochs).",
+        "Training epochs (default: about 1200 optimizer steps for ddpm, 3000 for the others; 5 to 200 epochs).",
         ge=1,
         cli=True,
     )
@@ -58,7 +59,12 @@ class GeneratorConfig(TrainConfig):
         cli=True,
     )
     conditional: bool = param(False, "Per-class generation (needs labelled data).", cli=True)
-    width: int = param(32, "Base number of feature maps of the networks.", ge=1, cli=True)
+    width: int | None = param(
+        None,
+        "Base number of feature maps of the networks (default: ddpm 16, the others 32).",
+        ge=1,
+        cli=True,
+    )
     latent_dim: int | None = param(
         None, f"vae, gan, wgan-gp: latent code size (default: {_per_model(LATENT_DIMS)}).", ge=1
     )
@@ -80,11 +86,11 @@ class GeneratorConfig(TrainConfig):
         "v", "ddpm: the network's target, v (velocity) or eps (noise).", choices=PREDICTIONS
     )
     timesteps: int = param(1000, "ddpm: diffusion steps of the noise schedule.", ge=1)
-    sample_steps: int = param(50, "ddpm: DDIM sampling steps (at most timesteps).", ge=1, cli=True)
+    sample_steps: int = param(25, "ddpm: DDIM sampling steps (at most timesteps).", ge=1, cli=True)
     ema_decay: float = param(
         0.999, "ddpm: decay of the moving average of the weights that samples.", ge=0, lt=1
     )
-    blocks: int = param(2, "ddpm: residual blocks per resolution of the U-Net.", ge=1)
+    blocks: int = param(1, "ddpm: residual blocks per resolution of the U-Net.", ge=1)
     guidance: float = param(1.0, "ddpm --conditional: classifier-free guidance weight.", cli=True)
     label_dropout: float = param(
         0.1, "ddpm --conditional: share of training labels dropped (for guidance).", ge=0, lt=1

@@ -15,6 +15,7 @@ from dltoolkit.core import files
 from dltoolkit.core.callbacks import TimeBudget, read_history, snapshot_path
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.progress import phase_progress
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.training import Phase, fit_phases
@@ -157,9 +158,12 @@ class Summarizer(Recipe):
         else:
             saved = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
             # a resumed run keeps the vocabulary its checkpoints were trained with
-            self.vocabulary_ = saved.get("vocabulary") or train_vocabulary(
-                prepared.train.texts + prepared.train.summaries, c.vocabulary_size
-            )
+            self.vocabulary_ = saved.get("vocabulary")
+            if not self.vocabulary_:
+                with phase_progress(console, "learning the wordpiece vocabulary"):
+                    self.vocabulary_ = train_vocabulary(
+                        prepared.train.texts + prepared.train.summaries, c.vocabulary_size
+                    )
             self._tokenizer = make_tokenizer(self.vocabulary_)
             files.write_json(run.state_file, self._state())
             train_ds, val_ds = (
