@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dltoolkit.cli import common as c
 from dltoolkit.core import config as cfg
-from dltoolkit.core import files
+from dltoolkit.core import files, records
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import headline
 from dltoolkit.core.recipe import load, recipe_class
@@ -57,6 +58,10 @@ def predict(
     out: Annotated[
         Path | None, typer.Option(help="generate and train-agent runs: image or GIF file to write.")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Stop at the first unreadable input (exit 2) instead of skipping it."),
+    ] = False,
     as_json: c.Json = False,
 ) -> None:
     """Predict with a trained run (e.g. top-k labels for images; with no inputs, a
@@ -72,12 +77,15 @@ def predict(
         episodes=episodes,
         render=render,
         out=out and str(out),
+        strict=strict or None,
     )
     recipe = load(run)
     accepted = _check_options(recipe, recipe.predict, options)
-    if not items and not options and _needs_first(accepted):
+    if not items and not options.keys() - {"strict"} and _needs_first(accepted):
         raise DataError("nothing to predict: pass input files or folders after the run directory")
     rows = recipe.predict(items or None, **options)
+    if skipped := records.warning(rows):
+        c.stderr.print(f"[yellow]warning:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
     if output is not None:
         write_rows(output, rows)
     if as_json:
