@@ -68,6 +68,13 @@ def assemble(results: Iterable[Bad | dict | list[Bad | dict]], *, strict: bool) 
     return rows
 
 
+def stop_if_strict(results: Iterable, *, strict: bool) -> None:
+    """With `strict`, raise the first Bad among `results` now, before anything is predicted."""
+    first = next((r for r in results if isinstance(r, Bad)), None) if strict else None
+    if first is not None:
+        raise first.error()
+
+
 def errors(rows: list[dict]) -> list[dict]:
     """The error rows among prediction rows."""
     return [row for row in rows if ERROR in row]

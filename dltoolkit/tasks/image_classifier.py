@@ -18,7 +18,7 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.core.records import Bad, assemble, attempt
+from dltoolkit.core.records import Bad, assemble, attempt, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history, plot_image_grid
 from dltoolkit.core.runtime import Runtime, file_shard
 from dltoolkit.core.training import Phase, fit_phases
@@ -267,9 +267,7 @@ class ImageClassifier(Recipe):
         if isinstance(inputs, np.ndarray):
             return self._probabilities(self._array_set(inputs))
         results = self._file_probabilities(inputs)
-        bad = next((r for r in results if isinstance(r, Bad)), None)
-        if bad is not None:
-            raise bad.error()
+        stop_if_strict(results, strict=True)
         return np.stack([probs for _, probs in results])
 
     def predict(self, inputs, *, strict: bool = False) -> list[dict]:

@@ -17,7 +17,7 @@ from dltoolkit.core.config import TrainConfig, check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.core.records import Bad, assemble
+from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.text import (
@@ -455,6 +455,7 @@ class Summarizer(Recipe):
             documents += read_documents([inputs] if isinstance(inputs, str) else list(inputs))
         if not documents:
             raise DataError('nothing to summarise: pass --text "..." or .txt files / a folder')
+        stop_if_strict(documents, strict=strict)  # before the costly summarising
         good = [d for d in documents if not isinstance(d, Bad)]
         summaries = iter(self.summarize([t for _, t in good]) if good else [])
         return assemble(
