@@ -620,7 +620,7 @@ def decode_error(path: str) -> str:
     try:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.OpError as e:
-        message = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", e.message).strip()
+        message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message).strip()
         return f"not a decodable image: {_first_line(message)}"
     return ""
 
