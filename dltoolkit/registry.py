@@ -32,6 +32,12 @@ class Option:
     multiple: bool = False
 
 
+# The predict option of every recipe whose inputs are separate records (core/records.py).
+STRICT = Option(
+    "strict", bool, "Stop at the first unreadable input (exit 2) instead of skipping it."
+)
+
+
 @dataclass(frozen=True)
 class RecipeSpec:
     """What the CLI, the registry and the docs know of a recipe before TensorFlow loads."""

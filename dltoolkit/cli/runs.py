@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dltoolkit.cli import common as c
 from dltoolkit.cli.train import train
 from dltoolkit.core import config as cfg
-from dltoolkit.core import files
+from dltoolkit.core import files, records
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.registry import Option, spec, specs
@@ -102,9 +103,11 @@ def _predict(
     options = recipe_options or {}
     _task_options(run, "predict", options)
     recipe = _load(run, progress=not as_json)
-    if not items and not options and _needs_first(recipe.predict):
+    if not items and not options.keys() - {"strict"} and _needs_first(recipe.predict):
         raise DataError("nothing to predict: pass input files or folders after the run directory")
     rows = recipe.predict(items or None, **options)
+    if skipped := records.warning(rows):
+        c.stderr.print(f"[yellow]warning:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
     if output is not None:
         write_rows(output, rows)
     if as_json:

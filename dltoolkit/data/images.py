@@ -10,6 +10,7 @@ traces, so training and serving preprocess identically.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -250,9 +251,7 @@ def _find_column(table, given, candidates, what, where, required=True) -> str | 
 
 def _file_source(raw, names, where, strict) -> ImageSource:
     """Check every file cheaply with PIL, then build the splits from the readable ones."""
-    all_paths = [p for paths, _ in raw.values() for p in paths]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        reasons = dict(zip(all_paths, pool.map(_unreadable_reason, all_paths), strict=True))
+    reasons = unreadable_reasons([p for paths, _ in raw.values() for p in paths])
     skipped = [(p, r) for p, r in reasons.items() if r]
     if skipped and strict:
         raise DataError(
@@ -268,6 +267,12 @@ def _file_source(raw, names, where, strict) -> ImageSource:
             labels=np.asarray(labels, np.int32)[keep], paths=np.asarray(paths, dtype=str)[keep]
         )
     return ImageSource(splits, names, skipped, _describe(where, splits, names, skipped))
+
+
+def unreadable_reasons(paths: list[str]) -> dict[str, str]:
+    """Each file's `_unreadable_reason` ("" for a readable one), checked in parallel."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return dict(zip(paths, pool.map(_unreadable_reason, paths), strict=True))
 
 
 def _unreadable_reason(path: str) -> str:
@@ -574,7 +579,7 @@ def make_dataset(
             paths, labels = paths[mine], labels[mine]
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         ds = ds.map(
-            lambda path, label: (decode_image_bytes(tf.io.read_file(path), image_shape), label),
+            lambda path, label: (_decode_file(path, image_shape), label),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not training,
         )
@@ -593,6 +598,35 @@ def make_dataset(
     if shard is not None and images.images is None:
         ds = with_shard_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def decoded_batches(paths: list[str], image_shape, batch_size: int) -> tf.data.Dataset:
+    """Batches of (float32 images [B, H, W, C] in [0, 255], int64 indices into `paths`), in order.
+
+    Decoded as `make_dataset` decodes; a file TensorFlow cannot decode (e.g. a truncated PNG
+    whose header passed `unreadable_reasons`) is left out, and the indices show which.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths, dtype=str), np.arange(len(paths))))
+    ds = ds.map(
+        lambda path, index: (_decode_file(path, image_shape), index),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_error(path: str) -> str:
+    """Why TensorFlow cannot decode the image file at `path` ("" if it can)."""
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+        message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message).strip()
+        return f"not a decodable image: {_first_line(message)}"
+    return ""
+
+
+def _decode_file(path: tf.Tensor, image_shape) -> tf.Tensor:
+    return decode_image_bytes(tf.io.read_file(path), image_shape)
 
 
 def image_files(paths) -> list[str]:

@@ -136,16 +136,39 @@ def infer_schema(
 
 
 def numeric_values(frame: pd.DataFrame, schema: Schema, nan: str, description: str) -> np.ndarray:
-    """The numeric columns as float32 (rows, n), with NaN/inf checked against the policy."""
-    values = frame[schema.numeric].astype(np.float64).to_numpy(np.float32)
-    bad = ~np.isfinite(values)
-    if bad.any() and nan == "error":
-        col = schema.numeric[int(np.nonzero(bad.any(axis=0))[0][0])]
+    """The numeric columns as float32 (rows, n), NaN where missing; a DataError if a row is bad
+    (see `numeric_rows`)."""
+    values, bad = numeric_rows(frame, schema, nan)
+    if bad:
+        row, reason = next(iter(bad.items()))
         raise DataError(
-            f"{description}: {int(bad.sum())} NaN/inf value(s), e.g. in column '{col}'; "
-            "clean them, or pass --set nan=impute to replace them by the training median"
+            f"{description}: {len(bad)} row(s) cannot be used, e.g. row {row}: {reason}; "
+            "clean them, or pass --set nan=impute to replace NaN/inf by the training median"
         )
-    return np.where(bad, np.nan, values)
+    return values
+
+
+def numeric_rows(frame: pd.DataFrame, schema: Schema, nan: str) -> tuple[np.ndarray, dict]:
+    """The numeric columns as float32 (rows, n), NaN where missing, and why each bad row is bad.
+
+    A row is bad when a numeric column holds something that is not a number, or (with the
+    `error` NaN policy) nothing, NaN or inf. Returns {row index: one-line reason}.
+    """
+    cells = frame[schema.numeric]
+    numbers = cells.apply(pd.to_numeric, errors="coerce")
+    values = numbers.to_numpy(np.float64, na_value=np.nan).astype(np.float32)
+    text = (numbers.isna() & cells.notna()).to_numpy()
+    bad = text | (~np.isfinite(values) if nan == "error" else False)
+    reasons = {}
+    for row in np.flatnonzero(bad.any(axis=1)):
+        col = int(np.argmax(bad[row]))
+        name = schema.numeric[col]
+        reasons[int(row)] = (
+            f"{str(cells.iat[row, col])[:40]!r} in column '{name}' is not a number"
+            if text[row, col]
+            else f"NaN/inf value in column '{name}'"
+        )
+    return np.where(np.isfinite(values), values, np.nan).astype(np.float32), reasons
 
 
 def fit_schema(schema: Schema, numeric: np.ndarray, frame: pd.DataFrame) -> Schema:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dltoolkit.core.errors import DataError
+from dltoolkit.core.records import Bad, attempt
 
 TEXT_FIELDS = ("text", "document", "article", "dialogue", "source", "content", "body")
 SUMMARY_FIELDS = ("summary", "highlights", "abstract", "target", "headline", "title")
@@ -60,6 +61,15 @@ def read_pairs(
     """Read document/summary pairs; empty ones are skipped and counted (an error if `strict`)."""
     if isinstance(data, Pairs):
         return data
+    return _check(
+        _unchecked_pairs(data, text_field, summary_field, tfds_data_dir, split, need_summaries),
+        strict,
+        need_summaries,
+    )
+
+
+def _unchecked_pairs(data, text_field, summary_field, tfds_data_dir, split, need_summaries):
+    """`read_pairs` before blank documents or summaries are dropped."""
     if isinstance(data, pd.DataFrame):
         frame, description = data, "DataFrame"
     elif isinstance(data, list | tuple):
@@ -70,7 +80,7 @@ def read_pairs(
     else:
         path = Path(data)
         if path.is_dir():
-            return _check(_read_folder(path, need_summaries), strict, need_summaries)
+            return _read_folder(path, need_summaries)
         frame, description = read_table(path), str(path)
     text_col = _choose(frame, text_field, TEXT_FIELDS, "text", description)
     summary_col = None
@@ -78,13 +88,12 @@ def read_pairs(
         summary_col = _choose(frame, summary_field, SUMMARY_FIELDS, "summary", description)
     texts = [_as_text(v) for v in frame[text_col]]
     summaries = [_as_text(v) for v in frame[summary_col]] if summary_col else None
-    pairs = Pairs(
+    return Pairs(
         texts,
         summaries,
         f"{description} ({text_col} -> {summary_col})" if summary_col else description,
         [f"{description}#{i}" for i in range(len(texts))],
     )
-    return _check(pairs, strict, need_summaries)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -142,13 +151,19 @@ def read_utf8(path: Path) -> str:
         ) from None
 
 
-def _read_folder(folder: Path, need_summaries: bool) -> Pairs:
+def _folder_documents(folder: Path) -> list[Path]:
+    """The .txt documents under `folder` (not their .summary.txt files), sorted."""
     docs = sorted(p for p in folder.rglob("*.txt") if not p.name.endswith(SUMMARY_SUFFIX))
     if not docs:
         raise DataError(
             f"folder '{folder}' has no .txt documents; put NAME.txt files there "
             f"(with NAME{SUMMARY_SUFFIX} beside each for training)"
         )
+    return docs
+
+
+def _read_folder(folder: Path, need_summaries: bool) -> Pairs:
+    docs = _folder_documents(folder)
     summaries = [p.with_name(p.name[:-4] + SUMMARY_SUFFIX) for p in docs]
     if not need_summaries:
         return Pairs([read_utf8(p) for p in docs], None, str(folder), [str(p) for p in docs])
@@ -232,19 +247,38 @@ def _check(pairs: Pairs, strict: bool, need_summaries: bool) -> Pairs:
     return kept
 
 
-def read_documents(inputs) -> Pairs:
-    """Documents to summarise: .txt files, folders of them, or tables with a text field."""
-    texts, names = [], []
+def read_documents(inputs) -> list[tuple[str, str] | Bad]:
+    """Documents to summarise, in order: (name, text) per .txt file (alone or in a folder) or
+    table row (JSONL/CSV/Parquet with a text field), or a Bad for one that cannot be read
+    (not UTF-8, a table that does not parse, blank text)."""
+    documents = []
     for item in inputs:
-        path = Path(item)
-        if path.is_file() and path.suffix.lower() == ".txt":
-            texts.append(read_utf8(path))
-            names.append(str(path))
-        else:
-            docs = read_pairs(item, need_summaries=False)
-            texts += docs.texts
-            names += docs.names
-    return Pairs(texts, None, ", ".join(map(str, inputs)), names)
+        found = attempt({"input": str(item)}, _documents_in, item)
+        documents += [found] if isinstance(found, Bad) else found
+    return documents
+
+
+def _documents_in(item) -> list[tuple[str, str] | Bad]:
+    """The documents of one input: a .txt file, a folder of them, or a table."""
+    path = Path(item)
+    if path.is_dir():
+        return [_text_file(p) for p in _folder_documents(path)]
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return [_text_file(path)]
+    pairs = _unchecked_pairs(item, None, None, None, "train", False)
+    return [as_document(n, t) for n, t in zip(pairs.names, pairs.texts, strict=True)]
+
+
+def _text_file(path: Path) -> tuple[str, str] | Bad:
+    text = attempt({"input": str(path)}, read_utf8, path)
+    return text if isinstance(text, Bad) else as_document(str(path), text)
+
+
+def as_document(name: str, text: str) -> tuple[str, str] | Bad:
+    """(name, text), or a Bad when the text is blank."""
+    if text.strip():
+        return name, text
+    return Bad({"input": name}, "empty document: there is no text to summarise")
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import RecipeSpec
+from dltoolkit.registry import STRICT, RecipeSpec
 
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -86,4 +86,5 @@ SPEC = RecipeSpec(
     config=ClassifierConfig,
     summary="Train an image classifier (built-in digits sample when --data is not given).",
     default_data="digits",
+    predict_options=(STRICT,),
 )

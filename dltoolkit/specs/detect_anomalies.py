@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import SCHEDULES, TrainConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import RecipeSpec
+from dltoolkit.registry import STRICT, RecipeSpec
 
 ROW_MODELS = ("dense", "denoising", "sparse", "vae")
 WINDOW_MODELS = ("conv", "lstm")
@@ -127,4 +127,5 @@ SPEC = RecipeSpec(
     config=AnomalyDetectorConfig,
     summary="Train an anomaly detector (built-in breast-cancer table when --data is not given).",
     default_data="breast-cancer",
+    predict_options=(STRICT,),
 )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import RecipeSpec
+from dltoolkit.registry import STRICT, RecipeSpec
 
 MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
 CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
@@ -91,4 +91,5 @@ SPEC = RecipeSpec(
     summary="Train a forecaster (built-in CO2 sample series when --data is not given).",
     default_data="co2",
     data_help="Series: CSV or Parquet file, or a built-in series (co2, sunspots).",
+    predict_options=(STRICT,),
 )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import SCHEDULES, TrainConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import Option, RecipeSpec
+from dltoolkit.registry import STRICT, Option, RecipeSpec
 
 MODELS = ("auto", "transformer", "pretrained")
 LONG_DOCUMENTS = ("truncate", "chunk")
@@ -120,5 +120,8 @@ SPEC = RecipeSpec(
     recipe="dltoolkit.tasks.summarizer:Summarizer",
     config=SummarizerConfig,
     summary="Train a summariser (from-scratch Transformer, or fine-tune a KerasHub preset).",
-    predict_options=(Option("text", str, "A document to summarise (repeatable).", multiple=True),),
+    predict_options=(
+        Option("text", str, "A document to summarise (repeatable).", multiple=True),
+        STRICT,
+    ),
 )

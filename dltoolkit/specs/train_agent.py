@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import RuntimeConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import Option, RecipeSpec
+from dltoolkit.registry import STRICT, Option, RecipeSpec
 
 ALGOS = ("ppo", "a2c", "dqn", "q-learning", "sarsa")
 LR_SCHEDULES = ("linear", "constant")
@@ -107,6 +107,7 @@ SPEC = RecipeSpec(
         Option("render", str, "'rgb' saves the episodes' frames as a GIF."),
         Option("seed", int, "Random seed."),
         Option("out", str, "Image or GIF file to write."),
+        STRICT,
     ),
     evaluate_options=(Option("episodes", int, "Evaluation episodes."),),
 )

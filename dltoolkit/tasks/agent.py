@@ -20,6 +20,7 @@ from dltoolkit.core.callbacks import read_history, write_history
 from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report
 from dltoolkit.models.policy import deterministic_policy
 from dltoolkit.rl import ALGORITHMS, Algorithm
@@ -172,14 +173,19 @@ class Agent(Recipe):
         render: str | None = None,
         seed: int | None = None,
         out=None,
+        strict: bool = False,
     ) -> list[dict]:
         """Actions for `inputs` (observations), or with no inputs play `episodes` episodes
-        (render='rgb' saves their frames as a GIF at `out`)."""
+        (render='rgb' saves their frames as a GIF at `out`).
+
+        An observation that does not parse or has the wrong shape gets an error row
+        `{"observation": text, "error": reason}` in its place; with `strict` the first
+        raises a DataError."""
         self._require_model()
         if inputs is not None:
             if episodes is not None or render is not None:
                 raise ConfigError("pass observations or --episodes/--render, not both")
-            return self._act_rows(inputs)
+            return self._act_rows(inputs, strict)
         if render is not None:
             check_choice("render mode", render, RENDER_MODES)
         path = (Path(out) if out else self._default_gif()) if render else None
@@ -210,30 +216,43 @@ class Agent(Recipe):
             raise ConfigError("pass out= (a .gif path) to save the rendered episodes")
         return self.run_.path / "episodes.gif"
 
-    def _act_rows(self, inputs) -> list[dict]:
-        spaces = self.spaces_
-        dtype = observation_dtype(spaces)
+    def _act_rows(self, inputs, strict: bool) -> list[dict]:
+        """The greedy action per observation; one that does not parse gets an error row."""
         items = [inputs] if isinstance(inputs, str) else list(inputs)
+        parsed = [attempt({"observation": str(i)}, self._observation, i) for i in items]
+        good = [p for p in parsed if not isinstance(p, Bad)]
+        out = {}
+        if good:
+            act = tf.function(
+                deterministic_policy(self.model_, self.spaces_.low, self.spaces_.high)
+            )
+            out = {k: iter(v.numpy().tolist()) for k, v in act(np.stack(good)).items()}
+        results = []
+        for obs in parsed:
+            if isinstance(obs, Bad):
+                results.append(obs)
+                continue
+            row = {"observation": obs.tolist(), "action": next(out["actions"])}
+            row.update({k: next(v) for k, v in out.items() if k != "actions"})
+            results.append(row)
+        return assemble(results, strict=strict)
+
+    def _observation(self, item) -> np.ndarray:
+        """One observation (numbers, or text such as '0.1,0,-0.2,0.3') checked against the env."""
+        spaces = self.spaces_
         try:
-            obs = np.array([_parse_observation(i) for i in items], dtype)
+            obs = np.asarray(_parse_observation(item), observation_dtype(spaces))
         except ValueError:
             raise DataError(
                 "observations must be numbers, e.g. '0.1,0,-0.2,0.3' for one CartPole observation"
             ) from None
-        expected = spaces.obs_shape if spaces.obs_states is None else ()
-        if obs.shape[1:] != tuple(expected):
+        expected = tuple(spaces.obs_shape if spaces.obs_states is None else ())
+        if obs.shape != expected:
             want = f"{expected}" if expected else "a single state index"
             raise DataError(
-                f"each observation of {self.config.env} must have shape {want}; got {obs.shape[1:]}"
+                f"each observation of {self.config.env} must have shape {want}; got {obs.shape}"
             )
-        act = tf.function(deterministic_policy(self.model_, spaces.low, spaces.high))
-        out = {k: v.numpy() for k, v in act(obs).items()}
-        rows = []
-        for i in range(len(obs)):
-            row = {"observation": obs[i].tolist(), "action": out["actions"][i].tolist()}
-            row.update({k: v[i].tolist() for k, v in out.items() if k != "actions"})
-            rows.append(row)
-        return rows
+        return obs
 
     @staticmethod
     def _positive(name: str, value: int) -> int:

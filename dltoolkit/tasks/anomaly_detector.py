@@ -31,6 +31,7 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import best_f1_threshold, detection_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report, plot_history, plot_roc_pr, plot_score_histogram
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data import tables
@@ -354,9 +355,16 @@ class AnomalyDetector(Recipe):
     # -- prediction and evaluation ----------------------------------------------------------
 
     def _read(self, data):
-        """Raw feature columns of `data` as tensors (windowed if so trained), plus the frame."""
+        """Raw feature columns of `data` as tensors (windowed if so trained), the frame, its
+        description and label column; a bad row is a DataError."""
+        frame, description, label_col = self._frame(data)
+        numeric = tables.numeric_values(frame, self.schema_, self.config.nan, description)
+        return self._columns(frame, numeric), frame, description, label_col
+
+    def _frame(self, data) -> tuple[pd.DataFrame, str, str | None]:
+        """`data` as a frame with every training column (in time order if there is a time
+        column), its description and its label column."""
         self._require_model()
-        c, schema = self.config, self.schema_
         frame, description, label_col = tables.read_table(data, self.label_col_)
         missing = [n for n in self.columns_ if n not in frame.columns]
         if missing:
@@ -364,38 +372,72 @@ class AnomalyDetector(Recipe):
                 f"{description}: missing training column(s) {', '.join(missing)}; "
                 f"the model reads: {', '.join(self.columns_)}"
             )
-        if c.time_col and c.time_col in frame.columns:
-            frame = frame.sort_values(c.time_col, kind="stable").reset_index(drop=True)
-        numeric = tables.numeric_values(frame, schema, c.nan, description)
+        time_col = self.config.time_col
+        if time_col and time_col in frame.columns:
+            frame = frame.sort_values(time_col, kind="stable").reset_index(drop=True)
+        return frame, description, label_col
+
+    def _columns(self, frame: pd.DataFrame, numeric: np.ndarray) -> list[tf.Tensor]:
+        """The raw feature columns as tensors, windowed if so trained."""
+        schema, window = self.schema_, self.config.window
         columns = [numeric[:, i] for i in range(len(schema.numeric))]
         columns += [frame[n].astype(str).to_numpy() for n in schema.categorical]
-        if c.window:
-            columns = [tables.window_view(col[:, None], c.window)[..., 0] for col in columns]
-        return [tf.constant(col) for col in columns], frame, description, label_col
+        if window:
+            columns = [tables.window_view(col[:, None], window)[..., 0] for col in columns]
+        return [tf.constant(col) for col in columns]
 
     def score(self, data) -> dict[str, np.ndarray]:
         """Scores, flags and per-column contributions (columns as `columns_`) for every row/window."""
         columns, *_ = self._read(data)
         return {k: v.numpy() for k, v in self._serve(*columns).items()}
 
-    def predict(self, inputs) -> list[dict]:
-        """One row per input row (or window): score, anomaly flag and the top contributing columns."""
+    def predict(self, inputs, *, strict: bool = False) -> list[dict]:
+        """One row per input row (or window): score, anomaly flag and the top contributing columns.
+
+        A row with a value that is not a number (or NaN/inf, unless trained with nan=impute)
+        gets an error row `{"input", "row", "error"}` in its place, as does an input that
+        cannot be read at all; with `strict` the first raises a DataError.
+        """
         items = (
             [inputs]
             if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray | tuple)
             else list(inputs)
         )
-        rows = []
+        results = []
         for index, item in enumerate(items):
             name = str(item) if isinstance(item, str | Path) else f"input {index}"
-            columns, frame, _, _ = self._read(item)
-            out = {k: v.numpy() for k, v in self._serve(*columns).items()}
-            rows += [self._row(name, i, out, frame) for i in range(len(out["score"]))]
-        return rows
+            results.append(attempt({"input": name}, self._predict_table, name, item))
+        return assemble(results, strict=strict)
+
+    def _predict_table(self, name: str, data) -> list[dict | Bad]:
+        """Result rows of one table: a row per row (or window), a Bad for a bad one."""
+        frame, _, _ = self._frame(data)
+        numeric, bad_rows = tables.numeric_rows(frame, self.schema_, self.config.nan)
+        out = {k: v.numpy() for k, v in self._serve(*self._columns(frame, numeric)).items()}
+        bad = self._bad_records(bad_rows, len(out["score"]))
+        return [
+            Bad(self._where(name, i), bad[i]) if i in bad else self._row(name, i, out, frame)
+            for i in range(len(out["score"]))
+        ]
+
+    def _bad_records(self, bad_rows: dict[int, str], records: int) -> dict[int, str]:
+        """Record (row or window) index -> why it is bad; a window is bad if one of its rows is."""
+        window = self.config.window
+        if not window:
+            return bad_rows
+        bad = {}
+        for row, reason in sorted(bad_rows.items()):
+            for i in range(max(0, row - window + 1), min(row, records - 1) + 1):
+                bad.setdefault(i, f"row {row}: {reason}")
+        return bad
+
+    def _where(self, name: str, i: int) -> dict:
+        window = self.config.window
+        return {"input": name, "row": i + window - 1 if window else i}
 
     def _row(self, name: str, i: int, out: dict, frame: pd.DataFrame) -> dict:
         c = self.config
-        row = {"input": name, "row": i + c.window - 1 if c.window else i}
+        row = self._where(name, i)
         if c.window and c.time_col in frame.columns:
             row["start"], row["end"] = (
                 str(frame[c.time_col].iloc[i]),

@@ -16,6 +16,7 @@ from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.series import (
@@ -305,22 +306,27 @@ class Forecaster(Recipe):
             )
         return self._score(series.values, self._starts((0, len(series))))["metrics"]
 
-    def predict(self, inputs) -> list[dict]:
+    def predict(self, inputs, *, strict: bool = False) -> list[dict]:
         """The next `horizon` steps after each input: CSV/Parquet paths, DataFrames or raw windows.
 
         One row per input and step: the forecast per target (and `<target>_q<level>` quantiles).
+        An input that cannot be read (or is too short, or lacks a column) gets one error row
+        `{"input": name, "error": reason}` in its place; with `strict` it raises a DataError.
         """
         self._require_model()
         items = (
             [inputs] if isinstance(inputs, str | Path | pd.DataFrame | np.ndarray) else list(inputs)
         )
-        rows = []
+        results = []
         for index, item in enumerate(items):
             name = str(item) if isinstance(item, str | Path) else f"input {index}"
-            window, last_time = self._window(item)
-            out = {k: v.numpy()[0] for k, v in self._serve(tf.constant(window[None])).items()}
-            rows += self._rows(name, out, last_time)
-        return rows
+            window = attempt({"input": name}, self._window, item)
+            results.append(window if isinstance(window, Bad) else self._forecast(name, *window))
+        return assemble(results, strict=strict)
+
+    def _forecast(self, name: str, window: np.ndarray, last_time) -> list[dict]:
+        out = {k: v.numpy()[0] for k, v in self._serve(tf.constant(window[None])).items()}
+        return self._rows(name, out, last_time)
 
     def _window(self, item) -> tuple[np.ndarray, pd.Timestamp | None]:
         lookback, inputs = self.config.lookback, len(self.inputs_)

@@ -17,13 +17,16 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.records import Bad, assemble, attempt, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history, plot_image_grid
 from dltoolkit.core.runtime import Runtime, file_shard
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.augment import build_augmenter
 from dltoolkit.data.images import (
     ImageSet,
+    decode_error,
     decode_image_bytes,
+    decoded_batches,
     image_files,
     infer_image_shape,
     load_image_source,
@@ -31,6 +34,7 @@ from dltoolkit.data.images import (
     prepare_array,
     split_stratified,
     to_image_shape,
+    unreadable_reasons,
 )
 from dltoolkit.models.vision import build_image_model, default_image_size, default_weights
 from dltoolkit.specs.classify import SPEC
@@ -220,45 +224,77 @@ class ImageClassifier(Recipe):
         return self._metrics(images, self._probabilities(images))
 
     def predict_proba(self, inputs) -> np.ndarray:
-        """Class probabilities, shape (N, classes), for image files/folders or an image array."""
+        """Class probabilities, shape (N, classes), for image files/folders or an image array.
+
+        An unreadable image file is a DataError (`predict` skips it instead).
+        """
         self._require_model()
-        return self._probabilities(self._input_set(inputs))
-
-    def predict(self, inputs) -> list[dict]:
-        """Top-k labels with probabilities for each input image (files, folders or arrays)."""
-        images = self._input_set(inputs)
-        probabilities = self._probabilities(images)
-        names = images.paths if images.paths is not None else range(len(probabilities))
-        k = min(self.config.top_k, len(self.class_names_))
-        results = []
-        for name, probs in zip(names, probabilities, strict=True):
-            order = np.argsort(-probs)[:k]
-            results.append(
-                {
-                    "input": str(name),
-                    "label": self.class_names_[order[0]],
-                    "probability": float(probs[order[0]]),
-                    "top_k": [
-                        {"label": self.class_names_[i], "probability": float(probs[i])}
-                        for i in order
-                    ],
-                }
-            )
-        return results
-
-    def _input_set(self, inputs) -> ImageSet:
         if isinstance(inputs, np.ndarray):
-            array = inputs if inputs.ndim == 4 else inputs[None]
-            return ImageSet(
-                labels=np.zeros(len(array), np.int32),
-                images=prepare_array(array, self.image_shape_),
-            )
-        paths = image_files([inputs] if isinstance(inputs, str | Path) else list(inputs))
-        if not paths:
-            raise DataError(
-                "no image files found in the inputs; pass JPEG/PNG/BMP/GIF files or folders"
-            )
-        return ImageSet(labels=np.zeros(len(paths), np.int32), paths=np.array(paths))
+            return self._probabilities(self._array_set(inputs))
+        results = self._file_probabilities(inputs)
+        stop_if_strict(results, strict=True)
+        return np.stack([probs for _, probs in results])
+
+    def predict(self, inputs, *, strict: bool = False) -> list[dict]:
+        """Top-k labels with probabilities for each input image (files, folders or arrays).
+
+        An image file that cannot be read or decoded gets an error row in its place
+        (`{"input": path, "error": reason}`, see `dltoolkit.core.records`); with `strict`
+        the first one raises a DataError.
+        """
+        self._require_model()
+        if isinstance(inputs, np.ndarray):
+            probabilities = self._probabilities(self._array_set(inputs))
+            return [self._label_row(str(i), probs) for i, probs in enumerate(probabilities)]
+        results = [
+            r if isinstance(r, Bad) else self._label_row(*r)
+            for r in self._file_probabilities(inputs)
+        ]
+        return assemble(results, strict=strict)
+
+    def _label_row(self, name: str, probs: np.ndarray) -> dict:
+        order = np.argsort(-probs)[: min(self.config.top_k, len(self.class_names_))]
+        return {
+            "input": name,
+            "label": self.class_names_[order[0]],
+            "probability": float(probs[order[0]]),
+            "top_k": [
+                {"label": self.class_names_[i], "probability": float(probs[i])} for i in order
+            ],
+        }
+
+    def _array_set(self, array: np.ndarray) -> ImageSet:
+        array = array if array.ndim == 4 else array[None]
+        return ImageSet(
+            labels=np.zeros(len(array), np.int32), images=prepare_array(array, self.image_shape_)
+        )
+
+    def _file_probabilities(self, inputs) -> list[tuple[str, np.ndarray] | Bad]:
+        """(path, class probabilities) per image file of `inputs` (files or folders), in the
+        order given (folders sorted), or a Bad for an input that cannot be read or decoded."""
+        items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+        if not items:
+            raise DataError("no inputs to predict; pass JPEG/PNG/BMP/GIF files or folders")
+        found = []
+        for item in items:
+            files = attempt({"input": str(item)}, image_files, [item])
+            found += [files] if isinstance(files, Bad) else files
+        paths = [f for f in found if not isinstance(f, Bad)]
+        reasons = unreadable_reasons(paths)
+        readable = [p for p in paths if not reasons[p]]
+        probabilities = {}
+        for pixels, indices in decoded_batches(readable, self.image_shape_, self.config.batch_size):
+            batch = self.model_.predict_on_batch(pixels)
+            probabilities.update(zip((readable[i] for i in indices.numpy()), batch, strict=True))
+        results = []
+        for f in found:
+            if isinstance(f, Bad):
+                results.append(f)
+            elif f in probabilities:
+                results.append((f, probabilities[f]))
+            else:
+                results.append(Bad({"input": f}, reasons[f] or decode_error(f) or "not decodable"))
+        return results
 
     # -- persistence and export ---------------------------------------------------------------
 

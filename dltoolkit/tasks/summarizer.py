@@ -17,11 +17,13 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.progress import phase_progress
 from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.data.text import (
     SPECIAL_TOKENS,
     Pairs,
+    as_document,
     make_tokenizer,
     read_documents,
     read_pairs,
@@ -386,25 +388,32 @@ class Summarizer(Recipe):
         self._require_model()
         return self._score(self._read(data, "test"))[0]
 
-    def predict(self, inputs=None, *, text: list[str] | str | None = None) -> list[dict]:
+    def predict(
+        self, inputs=None, *, text: list[str] | str | None = None, strict: bool = False
+    ) -> list[dict]:
         """Summaries of `text` (strings) and of `inputs` (.txt files, folders of them, or
-        JSONL/CSV/Parquet tables with a text field): one row {input, summary} per document."""
+        JSONL/CSV/Parquet tables with a text field): one row {input, summary} per document.
+
+        A document that cannot be read (not UTF-8, blank, a table that does not parse) gets
+        an error row `{"input": name, "error": reason}` in its place; with `strict` the first
+        raises a DataError."""
         self._require_model()
         texts = [text] if isinstance(text, str) else list(text or [])
-        names = [f"text {i + 1}" for i in range(len(texts))]
+        documents = [as_document(f"text {i + 1}", t) for i, t in enumerate(texts)]
         if inputs:
-            documents = read_documents([inputs] if isinstance(inputs, str) else list(inputs))
-            texts, names = texts + documents.texts, names + documents.names
-        if not texts:
+            documents += read_documents([inputs] if isinstance(inputs, str) else list(inputs))
+        if not documents:
             raise DataError('nothing to summarise: pass --text "..." or .txt files / a folder')
-        empty = [n for n, t in zip(names, texts, strict=True) if not t.strip()]
-        if empty:
-            raise DataError(
-                f"{len(empty)} empty document(s) (e.g. {empty[0]}); give text to summarise"
-            )
-        return [
-            {"input": n, "summary": s} for n, s in zip(names, self.summarize(texts), strict=True)
-        ]
+        stop_if_strict(documents, strict=strict)  # before the costly summarising
+        good = [d for d in documents if not isinstance(d, Bad)]
+        summaries = iter(self.summarize([t for _, t in good]) if good else [])
+        return assemble(
+            [
+                d if isinstance(d, Bad) else {"input": d[0], "summary": next(summaries)}
+                for d in documents
+            ],
+            strict=strict,
+        )
 
     def load_snapshot(self, minutes: float) -> Summarizer:
         """Use the weights this run reached after `minutes` (needs snapshot_minutes set in fit)."""
