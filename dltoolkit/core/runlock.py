@@ -35,7 +35,6 @@ _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 class _Hold:
     fd: int
     created: bool  # the lock made the directory (and removes it if nothing else was written)
-    depth: int = 1
 
 
 _held: dict[Path, _Hold] = {}
@@ -47,12 +46,8 @@ def run_lock(directory: str | Path) -> Iterator[None]:
     process. Raises RunDirError at once if another process holds it."""
     directory = Path(directory)
     key = directory.resolve()
-    if key in _held:
-        _held[key].depth += 1
-        try:
-            yield
-        finally:
-            _held[key].depth -= 1
+    if key in _held:  # this process holds it already (e.g. fit inside the CLI's hold)
+        yield
         return
     _held[key] = _acquire(directory)
     try:
@@ -84,7 +79,7 @@ def _acquire(directory: Path) -> _Hold:
             warnings.warn(
                 f"cannot lock '{directory}' ({err.strerror}): nothing stops another job from "
                 "writing it at the same time",
-                stacklevel=4,
+                stacklevel=2,
             )
             return _Hold(fd, created)
         if _is_current(fd, lock):
@@ -131,7 +126,7 @@ def _holder(directory: Path) -> dict:
 
 def _in_use_message(directory: Path) -> str:
     who = _holder(directory)
-    by = f" (pid {who['pid']} on {who['host']}, since {who['since']})" if who else ""
+    by = f" (pid {who.get('pid')} on {who.get('host')}, since {who.get('since')})" if who else ""
     return (
         f"'{directory}' is in use by another dltoolkit job{by}; wait for it to end "
         "or choose another --out"
