@@ -195,6 +195,8 @@ class Recipe(abc.ABC):
                 Console(stderr=True).print(finished_message(out), markup=False, soft_wrap=True)
                 recipe = cls.load(out, progress=progress)
                 exported = recipe.run_.export_dir()
+                if not exported.is_dir():  # killed during its export: finish that
+                    exported = recipe.export()
             else:
                 if saved and console is not None:
                     console.print(f"resuming {out} with its saved recipe")
