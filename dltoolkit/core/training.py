@@ -181,7 +181,8 @@ def _build_optimizer(model: keras.Model) -> None:
     function then creates variables and is traced twice (over a second on a small CNN).
     """
     if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
 
 
 def _label(phase_name: str) -> str:
