@@ -264,3 +264,42 @@ def test_phase_shows_a_spinner_with_name_and_time_then_one_line_only_the_line_in
     with phase_progress(Console(file=log, width=100), "scoring"):
         pass
     assert log.getvalue().startswith("scoring  (0.") and log.getvalue().count("\n") == 1
+
+
+def test_training_step_is_traced_once_on_the_cpu(tmp_path, monkeypatch):
+    """On a CPU-only host the default strategy is used and the optimizer built before fit,
+    so Keras traces the training step once (not twice); TensorBoard logs every epoch."""
+    import tensorflow as tf
+
+    from dltoolkit.core.training import Phase, fit_phases
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+
+    class Counting(keras.Sequential):
+        traces = 0
+
+        def train_step(self, data):
+            Counting.traces += 1  # Python runs only while TensorFlow traces the step
+            return super().train_step(data)
+
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, x.sum(1, keepdims=True))).batch(16)
+    config = cfg.TrainConfig(warmup_epochs=0, early_stopping_patience=0)
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    with runtime("cpu") as rt, rt.strategy.scope():
+        assert rt.strategy is tf.distribute.get_strategy()  # the default: no GPU here
+        model = Counting([keras.Input((2,)), keras.layers.Dense(1)])
+        fit_phases(
+            model,
+            data,
+            data,
+            phases=[Phase("train", 2, lambda: model.compile(build_optimizer(config, 4, 2), "mse"))],
+            run=run,
+            config=config,
+            steps_per_epoch=4,
+            console=None,
+        )
+    assert Counting.traces == 1
+    for split in ("train", "validation"):
+        assert list((run.logs / split).glob("events.out.tfevents*")), split

@@ -1,4 +1,4 @@
-"""Keras callbacks of our own: Rich progress and a crash-safe history log."""
+"""Keras callbacks of our own: Rich progress, a crash-safe history log, epoch-only TensorBoard."""
 
 from __future__ import annotations
 
@@ -67,6 +67,27 @@ class RichProgress(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._progress is not None:
             self._progress.stop()
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard logs (scalars per epoch, no graph, no profile) without per-batch work.
+
+    With `update_freq="epoch"` Keras' callback still calls `tf.summary.scalar` for every
+    metric after every batch (recording nothing, as no writer is set): about 0.15 ms of
+    the training loop's own thread per step, in series with the step.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__(log_dir=log_dir, write_graph=False, profile_batch=0, update_freq="epoch")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
 
 
 class HistoryLog(keras.callbacks.Callback):

@@ -134,6 +134,11 @@ def one_process_strategy(name: str, tpu: str | None = None) -> str:
 def make_strategy(kind: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """Build the tf.distribute strategy of `kind`."""
     if kind == "cpu":
+        if not tf.distribute.has_strategy() and not tf.config.list_physical_devices("GPU"):
+            # The CPU is the only device, where TensorFlow places everything anyway: Keras
+            # then runs the loop of a plain script, without OneDeviceStrategy's
+            # multi-device iterator (made for every epoch, and a hop for every batch).
+            return tf.distribute.get_strategy()
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if kind == "gpu":
         if not tf.config.list_physical_devices("GPU"):

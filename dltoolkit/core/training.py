@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 from rich.console import Console
 
-from dltoolkit.core.callbacks import HistoryLog, RichProgress, read_history
+from dltoolkit.core.callbacks import EpochTensorBoard, HistoryLog, RichProgress, read_history
 from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.errors import WorkerLost
 from dltoolkit.core.files import atomic_path
@@ -72,6 +72,7 @@ def fit_phases(
             model.load_weights(done)
         else:
             phase.prepare()
+            _build_optimizer(model)
             callbacks = _callbacks(run, config, phase, monitor, total, steps_per_epoch, console)
             callbacks += extra_callbacks or []
             with warnings.catch_warnings(), _worker_loss_is_user_facing():
@@ -122,9 +123,7 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
             save_weights_only=True,
             initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.TensorBoard(
-            log_dir=str(run.logs), write_graph=False, profile_batch=0, update_freq="epoch"
-        ),
+        EpochTensorBoard(str(run.logs)),
     ]
     if config.early_stopping_patience > 0:
         callbacks.append(
@@ -173,6 +172,17 @@ def _worker_loss_is_user_facing():
             f"a process of the multi-worker job stopped ({first_line}); restart every worker "
             "with the same command: training resumes from the last finished epoch"
         ) from None
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    """Make the optimizer's variables now, as Keras does under a distribution strategy.
+
+    Under TensorFlow's default strategy Keras leaves it to the first training step, whose
+    function then creates variables and is traced twice (over a second on a small CNN).
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
 
 
 def _label(phase_name: str) -> str:
