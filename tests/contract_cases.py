@@ -1,9 +1,12 @@
-"""The contract's tiny case of every recipe: what test_contract.py trains, predicts and serves.
+"""Every recipe's tiny case: what the suite trains once and test_contract.py checks.
 
 A recipe registers itself by its `task`; test_contract.py then fails until CASES holds a
-Case under that task. A Case says how to train the recipe in seconds, which raw inputs to
+Case under that task. A Case says how to train the recipe on tiny data, which raw inputs to
 predict on, and how the exported `serving_default` signature (and, once issue 20 lands,
 the saved Keras model) takes those same inputs and answers with predict's numbers.
+
+The fit is the one the recipe's own test file asserts learning on (conftest's `fits`
+trains each case once per session), so its parameters are what those tests need.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import numpy as np
 import pandas as pd
 from conftest import write_digit_folder
 from PIL import Image
-from sklearn.datasets import load_digits
-from test_anomaly_detector import sensor_table
-from test_forecaster import sales_frame
+from test_agent import CARTPOLE_STEPS
+from test_anomaly_detector import FAST, sensor_table
+from test_forecaster import HORIZON, LOOKBACK
+from test_image_generator import TINY as TINY_GENERATOR
 from test_node_classifier import write_block_graph
 from test_summarizer import TINY as TINY_SUMMARIZER
-from test_summarizer import make_pairs
+from test_summarizer import make_pairs, write_jsonl
+
+from dltoolkit.data.samples import load_sample
 
 
 def registered_recipes() -> dict[str, type]:
@@ -76,7 +82,7 @@ def _pixels(files: list[str]) -> np.ndarray:
 
 
 CLASSIFY = Case(
-    params=dict(epochs=1, batch_size=64, seed=0),
+    params=dict(epochs=6, batch_size=64, seed=1),
     data=lambda folder: "digits",
     inputs=_digit_files,
     answers=lambda clf, files: {
@@ -94,8 +100,6 @@ CLASSIFY = Case(
 
 # -- forecast ---------------------------------------------------------------------------
 
-LOOKBACK = 16
-
 
 def _forecast_answers(model, frames) -> dict:
     rows = model.predict(frames)
@@ -108,15 +112,22 @@ def _forecast_answers(model, frames) -> dict:
 
 
 def _windows(model, frames) -> np.ndarray:
-    return np.stack([f[model.inputs_].to_numpy(np.float32)[-LOOKBACK:] for f in frames])
+    lookback = model.config.lookback
+    return np.stack([f[model.inputs_].to_numpy(np.float32)[-lookback:] for f in frames])
 
 
 FORECAST = Case(
     params=dict(
-        target="sales", lookback=LOOKBACK, horizon=4, layers=1, epochs=2, quantiles="0.1,0.5,0.9"
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        epochs=6,
+        layers=1,
+        seed=1,
+        quantiles="0.1,0.5,0.9",
+        learning_rate=3e-3,
     ),
-    data=lambda folder: sales_frame(days=200),
-    inputs=lambda folder: [sales_frame(days=n, seed=1) for n in (60, 90)],
+    data=lambda folder: "co2",
+    inputs=lambda folder: [load_sample("co2").iloc[:n] for n in (800, 1900)],
     answers=_forecast_answers,
     feeds=lambda model, frames: {"window": _windows(model, frames)},
     keras_io=lambda model, frames: KerasIO(
@@ -147,8 +158,8 @@ def _columns(detector, frame) -> dict[str, np.ndarray]:
 
 
 DETECT_ANOMALIES = Case(
-    params=dict(epochs=3, batch_size=64, early_stopping_patience=0, val_split=0, test_split=0),
-    data=lambda folder: sensor_table(rows=200),
+    params=dict(FAST, contamination=0.1, val_split=0, test_split=0),
+    data=lambda folder: sensor_table(),
     inputs=_readings,
     answers=lambda detector, frame: {
         "score": _column(detector.predict(frame), "score"),
@@ -193,8 +204,8 @@ def _node_probabilities(clf, tables) -> np.ndarray:
 
 
 CLASSIFY_NODES = Case(
-    params=dict(epochs=10, seed=0),
-    data=lambda folder: write_block_graph(folder / "train", size=10),
+    params=dict(epochs=60, seed=0),
+    data=lambda folder: str(write_block_graph(folder / "graph")[0].parent),  # nodes.csv, edges.csv
     inputs=_subgraph,
     answers=lambda clf, tables: {
         "label": _column(clf.predict(nodes=tables[0], edges=tables[1]), "label"),
@@ -217,6 +228,15 @@ def _stories(folder: Path) -> list[str]:
     return [r["article"] for r in make_pairs(3, seed=11)] + ["word " * 300]
 
 
+def _pairs_file(folder: Path) -> str:
+    """360 stories and two empty pairs (skipped), as JSON lines."""
+    empty = [
+        {"article": " ", "highlights": "nothing ."},
+        {"article": "a story .", "highlights": ""},
+    ]
+    return write_jsonl(folder / "pairs.jsonl", make_pairs(360) + empty)
+
+
 def _summaries(model, texts) -> np.ndarray:
     return np.array([r["summary"] for r in model.predict(text=texts)], dtype=object)
 
@@ -231,8 +251,8 @@ def _detokenized(model):
 
 
 SUMMARIZE = Case(
-    params=dict(TINY_SUMMARIZER, epochs=1, eval_samples=4),
-    data=lambda folder: [(r["article"], r["highlights"]) for r in make_pairs(64)],
+    params=dict(TINY_SUMMARIZER, text_field="article", summary_field="highlights", epochs=10),
+    data=_pairs_file,
     inputs=_stories,
     answers=lambda model, texts: {"summary": _summaries(model, texts)},
     feeds=lambda model, texts: {"text": np.array(texts, dtype=object)},
@@ -254,14 +274,10 @@ TRAIN_AGENT = Case(
     params=dict(
         env="CartPole-v1",
         algo="ppo",
-        steps=256,
-        n_envs=2,
-        n_steps=64,
-        batch_size=64,
-        n_epochs=2,
-        eval_every=0,
-        eval_episodes=1,
-        seed=0,
+        steps=CARTPOLE_STEPS,
+        eval_every=4096,
+        eval_episodes=10,
+        seed=3,
     ),
     data=lambda folder: None,
     inputs=_observations,
@@ -276,14 +292,7 @@ TRAIN_AGENT = Case(
 
 # -- generate ---------------------------------------------------------------------------
 
-DRAW = {"num": 4, "seed": 5, "label": "1"}
-
-
-def _three_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """120 real digits of three classes: enough for the run's small evaluator classifier."""
-    digits = load_digits()
-    keep = np.flatnonzero(digits.target < 3)[:120]
-    return np.round(digits.images[keep] * (255 / 16)).astype(np.uint8), digits.target[keep]
+DRAW = {"num": 6, "seed": 5, "label": "3"}
 
 
 def _decoded_png(outputs: dict) -> dict:
@@ -295,21 +304,15 @@ def _decoded_png(outputs: dict) -> dict:
 
 GENERATE = Case(
     params=dict(
+        TINY_GENERATOR,
         model="ddpm",
         conditional=True,
-        width=8,
         blocks=1,
-        epochs=1,
-        steps_per_epoch=3,
-        batch_size=16,
-        timesteps=20,
-        sample_steps=3,
-        grid_size=4,
-        eval_samples=16,
-        eval_classifier_epochs=1,
-        seed=1,
+        timesteps=200,
+        sample_steps=6,
+        learning_rate=2e-3,
     ),
-    data=_three_digits,
+    data=lambda folder: "digits",
     inputs=lambda folder: DRAW,
     # The export draws with the same seeded graph as `sample`: the same images, bit for bit.
     answers=lambda gen, draw: {"images": (s := gen.sample(**draw)), "png": s},

@@ -26,10 +26,10 @@ CARTPOLE_STEPS = 8192
 
 
 @pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "cartpole"
-    agent = Agent(env="CartPole-v1", algo="ppo", eval_every=4096, eval_episodes=10, seed=3)
-    return agent.fit(CARTPOLE_STEPS, out=out, progress=False), out
+def cartpole(fits):
+    """PPO for CARTPOLE_STEPS, evaluated every 4096 (contract_cases.TRAIN_AGENT)."""
+    agent, folder = fits.get("train-agent")
+    return agent, folder / "run"
 
 
 def random_return(env_id: str, episodes: int, seed: int, options=None) -> float:

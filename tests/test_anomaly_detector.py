@@ -43,10 +43,10 @@ def sample_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sensor_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("anomaly") / "sensors"
-    detector = AnomalyDetector(**FAST, contamination=0.1, val_split=0, test_split=0)
-    return detector.fit(sensor_table(), out=out, progress=False), out
+def sensor_run(fits):
+    """FAST on sensor_table(), contamination 0.1, no held-out rows (contract_cases)."""
+    detector, folder = fits.get("detect-anomalies")
+    return detector, folder / "run"
 
 
 def test_sample_trains_and_ranks_malignant_rows_higher(sample_run):

@@ -1,6 +1,7 @@
 """The recipe contract, checked alike for every registered recipe on its tiny case.
 
-Per recipe, one tiny fit serves every check: save -> load -> predict gives the same
+Per recipe, the session's one fit (conftest's `fits`, shared with the recipe's own tests)
+serves every check: save -> load -> predict gives the same
 numbers; the SavedModel export, called in a fresh TensorFlow-only process, gives what
 predict gives; unknown and out-of-range parameters are one-line errors; and (issue 20)
 the saved Keras model maps raw input to the recipe's output. The cases live in
@@ -67,12 +68,10 @@ class Fitted:
 
 
 @pytest.fixture(scope="module")
-def fitted(task, case, serving, tmp_path_factory) -> Fitted:
-    """The tiny fit all of a recipe's checks share, with predict's answers on the inputs."""
-    serving.start(case.serving_imports)  # TensorFlow imports there while this one trains
-    folder = tmp_path_factory.mktemp(task)
-    recipe = RECIPES[task](**case.params)
-    recipe.fit(case.data(folder), out=folder / "run", progress=False)
+def fitted(task, case, serving, fits) -> Fitted:
+    """The session's fit of the recipe (see conftest), with predict's answers on the inputs."""
+    serving.start(case.serving_imports)  # TensorFlow imports there while the recipe trains
+    recipe, folder = fits.get(task)
     inputs = case.inputs(folder)
     return Fitted(recipe, inputs, case.answers(recipe, inputs), folder)
 

@@ -22,18 +22,10 @@ LOOKBACK, HORIZON = 52, 13
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "co2"
-    model = Forecaster(
-        lookback=LOOKBACK,
-        horizon=HORIZON,
-        epochs=6,
-        layers=1,
-        seed=1,
-        quantiles="0.1,0.5,0.9",
-        learning_rate=3e-3,
-    )
-    return model.fit("co2", out=out, progress=False), out
+def trained(fits):
+    """6 epochs on the CO2 sample, quantiles 0.1, 0.5, 0.9 (contract_cases.FORECAST)."""
+    model, folder = fits.get("forecast")
+    return model, folder / "run"
 
 
 def sales_frame(days=420, seed=0) -> pd.DataFrame:

@@ -15,10 +15,10 @@ from dltoolkit.core.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "digits"
-    clf = ImageClassifier(epochs=6, batch_size=64, seed=1).fit("digits", out=out, progress=False)
-    return clf, out
+def trained(fits):
+    """6 epochs on the digits sample (contract_cases.CLASSIFY)."""
+    clf, folder = fits.get("classify")
+    return clf, folder / "run"
 
 
 def test_fit_writes_a_complete_run_directory(trained):

@@ -30,19 +30,11 @@ TINY = dict(
 
 
 @pytest.fixture(scope="module")
-def ddpm(tmp_path_factory):
-    """A class-conditional DDPM with guidance on the digits sample, upsampled to 16x16."""
-    out = tmp_path_factory.mktemp("runs") / "ddpm"
-    params = dict(
-        TINY,
-        model="ddpm",
-        conditional=True,
-        blocks=1,
-        timesteps=200,
-        sample_steps=6,
-        learning_rate=2e-3,
-    )
-    return ImageGenerator(**params).fit("digits", out=out, progress=False), out
+def ddpm(fits):
+    """A class-conditional DDPM with guidance on the digits sample, upsampled to 16x16
+    (contract_cases.GENERATE)."""
+    model, folder = fits.get("generate")
+    return model, folder / "run"
 
 
 def unlabelled_digits(n=300):

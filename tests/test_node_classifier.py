@@ -49,13 +49,10 @@ def block_graph(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(block_graph, tmp_path_factory):
-    nodes, edges = block_graph
-    out = tmp_path_factory.mktemp("runs") / "blocks"
-    clf = NodeClassifier(edges=str(edges), epochs=60, seed=0).fit(
-        str(nodes), out=out, progress=False
-    )
-    return clf, out
+def trained(fits):
+    """60 epochs of GCN on a write_block_graph() folder (contract_cases.CLASSIFY_NODES)."""
+    clf, folder = fits.get("classify-nodes")
+    return clf, folder / "run"
 
 
 def _path_graph():
