@@ -1,4 +1,4 @@
-"""Shared fixtures: small real image data made on the fly, and a CLI runner."""
+"""Shared fixtures: small real image data made on the fly, a CLI runner, one fit per recipe."""
 
 from __future__ import annotations
 
@@ -62,3 +62,29 @@ def run_cli(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
         cwd=cwd,
         timeout=timeout,
     )
+
+
+class Fits:
+    """Each registered recipe trained once per session on its contract case, on first use."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory = tmp_path_factory
+        self.fitted: dict[str, tuple] = {}
+
+    def get(self, task: str) -> tuple:
+        """(fitted recipe, its scratch folder); the run directory is `folder / "run"`."""
+        from contract_cases import CASES, registered_recipes
+
+        if task not in self.fitted:
+            folder = self.tmp_path_factory.mktemp(task)
+            case = CASES[task]
+            recipe = registered_recipes()[task](**case.params)
+            recipe.fit(case.data(folder), out=folder / "run", progress=False)
+            self.fitted[task] = (recipe, folder)
+        return self.fitted[task]
+
+
+@pytest.fixture(scope="session")
+def fits(tmp_path_factory) -> Fits:
+    """The session's one fit per recipe, shared by its own tests and the contract."""
+    return Fits(tmp_path_factory)

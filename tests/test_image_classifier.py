@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dltoolkit import ImageClassifier, load
+from dltoolkit import ImageClassifier
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "digits"
-    clf = ImageClassifier(epochs=6, batch_size=64, seed=1).fit("digits", out=out, progress=False)
-    return clf, out
+def trained(fits):
+    """6 epochs on the digits sample (contract_cases.CLASSIFY)."""
+    clf, folder = fits.get("classify")
+    return clf, folder / "run"
 
 
 def test_fit_writes_a_complete_run_directory(trained):
@@ -65,18 +62,6 @@ def test_recipe_file_holds_every_param(trained):
     assert ImageClassifier(**doc["params"]).get_params() == clf.get_params()
 
 
-def test_save_load_predict_gives_the_same_numbers(trained, tmp_path):
-    clf, out = trained
-    images = (np.random.default_rng(0).random((5, 8, 8, 1)) * 255).astype(np.uint8)
-    again = load(out)
-    assert isinstance(again, ImageClassifier) and again.class_names_ == clf.class_names_
-    np.testing.assert_allclose(again.predict_proba(images), clf.predict_proba(images), atol=1e-6)
-    saved = clf.save(tmp_path / "copy")
-    np.testing.assert_allclose(
-        ImageClassifier.load(saved).predict_proba(images), clf.predict_proba(images), atol=1e-6
-    )
-
-
 def test_unknown_param_and_unknown_backbone_are_user_errors():
     with pytest.raises(ConfigError, match="valid parameters"):
         ImageClassifier(backbon="resnet50")
@@ -104,42 +89,6 @@ def test_evaluate_rejects_labels_the_model_never_saw(trained, tmp_path):
     Image.new("L", (8, 8)).save(folder / "1" / "b.png")
     with pytest.raises(DataError, match="cat"):
         clf.evaluate(str(folder))
-
-
-SERVE = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-    model = tf.saved_model.load(sys.argv[1])
-    files = sys.argv[2:]
-    out = model.signatures["serving_default"](
-        image_bytes=tf.constant([open(f, "rb").read() for f in files]))
-    assert "dltoolkit" not in sys.modules and "keras_hub" not in sys.modules
-    print(json.dumps({"labels": [l.decode() for l in out["label"].numpy()],
-                      "probs": out["probabilities"].numpy().tolist(),
-                      "signatures": sorted(model.signatures)}))
-    """
-)
-
-
-def test_export_serves_raw_image_bytes_in_a_fresh_tensorflow_only_process(trained, digit_folder):
-    clf, out = trained
-    path = clf.export()
-    assert path == out / "export" / out.name / "1"
-    assert (path / "saved_model.pb").is_file()
-    images = sorted(str(p) for p in (digit_folder / "2").iterdir())[:8]
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE, str(path), *images],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    result = json.loads(served.stdout.strip().splitlines()[-1])
-    assert result["signatures"] == ["predict_images", "serving_default"]
-    expected = clf.predict(images)
-    assert result["labels"] == [r["label"] for r in expected]
-    np.testing.assert_allclose(result["probs"], clf.predict_proba(images), atol=1e-4)
 
 
 def test_float_signature_and_tflite_match_predict(trained, tmp_path):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import networkx as nx
@@ -52,13 +49,10 @@ def block_graph(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(block_graph, tmp_path_factory):
-    nodes, edges = block_graph
-    out = tmp_path_factory.mktemp("runs") / "blocks"
-    clf = NodeClassifier(edges=str(edges), epochs=60, seed=0).fit(
-        str(nodes), out=out, progress=False
-    )
-    return clf, out
+def trained(fits):
+    """60 epochs of GCN on a write_block_graph() folder (contract_cases.CLASSIFY_NODES)."""
+    clf, folder = fits.get("classify-nodes")
+    return clf, folder / "run"
 
 
 def _path_graph():
@@ -129,69 +123,12 @@ def test_fit_writes_a_run_learns_and_reports_embeddings(trained):
     assert "Learned node embeddings" in (out / "report.html").read_text()
 
 
-def test_save_load_predict_gives_the_same_numbers(trained, block_graph, tmp_path):
-    clf, out = trained
-    graph = clf.load_graph(str(block_graph[0]))
-    again = load(out)
-    assert isinstance(again, NodeClassifier) and again.class_names_ == ["c0", "c1", "c2"]
-    np.testing.assert_allclose(again.predict_proba(graph), clf.predict_proba(graph), atol=1e-6)
-    copy = NodeClassifier.load(clf.save(tmp_path / "copy"))
-    np.testing.assert_allclose(copy.predict_proba(graph), clf.predict_proba(graph), atol=1e-6)
-
-
 def test_predict_labels_the_unlabelled_nodes(trained):
     clf, out = trained
     rows = load(out).predict()  # re-reads the graph named in recipe.toml
     assert [r["node"] for r in rows] == [f"n{i}" for i in range(90) if i % 6 == 5]
     truth = [f"c{i // 30}" for i in range(90) if i % 6 == 5]
     assert np.mean([r["label"] == t for r, t in zip(rows, truth, strict=True)]) > 0.7
-
-
-SERVE = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np, tensorflow as tf
-    model = tf.saved_model.load(sys.argv[1])
-    data = np.load(sys.argv[2])
-    out = model.signatures["serving_default"](node_features=tf.constant(data["x"]),
-                                              edges=tf.constant(data["edges"]))
-    assert "dltoolkit" not in sys.modules
-    print(json.dumps({"labels": [l.decode() for l in out["label"].numpy()],
-                      "probs": out["probabilities"].numpy().tolist(),
-                      "signatures": sorted(model.signatures)}))
-    """
-)
-
-
-def test_export_serves_a_new_subgraph_in_a_fresh_tensorflow_only_process(
-    trained, block_graph, tmp_path
-):
-    clf, out = trained
-    path = clf.export()
-    nodes, edges = (pd.read_csv(p, keep_default_na=False) for p in block_graph)
-    sub = nodes.iloc[::2].drop(columns="label")  # an unseen subgraph: every other node
-    position = {node: i for i, node in enumerate(sub.id)}
-    sub_edges = edges[edges.source.isin(position) & edges.target.isin(position)]
-    sub.to_csv(tmp_path / "n.csv", index=False)
-    sub_edges.to_csv(tmp_path / "e.csv", index=False)
-    np.savez(
-        tmp_path / "g.npz",
-        x=sub.iloc[:, 1:].to_numpy(np.float32),
-        edges=sub_edges.map(position.get).to_numpy(np.int64),
-    )
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE, str(path), str(tmp_path / "g.npz")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    result = json.loads(served.stdout.strip().splitlines()[-1])
-    assert result["signatures"] == ["predict_weighted", "serving_default"]
-    expected = clf.predict(nodes=str(tmp_path / "n.csv"), edges=str(tmp_path / "e.csv"))
-    assert result["labels"] == [r["label"] for r in expected]
-    top = [max(p) for p in result["probs"]]
-    np.testing.assert_allclose(top, [r["probability"] for r in expected], atol=1e-5)
 
 
 @pytest.mark.parametrize(

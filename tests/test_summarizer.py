@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
-import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
+from serving import ServingProcess, plain
 from test_cli import assert_user_error, cli
 
 from dltoolkit import Summarizer, load
@@ -86,15 +85,10 @@ def write_jsonl(path, rows) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("summarize")
-    rows = make_pairs(360) + [
-        {"article": " ", "highlights": "nothing ."},
-        {"article": "a story .", "highlights": ""},
-    ]
-    data = write_jsonl(root / "pairs.jsonl", rows)
-    model = Summarizer(text_field="article", summary_field="highlights", epochs=10, **TINY)
-    return model.fit(data, out=root / "run", progress=False), root
+def trained(fits):
+    """10 epochs of TINY on 360 made-up pairs plus two empty ones (contract_cases.SUMMARIZE);
+    the run is root / "run"."""
+    return fits.get("summarize")
 
 
 def test_fit_learns_the_task_and_reports_rouge_beside_lead(trained):
@@ -120,8 +114,8 @@ def test_fit_learns_the_task_and_reports_rouge_beside_lead(trained):
     assert "2 empty pairs skipped" in report
 
 
-def test_predict_means_the_story_and_survives_save_load(trained, tmp_path):
-    model, root = trained
+def test_predict_means_the_story_from_strings_or_files(trained, tmp_path):
+    model, _ = trained
     new = make_pairs(6, seed=7)
     rows = model.predict(text=[r["article"] for r in new])
     assert [r["input"] for r in rows] == [f"text {i}" for i in range(1, 7)]
@@ -135,8 +129,6 @@ def test_predict_means_the_story_and_survives_save_load(trained, tmp_path):
         (tmp_path / "docs" / f"{i}.txt").write_text(r["article"], encoding="utf-8")
     from_files = model.predict([str(tmp_path / "docs")])
     assert [r["summary"] for r in from_files] == [r["summary"] for r in rows[:2]]
-    again = load(root / "run").predict(text=[r["article"] for r in new])
-    assert again == rows
 
 
 def test_decoding_strategies_and_length_limits(trained):
@@ -180,35 +172,6 @@ def test_folder_of_paired_files(tmp_path):
     (tmp_path / "extra.txt").write_text("a story without its summary", encoding="utf-8")
     with pytest.raises(DataError, match="1 documents have no summary"):
         read_pairs(tmp_path)
-
-
-SERVE = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-    import tensorflow_text  # registers the WordPiece and normalisation ops
-    model = tf.saved_model.load(sys.argv[1])
-    texts = json.loads(sys.argv[2])
-    out = model.signatures["serving_default"](text=tf.constant(texts))
-    assert "dltoolkit" not in sys.modules and "keras_hub" not in sys.modules
-    print(json.dumps([s.decode("utf-8") for s in out["summary"].numpy()]))
-    """
-)
-
-
-def test_export_summarises_raw_strings_in_a_fresh_tensorflow_process(trained):
-    model, root = trained
-    path = model.export()
-    assert path == root / "run" / "export" / "run" / "1"
-    texts = [r["article"] for r in make_pairs(3, seed=11)] + ["word " * 300]
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE, str(path), json.dumps(texts)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    assert json.loads(served.stdout.strip().splitlines()[-1]) == model.summarize(texts)
 
 
 def test_cli_predict_and_evaluate(trained, tmp_path, capsys):
@@ -363,11 +326,9 @@ def test_fine_tunes_a_tiny_random_bart_from_a_local_preset(tmp_path):
     summaries = [r["summary"] for r in model.predict(text=texts)]
     assert len(summaries) == 3 and all(isinstance(s, str) for s in summaries)
     assert load(tmp_path / "run").summarize(texts) == summaries
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE, str(model.export()), json.dumps(texts)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    assert json.loads(served.stdout.strip().splitlines()[-1]) == summaries
+    server = ServingProcess(("tensorflow_text",))
+    try:
+        served = server.call(model.export(), {"text": np.array(texts, dtype=object)})
+    finally:
+        server.close()
+    assert plain(served["summary"]).tolist() == summaries

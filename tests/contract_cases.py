@@ -1,0 +1,337 @@
+"""Every recipe's tiny case: what the suite trains once and test_contract.py checks.
+
+A recipe registers itself by its `task`; test_contract.py then fails until CASES holds a
+Case under that task. A Case says how to train the recipe on tiny data, which raw inputs to
+predict on, and how the exported `serving_default` signature (and, once issue 20 lands,
+the saved Keras model) takes those same inputs and answers with predict's numbers.
+
+The fit is the one the recipe's own test file asserts learning on (conftest's `fits`
+trains each case once per session), so its parameters are what those tests need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from conftest import write_digit_folder
+from PIL import Image
+from test_agent import CARTPOLE_STEPS
+from test_anomaly_detector import FAST, sensor_table
+from test_forecaster import HORIZON, LOOKBACK
+from test_image_generator import TINY as TINY_GENERATOR
+from test_node_classifier import write_block_graph
+from test_summarizer import TINY as TINY_SUMMARIZER
+from test_summarizer import make_pairs, write_jsonl
+
+from dltoolkit.data.samples import load_sample
+
+
+def registered_recipes() -> dict[str, type]:
+    """Task name -> recipe class, as the registry lists them."""
+    from dltoolkit.registry import specs
+
+    return {task: spec.recipe_class() for task, spec in specs().items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasIO:
+    """What the saved Keras model takes raw and what predict says it should answer."""
+
+    raw: Any
+    expected: np.ndarray
+    decode: Callable[[Any], np.ndarray] = keras.ops.convert_to_numpy  # output -> expected's terms
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One recipe's tiny contract case (see the module docstring)."""
+
+    params: dict  # tiny training parameters
+    data: Callable[[Path], Any]  # a scratch folder -> training data
+    inputs: Callable[[Path], Any]  # a scratch folder -> raw inputs
+    answers: Callable[[Any, Any], dict[str, np.ndarray]]  # (recipe, inputs) -> predict's numbers
+    feeds: Callable[[Any, Any], dict[str, np.ndarray]]  # the inputs as serving_default takes them
+    signatures: tuple[str, ...] = ("serving_default",)  # every signature the export has
+    served: Callable[[dict], dict] = dict  # serving_default's outputs -> answers' names and terms
+    keras_io: Callable[[Any, Any], KerasIO] | None = None  # None: no raw-input Keras model
+    raw_keras_model: bool = False  # model.keras already takes raw input (issue 20: all do)
+    serving_imports: tuple[str, ...] = ()  # what the serving process imports besides tensorflow
+
+
+def _column(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([r[key] for r in rows])
+
+
+# -- classify ---------------------------------------------------------------------------
+
+
+def _digit_files(folder: Path) -> list[str]:
+    root = write_digit_folder(folder / "images", classes=(1, 7), per_class=4, size=8)
+    return sorted(str(p) for p in root.rglob("*.*"))
+
+
+def _pixels(files: list[str]) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("L"))[..., None] for f in files])
+
+
+CLASSIFY = Case(
+    params=dict(epochs=6, batch_size=64, seed=1),
+    data=lambda folder: "digits",
+    inputs=_digit_files,
+    answers=lambda clf, files: {
+        "label": _column(clf.predict(files), "label"),
+        "probabilities": clf.predict_proba(files),
+    },
+    feeds=lambda clf, files: {
+        "image_bytes": np.array([Path(f).read_bytes() for f in files], dtype=object)
+    },
+    signatures=("predict_images", "serving_default"),
+    keras_io=lambda clf, files: KerasIO(_pixels(files), clf.predict_proba(_pixels(files))),
+    raw_keras_model=True,  # uint8 pixels at the trained size; rescaling is a layer
+)
+
+
+# -- forecast ---------------------------------------------------------------------------
+
+
+def _forecast_answers(model, frames) -> dict:
+    rows = model.predict(frames)
+    steps, targets = model.config.horizon, model.targets_
+    forecast = np.array([[r[t] for t in targets] for r in rows]).reshape(-1, steps, len(targets))
+    quantiles = np.array(
+        [[[r[f"{t}_q{q:g}"] for q in model.levels] for t in targets] for r in rows]
+    ).reshape(-1, steps, len(targets), len(model.levels))
+    return {"forecast": forecast, "quantiles": quantiles}
+
+
+def _windows(model, frames) -> np.ndarray:
+    lookback = model.config.lookback
+    return np.stack([f[model.inputs_].to_numpy(np.float32)[-lookback:] for f in frames])
+
+
+FORECAST = Case(
+    params=dict(
+        lookback=LOOKBACK,
+        horizon=HORIZON,
+        epochs=6,
+        layers=1,
+        seed=1,
+        quantiles="0.1,0.5,0.9",
+        learning_rate=3e-3,
+    ),
+    data=lambda folder: "co2",
+    inputs=lambda folder: [load_sample("co2").iloc[:n] for n in (800, 1900)],
+    answers=_forecast_answers,
+    feeds=lambda model, frames: {"window": _windows(model, frames)},
+    keras_io=lambda model, frames: KerasIO(
+        _windows(model, frames), _forecast_answers(model, frames)["forecast"]
+    ),
+)
+
+
+# -- detect-anomalies -------------------------------------------------------------------
+
+
+def _readings(folder: Path) -> pd.DataFrame:
+    frame = sensor_table(rows=8, seed=3)
+    frame.loc[5:, "temp"] -= 25.0  # three faulty readings
+    return frame
+
+
+def _columns(detector, frame) -> dict[str, np.ndarray]:
+    names = detector.signature_inputs()
+    return {
+        names[c]: (
+            frame[c].astype(str).to_numpy(object)
+            if c in detector.schema_.categorical
+            else frame[c].to_numpy(np.float32)
+        )
+        for c in detector.columns_
+    }
+
+
+DETECT_ANOMALIES = Case(
+    params=dict(FAST, contamination=0.1, val_split=0, test_split=0),
+    data=lambda folder: sensor_table(),
+    inputs=_readings,
+    answers=lambda detector, frame: {
+        "score": _column(detector.predict(frame), "score"),
+        "anomaly": _column(detector.predict(frame), "anomaly"),
+        "contributions": detector.score(frame)["contributions"],
+    },
+    feeds=_columns,
+    keras_io=lambda detector, frame: KerasIO(
+        _columns(detector, frame), _column(detector.predict(frame), "score")
+    ),
+)
+
+
+# -- classify-nodes ---------------------------------------------------------------------
+
+
+def _subgraph(folder: Path) -> tuple[str, str]:
+    """Every other node of a fresh block graph and the edges among them: an unseen graph."""
+    nodes, edges = (
+        pd.read_csv(p, keep_default_na=False)
+        for p in write_block_graph(folder / "new", seed=1, size=10)
+    )
+    sub = nodes.iloc[::2].drop(columns="label")
+    kept = edges[edges.source.isin(sub.id) & edges.target.isin(sub.id)]
+    sub.to_csv(folder / "sub_nodes.csv", index=False)
+    kept.to_csv(folder / "sub_edges.csv", index=False)
+    return str(folder / "sub_nodes.csv"), str(folder / "sub_edges.csv")
+
+
+def _graph_arrays(clf, tables) -> dict[str, np.ndarray]:
+    nodes, edges = (pd.read_csv(p, keep_default_na=False) for p in tables)
+    position = {node: i for i, node in enumerate(nodes.id)}
+    return {
+        "node_features": nodes.drop(columns="id").to_numpy(np.float32),
+        "edges": edges.map(position.get).to_numpy(np.int64),
+    }
+
+
+def _node_probabilities(clf, tables) -> np.ndarray:
+    graph = clf.load_graph(tables, class_names=clf.class_names_, labelled=False)
+    return clf.predict_proba(graph)
+
+
+CLASSIFY_NODES = Case(
+    params=dict(epochs=60, seed=0),
+    data=lambda folder: str(write_block_graph(folder / "graph")[0].parent),  # nodes.csv, edges.csv
+    inputs=_subgraph,
+    answers=lambda clf, tables: {
+        "label": _column(clf.predict(nodes=tables[0], edges=tables[1]), "label"),
+        "score": _column(clf.predict(nodes=tables[0], edges=tables[1]), "probability"),
+        "probabilities": _node_probabilities(clf, tables),
+    },
+    feeds=_graph_arrays,
+    signatures=("predict_weighted", "serving_default"),
+    keras_io=lambda clf, tables: KerasIO(
+        _graph_arrays(clf, tables), _node_probabilities(clf, tables)
+    ),
+)
+
+
+# -- summarize --------------------------------------------------------------------------
+
+
+def _stories(folder: Path) -> list[str]:
+    """Short stories and one longer than the model's input (truncated alike everywhere)."""
+    return [r["article"] for r in make_pairs(3, seed=11)] + ["word " * 300]
+
+
+def _pairs_file(folder: Path) -> str:
+    """360 stories and two empty pairs (skipped), as JSON lines."""
+    empty = [
+        {"article": " ", "highlights": "nothing ."},
+        {"article": "a story .", "highlights": ""},
+    ]
+    return write_jsonl(folder / "pairs.jsonl", make_pairs(360) + empty)
+
+
+def _summaries(model, texts) -> np.ndarray:
+    return np.array([r["summary"] for r in model.predict(text=texts)], dtype=object)
+
+
+def _detokenized(model):
+    from dltoolkit.data.text import tidy_spacing
+
+    return lambda ids: np.array(
+        [s.decode("utf-8").strip() for s in tidy_spacing(model._tokenizer.detokenize(ids)).numpy()],
+        dtype=object,
+    )
+
+
+SUMMARIZE = Case(
+    params=dict(TINY_SUMMARIZER, text_field="article", summary_field="highlights", epochs=10),
+    data=_pairs_file,
+    inputs=_stories,
+    answers=lambda model, texts: {"summary": _summaries(model, texts)},
+    feeds=lambda model, texts: {"text": np.array(texts, dtype=object)},
+    keras_io=lambda model, texts: KerasIO(
+        np.array(texts, dtype=object), _summaries(model, texts), _detokenized(model)
+    ),
+    serving_imports=("tensorflow_text",),
+)
+
+
+# -- train-agent ------------------------------------------------------------------------
+
+
+def _observations(folder: Path) -> np.ndarray:
+    return np.random.default_rng(0).normal(0, 0.5, (16, 4)).astype(np.float32)
+
+
+TRAIN_AGENT = Case(
+    params=dict(
+        env="CartPole-v1",
+        algo="ppo",
+        steps=CARTPOLE_STEPS,
+        eval_every=4096,
+        eval_episodes=10,
+        seed=3,
+    ),
+    data=lambda folder: None,
+    inputs=_observations,
+    answers=lambda agent, obs: {
+        "actions": _column(agent.predict(obs), "action"),
+        "probabilities": _column(agent.predict(obs), "probabilities"),
+    },
+    feeds=lambda agent, obs: {"observation": obs},
+    keras_io=lambda agent, obs: KerasIO(obs, _column(agent.predict(obs), "probabilities")),
+)
+
+
+# -- generate ---------------------------------------------------------------------------
+
+DRAW = {"num": 6, "seed": 5, "label": "3"}
+
+
+def _decoded_png(outputs: dict) -> dict:
+    import tensorflow as tf
+
+    pngs = [tf.io.decode_png(p).numpy() for p in outputs["png"]]
+    return {"images": outputs["images"], "png": np.stack(pngs)}
+
+
+GENERATE = Case(
+    params=dict(
+        TINY_GENERATOR,
+        model="ddpm",
+        conditional=True,
+        blocks=1,
+        timesteps=200,
+        sample_steps=6,
+        learning_rate=2e-3,
+    ),
+    data=lambda folder: "digits",
+    inputs=lambda folder: DRAW,
+    # The export draws with the same seeded graph as `sample`: the same images, bit for bit.
+    answers=lambda gen, draw: {"images": (s := gen.sample(**draw)), "png": s},
+    feeds=lambda gen, draw: {
+        "batch_size": np.int32(draw["num"]),
+        "seed": np.int64(draw["seed"]),
+        "labels": np.array([gen.class_names_.index(draw["label"])], np.int32),
+    },
+    served=_decoded_png,
+    # generate has no raw input: its Keras model maps noise to images, as it should.
+    keras_io=None,
+)
+
+
+CASES: dict[str, Case] = {
+    "classify": CLASSIFY,
+    "forecast": FORECAST,
+    "detect-anomalies": DETECT_ANOMALIES,
+    "classify-nodes": CLASSIFY_NODES,
+    "summarize": SUMMARIZE,
+    "train-agent": TRAIN_AGENT,
+    "generate": GENERATE,
+}
