@@ -18,9 +18,8 @@ import pytest
 import tensorflow as tf
 from conftest import dltoolkit_command, run_cli
 from multiworker import WAIT, finish, run_job, start_job
-from test_anomaly_detector import SERVE
+from serving import ServingProcess
 from test_cli import assert_user_error, cli
-from test_image_generator import SERVE as SERVE_IMAGES
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 
@@ -89,16 +88,13 @@ def test_the_chiefs_export_serves_in_a_fresh_tensorflow_only_process(two_worker_
     frame, _ = load_sample("breast-cancer")
     rows = frame.iloc[:12]
     names = detector.signature_inputs()
-    inputs = {names[c]: rows[c].astype(float).tolist() for c in detector.columns_}
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE, str(out / "export" / out.name / "1"), json.dumps(inputs)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    result = json.loads(served.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(result["score"], detector.score(rows)["score"], rtol=1e-5)
+    feeds = {names[c]: rows[c].astype(np.float32).to_numpy() for c in detector.columns_}
+    server = ServingProcess()
+    try:
+        served = server.call(out / "export" / out.name / "1", feeds)
+    finally:
+        server.close()
+    np.testing.assert_allclose(served["score"], detector.score(rows)["score"], rtol=1e-5)
 
 
 def test_two_workers_match_one_process_with_the_same_global_batch(two_worker_run, tmp_path):
@@ -476,18 +472,18 @@ def test_two_workers_generate_and_the_export_samples_in_a_fresh_tensorflow_proce
     history = chief_run(out, results, 2)
     assert all(np.isfinite(r["loss"]) for r in history)
     assert results[0]["metrics"]["classifier_fd"] > 0
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE_IMAGES, str(out / "export" / out.name / "1")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-2000:]
-    result = json.loads(served.stdout.strip().splitlines()[-1])
-    assert result["dtype"] == "uint8" and result["png_matches"]
-    np.testing.assert_array_equal(
-        np.array(result["images"], np.uint8), load(out).sample(6, seed=5, label="3")
-    )
+    server = ServingProcess()
+    try:
+        served = server.call(
+            out / "export" / out.name / "1",
+            {"batch_size": np.int32(6), "seed": np.int64(5), "labels": np.array([3], np.int32)},
+        )
+    finally:
+        server.close()
+    images = served["images"]
+    assert images.dtype == np.uint8
+    np.testing.assert_array_equal(tf.io.decode_png(served["png"][0]).numpy(), images[0])
+    np.testing.assert_array_equal(images, load(out).sample(6, seed=5, label="3"))
 
 
 @pytest.mark.slow
