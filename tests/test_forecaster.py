@@ -182,7 +182,11 @@ BAD_DATA = {
         ["--target", "sales"],
         "--fill ffill|interpolate|drop",
     ),
-    "unknown fill": (lambda f: f, ["--target", "sales", "--fill", "zero"], "unknown fill 'zero'"),
+    "unknown fill": (
+        lambda f: f,
+        ["--target", "sales", "--fill", "zero"],
+        "parameter 'fill' is 'zero'",
+    ),
     "covariates on a channel-independent model": (
         lambda f: f,
         ["--target", "sales", "--covariates", "promo"],
@@ -257,7 +261,7 @@ def test_batch_norm_patch_transformer_learns_and_round_trips(tmp_path):
 def test_unknown_parameters_and_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="did you mean 'horizon'"):
         Forecaster(horizn=3)
-    with pytest.raises(ConfigError, match="unknown model 'arima'"):
+    with pytest.raises(ConfigError, match="parameter 'model' is 'arima'"):
         Forecaster(model="arima").fit("co2", out="/nonexistent/never")
     with pytest.raises(ConfigError, match="norm"):
         Forecaster(norm="group").fit("co2", out="/nonexistent/never")
