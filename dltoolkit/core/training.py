@@ -13,7 +13,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -26,6 +26,31 @@ from dltoolkit.core.errors import WorkerLost
 from dltoolkit.core.files import atomic_path
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.runtime import distributable
+
+
+@dataclass
+class Plan:
+    """What a recipe hands the base class to train its Keras model (`Recipe._plan`)."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    steps: int  # training batches per epoch
+    epochs: int
+    validation_steps: int | None = None
+    repeating: bool = False  # see fit_phases
+    class_weight: dict | None = None
+    callbacks: list = field(default_factory=list)  # after the standard ones
+
+
+@dataclass
+class Stage:
+    """A phase as a recipe declares it (`Recipe._stages`): `before` sets trainability, then
+    the base class compiles with the learning rate scaled by `lr_scale`."""
+
+    name: str
+    epochs: int
+    lr_scale: float = 1.0
+    before: Callable[[], None] | None = None
 
 
 @dataclass
