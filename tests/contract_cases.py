@@ -130,8 +130,11 @@ FORECAST = Case(
     answers=_forecast_answers,
     feeds=lambda model, frames: {"window": _windows(model, frames)},
     keras_io=lambda model, frames: KerasIO(
-        _windows(model, frames), _forecast_answers(model, frames)["forecast"]
+        _windows(model, frames),
+        _forecast_answers(model, frames)["forecast"],
+        decode=lambda output: keras.ops.convert_to_numpy(output["forecast"]),
     ),
+    raw_keras_model=True,  # raw window in units -> {"forecast", "quantiles"} in units
 )
 
 
