@@ -179,9 +179,9 @@ def encoder_input(tokens: tf.RaggedTensor, max_source_length: int, end_id: int):
 
 @keras.saving.register_keras_serializable("dltoolkit")
 class Summarization(keras.Model):
-    """A tokenizer with the Seq2SeqTransformer it feeds: called like the transformer (ids ->
-    logits); `source_ids` turns raw strings into its encoder input, `tokenizer` ids back
-    into text."""
+    """A from-scratch summarizer's model.keras: its tokenizer and the Seq2SeqTransformer it
+    feeds. Called like the transformer (ids -> logits); `source_ids` turns raw strings into
+    the encoder's input, `tokenizer.detokenize` ids back into text."""
 
     def __init__(self, tokenizer, transformer: Seq2SeqTransformer, end_token="[EOS]", **kwargs):
         super().__init__(**kwargs)
@@ -191,7 +191,8 @@ class Summarization(keras.Model):
         return self.transformer(inputs, training=training)
 
     def source_ids(self, text):
-        """Raw strings (B,) -> the encoder's ids (ragged), as the network was trained on."""
+        """Raw strings (B,) -> the encoder's ids (ragged), as the network was trained on; graph
+        ops (in a tf.function: eagerly, KerasHub tokenizers answer with Python lists)."""
         return encoder_input(
             self.tokenizer(text),
             self.transformer.settings["max_source_length"],
