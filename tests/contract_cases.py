@@ -243,12 +243,22 @@ def _summaries(model, texts) -> np.ndarray:
     return np.array([r["summary"] for r in model.predict(text=texts)], dtype=object)
 
 
-def _detokenized(model):
-    from dltoolkit.data.text import tidy_spacing
+def _summary_logits(model, texts) -> KerasIO:
+    """Strings through the tokenizer saved in model.keras, with BOS + the summary predict's
+    greedy loop makes, give the logits the recipe's own ids and network give."""
+    import tensorflow as tf
 
-    return lambda ids: np.array(
-        [s.decode("utf-8").strip() for s in tidy_spacing(model._tokenizer.detokenize(ids)).numpy()],
-        dtype=object,
+    from dltoolkit.tasks.summarizer import BOS, PAD, summary_ids
+
+    loaded = keras.saving.load_model(model.run_.model_file)
+    source = tf.function(loaded.source_ids)(tf.constant(texts)).to_tensor(PAD)
+    own_source = tf.function(model.model_.source_ids)(tf.constant(texts)).to_tensor(PAD)
+    greedy = model._decoding("greedy")
+    ids = summary_ids(model.model_, own_source, model._sampler(greedy), greedy.max_length)
+    target = tf.concat([tf.fill([len(texts), 1], BOS), ids], axis=1).numpy()
+    expected = model.model_({"source": own_source, "target": target})
+    return KerasIO(
+        {"source": source.numpy(), "target": target}, keras.ops.convert_to_numpy(expected)
     )
 
 
@@ -258,9 +268,8 @@ SUMMARIZE = Case(
     inputs=_stories,
     answers=lambda model, texts: {"summary": _summaries(model, texts)},
     feeds=lambda model, texts: {"text": np.array(texts, dtype=object)},
-    keras_io=lambda model, texts: KerasIO(
-        np.array(texts, dtype=object), _summaries(model, texts), _detokenized(model)
-    ),
+    keras_io=_summary_logits,
+    raw_keras_model=True,  # the tokenizer is a layer of model.keras; decoding is the recipe's
     serving_imports=("tensorflow_text",),
 )
 
