@@ -325,20 +325,8 @@ class NodeClassifier(Recipe):
         ]
         weights = tf.TensorSpec([None], tf.float32, name="edge_weights")
         return {
-            "serving_default": Signature(
-                graph,
-                lambda node_features, edges: {"node_features": node_features, "edges": edges},
-                self._outputs,
-            ),
-            "predict_weighted": Signature(
-                [*graph, weights],
-                lambda node_features, edges, edge_weights: {
-                    "node_features": node_features,
-                    "edges": edges,
-                    "edge_weights": edge_weights,
-                },
-                self._outputs,
-            ),
+            "serving_default": Signature(graph, _raw_graph, self._outputs),
+            "predict_weighted": Signature([*graph, weights], _raw_graph, self._outputs),
         }
 
     # -- report ---------------------------------------------------------------------------
@@ -391,6 +379,11 @@ class NodeClassifier(Recipe):
         ax.set_xticks([])
         ax.set_yticks([])
         return fig
+
+
+def _raw_graph(*tensors) -> dict:
+    """A signature's positional inputs as the saved model's input dict (see RawGraphModel)."""
+    return dict(zip(("node_features", "edges", "edge_weights"), tensors, strict=False))
 
 
 def _node_table(data) -> Path | None:
