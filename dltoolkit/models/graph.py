@@ -1,12 +1,14 @@
 """Graph neural network layers (GCN, GAT, GraphSAGE) and the node-classification model.
 
-`build_node_model` is the network trained on canonical edge lists (whole graphs or sampled
-subgraphs); `RawGraphModel` wraps it for raw edge lists, as saved in model.keras. Every layer is called as `layer(x, edges, edge_weights)`: `x` is (N, F) node features,
+Every graph layer is called as `layer(x, edges, edge_weights)`: `x` is (N, F) node features,
 `edges` (E, 2) int32 rows `(source, target)` indexing rows of `x` (a message flows from
 source to target, so list both directions for an undirected graph), `edge_weights` (E,).
 The layers add their own self loops, so `edges` should hold none. Written with keras.ops
 (gathers and segment sums), so each layer lifts into any Keras 3 model.
-"""
+
+`build_node_model` is the network trained on such canonical edge lists (whole graphs or
+sampled subgraphs); `RawGraphModel`, saved as model.keras, wraps it for edge lists as users
+have them (`CanonicalEdges`, TensorFlow ops: one direction, duplicates, self loops)."""
 
 from __future__ import annotations
 
