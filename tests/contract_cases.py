@@ -219,6 +219,7 @@ CLASSIFY_NODES = Case(
     keras_io=lambda clf, tables: KerasIO(
         _graph_arrays(clf, tables), _node_probabilities(clf, tables)
     ),
+    raw_keras_model=True,  # raw edge rows (any order, duplicates, one direction) go in as is
 )
 
 
