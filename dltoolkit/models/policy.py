@@ -77,7 +77,8 @@ class LogStd(layers.Layer):
 class CategoricalHead(layers.Dense):
     """A discrete action distribution: Dense `logits` and their softmax `probabilities`.
 
-    One layer, so the model's layers (and weights) keep the order a plain Dense head gives.
+    One layer, so the model's weights keep the order a plain Dense head gives them (the
+    order global-norm clipping sums in and checkpoints list them).
     """
 
     def call(self, inputs):
