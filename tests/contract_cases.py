@@ -298,7 +298,12 @@ TRAIN_AGENT = Case(
         "probabilities": _column(agent.predict(obs), "probabilities"),
     },
     feeds=lambda agent, obs: {"observation": obs},
-    keras_io=lambda agent, obs: KerasIO(obs, _column(agent.predict(obs), "probabilities")),
+    keras_io=lambda agent, obs: KerasIO(
+        obs,
+        _column(agent.predict(obs), "probabilities"),
+        lambda outputs: keras.ops.convert_to_numpy(outputs["probabilities"]),
+    ),
+    raw_keras_model=True,  # observations in (one-hot or normalised inside); a softmax head
 )
 
 

@@ -267,6 +267,7 @@ class Recipe(abc.ABC):
             validation_steps=plan.validation_steps,
             repeating=plan.repeating,
             extra_callbacks=plan.callbacks,
+            keep_best=plan.keep_best,
         )
         self._fitted(prepared)
 
