@@ -192,6 +192,15 @@ def test_other_row_models_learn(model, tmp_path):
     )
 
 
+def test_vae_elbo_trains_and_scores_in_mixed_precision(tmp_path):
+    params = {**FAST, "epochs": 2, "model": "vae", "vae_score": "elbo", "mixed_precision": True}
+    detector = AnomalyDetector(**params).fit(sensor_table(rows=200), out=tmp_path, progress=False)
+    normal = sensor_table(rows=20, seed=5)
+    scores = detector.score(normal)["score"]
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    np.testing.assert_array_equal(load(tmp_path).score(normal)["score"], scores)
+
+
 def series_csv(tmp_path, rows=800) -> tuple:
     t = np.arange(rows)
     rng = np.random.default_rng(0)
