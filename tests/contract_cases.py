@@ -170,8 +170,11 @@ DETECT_ANOMALIES = Case(
     },
     feeds=_columns,
     keras_io=lambda detector, frame: KerasIO(
-        _columns(detector, frame), _column(detector.predict(frame), "score")
+        _columns(detector, frame),
+        _column(detector.predict(frame), "score"),
+        decode=lambda out: keras.ops.convert_to_numpy(out["score"]),
     ),
+    raw_keras_model=True,  # a dict of raw columns by input name; encoding is a layer
 )
 
 
