@@ -60,7 +60,6 @@ class Case:
     signatures: tuple[str, ...] = ("serving_default",)  # every signature the export has
     served: Callable[[dict], dict] = dict  # serving_default's outputs -> answers' names and terms
     keras_io: Callable[[Any, Any], KerasIO] | None = None  # None: no raw-input Keras model
-    raw_keras_model: bool = False  # model.keras already takes raw input (issue 20: all do)
     serving_imports: tuple[str, ...] = ()  # what the serving process imports besides tensorflow
 
 
@@ -93,7 +92,6 @@ CLASSIFY = Case(
     },
     signatures=("predict_images", "serving_default"),
     keras_io=lambda clf, files: KerasIO(_pixels(files), clf.predict_proba(_pixels(files))),
-    raw_keras_model=True,  # uint8 pixels at the trained size; rescaling is a layer
 )
 
 
@@ -134,7 +132,6 @@ FORECAST = Case(
         _forecast_answers(model, frames)["forecast"],
         decode=lambda output: keras.ops.convert_to_numpy(output["forecast"]),
     ),
-    raw_keras_model=True,  # raw window in units -> {"forecast", "quantiles"} in units
 )
 
 
@@ -174,7 +171,6 @@ DETECT_ANOMALIES = Case(
         _column(detector.predict(frame), "score"),
         decode=lambda out: keras.ops.convert_to_numpy(out["score"]),
     ),
-    raw_keras_model=True,  # a dict of raw columns by input name; encoding is a layer
 )
 
 
@@ -222,7 +218,6 @@ CLASSIFY_NODES = Case(
     keras_io=lambda clf, tables: KerasIO(
         _graph_arrays(clf, tables), _node_probabilities(clf, tables)
     ),
-    raw_keras_model=True,  # raw edge rows (any order, duplicates, one direction) go in as is
 )
 
 
@@ -273,7 +268,6 @@ SUMMARIZE = Case(
     answers=lambda model, texts: {"summary": _summaries(model, texts)},
     feeds=lambda model, texts: {"text": np.array(texts, dtype=object)},
     keras_io=_summary_logits,
-    raw_keras_model=True,  # the tokenizer is a layer of model.keras; decoding is the recipe's
     serving_imports=("tensorflow_text",),
 )
 
@@ -306,7 +300,6 @@ TRAIN_AGENT = Case(
         _column(agent.predict(obs), "probabilities"),
         lambda outputs: keras.ops.convert_to_numpy(outputs["probabilities"]),
     ),
-    raw_keras_model=True,  # observations in (one-hot or normalised inside); a softmax head
 )
 
 

@@ -123,13 +123,9 @@ def test_out_of_range_parameter_is_a_one_line_error(recipe_task, key, value):
     assert key in str(error.value) and "\n" not in str(error.value)
 
 
-def test_saved_keras_model_maps_raw_input_to_the_output(fitted, case, request):
+def test_saved_keras_model_maps_raw_input_to_the_output(fitted, case):
     if case.keras_io is None:
         pytest.skip("the recipe has no raw input: its Keras model already maps noise to output")
-    if not case.raw_keras_model:
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="issue 20: preprocessing as Keras layers")
-        )
     io = case.keras_io(fitted.recipe, fitted.inputs)
     model = keras.saving.load_model(fitted.recipe.run_.model_file)
     output = io.decode(model(io.raw))

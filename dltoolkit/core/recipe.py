@@ -273,8 +273,11 @@ class Recipe(abc.ABC):
 
     def _compile(self, model: keras.Model, plan: Plan, epochs: int, lr_scale: float) -> None:
         """Compile for a phase of `epochs` epochs (under the strategy scope)."""
-        optimizer = build_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
-        model.compile(optimizer=optimizer, **self._compile_args())
+        model.compile(optimizer=self._optimizer(plan, epochs, lr_scale), **self._compile_args())
+
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float) -> keras.optimizers.Optimizer:
+        """The optimizer of a phase (core/optim.py: AdamW, warmup + cosine schedule)."""
+        return build_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _phase(self, name: str):
         """Progress for a phase outside training (see core/progress.py); silent when the
@@ -387,7 +390,7 @@ class Recipe(abc.ABC):
 
     @abc.abstractmethod
     def _prepare(self, data, console: Console | None):
-        """Read and check `data`; raise DataError on bad input. Returns what _train needs."""
+        """Read and check `data`; raise DataError on bad input. Returns what the other hooks need."""
 
     def _adopt(self, prepared, run: RunDir) -> None:
         """Take the `learned` state from the prepared data (before the model is built)."""

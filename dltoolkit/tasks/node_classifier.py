@@ -200,11 +200,10 @@ class NodeClassifier(Recipe):
             feature_norm=self._feature_norm(prepared.graph.features),
         )
 
-    def _compile(self, model: keras.Model, plan: Plan, epochs: int, lr_scale: float) -> None:
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
         # weight decay is the layers' L2 penalty, so the optimizer adds none
         config = dataclasses.replace(self.config, weight_decay=0.0)
-        optimizer = build_optimizer(config, plan.steps, epochs, scale=lr_scale)
-        model.compile(optimizer=optimizer, **self._compile_args())
+        return build_optimizer(config, plan.steps, epochs, scale=lr_scale)
 
     def _compile_args(self) -> dict:
         return {
