@@ -27,11 +27,12 @@ from rich.console import Console
 
 from dltoolkit.core import config as cfg
 from dltoolkit.core import files, params, state
+from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, Signature, write_saved_model, write_tflite
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.progress import phase_progress
-from dltoolkit.core.report import Report
+from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.rundir import (
     RECIPE_FILE,
     RunDir,
@@ -235,6 +236,10 @@ class Recipe(abc.ABC):
         with self._phase("report"):
             report = Report(f"{type(self).__name__}: {run.name}", run.plots)
             self._report(report, prepared)
+            history = read_history(run.history_file)
+            if history:
+                self._report_history(report, history)
+            report.table("Parameters", self.get_params())
             report.write(run.report_file)
 
     def _learn(self, prepared, run: RunDir, rt: Runtime, console: Console | None) -> None:
@@ -425,6 +430,10 @@ class Recipe(abc.ABC):
     @abc.abstractmethod
     def _report(self, report: Report, prepared) -> None:
         """Add the task's tables and plots to the run's report."""
+
+    def _report_history(self, report: Report, history: list[dict]) -> None:
+        """The report's section on history.csv (after the task's own, before the parameters)."""
+        report.figure("Training curves", plot_history(history), "history")
 
     def _restored(self) -> None:
         """Rebuild what derives from the learned state after a load."""

@@ -295,11 +295,10 @@ class Agent(Recipe):
                 "mean length": m["mean_length"],
             },
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Learning curve", plot_learning_curve(history), "learning_curve")
-            report.table("History", history)
-        report.table("Parameters", self.get_params())
+
+    def _report_history(self, report: Report, history: list[dict]) -> None:
+        report.figure("Learning curve", plot_learning_curve(history), "learning_curve")
+        report.table("History", history)
 
 
 def _parse_observation(item) -> list | float:

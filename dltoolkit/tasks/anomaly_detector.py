@@ -27,13 +27,12 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import best_f1_threshold, detection_metrics
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
-from dltoolkit.core.report import Report, plot_history, plot_roc_pr, plot_score_histogram
+from dltoolkit.core.report import Report, plot_roc_pr, plot_score_histogram
 from dltoolkit.core.training import Plan
 from dltoolkit.data import tables
 from dltoolkit.layers.tabular import AnomalyScore, TableEncoder
@@ -525,10 +524,6 @@ class AnomalyDetector(Recipe):
             "Top anomalies (highest scores, with the columns that contributed most)",
             self._top_rows(prepared),
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
     def _top_rows(self, prepared: _Prepared) -> list[dict]:
         out = self._scores(prepared.x)

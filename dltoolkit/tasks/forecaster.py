@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
-from dltoolkit.core.report import Report, plot_history
+from dltoolkit.core.report import Report
 from dltoolkit.core.training import Plan
 from dltoolkit.data.series import (
     Columns,
@@ -430,10 +429,6 @@ class Forecaster(Recipe):
             ),
             "forecasts",
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
 
 def _warner(console):

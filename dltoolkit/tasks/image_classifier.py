@@ -12,13 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt, stop_if_strict
-from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history, plot_image_grid
+from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import Runtime, file_shard
 from dltoolkit.core.training import Plan, Stage
 from dltoolkit.data.augment import build_augmenter
@@ -364,10 +363,6 @@ class ImageClassifier(Recipe):
             self._examples_figure(prepared),
             "examples",
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
         if prepared.skipped:
             report.table("Skipped files", [{"file": p, "reason": r} for p, r in prepared.skipped])
 

@@ -12,12 +12,12 @@ import numpy as np
 import tensorflow as tf
 from rich.console import Console
 
-from dltoolkit.core.callbacks import TimeBudget, read_history
+from dltoolkit.core.callbacks import TimeBudget
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.optim import build_optimizer, learning_rate_schedule
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.core.report import Report, plot_history
+from dltoolkit.core.report import Report
 from dltoolkit.core.runtime import REPLICATED, choose_strategy, one_process_strategy
 from dltoolkit.core.training import Plan
 from dltoolkit.data.images import (
@@ -506,10 +506,6 @@ class ImageGenerator(Recipe):
                 )
             if isinstance(self.model_, ConvVAE):
                 report.figure("Latent interpolation", self._interpolation_figure(), "interpolation")
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
     def _trajectory_figure(self, count: int = 4, columns: int = 8):
         c = self.config

@@ -13,14 +13,13 @@ import tensorflow as tf
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.replicas import per_replica_dataset
-from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history
+from dltoolkit.core.report import Report, plot_confusion_matrix
 from dltoolkit.core.training import Plan
 from dltoolkit.data.graph_batches import NeighbourSampler, full_batch, replica_share
 from dltoolkit.data.graphs import (
@@ -354,10 +353,6 @@ class NodeClassifier(Recipe):
             self._embedding_figure(graph),
             "embeddings",
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
     def _embedding_figure(self, graph: Graph, limit: int = 1000) -> Figure:
         """t-SNE of the embeddings of up to `limit` nodes; unlabelled nodes in grey."""

@@ -12,12 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files, state
-from dltoolkit.core.callbacks import TimeBudget, read_history, snapshot_path
+from dltoolkit.core.callbacks import TimeBudget, snapshot_path
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
-from dltoolkit.core.report import Report, plot_history
+from dltoolkit.core.report import Report
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.training import Plan
 from dltoolkit.data.text import (
@@ -454,10 +454,6 @@ class Summarizer(Recipe):
                 c.report_examples,
             ),
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
 
 def _with_weights(source, target_in, target_out):
