@@ -195,13 +195,13 @@ def summarize(rows: list[dict]) -> list[dict]:
     )
     out = [
         {"measure": "plain Keras: build + fit", **plain},
-        {"measure": "recipe: _train (datasets, model, fit with callbacks)", **recipe_train},
+        {"measure": "recipe: _learn (datasets, model, fit with callbacks)", **recipe_train},
         {"measure": "recipe: whole fit()", **recipe_fit},
         *(
             {"measure": f"recipe fixed cost: {k}", **stats("recipe", k)}
             for k in ("prepare", "evaluate", "save", "other")
         ),
-        {"measure": "ratio recipe _train / plain", **ratio(recipe_train, plain)},
+        {"measure": "ratio recipe _learn / plain", **ratio(recipe_train, plain)},
         {"measure": "ratio recipe fit() / plain (target <= 1.05)", **ratio(recipe_fit, plain)},
     ]
     for side in ("plain", "recipe"):

@@ -63,7 +63,7 @@ def timed_fit(clf, data, out) -> dict:
     """`clf.fit(data, out=out, progress=False)`, timed as a whole and per recipe step.
 
     Returns seconds: `fit` (all of it), `prepare` (reading/splitting data), `train`
-    (`_train`: datasets, model, the fit loop with its callbacks), `evaluate` (held-out
+    (`_learn`: datasets, model, the fit loop with its callbacks), `evaluate` (held-out
     metrics), `save` (model.keras, state.json) and `other` (the rest: run directory,
     recipe.toml, metrics.json, report.html and plots). The steps are timed by wrapping
     the instance's methods; the recipe itself is not changed.
@@ -71,7 +71,7 @@ def timed_fit(clf, data, out) -> dict:
     times: dict = {}
     for step, method in (
         ("prepare", "_prepare"),
-        ("train", "_train"),
+        ("train", "_learn"),
         ("evaluate", "_evaluate_prepared"),
         ("save", "save"),
     ):
@@ -84,7 +84,7 @@ def timed_fit(clf, data, out) -> dict:
         setattr(clf, method, wrapped)
     with timer(times, "fit"):
         clf.fit(data, out=str(out), progress=False)
-    for method in ("_prepare", "_train", "_evaluate_prepared", "save"):
+    for method in ("_prepare", "_learn", "_evaluate_prepared", "save"):
         delattr(clf, method)  # back to the class's methods
     for suffix in ("", "_cpu"):
         times[f"other{suffix}"] = times[f"fit{suffix}"] - sum(

@@ -1,15 +1,20 @@
 """dltoolkit: Keras 3 task recipes that train, report and export for TF Serving.
 
-The recipe classes are imported on first use, so `import dltoolkit` stays cheap.
+The recipe classes are imported on first use, so `import dltoolkit` stays cheap; the Keras
+classes a run's model.keras holds are registered as soon as Keras is imported.
 """
 
 import importlib
 import os
 
+import wrapt
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+wrapt.register_post_import_hook(lambda _: importlib.import_module("dltoolkit.layers"), "keras")
 
 _LAZY = {
     "ImageClassifier": "dltoolkit.tasks",

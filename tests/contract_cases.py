@@ -60,7 +60,6 @@ class Case:
     signatures: tuple[str, ...] = ("serving_default",)  # every signature the export has
     served: Callable[[dict], dict] = dict  # serving_default's outputs -> answers' names and terms
     keras_io: Callable[[Any, Any], KerasIO] | None = None  # None: no raw-input Keras model
-    raw_keras_model: bool = False  # model.keras already takes raw input (issue 20: all do)
     serving_imports: tuple[str, ...] = ()  # what the serving process imports besides tensorflow
 
 
@@ -93,7 +92,6 @@ CLASSIFY = Case(
     },
     signatures=("predict_images", "serving_default"),
     keras_io=lambda clf, files: KerasIO(_pixels(files), clf.predict_proba(_pixels(files))),
-    raw_keras_model=True,  # uint8 pixels at the trained size; rescaling is a layer
 )
 
 
@@ -130,7 +128,9 @@ FORECAST = Case(
     answers=_forecast_answers,
     feeds=lambda model, frames: {"window": _windows(model, frames)},
     keras_io=lambda model, frames: KerasIO(
-        _windows(model, frames), _forecast_answers(model, frames)["forecast"]
+        _windows(model, frames),
+        _forecast_answers(model, frames)["forecast"],
+        decode=lambda output: keras.ops.convert_to_numpy(output["forecast"]),
     ),
 )
 
@@ -167,7 +167,9 @@ DETECT_ANOMALIES = Case(
     },
     feeds=_columns,
     keras_io=lambda detector, frame: KerasIO(
-        _columns(detector, frame), _column(detector.predict(frame), "score")
+        _columns(detector, frame),
+        _column(detector.predict(frame), "score"),
+        decode=lambda out: keras.ops.convert_to_numpy(out["score"]),
     ),
 )
 
@@ -240,12 +242,22 @@ def _summaries(model, texts) -> np.ndarray:
     return np.array([r["summary"] for r in model.predict(text=texts)], dtype=object)
 
 
-def _detokenized(model):
-    from dltoolkit.data.text import tidy_spacing
+def _summary_logits(model, texts) -> KerasIO:
+    """Strings through the tokenizer saved in model.keras, with BOS + the summary predict's
+    greedy loop makes, give the logits the recipe's own ids and network give."""
+    import tensorflow as tf
 
-    return lambda ids: np.array(
-        [s.decode("utf-8").strip() for s in tidy_spacing(model._tokenizer.detokenize(ids)).numpy()],
-        dtype=object,
+    from dltoolkit.tasks.summarizer import BOS, PAD, summary_ids
+
+    loaded = keras.saving.load_model(model.run_.model_file)
+    source = tf.function(loaded.source_ids)(tf.constant(texts)).to_tensor(PAD)
+    own_source = tf.function(model.model_.source_ids)(tf.constant(texts)).to_tensor(PAD)
+    greedy = model._decoding("greedy")
+    ids = summary_ids(model.model_, own_source, model._sampler(greedy), greedy.max_length)
+    target = tf.concat([tf.fill([len(texts), 1], BOS), ids], axis=1).numpy()
+    expected = model.model_({"source": own_source, "target": target})
+    return KerasIO(
+        {"source": source.numpy(), "target": target}, keras.ops.convert_to_numpy(expected)
     )
 
 
@@ -255,9 +267,7 @@ SUMMARIZE = Case(
     inputs=_stories,
     answers=lambda model, texts: {"summary": _summaries(model, texts)},
     feeds=lambda model, texts: {"text": np.array(texts, dtype=object)},
-    keras_io=lambda model, texts: KerasIO(
-        np.array(texts, dtype=object), _summaries(model, texts), _detokenized(model)
-    ),
+    keras_io=_summary_logits,
     serving_imports=("tensorflow_text",),
 )
 
@@ -285,7 +295,11 @@ TRAIN_AGENT = Case(
         "probabilities": _column(agent.predict(obs), "probabilities"),
     },
     feeds=lambda agent, obs: {"observation": obs},
-    keras_io=lambda agent, obs: KerasIO(obs, _column(agent.predict(obs), "probabilities")),
+    keras_io=lambda agent, obs: KerasIO(
+        obs,
+        _column(agent.predict(obs), "probabilities"),
+        lambda outputs: keras.ops.convert_to_numpy(outputs["probabilities"]),
+    ),
 )
 
 

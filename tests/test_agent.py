@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import keras
 import numpy as np
 import pytest
 from PIL import Image
+from serving import ServingProcess
 from test_cli import assert_user_error, cli
 
 from dltoolkit import Agent, load
@@ -110,6 +112,43 @@ def test_cli_evaluate_and_predict_render_a_gif(cartpole, tmp_path, capsys):
         assert rows[0]["length"] / 2 < image.n_frames <= rows[0]["length"] + 1
         assert image.size == (600, 400)
     assert_user_error(*cli(capsys, "predict", out, "--render", "ascii"), "render mode", "rgb")
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_the_export_serves_the_policy_formula_on_raw_observations(env, tmp_path):
+    """The served outputs are the old export's formula, computed here in float64 from the
+    weights: observations normalised by the running statistics (clipped to ±10), the tanh
+    policy MLP, then softmax probabilities (discrete) or means clipped to the bounds."""
+    agent = Agent(
+        env=env, algo="ppo", steps=1024, normalize_obs=True, eval_every=0, eval_episodes=1, seed=2
+    )
+    agent.fit(out=tmp_path / "run", progress=False)
+    weights = {
+        w.path: keras.ops.convert_to_numpy(w).astype(np.float64) for w in agent.model_.weights
+    }
+    assert weights["obs_norm/count"] > 0  # the statistics moved: the check is not trivial
+    obs = np.random.default_rng(1).normal(0, 2, (32, *agent.spaces_.obs_shape)).astype(np.float32)
+    x = (obs - weights["obs_norm/mean"]) / np.sqrt(weights["obs_norm/var"] + 1e-8)
+    x = np.clip(x, -10, 10)
+    for layer in ("pi_0", "pi_1"):
+        x = np.tanh(x @ weights[f"{layer}/kernel"] + weights[f"{layer}/bias"])
+    head = x @ weights["policy/kernel"] + weights["policy/bias"]
+    server = ServingProcess()
+    try:
+        served = server.call(agent.export(), {"observation": obs})
+    finally:
+        server.close()
+    if env == "CartPole-v1":
+        expected = np.exp(head - head.max(axis=1, keepdims=True))
+        expected /= expected.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(served["probabilities"], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(served["actions"], head.argmax(axis=1))
+    else:
+        spaces = agent.spaces_
+        np.testing.assert_allclose(served["means"], head, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            served["actions"], np.clip(head, spaces.low, spaces.high), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_q_learning_solves_frozen_lake_and_serves_state_indices(tmp_path):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from test_cli import assert_user_error, cli
 
 from dltoolkit import AnomalyDetector, load
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.data.samples import load_sample
 
 FAST = {"epochs": 25, "batch_size": 64, "early_stopping_patience": 0}
 
@@ -87,6 +90,54 @@ def test_contributions_point_at_the_perturbed_column(sensor_run):
     assert all(r["anomaly"] for r in rows)
 
 
+def pre_migration_scores(detector, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """dltoolkit 0.1's scoring formula by hand, in float64, from the learned state: robust
+    scaling and one-hot encoding, the autoencoder alone, then the scaled error and distance
+    terms, their geometric mean per feature, per-column sums and the threshold."""
+    schema, scorer = detector.schema_, detector.model_.get_layer("scorer")
+    scoring = scorer.get_layer("anomaly_score")
+    # the export takes float32 columns and held float32 medians and scales
+    numeric = frame[schema.numeric].to_numpy(np.float32).astype(np.float64)
+    median, scale = (np.float32(v).astype(np.float64) for v in (schema.median, schema.scale))
+    parts = [(np.where(np.isfinite(numeric), numeric, median) - median) / scale]
+    for name, cats in schema.categorical.items():
+        parts.append((frame[name].astype(str).to_numpy()[:, None] == np.array(cats)).astype(float))
+    x = np.concatenate(parts, axis=1)
+    autoencoder = keras.Model(scorer.input, scoring.input[1])
+    reconstructions = np.asarray(autoencoder(x.astype(np.float32)), np.float64)
+    error = np.mean((x[:, None] - reconstructions) ** 2, axis=1)
+    error_scale, extreme_scale, threshold = (
+        np.asarray(w.numpy(), np.float64)
+        for w in (scoring.error_scale, scoring.extreme_scale, scoring.threshold)
+    )
+    per_feature = (error / error_scale * x**2 / extreme_scale) ** 0.25
+    contributions = per_feature @ schema.groups() / schema.width
+    score = contributions.sum(axis=1)
+    return {"score": score, "anomaly": score >= threshold, "contributions": contributions}
+
+
+@pytest.mark.parametrize("run", ["sensor_run", "sample_run"])
+def test_export_equals_the_pre_migration_formula(run, request, tmp_path):
+    """Mixed columns (a dict of raw columns) and all-numeric ones (one array)."""
+    detector = load(request.getfixturevalue(run)[1])
+    if run == "sensor_run":
+        frame = perturb(sensor_table(rows=30, seed=2), "pressure", 8.0)
+    else:
+        frame = load_sample("breast-cancer")[0].iloc[:30]
+    names, categorical = detector.signature_inputs(), detector.schema_.categorical
+    feeds = {
+        names[c]: tf.constant(frame[c].astype(str if c in categorical else "float32"))
+        for c in detector.columns_
+    }
+    export = tf.saved_model.load(str(detector.export(tmp_path / "export")))
+    served = export.signatures["serving_default"](**feeds)
+    expected = pre_migration_scores(detector, frame)
+    for key in ("score", "contributions"):
+        np.testing.assert_allclose(served[key].numpy(), expected[key], rtol=1e-5, atol=1e-6)
+    borderline = np.isclose(expected["score"], detector.threshold_, rtol=1e-5)
+    assert (served["anomaly"].numpy() == expected["anomaly"])[~borderline].all()
+
+
 def test_npz_tables_impute_and_best_f1(tmp_path):
     frame = sensor_table(rows=500)
     x = frame.drop(columns="site").to_numpy(dtype=np.float64, copy=True)
@@ -139,6 +190,15 @@ def test_other_row_models_learn(model, tmp_path):
     assert load(tmp_path / model).score(normal)["score"] == pytest.approx(
         detector.score(normal)["score"], rel=1e-5
     )
+
+
+def test_vae_elbo_trains_and_scores_in_mixed_precision(tmp_path):
+    params = {**FAST, "epochs": 2, "model": "vae", "vae_score": "elbo", "mixed_precision": True}
+    detector = AnomalyDetector(**params).fit(sensor_table(rows=200), out=tmp_path, progress=False)
+    normal = sensor_table(rows=20, seed=5)
+    scores = detector.score(normal)["score"]
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    np.testing.assert_array_equal(load(tmp_path).score(normal)["score"], scores)
 
 
 def series_csv(tmp_path, rows=800) -> tuple:

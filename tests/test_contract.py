@@ -11,6 +11,7 @@ contract_cases.py: a new recipe gets these checks by registering there.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -19,7 +20,7 @@ from contract_cases import CASES, registered_recipes
 from serving import ServingProcesses, plain
 from test_cli import assert_user_error, cli
 
-from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.errors import ConfigError, RunDirError
 from dltoolkit.core.recipe import Recipe
 
 RECIPES = registered_recipes()
@@ -122,14 +123,23 @@ def test_out_of_range_parameter_is_a_one_line_error(recipe_task, key, value):
     assert key in str(error.value) and "\n" not in str(error.value)
 
 
-def test_saved_keras_model_maps_raw_input_to_the_output(fitted, case, request):
+def test_saved_keras_model_maps_raw_input_to_the_output(fitted, case):
     if case.keras_io is None:
         pytest.skip("the recipe has no raw input: its Keras model already maps noise to output")
-    if not case.raw_keras_model:
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="issue 20: preprocessing as Keras layers")
-        )
     io = case.keras_io(fitted.recipe, fitted.inputs)
     model = keras.saving.load_model(fitted.recipe.run_.model_file)
     output = io.decode(model(io.raw))
     assert_same({"output": output}, {"output": io.expected}, rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_saved_by_dltoolkit_0_1_is_a_one_line_error_that_says_to_retrain(fitted, capsys):
+    old = fitted.recipe.save(fitted.folder / "old")
+    state_file = old / "state.json"
+    document = json.loads(state_file.read_text())
+    del document["format"]  # dltoolkit 0.1 wrote no format
+    state_file.write_text(json.dumps(document))
+    with pytest.raises(RunDirError) as error:
+        Recipe.load(old)
+    assert "dltoolkit 0.1" in str(error.value) and "retrain" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert_user_error(*cli(capsys, "evaluate", old), "dltoolkit 0.1", "retrain")

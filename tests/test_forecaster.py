@@ -17,6 +17,7 @@ from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data.samples import load_sample
+from dltoolkit.layers.scaling import Standardize, Unstandardize
 
 LOOKBACK, HORIZON = 52, 13
 
@@ -132,6 +133,10 @@ def test_cli_forecast_predict_evaluate_with_covariates(tmp_path, capsys):
     code, stdout, _ = cli(capsys, "evaluate", out, "--data", tmp_path / "holdout.parquet", "--json")
     metrics = json.loads(stdout)
     assert code == 0 and metrics["windows"] == 120 - 28 - 7 + 1 and "naive_mse" in metrics
+    recent = pd.read_csv(tmp_path / "recent.csv")[["sales", "promo"]].to_numpy(np.float32)
+    assert_export_matches_the_old_formula(
+        load(out), recent[None, -28:], out / "export" / "run" / "1"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +251,7 @@ def test_batch_norm_patch_transformer_learns_and_round_trips(tmp_path):
         norm="batch",
         learning_rate=3e-3,
     ).fit("co2", out=out, progress=False)
-    block = model.model_.body.blocks[0]
+    block = model.model_.get_layer("network").body.blocks[0]
     assert {type(block.norm1).__name__, type(block.norm2).__name__} == {"BatchNormalization"}
     losses = [row["loss"] for row in read_history(out / "history.csv")]
     assert losses[-1] < losses[0] and model.metrics_["mse"] < model.metrics_["naive_mse"]
@@ -271,6 +276,46 @@ def test_unknown_parameters_and_bad_options_are_config_errors():
         Forecaster(val_split=0.5, test_split=0.5).fit("co2", out="/nonexistent/never")
     with pytest.raises(DataError, match="neither a CSV/Parquet file nor a built-in series"):
         Forecaster().fit("no-such.csv", out="/nonexistent/never")
+
+
+def assert_export_matches_the_old_formula(model, window: np.ndarray, export: Path) -> None:
+    """The SavedModel gives what the export before issue 20 computed around the network:
+    z-score with the training statistics, the network, back to units (float64 here)."""
+    targets, levels = len(model.targets_), model.levels
+    mean, std = model.scaler_.mean.astype(np.float64), model.scaler_.std.astype(np.float64)
+    scaled = ((window.astype(np.float64) - mean) / std).astype(np.float32)
+    output = np.asarray(model.model_.get_layer("network")(scaled), np.float64)
+    mean, std = mean[:targets], std[:targets]
+    if levels:
+        expected = {"quantiles": output * std[:, None] + mean[:, None]}
+        expected["forecast"] = expected["quantiles"][..., levels.index(0.5)]
+    else:
+        expected = {"forecast": output * std + mean}
+    served = tf.saved_model.load(str(export)).signatures["serving_default"](
+        window=tf.constant(window)
+    )
+    assert sorted(served) == sorted(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(served[name].numpy(), values, rtol=1e-5, err_msg=name)
+
+
+def test_export_computes_the_old_scaling_formula(trained, tmp_path):
+    model, _ = trained
+    series = load_sample("co2")["co2"].to_numpy(np.float32)
+    window = np.stack([series[end - LOOKBACK : end, None] for end in (600, 1300, 2000)])
+    assert_export_matches_the_old_formula(model, window, model.export(tmp_path / "export"))
+
+
+def test_scaling_layers_invert_each_other_and_rebuild_from_their_config():
+    mean, std = np.array([3.0, -1.0], np.float32), np.array([2.0, 0.5], np.float32)
+    x = np.random.default_rng(0).normal(size=(4, 5, 2)).astype(np.float32) * std + mean
+    standardize = Standardize(mean, std)
+    z = np.asarray(standardize(x))
+    np.testing.assert_allclose(z, (x - mean) / std, rtol=1e-6)
+    quantiles = np.repeat(z[..., None], 3, axis=-1)  # (N, H, targets, levels)
+    unscale = Unstandardize.from_config(Unstandardize(mean, std, axis=-2).get_config())
+    np.testing.assert_allclose(np.asarray(unscale(quantiles))[..., 1], x, rtol=1e-5)
+    assert Standardize.from_config(standardize.get_config()).get_config()["mean"] == [3.0, -1.0]
 
 
 def test_tflite_export_matches_predict(trained, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -107,6 +108,16 @@ def test_float_signature_and_tflite_match_predict(trained, tmp_path):
     runner = interpreter.get_signature_runner()
     probs = runner(images=images)["probabilities"]
     np.testing.assert_allclose(probs, clf.predict_proba(images), atol=1e-4)
+
+
+def test_saved_keras_model_takes_raw_pixels_at_any_size(trained):
+    clf, run = trained
+    model = keras.saving.load_model(run / "model.keras")  # import dltoolkit registered FitImage
+    for size in (5, 12):
+        images = (np.random.default_rng(size).random((2, size, size, 1)) * 255).astype(np.uint8)
+        np.testing.assert_allclose(
+            model.predict(images, verbose=0), clf.predict_proba(images), atol=1e-5
+        )
 
 
 def test_trains_on_a_folder_of_mixed_files_and_skips_a_corrupt_one(digit_folder, tmp_path):

@@ -139,6 +139,8 @@ def test_unknown_parameters_and_bad_options_are_config_errors():
         ImageGenerator(inception_weights="/no/such/inception.h5").fit("digits")
     with pytest.raises(ConfigError, match="'prediction' is 'x0'; choose one of: v, eps"):
         ImageGenerator(prediction="x0").fit("digits")
+    with pytest.raises(ConfigError, match="no single loss to stop early by"):
+        ImageGenerator(model="gan", early_stopping_patience=3).fit("digits")
 
 
 def _mixed_sizes(tmp_path):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from test_cli import assert_user_error, cli
 
 from dltoolkit import NodeClassifier, load
@@ -129,6 +131,73 @@ def test_predict_labels_the_unlabelled_nodes(trained):
     assert [r["node"] for r in rows] == [f"n{i}" for i in range(90) if i % 6 == 5]
     truth = [f"c{i // 30}" for i in range(90) if i % 6 == 5]
     assert np.mean([r["label"] == t for r, t in zip(rows, truth, strict=True)]) > 0.7
+
+
+def _gcn_by_hand(clf, features, edges, weights) -> np.ndarray:
+    """The pre-issue-20 export's math in float64: edges made canonical outside the model
+    (both directions, no self loops, duplicates at their largest weight), then
+    standardised features through D^-1/2 (A + I) D^-1/2 X W + b, relu, again, softmax."""
+    n = len(features)
+    adjacency = np.zeros((n, n))  # adjacency[target, source]
+    for (source, target), weight in zip(edges, weights, strict=True):
+        if source != target:
+            for s, t in ((source, target), (target, source)):
+                adjacency[t, s] = max(adjacency[t, s], weight)
+    adjacency += np.eye(n)
+    inv_sqrt = 1 / np.sqrt(adjacency.sum(axis=1))
+    propagate = inv_sqrt[:, None] * adjacency * inv_sqrt[None, :]
+    network = clf.model_.network
+    scaler = network.get_layer("standardize")
+    mean, variance = (np.asarray(v, np.float64) for v in (scaler.mean, scaler.variance))
+    x = (features - mean) / np.maximum(np.sqrt(variance), 1e-7)
+    for i, name in enumerate(("gcn_1", "gcn_2")):
+        kernel, bias = (np.asarray(w, np.float64) for w in network.get_layer(name).get_weights())
+        x = propagate @ x @ kernel + bias
+        x = np.maximum(x, 0) if i == 0 else x
+    exp = np.exp(x - x.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_export_equals_the_old_exports_formula_by_hand(trained, tmp_path):
+    """serving_default and predict_weighted now canonicalise the edges inside the model; on
+    raw edges with a self loop, a duplicate and one direction only, they answer what the
+    canonical_edges-then-model export answered (here in float64 by hand)."""
+    clf, _ = trained
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(12, clf.num_features_)).astype(np.float32)
+    edges = np.array([[0, 1], [1, 2], [2, 0], [3, 4], [4, 5], [5, 5], [6, 7], [7, 6], [0, 1]])
+    edges = np.concatenate([edges, rng.integers(0, 12, size=(10, 2))]).astype(np.int64)
+    weights = rng.uniform(0.5, 3.0, len(edges)).astype(np.float32)
+    served = tf.saved_model.load(str(clf.export(tmp_path / "export"))).signatures
+    feeds = {"node_features": tf.constant(features), "edges": tf.constant(edges)}
+    for name, extra, edge_weights in (
+        ("serving_default", {}, np.ones(len(edges))),
+        ("predict_weighted", {"edge_weights": tf.constant(weights)}, weights),
+    ):
+        out = served[name](**feeds, **extra)
+        expected = _gcn_by_hand(clf, features.astype(np.float64), edges, edge_weights)
+        np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["score"].numpy(), expected.max(axis=1), rtol=1e-5)
+        labels = np.array(clf.class_names_)[expected.argmax(axis=1)]
+        assert [b.decode() for b in out["label"].numpy()] == labels.tolist()
+
+
+def test_saved_keras_model_takes_the_raw_edge_table(trained):
+    """model.keras canonicalises raw edges itself: the training graph's edge table (one
+    direction, a duplicate, a self loop) as row numbers gives predict_proba's numbers."""
+    clf, out = trained
+    nodes, edges = (
+        pd.read_csv(out.parent / "graph" / name, keep_default_na=False)
+        for name in ("nodes.csv", "edges.csv")
+    )
+    position = {node: i for i, node in enumerate(nodes.id)}
+    raw = {
+        "node_features": nodes.drop(columns=["id", "label"]).to_numpy(np.float32),
+        "edges": edges.map(position.get).to_numpy(np.int64),
+    }
+    model = keras.saving.load_model(out / "model.keras")
+    expected = clf.predict_proba(clf._training_graph())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(raw)), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 
+import keras
+import keras_hub
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from serving import ServingProcess, plain
 from test_cli import assert_user_error, cli
 
 from dltoolkit import Summarizer, load
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import DataError
-from dltoolkit.data.text import read_pairs
+from dltoolkit.data.text import read_pairs, tidy_spacing
 from dltoolkit.models.pretrained_seq2seq import random_bart_preset
+from dltoolkit.tasks.summarizer import EOS, PAD, detokenized, summary_ids
 
 NAMES = ["anna", "boris", "clara", "david", "elena", "farid", "greta", "hugo", "irene", "jonas"]
 VERBS = ["bought", "sold", "painted", "found", "lost", "repaired", "borrowed", "cooked"]
@@ -159,6 +164,65 @@ def test_chunk_policy_summarises_a_long_document_piece_by_piece(trained):
         assert model.summarize([long_document])[0].split()[0] in NAMES
     finally:
         model.set_params(long_documents="truncate")
+
+
+def _as_strings(summaries) -> list[str]:
+    return [s.decode("utf-8").strip() for s in np.asarray(summaries)]
+
+
+def test_model_keras_holds_the_tokenizer_and_decodes_as_predict(trained):
+    model, root = trained
+    texts = [r["article"] for r in make_pairs(4, seed=13)] + ["word " * 300]
+    loaded = keras.saving.load_model(root / "run" / "model.keras")  # after `import dltoolkit`
+    source = tf.function(loaded.source_ids)(tf.constant(texts))
+    own = model._tokens(texts)[:, : model.config.max_source_length - 1]
+    assert source.to_list() == [row + [EOS] for row in own.to_list()]
+    greedy = model._decoding("greedy")
+    ids = summary_ids(loaded, source.to_tensor(PAD), model._sampler(greedy), greedy.max_length)
+    assert _as_strings(detokenized(loaded.tokenizer, ids)) == model.summarize(texts)
+
+
+def test_export_gives_what_the_old_export_computed(trained, tmp_path):
+    """dltoolkit 0.1's serving graph, by hand: a KerasHub WordPiece tokenizer made from
+    state.json's vocabulary, the ids cut to the input and ended by EOS, the greedy loop, the
+    same tokenizer back to text."""
+    model, root = trained
+    texts = [r["article"] for r in make_pairs(4, seed=17)] + ["word " * 300]
+    vocabulary = json.loads((root / "run" / "state.json").read_text())["vocabulary"]
+    old = keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=vocabulary,
+        lowercase=True,
+        oov_token="[UNK]",
+        dtype="int32",
+        _allow_python_workflow=False,
+    )
+    cut = model.config.max_source_length - 1
+    rows = [t[:cut] + [EOS] for t in tf.function(old.tokenize)(tf.constant(texts)).to_list()]
+    source = np.full((len(rows), max(map(len, rows))), PAD, np.int32)
+    for i, row in enumerate(rows):
+        source[i, : len(row)] = row
+    greedy = model._decoding("greedy")
+    ids = summary_ids(model.model_, source, model._sampler(greedy), greedy.max_length)
+    ragged = tf.RaggedTensor.from_tensor(ids, padding=PAD)
+    expected = _as_strings(tidy_spacing(tf.function(old.detokenize)(ragged)))
+    served = tf.saved_model.load(str(model.export(tmp_path / "export")))
+    summaries = served.signatures["serving_default"](text=tf.constant(texts))["summary"]
+    assert _as_strings(summaries) == expected
+
+
+def test_resume_keeps_the_vocabulary_its_run_was_trained_with(trained, tmp_path):
+    _, root = trained
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("recipe.toml", "state.json"):  # a run killed during its first epoch
+        shutil.copy(root / "run" / name, out / name)
+    saved = json.loads((out / "state.json").read_text())["vocabulary"]
+    pairs = [(r["article"] + " xylophone quartz", r["highlights"]) for r in make_pairs(40)]
+    model = Summarizer(**{**TINY, "epochs": 1, "eval_samples": 4}).fit(
+        pairs, out, resume=True, progress=False
+    )
+    assert model.vocabulary_ == saved and "xylophone" not in saved
+    assert load(out).model_.tokenizer.get_vocabulary() == saved
 
 
 def test_folder_of_paired_files(tmp_path):

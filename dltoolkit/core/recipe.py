@@ -1,15 +1,20 @@
 """The Recipe base class: parameters, the fit → run directory flow, save/load and export.
 
-A recipe subclass declares `spec` (its RecipeSpec from `dltoolkit.specs`: CLI verb, Config
-dataclass, built-in data) and implements the task-specific steps: `_prepare`, `_train`,
-`_evaluate_prepared`, `_report`, `_state`/`_restore_state`, `_endpoints`, and the public
-`predict` and `evaluate`.
+The base owns the flow: data → build (under the strategy scope) → compile → `fit_phases`
+→ evaluate → save → export → report. A recipe subclass declares `spec` (its RecipeSpec
+from `dltoolkit.specs`: CLI verb, Config dataclass, built-in data) and `learned` (the
+attributes its data teaches it, saved in state.json), and supplies the hooks: `_prepare`
+(data), `_adopt` (learned state from the data), `_plan` (datasets and length), `_build`
+(the Keras model), `_compile_args`, `_stages`, `_evaluate_prepared`, `_report`,
+`_signatures` (serving), and the public `predict` and `evaluate`. A recipe whose training
+is not Keras' `fit` (the agent's RL loop) supplies `_learn` instead.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import inspect
 import json
 import shutil
@@ -21,11 +26,13 @@ import keras
 from rich.console import Console
 
 from dltoolkit.core import config as cfg
-from dltoolkit.core import files, params
+from dltoolkit.core import files, params, state
+from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
-from dltoolkit.core.export import EXPORT_FORMATS, write_saved_model, write_tflite
+from dltoolkit.core.export import EXPORT_FORMATS, Signature, write_saved_model, write_tflite
+from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.progress import phase_progress
-from dltoolkit.core.report import Report
+from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.rundir import (
     RECIPE_FILE,
     RunDir,
@@ -43,6 +50,7 @@ from dltoolkit.core.runtime import (
     runtime,
     task_name,
 )
+from dltoolkit.core.training import Phase, Plan, Stage, fit_phases
 from dltoolkit.registry import RecipeSpec, recipe_class
 
 
@@ -54,6 +62,7 @@ class Recipe(abc.ABC):
     Config: ClassVar[type]
     default_data: ClassVar[str]
     single_replica_reason: ClassVar[str]
+    learned: ClassVar[tuple[str, ...]] = ()  # attributes learned from the data (state.json)
 
     def __init_subclass__(cls, **kwargs):
         """Take the task, parameters and their documentation from the class's spec."""
@@ -218,7 +227,7 @@ class Recipe(abc.ABC):
         c = self.config
         with runtime(c.strategy, tpu=c.tpu, mixed_precision=c.mixed_precision, seed=c.seed) as rt:
             run.pull_resume_state()
-            self._train(prepared, run, rt, console)
+            self._learn(prepared, run, rt, console)
         with self._phase("evaluation"):
             self.metrics_ = self._evaluate_prepared(prepared)
         with self._phase("saving"):
@@ -227,7 +236,53 @@ class Recipe(abc.ABC):
         with self._phase("report"):
             report = Report(f"{type(self).__name__}: {run.name}", run.plots)
             self._report(report, prepared)
+            history = read_history(run.history_file)
+            if history:
+                self._report_history(report, history)
+            report.table("Parameters", self.get_params())
             report.write(run.report_file)
+
+    def _learn(self, prepared, run: RunDir, rt: Runtime, console: Console | None) -> None:
+        """Train the recipe's Keras model: its plan, model and compile arguments through
+        `fit_phases`, checkpointing into `run`."""
+        self._adopt(prepared, run)
+        plan = self._plan(prepared, rt, run)
+        with rt.strategy.scope():
+            model = self.model_ = self._build(prepared, plan)
+
+        def prepare(stage: Stage) -> None:
+            if stage.before is not None:
+                stage.before()
+            with rt.strategy.scope():
+                self._compile(model, plan, stage.epochs, stage.lr_scale)
+
+        phases = [
+            Phase(s.name, s.epochs, functools.partial(prepare, s)) for s in self._stages(plan)
+        ]
+        fit_phases(
+            model,
+            plan.train,
+            plan.val,
+            phases=phases,
+            run=run,
+            config=self.config,
+            steps_per_epoch=plan.steps,
+            console=console,
+            class_weight=plan.class_weight,
+            validation_steps=plan.validation_steps,
+            repeating=plan.repeating,
+            extra_callbacks=plan.callbacks,
+            keep_best=plan.keep_best,
+        )
+        self._fitted(prepared)
+
+    def _compile(self, model: keras.Model, plan: Plan, epochs: int, lr_scale: float) -> None:
+        """Compile for a phase of `epochs` epochs (under the strategy scope)."""
+        model.compile(optimizer=self._optimizer(plan, epochs, lr_scale), **self._compile_args())
+
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float) -> keras.optimizers.Optimizer:
+        """The optimizer of a phase (core/optim.py: AdamW, warmup + cosine schedule)."""
+        return build_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _phase(self, name: str):
         """Progress for a phase outside training (see core/progress.py); silent when the
@@ -248,6 +303,16 @@ class Recipe(abc.ABC):
         files.write_json(run.state_file, self._state())
         return run.path
 
+    def _state(self) -> dict:
+        """The state.json document: every `learned` attribute (see core/state.py)."""
+        return state.dump({name.rstrip("_"): getattr(self, name) for name in self.learned})
+
+    def _restore_state(self, values: dict) -> None:
+        """Set the `learned` attributes from state.json's values (after the model loaded)."""
+        for name in self.learned:
+            setattr(self, name, values[name.rstrip("_")])
+        self._restored()
+
     @classmethod
     def load(cls, directory, *, progress: bool = True) -> Recipe:
         """Load a saved recipe; called on `Recipe` it picks the class from recipe.toml.
@@ -261,9 +326,10 @@ class Recipe(abc.ABC):
                 f"use {recipe_cls.__name__}.load or dltoolkit.load"
             )
         recipe = recipe_cls(**recipe_doc["params"])
+        document = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
+        learned = state.load(document, str(directory))  # an older run's format: retrain it
         recipe.model_ = keras.saving.load_model(run.model_file)
-        state = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
-        recipe._restore_state(state)
+        recipe._restore_state(learned)
         recipe.run_, recipe.data_ = run, recipe_doc["data"]
         recipe._console = Console(stderr=True) if progress else None
         if run.metrics_file.is_file():
@@ -300,9 +366,9 @@ class Recipe(abc.ABC):
     def _export(self, directory: Path, format: str) -> Path:
         with self._phase(f"export ({format})"):
             if format == "saved_model":
-                return write_saved_model(directory, self.model_, self._endpoints())
+                return write_saved_model(directory, self.model_, self._signatures())
             directory.mkdir(parents=True, exist_ok=True)
-            write_tflite(directory / "model.tflite", self.model_, self._tflite_endpoint())
+            write_tflite(directory / "model.tflite", self.model_, self._tflite_signature())
             self._write_tflite_side_files(directory)
         return directory / "model.tflite"
 
@@ -329,11 +395,33 @@ class Recipe(abc.ABC):
 
     @abc.abstractmethod
     def _prepare(self, data, console: Console | None):
-        """Read and check `data`; raise DataError on bad input. Returns what _train needs."""
+        """Read and check `data`; raise DataError on bad input. Returns what the other hooks need."""
 
-    @abc.abstractmethod
-    def _train(self, prepared, run: RunDir, rt: Runtime, console: Console | None) -> None:
-        """Build the model under `rt.strategy` and train it, checkpointing into `run`."""
+    def _adopt(self, prepared, run: RunDir) -> None:
+        """Take the `learned` state from the prepared data (before the model is built)."""
+
+    def _plan(self, prepared, rt: Runtime, run: RunDir) -> Plan:
+        """The datasets (sharded for `rt`) and training length."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must supply _plan and _build, or override _learn"
+        )
+
+    def _build(self, prepared, plan: Plan) -> keras.Model:
+        """The model to train, raw input to output (called under the strategy scope)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must supply _plan and _build, or override _learn"
+        )
+
+    def _compile_args(self) -> dict:
+        """`model.compile` arguments besides the optimizer: loss, metrics."""
+        return {}
+
+    def _stages(self, plan: Plan) -> list[Stage]:
+        """The training phases; by default one, `plan.epochs` long."""
+        return [Stage("train", plan.epochs)]
+
+    def _fitted(self, prepared) -> None:
+        """Learn what needs the trained model (e.g. a threshold on validation scores)."""
 
     @abc.abstractmethod
     def _evaluate_prepared(self, prepared) -> dict:
@@ -343,17 +431,18 @@ class Recipe(abc.ABC):
     def _report(self, report: Report, prepared) -> None:
         """Add the task's tables and plots to the run's report."""
 
-    def _state(self) -> dict:
-        return {}
+    def _report_history(self, report: Report, history: list[dict]) -> None:
+        """The report's section on history.csv (after the task's own, before the parameters)."""
+        report.figure("Training curves", plot_history(history), "history")
 
-    def _restore_state(self, state: dict) -> None:
-        """Restore what `_state` saved."""
+    def _restored(self) -> None:
+        """Rebuild what derives from the learned state after a load."""
 
     @abc.abstractmethod
-    def _endpoints(self) -> dict:
-        """SavedModel signatures: name -> (function, input signature); serving_default first."""
+    def _signatures(self) -> dict[str, Signature]:
+        """SavedModel signatures by name, serving_default first (see core/export.py)."""
 
-    def _tflite_endpoint(self):
+    def _tflite_signature(self) -> Signature:
         raise ConfigError(f"{type(self).__name__} does not support TFLite export")
 
     def _write_tflite_side_files(self, directory: Path) -> None:

@@ -13,7 +13,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -26,6 +26,32 @@ from dltoolkit.core.errors import WorkerLost
 from dltoolkit.core.files import atomic_path
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.runtime import distributable
+
+
+@dataclass
+class Plan:
+    """What a recipe hands the base class to train its Keras model (`Recipe._plan`)."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    steps: int  # training batches per epoch
+    epochs: int
+    validation_steps: int | None = None
+    repeating: bool = False  # see fit_phases
+    class_weight: dict | None = None
+    callbacks: list = field(default_factory=list)  # after the standard ones
+    keep_best: bool = True  # False: no single loss ranks the epochs (a GAN); keep the last
+
+
+@dataclass
+class Stage:
+    """A phase as a recipe declares it (`Recipe._stages`): `before` sets trainability, then
+    the base class compiles with the learning rate scaled by `lr_scale`."""
+
+    name: str
+    epochs: int
+    lr_scale: float = 1.0
+    before: Callable[[], None] | None = None
 
 
 @dataclass
@@ -51,6 +77,7 @@ def fit_phases(
     validation_steps: int | None = None,
     repeating: bool = False,
     extra_callbacks: list | None = None,
+    keep_best: bool = True,
 ) -> list[dict]:
     """Train through `phases` and return the full per-epoch history.
 
@@ -58,6 +85,8 @@ def fit_phases(
     and `validation_steps` validation batches; their iterators are then made once, not per
     epoch, which matters when epochs are a few steps (e.g. one full-graph step).
     `extra_callbacks` (e.g. a time budget) run after the standard ones in every phase.
+    Without `keep_best` (a model with no single loss, e.g. a GAN's d_loss and g_loss) a
+    phase ends with its last weights, not its best.
     """
     monitor = "val_loss" if val_ds is not None else "loss"
     replicas = model.distribute_strategy.num_replicas_in_sync
@@ -73,7 +102,9 @@ def fit_phases(
         else:
             phase.prepare()
             _build_optimizer(model)
-            callbacks = _callbacks(run, config, phase, monitor, total, steps_per_epoch, console)
+            callbacks = _callbacks(
+                run, config, phase, monitor if keep_best else None, total, steps_per_epoch, console
+            )
             callbacks += extra_callbacks or []
             with warnings.catch_warnings(), _worker_loss_is_user_facing():
                 # Pipelines that may drop unreadable files have no known length; Keras
@@ -99,11 +130,10 @@ def fit_phases(
     return read_history(run.history_file)
 
 
-def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, console):
+def _callbacks(run, config, phase, best_by, total_epochs, steps_per_epoch, console):
+    """The standard callbacks; the epoch with the lowest `best_by` is kept (None: none)."""
     backup = run.checkpoints / f"{phase.name}.backup"
     _repair_backup(backup)
-    previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
-    best_so_far = min((r[monitor] for r in previous if monitor in r), default=None)
     # HistoryLog runs before BackupAndRestore: a crash between the two repeats an epoch
     # on resume (its row is then replaced) rather than losing one.
     callbacks = [
@@ -115,19 +145,23 @@ def _callbacks(run, config, phase, monitor, total_epochs, steps_per_epoch, conso
         # After the backup (which keeps the raw weights to resume from): validation, the
         # best checkpoint and so the final model see the averaged weights.
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    callbacks += [
-        keras.callbacks.ModelCheckpoint(
-            str(run.checkpoints / f"{phase.name}.best.weights.h5"),
-            monitor=monitor,
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best_so_far,
-        ),
-        EpochTensorBoard(str(run.logs)),
-    ]
-    if config.early_stopping_patience > 0:
+    if best_by is not None:
+        previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience)
+            keras.callbacks.ModelCheckpoint(
+                str(run.checkpoints / f"{phase.name}.best.weights.h5"),
+                monitor=best_by,
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=min(
+                    (r[best_by] for r in previous if best_by in r), default=None
+                ),
+            )
+        )
+    callbacks.append(EpochTensorBoard(str(run.logs)))
+    if config.early_stopping_patience > 0 and best_by is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=best_by, patience=config.early_stopping_patience)
         )
     if console is not None:
         callbacks.append(

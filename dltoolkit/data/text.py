@@ -309,19 +309,6 @@ def train_vocabulary(texts: list[str], size: int) -> list[str]:
     return vocabulary
 
 
-def make_tokenizer(vocabulary: list[str]):
-    """The WordPiece tokenizer (TensorFlow Text ops) for `vocabulary`."""
-    import keras_hub
-
-    return keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=vocabulary,
-        lowercase=True,
-        oov_token="[UNK]",
-        dtype="int32",
-        _allow_python_workflow=False,
-    )
-
-
 def tidy_spacing(strings):
     """Undo the word-piece spacing around punctuation: 'hi , # person1 # !' -> 'hi, #person1#!'."""
     import tensorflow as tf

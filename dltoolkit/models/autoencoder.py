@@ -27,10 +27,10 @@ class VAESampling(layers.Layer):
 
     def call(self, inputs, training=None):
         mean, log_var = inputs
-        self.add_loss(self.beta * ops.mean(kl_divergence(mean, log_var)))
+        self.add_loss(self.beta * ops.cast(ops.mean(kl_divergence(mean, log_var)), "float32"))
         if not training:
             return mean
-        noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        noise = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
         return mean + ops.exp(0.5 * log_var) * noise
 
     def get_config(self):

@@ -1,16 +1,21 @@
 """Graph neural network layers (GCN, GAT, GraphSAGE) and the node-classification model.
 
-Every layer is called as `layer(x, edges, edge_weights)`: `x` is (N, F) node features,
+Every graph layer is called as `layer(x, edges, edge_weights)`: `x` is (N, F) node features,
 `edges` (E, 2) int32 rows `(source, target)` indexing rows of `x` (a message flows from
 source to target, so list both directions for an undirected graph), `edge_weights` (E,).
 The layers add their own self loops, so `edges` should hold none. Written with keras.ops
 (gathers and segment sums), so each layer lifts into any Keras 3 model.
-"""
+
+`build_node_model` is the network trained on such canonical edge lists (whole graphs or
+sampled subgraphs); `RawGraphModel`, saved as model.keras, wraps it for edge lists as users
+have them (`CanonicalEdges`, TensorFlow ops: one direction, duplicates, self loops)."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from dltoolkit.data.graphs import canonical_edges
 
 DEFAULT_HIDDEN = {"gcn": 16, "gat": 8, "sage": 64}
 
@@ -262,3 +267,55 @@ def build_node_model(
         probabilities,
         name=f"{kind}_node_classifier",
     )
+
+
+@keras.saving.register_keras_serializable(package="dltoolkit")
+class CanonicalEdges(keras.layers.Layer):
+    """Raw (source, target) rows and weights -> the edge list the graph layers expect: both
+    directions unless `directed`, no self loops, duplicates merged (see `canonical_edges`)."""
+
+    def __init__(self, directed: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.directed = directed
+
+    def call(self, node_features, edges, edge_weights):
+        return canonical_edges(edges, edge_weights, ops.shape(node_features)[0], self.directed)
+
+    def get_config(self):
+        return {**super().get_config(), "directed": self.directed}
+
+
+@keras.saving.register_keras_serializable(package="dltoolkit")
+class RawGraphModel(keras.Model):
+    """A graph as users have it -> class probabilities (N, classes) from `network` (a
+    `build_node_model` model). Input: a dict of "node_features" (N, F), "edges" (E, 2)
+    integer (source, target) rows and, optionally, "edge_weights" (E,) (default: ones).
+    """
+
+    def __init__(self, network: keras.Model, directed: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.directed = directed
+        self.canonical_edges = CanonicalEdges(directed, name="canonical_edges")
+        self.built = network.built  # no weights of its own
+
+    def call(self, inputs, training=None):
+        features, edges = inputs["node_features"], inputs["edges"]
+        weights = inputs.get("edge_weights")
+        if weights is None:
+            weights = ops.ones(ops.shape(edges)[:1])
+        edges, weights = self.canonical_edges(features, edges, weights)
+        graph = {"features": features, "edges": edges, "edge_weights": weights}
+        return self.network(graph, training=training)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "network": keras.saving.serialize_keras_object(self.network),
+            "directed": self.directed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        network = keras.saving.deserialize_keras_object(config.pop("network"))
+        return cls(network, **config)

@@ -73,6 +73,23 @@ class LogStd(layers.Layer):
         return {**super().get_config(), "dims": self.dims, "initial": self.initial}
 
 
+@keras.saving.register_keras_serializable(package="dltoolkit")
+class CategoricalHead(layers.Dense):
+    """A discrete action distribution: Dense `logits` and their softmax `probabilities`.
+
+    One layer, so the model's weights keep the order a plain Dense head gives them (the
+    order global-norm clipping sums in and checkpoints list them).
+    """
+
+    def call(self, inputs):
+        logits = super().call(inputs)
+        return {"logits": logits, "probabilities": ops.softmax(logits)}
+
+    def compute_output_spec(self, inputs):
+        logits = keras.KerasTensor(self.compute_output_shape(inputs.shape), self.compute_dtype)
+        return {"logits": logits, "probabilities": keras.KerasTensor(logits.shape, logits.dtype)}
+
+
 def observation_input(obs_shape: tuple[int, ...], discrete_states: int | None, normalize: bool):
     """The model input and its encoding: one-hot for a discrete state, flattened and
     optionally normalised for a box of numbers."""
@@ -98,8 +115,8 @@ def _mlp(x, hidden: tuple[int, ...], activation: str, name: str):
     return x
 
 
-def _head(x, units: int, gain: float, name: str):
-    return layers.Dense(units, kernel_initializer=keras.initializers.Orthogonal(gain), name=name)(x)
+def _head(x, units: int, gain: float, name: str, kind=layers.Dense):
+    return kind(units, kernel_initializer=keras.initializers.Orthogonal(gain), name=name)(x)
 
 
 def actor_critic(
@@ -115,13 +132,18 @@ def actor_critic(
 ) -> keras.Model:
     """Separate policy and value MLPs on a shared observation encoding.
 
-    Outputs: `logits` (discrete) or `mean` (+ `log_std`, continuous) and `value`.
+    Outputs: the action distribution, as `logits` and their softmax `probabilities`
+    (discrete) or `mean` and `log_std` (continuous), and the state's `value`.
     """
     inputs, encoded = observation_input(obs_shape, discrete_states, normalize)
     pi = _mlp(encoded, hidden, activation, "pi")
-    outputs = {"mean" if continuous else "logits": _head(pi, actions, 0.01, "policy")}
     if continuous:
-        outputs["log_std"] = LogStd(actions, log_std_init, name="log_std")(pi)
+        outputs = {
+            "mean": _head(pi, actions, 0.01, "policy"),
+            "log_std": LogStd(actions, log_std_init, name="log_std")(pi),
+        }
+    else:
+        outputs = _head(pi, actions, 0.01, "policy", CategoricalHead)
     outputs["value"] = _head(_mlp(encoded, hidden, activation, "vf"), 1, 1.0, "value")
     return keras.Model(inputs, outputs, name="actor_critic")
 
@@ -147,22 +169,28 @@ def normalizer(model: keras.Model) -> RunningNormalization | None:
     return next((layer for layer in model.layers if isinstance(layer, RunningNormalization)), None)
 
 
+def policy_outputs(out: dict, low=(), high=()) -> dict:
+    """A policy model's outputs -> {'actions', and 'probabilities' | 'means' | 'q_values'}:
+    the best action per observation (continuous means clipped into the action bounds)."""
+    if "q_values" in out:
+        q = out["q_values"]
+        return {"actions": ops.argmax(q, axis=-1), "q_values": q}
+    if "logits" in out:
+        return {
+            "actions": ops.argmax(out["logits"], axis=-1),
+            "probabilities": out["probabilities"],
+        }
+    mean = out["mean"]
+    return {
+        "actions": ops.clip(mean, np.array(low, "float32"), np.array(high, "float32")),
+        "means": mean,
+    }
+
+
 def deterministic_policy(model: keras.Model, low=(), high=()):
-    """obs -> {'actions', and 'probabilities' | 'means' | 'q_values'}: the policy's best
-    action per observation (continuous means clipped into the action bounds)."""
+    """obs -> `policy_outputs` of the model (in inference mode)."""
 
     def act(observation):
-        out = model(observation, training=False)
-        if "q_values" in out:
-            q = out["q_values"]
-            return {"actions": ops.argmax(q, axis=-1), "q_values": q}
-        if "logits" in out:
-            logits = out["logits"]
-            return {"actions": ops.argmax(logits, axis=-1), "probabilities": ops.softmax(logits)}
-        mean = out["mean"]
-        return {
-            "actions": ops.clip(mean, np.array(low, "float32"), np.array(high, "float32")),
-            "means": mean,
-        }
+        return policy_outputs(model(observation, training=False), low, high)
 
     return act

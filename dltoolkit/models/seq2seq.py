@@ -3,13 +3,16 @@
 The model maps `{"source": ids (B, S), "target": ids (B, T)}` (target = BOS + summary,
 shifted right) to next-token logits (B, T, vocabulary). Embeddings are shared between
 encoder, decoder and the output projection. `start` and `step` run the encoder once and
-the decoder one token at a time with key/value caches, for generation.
+the decoder one token at a time with key/value caches, for generation. `Summarization`
+is what a summarizer saves: that network with its tokenizer, which turns raw strings into
+the encoder's input.
 """
 
 from __future__ import annotations
 
 import keras
 import keras_hub
+import tensorflow as tf
 from keras import ops
 
 from dltoolkit.core.config import check_choice
@@ -165,6 +168,52 @@ class Seq2SeqTransformer(keras.Model):
             token, states, source_mask, self_cache, cross_cache, index, None
         )
         return logits[:, 0, :], (self_cache, cross_cache, states, source_mask)
+
+
+def encoder_input(tokens: tf.RaggedTensor, max_source_length: int, end_id: int):
+    """Document ids (ragged) cut to the encoder's input and ended with `end_id` (never empty)."""
+    tokens = tokens[:, : max_source_length - 1]
+    ends = tf.fill([tokens.nrows(), 1], tf.cast(end_id, tokens.dtype))
+    return tf.concat([tokens, tf.RaggedTensor.from_tensor(ends)], axis=1)
+
+
+@keras.saving.register_keras_serializable("dltoolkit")
+class Summarization(keras.Model):
+    """A from-scratch summarizer's model.keras: its tokenizer and the Seq2SeqTransformer it
+    feeds. Called like the transformer (ids -> logits); `source_ids` turns raw strings into
+    the encoder's input, `tokenizer.detokenize` ids back into text."""
+
+    def __init__(self, tokenizer, transformer: Seq2SeqTransformer, end_token="[EOS]", **kwargs):
+        super().__init__(**kwargs)
+        self.tokenizer, self.transformer, self.end_token = tokenizer, transformer, end_token
+
+    def call(self, inputs, training=None):
+        return self.transformer(inputs, training=training)
+
+    def source_ids(self, text):
+        """Raw strings (B,) -> the encoder's ids (ragged), as the network was trained on; graph
+        ops (in a tf.function: eagerly, KerasHub tokenizers answer with Python lists)."""
+        return encoder_input(
+            self.tokenizer(text),
+            self.transformer.settings["max_source_length"],
+            self.tokenizer.token_to_id(self.end_token),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
+            "transformer": keras.saving.serialize_keras_object(self.transformer),
+            "end_token": self.end_token,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        parts = {
+            k: keras.saving.deserialize_keras_object(config[k])
+            for k in ("tokenizer", "transformer")
+        }
+        return cls(**{**config, **parts})
 
 
 @keras.saving.register_keras_serializable("dltoolkit")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import keras_hub
+import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError, WeightsError
 
@@ -75,6 +76,38 @@ class CaffePreprocess(keras.layers.Layer):
     def call(self, images):
         bgr = keras.ops.flip(images, axis=-1)
         return bgr - keras.ops.convert_to_tensor(self.BGR_MEAN, dtype=bgr.dtype)
+
+
+@keras.saving.register_keras_serializable(package="dltoolkit")
+class FitImage(keras.layers.Layer):
+    """Images of any size -> the model's (height, width), resized as `to_image_shape` does
+    (antialiased bilinear); images already at that size pass unchanged."""
+
+    def __init__(self, height: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = int(height), int(width)
+
+    def call(self, images):
+        size = (self.height, self.width)
+        fits = tf.reduce_all(tf.equal(tf.shape(images)[1:3], size))
+        fitted = tf.cond(
+            fits,
+            lambda: images,
+            lambda: tf.image.resize(images, size, method="bilinear", antialias=True),
+        )
+        return tf.ensure_shape(fitted, [None, *size, images.shape[-1]])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.height, self.width, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width}
+
+
+def _image_input(shape) -> tuple:
+    """(input, tensor): raw [0, 255] pixels of any size, fitted to `shape`'s height and width."""
+    inputs = keras.Input((None, None, shape[-1]), name="images")
+    return inputs, FitImage(*shape[:2], dtype="float32", name="fit_image")(inputs)
 
 
 @keras.saving.register_keras_serializable(package="dltoolkit")
@@ -173,8 +206,7 @@ def build_image_model(
     else:
         net, preprocess = _vit(name, rgb_shape, source)
 
-    inputs = keras.Input(image_shape, name="images")
-    x = inputs
+    inputs, x = _image_input(image_shape)
     if image_shape[-1] == 1:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
     if preprocess is not None:
@@ -341,8 +373,8 @@ def _vit_patch_size(shape: tuple[int, int, int]) -> int:
 
 
 def _small_cnn(shape, num_classes: int, dropout: float, source: _Source) -> ImageModel:
-    inputs = keras.Input(shape, name="images")
-    x = keras.layers.Rescaling(1 / 255, name="rescaling")(inputs)
+    inputs, x = _image_input(shape)
+    x = keras.layers.Rescaling(1 / 255, name="rescaling")(x)
     size = min(shape[:2])
     for stage, (filters, blocks) in enumerate(_CNN_STAGES):
         if stage and size >= 8:

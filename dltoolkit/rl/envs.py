@@ -25,27 +25,6 @@ class Spaces:
     low: tuple[float, ...] = ()
     high: tuple[float, ...] = ()
 
-    def to_dict(self) -> dict:
-        return {
-            "obs_shape": list(self.obs_shape),
-            "obs_states": self.obs_states,
-            "actions": self.actions,
-            "continuous": self.continuous,
-            "low": list(self.low),
-            "high": list(self.high),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Spaces:
-        return cls(
-            tuple(d["obs_shape"]),
-            d["obs_states"],
-            d["actions"],
-            d["continuous"],
-            tuple(d["low"]),
-            tuple(d["high"]),
-        )
-
 
 def parse_options(text: str | None) -> dict:
     """'is_slippery=false,map_name="8x8"' -> keyword arguments for gymnasium.make."""

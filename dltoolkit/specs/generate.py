@@ -42,8 +42,8 @@ class GeneratorConfig(TrainConfig):
     )
     early_stopping_patience: int = param(
         0,
-        "Stop after this many epochs without a better validation loss (0: never; generator "
-        "losses do not say when samples stop improving).",
+        "ddpm, vae: stop after this many epochs without a lower loss (0: never; losses do "
+        "not say when samples stop improving; gan and wgan-gp have no single loss).",
         ge=0,
     )
     steps_per_epoch: int | None = param(

@@ -7,6 +7,7 @@ recipe.toml, checkpoints and --resume, report, save/load and a SavedModel policy
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from dltoolkit.core import files
 from dltoolkit.core.callbacks import read_history, write_history
 from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report
-from dltoolkit.models.policy import deterministic_policy
+from dltoolkit.models.policy import deterministic_policy, policy_outputs
 from dltoolkit.rl import ALGORITHMS, Algorithm
 from dltoolkit.rl.envs import Spaces, describe, make_env, observation_dtype, parse_options
 from dltoolkit.rl.evaluation import evaluation_seeds, play, play_rendered, summarize
@@ -44,6 +46,7 @@ class Agent(Recipe):
     """
 
     spec = SPEC
+    learned = ("spaces_", "trained_steps_", "train_seconds_")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -107,7 +110,8 @@ class Agent(Recipe):
     def _algorithm(self, prepared: _Prepared) -> Algorithm:
         return ALGORITHMS[self.config.algo](self.config, prepared.spaces, prepared.options)
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
+    def _learn(self, prepared: _Prepared, run, rt, console) -> None:
+        """The algorithm's own loop (dltoolkit.rl), checkpointing into `run`."""
         algo = self._algorithm(prepared)
         if algo.restore_checkpoint(run.checkpoints) and console is not None:
             console.print(f"resuming from step {algo.steps}")
@@ -262,27 +266,14 @@ class Agent(Recipe):
 
     # -- persistence and export -----------------------------------------------------------
 
-    def _state(self) -> dict:
-        return {
-            "spaces": self.spaces_.to_dict(),
-            "trained_steps": self.trained_steps_,
-            "train_seconds": self.train_seconds_,
-        }
-
-    def _restore_state(self, state: dict) -> None:
-        self.spaces_ = Spaces.from_dict(state["spaces"])
-        self.trained_steps_ = state["trained_steps"]
-        self.train_seconds_ = state["train_seconds"]
-
-    def _endpoints(self) -> dict:
+    def _signatures(self) -> dict[str, Signature]:
         spaces = self.spaces_
         if spaces.obs_states is not None:
             spec = tf.TensorSpec([None], tf.int32, name="observation")
         else:
             spec = tf.TensorSpec([None, *spaces.obs_shape], tf.float32, name="observation")
-        return {
-            "serving_default": (deterministic_policy(self.model_, spaces.low, spaces.high), [spec])
-        }
+        outputs = functools.partial(policy_outputs, low=spaces.low, high=spaces.high)
+        return {"serving_default": Signature([spec], outputs=outputs)}
 
     # -- report ---------------------------------------------------------------------------
 
@@ -304,11 +295,10 @@ class Agent(Recipe):
                 "mean length": m["mean_length"],
             },
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Learning curve", plot_learning_curve(history), "learning_curve")
-            report.table("History", history)
-        report.table("Parameters", self.get_params())
+
+    def _report_history(self, report: Report, history: list[dict]) -> None:
+        report.figure("Learning curve", plot_learning_curve(history), "learning_curve")
+        report.table("History", history)
 
 
 def _parse_observation(item) -> list | float:

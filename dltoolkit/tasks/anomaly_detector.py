@@ -10,8 +10,9 @@ error alone misses anomalies that lie far out along the normal data's manifold),
 absolute rather than squared scale, so one extreme feature does not swamp the rest of the
 row; `reconstruction` takes the normalised squared error alone. The per-feature terms are the
 per-column contributions, which sum to the score. A threshold (by contamination, a score quantile, or
-best F1 on labelled validation rows) turns scores into flags. Encoding, scaling, scoring and the threshold are one TensorFlow function,
-shared by `predict` and the exported `serving_default`.
+best F1 on labelled validation rows) turns scores into flags. Encoding, scaling, scoring and the
+threshold are Keras layers (dltoolkit/layers/tabular.py) around the trained autoencoder: model.keras
+maps raw columns to scores, for `predict` and the exported `serving_default` alike.
 """
 
 from __future__ import annotations
@@ -26,21 +27,16 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import best_f1_threshold, detection_metrics
-from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
-from dltoolkit.core.report import Report, plot_history, plot_roc_pr, plot_score_histogram
-from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.core.report import Report, plot_roc_pr, plot_score_histogram
+from dltoolkit.core.training import Plan
 from dltoolkit.data import tables
-from dltoolkit.models.autoencoder import (
-    build_autoencoder,
-    kl_divergence,
-    reconstruction_loss,
-    vae_encoder,
-)
+from dltoolkit.layers.tabular import AnomalyScore, TableEncoder
+from dltoolkit.models.autoencoder import build_autoencoder, reconstruction_loss, vae_encoder
 from dltoolkit.specs.detect_anomalies import SPEC, WINDOW_MODELS
 
 
@@ -65,17 +61,26 @@ class AnomalyDetector(Recipe):
     """
 
     spec = SPEC
+    learned = (
+        "schema_",
+        "signature_inputs_",
+        "threshold_",
+        "threshold_how_",
+        "label_col_",
+        "positive_",
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
         self.schema_: tables.Schema | None = None
+        self.signature_inputs_: dict[str, str] = {}  # column -> its model/serving input name
         self.threshold_: float | None = None
-        self.error_scale_: np.ndarray | None = None
-        self.extreme_scale_: np.ndarray | None = None
         self.threshold_how_ = ""
         self.label_col_: str | None = None
         self.positive_: str | None = None
-        self._encoder = None
+        self._scorer: keras.Model | None = (
+            None  # encoded rows/windows -> score, flag, contributions
+        )
 
     @property
     def columns_(self) -> list[str]:
@@ -189,13 +194,17 @@ class AnomalyDetector(Recipe):
 
     # -- training -------------------------------------------------------------------------
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
-        c = self.config
+    def _adopt(self, prepared: _Prepared, run) -> None:
         self.schema_, self.label_col_, self.positive_ = (
             prepared.schema,
             prepared.label_col,
             prepared.positive,
         )
+        taken: set[str] = set()
+        self.signature_inputs_ = {n: tables.signature_name(n, taken) for n in self.columns_}
+
+    def _plan(self, prepared: _Prepared, rt, run) -> Plan:
+        c = self.config
         train = prepared.x[prepared.parts["train"]]
         val_ds = None
         if "val" in prepared.parts:
@@ -207,31 +216,11 @@ class AnomalyDetector(Recipe):
             .batch(c.batch_size)
             .prefetch(tf.data.AUTOTUNE)
         )
-        steps = math.ceil(len(train) / c.batch_size)
-        with rt.strategy.scope():
-            model = self.model_ = self._build_model(prepared.schema.width)
+        return Plan(train_ds, val_ds, steps=math.ceil(len(train) / c.batch_size), epochs=c.epochs)
 
-        def compile_model():
-            with rt.strategy.scope():
-                model.compile(
-                    optimizer=build_optimizer(c, steps, c.epochs), loss=reconstruction_loss
-                )
-
-        fit_phases(
-            model,
-            train_ds,
-            val_ds,
-            phases=[Phase("train", c.epochs, compile_model)],
-            run=run,
-            config=c,
-            steps_per_epoch=steps,
-            console=console,
-        )
-        self._set_scales(train)
-        self._set_threshold(prepared)
-
-    def _build_model(self, width: int) -> keras.Model:
-        c = self.config
+    def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
+        """The autoencoder, trained on encoded rows/windows (`_fitted` wraps it for raw input)."""
+        c, width = self.config, prepared.schema.width
         # rows: a tight bottleneck, so unusual rows reconstruct badly; windows: channels per step
         latent = c.latent or (max(2, min(16, width // 3)) if c.window else max(2, width // 16))
         return build_autoencoder(
@@ -248,23 +237,76 @@ class AnomalyDetector(Recipe):
             seed=c.seed,
         )
 
-    def _set_scales(self, train: np.ndarray) -> None:
+    def _compile_args(self) -> dict:
+        return {"loss": reconstruction_loss}
+
+    def _fitted(self, prepared: _Prepared) -> None:
+        """Learn the score's scales and the threshold with the trained autoencoder, then make
+        `model_` the raw-input model: encoder, autoencoder and scoring layers."""
+        autoencoder = self.model_
+        self._scorer = self._scoring_model(autoencoder)
+        self._set_scales(autoencoder, prepared.x[prepared.parts["train"]])
+        self._set_threshold(prepared)
+        self.model_ = self._raw_model()
+
+    def _scoring_model(self, autoencoder: keras.Model) -> keras.Model:
+        """Encoded rows/windows -> score, anomaly flag and contributions (the ELBO's KL term
+        read from a VAE's encoder layers)."""
+        c, schema = self.config, self.schema_
+        elbo = c.autoencoder == "vae" and c.vae_score == "elbo"
+        latent = vae_encoder(autoencoder).outputs if elbo else []
+        scoring = AnomalyScore(
+            schema.groups().argmax(axis=1).tolist(),
+            len(schema.columns),
+            hybrid=c.score == "hybrid",
+            kl_weight=c.beta if elbo else 0.0,
+            name="anomaly_score",
+        )
+        encoded = autoencoder.input
+        return keras.Model(encoded, scoring([encoded, autoencoder.output, *latent]), name="scorer")
+
+    def _raw_model(self) -> keras.Model:
+        """Raw feature columns -> score, anomaly flag and contributions: one array (rows, or
+        windows of rows) when every column is numeric, else a dict of columns by input name."""
+        schema, window = self.schema_, self.config.window
+        encoder = TableEncoder(
+            schema.median, schema.scale, list(schema.categorical.values()), name="table_encoder"
+        )
+        if schema.categorical:
+            inputs = {
+                name: keras.Input(
+                    (), dtype="string" if n in schema.categorical else "float32", name=name
+                )
+                for n, name in self.signature_inputs_.items()
+            }
+            encoded = encoder(list(inputs.values()))
+        else:
+            width = len(schema.numeric)
+            inputs = keras.Input(
+                (window, width) if window else (width,), name="window" if window else "features"
+            )
+            encoded = encoder(inputs)
+        return keras.Model(inputs, self._scorer(encoded), name="anomaly_detector")
+
+    def _set_scales(self, autoencoder: keras.Model, train: np.ndarray) -> None:
         """Each feature's median error and squared distance on the training rows, so no
         feature dominates the score. A one-hot column's distance is scaled by its category's
         frequency instead (its median is usually 0), so a rare category counts as far out."""
-        error, extreme = (t.numpy() for t in self._terms(train))
-        self.error_scale_ = _median_scale(error)
+        scoring = self._scorer.get_layer("anomaly_score")
+        reconstructions = autoencoder(tf.cast(train, tf.float32), training=False)
+        error, extreme = (t.numpy() for t in scoring.terms(train, reconstructions))
         numeric = len(self.schema_.numeric)
         frequency = np.maximum(extreme[:, numeric:].mean(axis=0), 1.0 / len(extreme))
-        self.extreme_scale_ = np.concatenate(
-            [_median_scale(extreme[:, :numeric]), frequency]
-        ).astype(np.float32)
+        scoring.error_scale.assign(_median_scale(error))
+        scoring.extreme_scale.assign(
+            np.concatenate([_median_scale(extreme[:, :numeric]), frequency]).astype(np.float32)
+        )
 
     def _set_threshold(self, prepared: _Prepared) -> None:
         c = self.config
         part = "val" if "val" in prepared.parts else "train"
         rows = prepared.parts[part]
-        scores = self._scores(prepared.x[rows])["score"].numpy()
+        scores = self._scores(prepared.x[rows])["score"]
         if c.threshold == "best-f1":
             self.threshold_ = best_f1_threshold(prepared.labels[rows], scores)
             self.threshold_how_ = f"best F1 on the {len(rows)} labelled {part} rows"
@@ -277,89 +319,51 @@ class AnomalyDetector(Recipe):
                 else f"quantile {c.quantile:g}"
             )
             self.threshold_how_ = f"{how}: the {q:.3g} quantile of the {len(rows)} {part} scores"
+        self._scorer.get_layer("anomaly_score").threshold.assign(self.threshold_)
 
-    # -- scoring: one TensorFlow function for predict and serving ------------------------------
+    def _restored(self) -> None:
+        self._scorer = self.model_.get_layer("scorer")
 
-    def _terms(self, x) -> tuple[tf.Tensor, tf.Tensor]:
-        """Encoded rows/windows -> per-feature squared reconstruction error (mean over the
-        members) and squared distance from the training median, both (N, features)."""
-        x = tf.cast(x, tf.float32)
-        recon = tf.cast(self.model_(x, training=False), tf.float32)
-        error = tf.reduce_mean(tf.square(x[:, None] - recon), axis=1)
-        extreme = tf.square(x)
-        if self.config.window:
-            error, extreme = tf.reduce_mean(error, axis=1), tf.reduce_mean(extreme, axis=1)
-        return error, extreme
+    # -- scoring: the Keras model, for predict and serving ---------------------------------
 
-    def _scores(self, x) -> dict:
-        """Encoded rows/windows -> score, anomaly flag, per-column contributions (float32)."""
-        error, extreme = self._terms(x)
-        error = error / tf.constant(self.error_scale_)
-        # both terms are squared ratios: the fourth root of their product is the geometric
-        # mean of the absolute error and distance ratios
-        per_feature = (
-            tf.pow(error * extreme / tf.constant(self.extreme_scale_), 0.25)
-            if self.config.score == "hybrid"
-            else error
-        )
-        contributions = (
-            tf.matmul(per_feature, tf.constant(self.schema_.groups())) / self.schema_.width
-        )
-        score = tf.reduce_sum(contributions, axis=1)
-        if self.config.autoencoder == "vae" and self.config.vae_score == "elbo":
-            if self._encoder is None:
-                self._encoder = vae_encoder(self.model_)
-            kl = tf.reduce_mean(kl_divergence(*self._encoder(x, training=False)), axis=1)
-            score = score + self.config.beta * tf.cast(kl, tf.float32)
-        threshold = np.inf if self.threshold_ is None else self.threshold_
-        return {"score": score, "anomaly": score >= threshold, "contributions": contributions}
+    def _scores(self, encoded: np.ndarray) -> dict[str, np.ndarray]:
+        """Encoded rows/windows -> score, anomaly flag, per-column contributions."""
+        return {k: v.numpy() for k, v in self._scorer(encoded).items()}
 
-    def _encode(self, *columns) -> tf.Tensor:
-        """Raw columns (schema order; each (N,) or (N, window)) -> encoded, scaled features."""
+    def _score_raw(self, raw) -> dict[str, np.ndarray]:
+        """Raw model input (see `_raw_model`) -> score, anomaly flag, per-column contributions."""
+        return {k: v.numpy() for k, v in self.model_(raw).items()}
+
+    def _signatures(self) -> dict[str, Signature]:
         schema = self.schema_
-        numeric = tf.stack(
-            [tf.cast(col, tf.float32) for col in columns[: len(schema.numeric)]], axis=-1
-        )
-        median = tf.constant(schema.median, tf.float32)
-        numeric = tf.where(tf.math.is_finite(numeric), numeric, median)
-        parts = [(numeric - median) / tf.constant(schema.scale, tf.float32)]
-        for col, cats in zip(
-            columns[len(schema.numeric) :], schema.categorical.values(), strict=True
-        ):
-            parts.append(
-                tf.cast(tf.equal(col[..., None], tf.constant(cats, tf.string)), tf.float32)
-            )
-        return tf.concat(parts, axis=-1)
-
-    def _serve(self, *columns) -> dict:
-        out = self._scores(self._encode(*columns))
-        return {k: out[k] for k in ("score", "anomaly", "contributions")}
-
-    def _endpoints(self) -> dict:
-        shape, taken = [None, self.config.window] if self.config.window else [None], set()
+        shape = [None, self.config.window] if self.config.window else [None]
+        names = list(self.signature_inputs_.values())
         specs = [
-            tf.TensorSpec(shape, tf.float32, name=tables.signature_name(n, taken))
-            for n in self.schema_.numeric
+            tf.TensorSpec(shape, tf.string if n in schema.categorical else tf.float32, name=name)
+            for n, name in self.signature_inputs_.items()
         ]
-        specs += [
-            tf.TensorSpec(shape, tf.string, name=tables.signature_name(n, taken))
-            for n in self.schema_.categorical
-        ]
-        return {"serving_default": (self._serve, specs)}
+
+        def prepare(*columns):
+            return (
+                dict(zip(names, columns, strict=True))
+                if schema.categorical
+                else tf.stack(columns, axis=-1)
+            )
+
+        return {"serving_default": Signature(specs, prepare)}
 
     def signature_inputs(self) -> dict[str, str]:
         """Column name -> the exported `serving_default` input name that takes it."""
-        taken: set[str] = set()
-        return {n: tables.signature_name(n, taken) for n in self.columns_}
+        return dict(self.signature_inputs_)
 
     # -- prediction and evaluation ----------------------------------------------------------
 
     def _read(self, data):
-        """Raw feature columns of `data` as tensors (windowed if so trained), the frame, its
-        description and label column; a bad row is a DataError."""
+        """The model's raw input from `data` (see `_model_input`), the frame, its description
+        and label column; a bad row is a DataError."""
         frame, description, label_col = self._frame(data)
         numeric = tables.numeric_values(frame, self.schema_, self.config.nan, description)
-        return self._columns(frame, numeric), frame, description, label_col
+        return self._model_input(frame, numeric), frame, description, label_col
 
     def _frame(self, data) -> tuple[pd.DataFrame, str, str | None]:
         """`data` as a frame with every training column (in time order if there is a time
@@ -377,19 +381,20 @@ class AnomalyDetector(Recipe):
             frame = frame.sort_values(time_col, kind="stable").reset_index(drop=True)
         return frame, description, label_col
 
-    def _columns(self, frame: pd.DataFrame, numeric: np.ndarray) -> list[tf.Tensor]:
-        """The raw feature columns as tensors, windowed if so trained."""
+    def _model_input(self, frame: pd.DataFrame, numeric: np.ndarray):
+        """The raw feature columns as the Keras model takes them (windowed if so trained): one
+        array of the numeric columns, or, with categorical ones, a dict by input name."""
         schema, window = self.schema_, self.config.window
+        if not schema.categorical:
+            return np.ascontiguousarray(tables.window_view(numeric, window) if window else numeric)
         columns = [numeric[:, i] for i in range(len(schema.numeric))]
         columns += [frame[n].astype(str).to_numpy() for n in schema.categorical]
-        if window:
-            columns = [tables.window_view(col[:, None], window)[..., 0] for col in columns]
-        return [tf.constant(col) for col in columns]
+        return dict(zip(self.signature_inputs_.values(), columns, strict=True))
 
     def score(self, data) -> dict[str, np.ndarray]:
         """Scores, flags and per-column contributions (columns as `columns_`) for every row/window."""
-        columns, *_ = self._read(data)
-        return {k: v.numpy() for k, v in self._serve(*columns).items()}
+        raw, *_ = self._read(data)
+        return self._score_raw(raw)
 
     def predict(self, inputs, *, strict: bool = False) -> list[dict]:
         """One row per input row (or window): score, anomaly flag and the top contributing columns.
@@ -413,7 +418,7 @@ class AnomalyDetector(Recipe):
         """Result rows of one table: a row per row (or window), a Bad for a bad one."""
         frame, _, _ = self._frame(data)
         numeric, bad_rows = tables.numeric_rows(frame, self.schema_, self.config.nan)
-        out = {k: v.numpy() for k, v in self._serve(*self._columns(frame, numeric)).items()}
+        out = self._score_raw(self._model_input(frame, numeric))
         bad = self._bad_records(bad_rows, len(out["score"]))
         return [
             Bad(self._where(name, i), bad[i]) if i in bad else self._row(name, i, out, frame)
@@ -456,7 +461,7 @@ class AnomalyDetector(Recipe):
 
     def evaluate(self, data) -> dict:
         """ROC-AUC, average precision and precision/recall/F1 at the threshold on labelled data."""
-        columns, frame, description, label_col = self._read(data)
+        raw, frame, description, label_col = self._read(data)
         if not label_col:
             raise DataError(
                 f"{description}: evaluate needs labels; the run has no label column "
@@ -465,8 +470,8 @@ class AnomalyDetector(Recipe):
         labels, _ = tables.binary_labels(frame, label_col, description)
         if self.config.window:
             labels = tables.window_view(labels[:, None], self.config.window).max(axis=(1, 2))
-        out = self._serve(*columns)
-        return self._metrics(labels, out["score"].numpy(), out["anomaly"].numpy())
+        out = self._score_raw(raw)
+        return self._metrics(labels, out["score"], out["anomaly"])
 
     def _metrics(self, labels, scores, flags) -> dict:
         base = {"threshold": self.threshold_, "flagged_share": float(np.mean(flags))}
@@ -475,31 +480,10 @@ class AnomalyDetector(Recipe):
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         part = next(k for k in ("test", "val", "train") if k in prepared.parts)
         rows = prepared.parts[part]
-        out = {k: v.numpy() for k, v in self._scores(prepared.x[rows]).items()}
+        out = self._scores(prepared.x[rows])
         labels = None if prepared.labels is None else prepared.labels[rows]
         prepared.held_out = {"part": part, "rows": rows, "labels": labels, **out}
         return {**self._metrics(labels, out["score"], out["anomaly"]), "part": part}
-
-    # -- persistence ------------------------------------------------------------------------
-
-    def _state(self) -> dict:
-        return {
-            "schema": self.schema_.to_dict(),
-            "error_scale": self.error_scale_.tolist(),
-            "extreme_scale": self.extreme_scale_.tolist(),
-            "threshold": self.threshold_,
-            "threshold_how": self.threshold_how_,
-            "label_col": self.label_col_,
-            "positive": self.positive_,
-            "signature_inputs": self.signature_inputs(),
-        }
-
-    def _restore_state(self, state: dict) -> None:
-        self.schema_ = tables.Schema(**state["schema"])
-        self.error_scale_ = np.array(state["error_scale"], np.float32)
-        self.extreme_scale_ = np.array(state["extreme_scale"], np.float32)
-        self.threshold_, self.threshold_how_ = state["threshold"], state["threshold_how"]
-        self.label_col_, self.positive_ = state["label_col"], state["positive"]
 
     # -- report ---------------------------------------------------------------------------
 
@@ -540,13 +524,9 @@ class AnomalyDetector(Recipe):
             "Top anomalies (highest scores, with the columns that contributed most)",
             self._top_rows(prepared),
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
     def _top_rows(self, prepared: _Prepared) -> list[dict]:
-        out = {k: v.numpy() for k, v in self._scores(prepared.x).items()}
+        out = self._scores(prepared.x)
         rows = []
         for i in np.argsort(-out["score"])[: self.config.top_k]:
             row = {

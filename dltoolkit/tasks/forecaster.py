@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
-from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
-from dltoolkit.core.report import Report, plot_history
-from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.core.report import Report
+from dltoolkit.core.training import Plan
 from dltoolkit.data.series import (
     Columns,
     Scaler,
@@ -33,6 +32,7 @@ from dltoolkit.data.series import (
     window_starts,
     windows,
 )
+from dltoolkit.layers.scaling import Standardize, Unstandardize
 from dltoolkit.models.sequence import (
     CHANNEL_INDEPENDENT,
     PinballLoss,
@@ -46,6 +46,9 @@ from dltoolkit.tasks.forecast_eval import (
     mase_scale,
     plot_forecasts,
 )
+
+# Layer names inside model.keras: raw window -> STANDARDIZE -> NETWORK -> UNSTANDARDIZE.
+STANDARDIZE, NETWORK, UNSTANDARDIZE = "standardize", "network", "unstandardize"
 
 
 @dataclass
@@ -66,13 +69,13 @@ class Forecaster(Recipe):
     """
 
     spec = SPEC
+    learned = ("inputs_", "targets_", "time_col_", "season_", "step_", "mase_scale_")
 
     def __init__(self, **params):
         super().__init__(**params)
         self.inputs_: list[str] = []
         self.targets_: list[str] = []
         self.time_col_: str | None = None
-        self.scaler_: Scaler | None = None
         self.season_ = 1
         self.step_: pd.Timedelta | None = None
         self.mase_scale_: np.ndarray | None = None
@@ -85,6 +88,13 @@ class Forecaster(Recipe):
             if self.config.quantiles
             else []
         )
+
+    @property
+    def scaler_(self) -> Scaler:
+        """The training rows' mean and std per input column, as the model's input layer holds them."""
+        self._require_model()
+        layer = self.model_.get_layer(STANDARDIZE)
+        return Scaler(layer.mean, layer.std)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -187,47 +197,31 @@ class Forecaster(Recipe):
 
     # -- training -------------------------------------------------------------------------
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
-        c = self.config
+    def _adopt(self, prepared: _Prepared, run) -> None:
         series = prepared.series
         self.inputs_, self.targets_ = series.inputs, series.targets
         self.time_col_ = None if series.times is None else series.times.name
-        self.scaler_, self.season_, self.step_ = prepared.scaler, prepared.season, prepared.step
+        self.season_, self.step_ = prepared.season, prepared.step
         train_rows = series.values[: prepared.parts["train"][1], : len(self.targets_)]
         self.mase_scale_ = mase_scale(train_rows, self.season_)
+
+    def _plan(self, prepared: _Prepared, rt, run) -> Plan:
+        """Windows of the z-scored series: the network trains on scaled data."""
+        c, val = self.config, prepared.parts.get("val")
         train_starts = self._starts(prepared.parts["train"])
-        train_ds = self._dataset(prepared.scaled, train_starts, training=True)
-        val_ds = None
-        if "val" in prepared.parts:
-            val_ds = self._dataset(
-                prepared.scaled, self._starts(prepared.parts["val"]), training=False
-            )
-        steps = math.ceil(len(train_starts) / c.batch_size)
-        with rt.strategy.scope():
-            model = self.model_ = self._build_model()
-
-        def compile_model():
-            with rt.strategy.scope():
-                model.compile(
-                    optimizer=build_optimizer(c, steps, c.epochs),
-                    loss=self._loss(),
-                    metrics=[] if self.levels else ["mae"],
-                )
-
-        fit_phases(
-            model,
-            train_ds,
-            val_ds,
-            phases=[Phase("train", c.epochs, compile_model)],
-            run=run,
-            config=c,
-            steps_per_epoch=steps,
-            console=console,
+        return Plan(
+            train=self._dataset(prepared.scaled, train_starts, training=True),
+            val=None
+            if val is None
+            else self._dataset(prepared.scaled, self._starts(val), training=False),
+            steps=math.ceil(len(train_starts) / c.batch_size),
+            epochs=c.epochs,
         )
 
-    def _build_model(self) -> keras.Model:
+    def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
+        """The network alone (scaled window -> scaled forecast); `_fitted` wraps it in scaling."""
         c = self.config
-        model = SequenceForecaster(
+        network = SequenceForecaster(
             c.model,
             c.lookback,
             len(self.inputs_),
@@ -245,9 +239,34 @@ class Forecaster(Recipe):
             units=c.units,
             kernel=c.kernel,
             norm=c.norm,
+            name=NETWORK,
         )
-        model(np.zeros((1, c.lookback, len(self.inputs_)), np.float32))
-        return model
+        network(np.zeros((1, c.lookback, len(self.inputs_)), np.float32))
+        return network
+
+    def _compile_args(self) -> dict:
+        return {"loss": self._loss(), "metrics": [] if self.levels else ["mae"]}
+
+    def _fitted(self, prepared: _Prepared) -> None:
+        network = self.model_
+        with network.distribute_strategy.scope():
+            self.model_ = self._raw_model(network, prepared.scaler)
+
+    def _raw_model(self, network: keras.Model, scaler: Scaler) -> keras.Model:
+        """Raw window (N, lookback, inputs) -> {"forecast", "quantiles"} in original units."""
+        n = len(self.targets_)
+        window = keras.Input((self.config.lookback, len(self.inputs_)), name="window")
+        scaled = Standardize(scaler.mean, scaler.std, name=STANDARDIZE)(window)
+        unscale = Unstandardize(
+            scaler.mean[:n], scaler.std[:n], axis=-2 if self.levels else -1, name=UNSTANDARDIZE
+        )
+        return keras.Model(window, self._outputs(unscale(network(scaled))), name="forecaster")
+
+    def _outputs(self, units) -> dict:
+        """The named outputs of a forecast in original units (with quantiles: the 0.5 one)."""
+        if not self.levels:
+            return {"forecast": units}
+        return {"forecast": units[..., self.levels.index(0.5)], "quantiles": units}
 
     def _loss(self):
         if self.levels:
@@ -263,17 +282,17 @@ class Forecaster(Recipe):
 
     def _score(self, values: np.ndarray, starts: np.ndarray) -> dict:
         """Forecasts for the windows at `starts`, in original units, with metrics and baselines."""
-        c, n = self.config, len(self.targets_)
-        output = self.model_.predict(
-            self._dataset(self.scaler_.transform(values), starts, False), verbose=0
+        c, n, scaler = self.config, len(self.targets_), self.scaler_
+        # The training windows' path: z-scored in numpy (float64), then the network.
+        scaled = self.model_.get_layer(NETWORK).predict(
+            self._dataset(scaler.transform(values), starts, False), verbose=0
         )
+        output = self._outputs(
+            keras.ops.convert_to_numpy(self.model_.get_layer(UNSTANDARDIZE)(scaled))
+        )
+        forecast, quantiles = output["forecast"], output.get("quantiles")
         past, actual = windows(values, starts, c.lookback, c.horizon, n)
-        mean, std = self.scaler_.mean[:n], self.scaler_.std[:n]
-        if self.levels:
-            quantiles = output * std[:, None] + mean[:, None]
-            forecast = quantiles[..., self.levels.index(0.5)]
-        else:
-            quantiles, forecast = None, output * std + mean
+        mean, std = scaler.mean[:n], scaler.std[:n]
         metrics = forecast_metrics(
             past[..., :n],
             actual,
@@ -325,7 +344,8 @@ class Forecaster(Recipe):
         return assemble(results, strict=strict)
 
     def _forecast(self, name: str, window: np.ndarray, last_time) -> list[dict]:
-        out = {k: v.numpy()[0] for k, v in self._serve(tf.constant(window[None])).items()}
+        output = self.model_(window[None], training=False)
+        out = {k: keras.ops.convert_to_numpy(v)[0] for k, v in output.items()}
         return self._rows(name, out, last_time)
 
     def _window(self, item) -> tuple[np.ndarray, pd.Timestamp | None]:
@@ -364,48 +384,15 @@ class Forecaster(Recipe):
 
     # -- persistence and export ---------------------------------------------------------------
 
-    def _state(self) -> dict:
-        return {
-            "inputs": self.inputs_,
-            "targets": self.targets_,
-            "time_col": self.time_col_,
-            "mean": self.scaler_.mean.tolist(),
-            "std": self.scaler_.std.tolist(),
-            "season": self.season_,
-            "mase_scale": self.mase_scale_.tolist(),
-            "step_seconds": None if self.step_ is None else self.step_.total_seconds(),
-        }
+    def _signatures(self) -> dict[str, Signature]:
+        return {"serving_default": self._tflite_signature()}
 
-    def _restore_state(self, state: dict) -> None:
-        self.inputs_, self.targets_ = list(state["inputs"]), list(state["targets"])
-        self.time_col_ = state["time_col"]
-        self.scaler_ = Scaler(
-            np.array(state["mean"], np.float32), np.array(state["std"], np.float32)
-        )
-        self.season_ = int(state["season"])
-        self.mase_scale_ = np.array(state["mase_scale"], np.float64)
-        seconds = state["step_seconds"]
-        self.step_ = None if seconds is None else pd.Timedelta(seconds=seconds)
-
-    def _serve(self, window):
-        """Raw window (N, lookback, inputs) -> forecast (N, horizon, targets) in original units."""
-        n = len(self.targets_)
-        mean, std = tf.constant(self.scaler_.mean), tf.constant(self.scaler_.std)
-        scaled = (tf.cast(window, tf.float32) - mean) / std
-        output = tf.cast(self.model_(scaled, training=False), tf.float32)
-        if not self.levels:
-            return {"forecast": output * std[:n] + mean[:n]}
-        quantiles = output * std[:n, None] + mean[:n, None]
-        return {"forecast": quantiles[..., self.levels.index(0.5)], "quantiles": quantiles}
-
-    def _endpoints(self) -> dict:
+    def _tflite_signature(self) -> Signature:
+        """Raw window -> `forecast` (and `quantiles`) in original units, as the model gives."""
         spec = tf.TensorSpec(
             [None, self.config.lookback, len(self.inputs_)], tf.float32, name="window"
         )
-        return {"serving_default": (self._serve, [spec])}
-
-    def _tflite_endpoint(self):
-        return self._endpoints()["serving_default"]
+        return Signature([spec])
 
     # -- report ---------------------------------------------------------------------------
 
@@ -442,10 +429,6 @@ class Forecaster(Recipe):
             ),
             "forecasts",
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
 
 def _warner(console):

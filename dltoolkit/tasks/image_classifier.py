@@ -12,15 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import classification_metrics
-from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt, stop_if_strict
-from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history, plot_image_grid
+from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import Runtime, file_shard
-from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.core.training import Plan, Stage
 from dltoolkit.data.augment import build_augmenter
 from dltoolkit.data.images import (
     ImageSet,
@@ -60,11 +59,13 @@ class ImageClassifier(Recipe):
     """
 
     spec = SPEC
+    learned = ("class_names_", "image_shape_")
 
     def __init__(self, **params):
         super().__init__(**params)
         self.class_names_: list[str] = []
         self.image_shape_: tuple[int, int, int] | None = None
+        self._backbone: keras.Model | None = None  # a pretrained one, frozen for the head phase
 
     # -- data ---------------------------------------------------------------------------
 
@@ -129,57 +130,55 @@ class ImageClassifier(Recipe):
 
     # -- training -------------------------------------------------------------------------
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
-        c = self.config
+    def _adopt(self, prepared: _Prepared, run) -> None:
         self.class_names_, self.image_shape_ = prepared.class_names, prepared.image_shape
-        train = prepared.splits["train"]
-        val = prepared.splits.get("val")
-        train_ds = self._dataset(train, training=True, rt=rt)
-        val_ds = self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None
+
+    def _plan(self, prepared: _Prepared, rt, run) -> Plan:
+        c = self.config
+        train, val = prepared.splits["train"], prepared.splits.get("val")
         steps = math.ceil(len(train) / c.batch_size)
-        epochs = c.epochs or min(20, max(3, math.ceil(STEP_BUDGET / steps)))
-        weights = default_weights(c.backbone) if c.weights == "auto" else c.weights
-        with rt.strategy.scope():
-            built = build_image_model(
-                c.backbone,
-                prepared.image_shape,
-                len(prepared.class_names),
-                weights=weights,
-                dropout=c.dropout,
-            )
-        model = self.model_ = built.model
-
-        def compile_for(epochs: int, scale: float):
-            with rt.strategy.scope():
-                model.compile(
-                    optimizer=build_optimizer(c, steps, epochs, scale=scale),
-                    loss=self._loss(),
-                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                )
-
-        def head_phase():
-            if built.backbone is not None:
-                built.backbone.trainable = False
-            compile_for(epochs, 1.0)
-
-        def finetune_phase():
-            built.backbone.trainable = True
-            compile_for(c.fine_tune_epochs, c.fine_tune_lr_factor)
-
-        phases = [Phase("train" if built.backbone is None else "head", epochs, head_phase)]
-        if c.fine_tune_epochs > 0:
-            phases.append(Phase("finetune", c.fine_tune_epochs, finetune_phase))
-        fit_phases(
-            model,
-            train_ds,
-            val_ds,
-            phases=phases,
-            run=run,
-            config=c,
-            steps_per_epoch=steps,
-            console=console,
+        return Plan(
+            train=self._dataset(train, training=True, rt=rt),
+            val=self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None,
+            steps=steps,
+            epochs=c.epochs or min(20, max(3, math.ceil(STEP_BUDGET / steps))),
             class_weight=self._class_weight(train),
         )
+
+    def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
+        c = self.config
+        weights = default_weights(c.backbone) if c.weights == "auto" else c.weights
+        built = build_image_model(
+            c.backbone,
+            self.image_shape_,
+            len(self.class_names_),
+            weights=weights,
+            dropout=c.dropout,
+        )
+        self._backbone = built.backbone
+        return built.model
+
+    def _compile_args(self) -> dict:
+        return {
+            "loss": self._loss(),
+            "metrics": [keras.metrics.CategoricalAccuracy(name="accuracy")],
+        }
+
+    def _stages(self, plan: Plan) -> list[Stage]:
+        c, backbone = self.config, self._backbone
+        if backbone is None:
+            return [Stage("train", plan.epochs)]
+
+        def freeze():
+            backbone.trainable = False
+
+        def unfreeze():
+            backbone.trainable = True
+
+        stages = [Stage("head", plan.epochs, before=freeze)]
+        if c.fine_tune_epochs > 0:
+            stages.append(Stage("finetune", c.fine_tune_epochs, c.fine_tune_lr_factor, unfreeze))
+        return stages
 
     def _loss(self):
         c = self.config
@@ -298,15 +297,8 @@ class ImageClassifier(Recipe):
 
     # -- persistence and export ---------------------------------------------------------------
 
-    def _state(self) -> dict:
-        return {"class_names": self.class_names_, "image_shape": list(self.image_shape_)}
-
-    def _restore_state(self, state: dict) -> None:
-        self.class_names_ = list(state["class_names"])
-        self.image_shape_ = tuple(state["image_shape"])
-
-    def _outputs(self, pixels):
-        probabilities = tf.cast(self.model_(pixels, training=False), tf.float32)
+    def _outputs(self, probabilities):
+        probabilities = tf.cast(probabilities, tf.float32)
         scores, indices = tf.math.top_k(
             probabilities, k=min(self.config.top_k, len(self.class_names_))
         )
@@ -319,33 +311,32 @@ class ImageClassifier(Recipe):
             "probabilities": probabilities,
         }
 
-    def _endpoints(self) -> dict:
+    def _signatures(self) -> dict[str, Signature]:
         shape = self.image_shape_
 
-        def from_bytes(image_bytes):
-            pixels = tf.map_fn(
+        def decode(image_bytes):
+            return tf.map_fn(
                 lambda b: decode_image_bytes(b, shape),
                 image_bytes,
                 fn_output_signature=tf.TensorSpec(shape, tf.float32),
             )
-            return self._outputs(pixels)
-
-        def from_pixels(images):
-            return self._outputs(to_image_shape(images, shape))
 
         return {
-            "serving_default": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
-            "predict_images": (
-                from_pixels,
+            "serving_default": Signature(
+                [tf.TensorSpec([None], tf.string, name="image_bytes")], decode, self._outputs
+            ),
+            "predict_images": Signature(
                 [tf.TensorSpec([None, None, None, shape[2]], tf.float32, name="images")],
+                lambda images: to_image_shape(images, shape),
+                self._outputs,
             ),
         }
 
-    def _tflite_endpoint(self):
-        def probabilities(images):
-            return {"probabilities": tf.cast(self.model_(images, training=False), tf.float32)}
-
-        return probabilities, [tf.TensorSpec([None, *self.image_shape_], tf.float32, name="images")]
+    def _tflite_signature(self) -> Signature:
+        return Signature(
+            [tf.TensorSpec([None, *self.image_shape_], tf.float32, name="images")],
+            outputs=lambda probabilities: {"probabilities": tf.cast(probabilities, tf.float32)},
+        )
 
     def _write_tflite_side_files(self, directory: Path) -> None:
         files.write_text(directory / "labels.txt", "\n".join(self.class_names_) + "\n")
@@ -372,10 +363,6 @@ class ImageClassifier(Recipe):
             self._examples_figure(prepared),
             "examples",
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
         if prepared.skipped:
             report.table("Skipped files", [{"file": p, "reason": r} for p, r in prepared.skipped])
 

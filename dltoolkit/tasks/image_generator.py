@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +12,14 @@ import numpy as np
 import tensorflow as tf
 from rich.console import Console
 
-from dltoolkit.core.callbacks import TimeBudget, read_history
+from dltoolkit.core.callbacks import TimeBudget
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.export import Signature
 from dltoolkit.core.optim import build_optimizer, learning_rate_schedule
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.core.report import Report, plot_history
+from dltoolkit.core.report import Report
 from dltoolkit.core.runtime import REPLICATED, choose_strategy, one_process_strategy
-from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.core.training import Plan
 from dltoolkit.data.images import (
     ImageSet,
     load_image_source,
@@ -55,6 +55,7 @@ STEP_BUDGETS = {"ddpm": 1200, "vae": 3000, "gan": 3000, "wgan-gp": 3000}
 MAX_REAL = 10_000  # real images compared in evaluate
 INTERPOLATION_STEPS = 10
 GRIDS = 20  # default number of per-epoch sample grids in a run
+GANS = ("gan", "wgan-gp")
 
 
 @dataclass
@@ -75,6 +76,7 @@ class ImageGenerator(Recipe):
     """
 
     spec = SPEC
+    learned = ("class_names_", "labelled_", "image_shape_")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -103,6 +105,11 @@ class ImageGenerator(Recipe):
                 f"wgan-gp with critic_steps={c.critic_steps} cannot train replicated (--strategy "
                 f"{c.strategy}): its generator updates every Nth step, and tf.distribute cannot "
                 "sum gradients inside that condition; use --set critic_steps=1 or --strategy cpu or gpu"
+            )
+        if c.model in GANS and c.early_stopping_patience > 0:
+            raise ConfigError(
+                f"{c.model} has no single loss to stop early by (d_loss and g_loss); "
+                "drop early_stopping_patience"
             )
         quality.inception_weights_file(c.inception_weights)
 
@@ -166,21 +173,14 @@ class ImageGenerator(Recipe):
 
     # -- training -------------------------------------------------------------------------
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
-        c = self.config
+    def _adopt(self, prepared: _Prepared, run) -> None:
         self.class_names_, self.labelled_ = prepared.class_names, prepared.labelled
         self.image_shape_ = prepared.image_shape
+
+    def _plan(self, prepared: _Prepared, rt, run) -> Plan:
+        c = self.config
         steps = c.steps_per_epoch or math.ceil(len(prepared.train) / c.batch_size)
         epochs = c.epochs or min(200, max(5, math.ceil(STEP_BUDGETS[c.model] / steps)))
-        train_ds = self._dataset(prepared.train, c.batch_size).repeat()
-        with rt.strategy.scope():
-            model = self.model_ = self._build_model(steps)
-        self._sampler = None
-
-        def compile_model():
-            with rt.strategy.scope():
-                self._compile(model, steps, epochs)
-
         callbacks = [
             SampleGrids(
                 lambda: self.sample(c.grid_size, seed=c.seed),
@@ -191,24 +191,19 @@ class ImageGenerator(Recipe):
         ]
         if c.train_minutes is not None:
             callbacks.append(TimeBudget(c.train_minutes))
-        with warnings.catch_warnings():
-            # GANs report d_loss/g_loss, no single "loss" to keep the best epoch by
-            warnings.filterwarnings("ignore", message="Can save best model only with")
-            fit_phases(
-                model,
-                train_ds,
-                None,
-                phases=[Phase("train", epochs, compile_model)],
-                run=run,
-                config=c,
-                steps_per_epoch=steps,
-                console=console,
-                repeating=True,
-                extra_callbacks=callbacks,
-            )
+        return Plan(
+            train=self._dataset(prepared.train, c.batch_size).repeat(),
+            val=None,
+            steps=steps,
+            epochs=epochs,
+            repeating=True,
+            callbacks=callbacks,
+            keep_best=c.model not in GANS,  # d_loss and g_loss: no single loss to rank by
+        )
 
-    def _build_model(self, steps_per_epoch: int) -> GenerativeModel:
+    def _build(self, prepared: _Prepared, plan: Plan) -> GenerativeModel:
         c = self.config
+        self._sampler = None  # a new model: sampling traces anew
         classes = len(self.class_names_) if c.conditional else 0
         latent = c.latent_dim or LATENT_DIMS[c.model]
         width = c.width or WIDTHS[c.model]
@@ -219,9 +214,9 @@ class ImageGenerator(Recipe):
                 width,
                 latent,
                 beta=c.beta,
-                kl_warmup_steps=int(c.kl_warmup_epochs * steps_per_epoch),
+                kl_warmup_steps=int(c.kl_warmup_epochs * plan.steps),
             )
-        if c.model in ("gan", "wgan-gp"):
+        if c.model in GANS:
             loss = "dcgan" if c.model == "gan" else "wgan-gp"
             return GAN(
                 self.image_shape_,
@@ -246,26 +241,32 @@ class ImageGenerator(Recipe):
             prediction=c.prediction,
         )
 
-    def _compile(self, model: GenerativeModel, steps: int, epochs: int) -> None:
+    def _compile(self, model: GenerativeModel, plan: Plan, epochs: int, lr_scale: float) -> None:
+        """A GAN has two Adam optimizers (generator, discriminator); the learning rate's
+        default depends on the model."""
         c = dataclasses.replace(
             self.config,
             learning_rate=self.config.learning_rate or LEARNING_RATES[self.config.model],
         )
         if isinstance(model, GAN):
             beta_1, beta_2 = (0.5, 0.999) if c.model == "gan" else (0.0, 0.9)
-            g_steps = max(1, steps // model.critic_steps)
+            g_steps = max(1, plan.steps // model.critic_steps)
             model.compile(
                 keras.optimizers.Adam(
-                    learning_rate_schedule(c, g_steps, epochs), beta_1=beta_1, beta_2=beta_2
+                    learning_rate_schedule(c, g_steps, epochs, scale=lr_scale),
+                    beta_1=beta_1,
+                    beta_2=beta_2,
                 ),
                 keras.optimizers.Adam(
-                    learning_rate_schedule(c, steps, epochs, scale=c.d_lr_factor),
+                    learning_rate_schedule(c, plan.steps, epochs, scale=c.d_lr_factor * lr_scale),
                     beta_1=beta_1,
                     beta_2=beta_2,
                 ),
             )
         else:
-            model.compile(optimizer=build_optimizer(c, steps, epochs), jit_compile=False)
+            model.compile(
+                optimizer=build_optimizer(c, plan.steps, epochs, scale=lr_scale), jit_compile=False
+            )
 
     # -- sampling -------------------------------------------------------------------------
 
@@ -457,20 +458,8 @@ class ImageGenerator(Recipe):
             evaluator.save(path / "evaluator")
         return path
 
-    def _state(self) -> dict:
-        return {
-            "class_names": self.class_names_,
-            "labelled": self.labelled_,
-            "image_shape": list(self.image_shape_),
-        }
-
-    def _restore_state(self, state: dict) -> None:
-        self.class_names_ = list(state["class_names"])
-        self.labelled_ = bool(state["labelled"])
-        self.image_shape_ = tuple(state["image_shape"])
-
-    def _endpoints(self) -> dict:
-        def outputs(batch_size, seed, labels):
+    def _signatures(self) -> dict[str, Signature]:
+        def draw(batch_size, seed, labels):
             images = self._generate_uint8(batch_size, seed, labels)
             png = tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.string)
             return {"images": images, "png": png}
@@ -478,16 +467,12 @@ class ImageGenerator(Recipe):
         size = tf.TensorSpec([], tf.int32, name="batch_size")
         seed = tf.TensorSpec([], tf.int64, name="seed")
         if self.config.conditional:
-            return {
-                "serving_default": (
-                    outputs,
-                    [size, seed, tf.TensorSpec([None], tf.int32, name="labels")],
-                )
-            }
+            labels = tf.TensorSpec([None], tf.int32, name="labels")
+            return {"serving_default": Signature([size, seed, labels], call=draw)}
         return {
-            "serving_default": (
-                lambda batch_size, seed: outputs(batch_size, seed, tf.zeros([1], tf.int32)),
+            "serving_default": Signature(
                 [size, seed],
+                call=lambda batch_size, seed: draw(batch_size, seed, tf.zeros([1], tf.int32)),
             )
         }
 
@@ -521,10 +506,6 @@ class ImageGenerator(Recipe):
                 )
             if isinstance(self.model_, ConvVAE):
                 report.figure("Latent interpolation", self._interpolation_figure(), "interpolation")
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
     def _trajectory_figure(self, count: int = 4, columns: int = 8):
         c = self.config

@@ -13,18 +13,17 @@ import tensorflow as tf
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import classification_metrics
 from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.replicas import per_replica_dataset
-from dltoolkit.core.report import Report, plot_confusion_matrix, plot_history
-from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.core.report import Report, plot_confusion_matrix
+from dltoolkit.core.training import Plan
 from dltoolkit.data.graph_batches import NeighbourSampler, full_batch, replica_share
 from dltoolkit.data.graphs import (
     Graph,
-    canonical_edges,
     check_trainable,
     from_networkx,
     is_networkx,
@@ -33,7 +32,7 @@ from dltoolkit.data.graphs import (
     with_split,
 )
 from dltoolkit.data.samples import SAMPLES
-from dltoolkit.models.graph import RowNormalize, build_node_model
+from dltoolkit.models.graph import RawGraphModel, RowNormalize, build_node_model
 from dltoolkit.specs.classify_nodes import SPEC
 
 
@@ -52,6 +51,7 @@ class NodeClassifier(Recipe):
     """
 
     spec = SPEC
+    learned = ("class_names_", "num_features_")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -142,10 +142,13 @@ class NodeClassifier(Recipe):
             return layer
         return None
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
-        c, graph = self.config, prepared.graph
+    def _adopt(self, prepared: _Prepared, run) -> None:
+        graph = prepared.graph
         self.graph_, self.class_names_ = graph, graph.class_names
         self.num_features_ = graph.features.shape[1]
+
+    def _plan(self, prepared: _Prepared, rt, run) -> Plan:
+        c, graph = self.config, prepared.graph
         labelled = graph.labels >= 0
         train, val = (
             graph.masks["train"] & labelled,
@@ -167,47 +170,48 @@ class NodeClassifier(Recipe):
 
             return per_replica_dataset(rt.strategy, make)
 
-        train_ds, val_ds = nodes(train, True), nodes(val, False)
         steps, val_steps = (
             math.ceil(m.sum() / c.batch_size) if sampler else 1 for m in (train, val)
         )
-        with rt.strategy.scope():
-            model = self.model_ = build_node_model(
-                c.model,
-                self.num_features_,
-                len(self.class_names_),
-                hidden=c.hidden,
-                layers=c.layers,
-                heads=c.heads,
-                dropout=c.dropout,
-                attention_dropout=c.attention_dropout,
-                weight_decay=c.weight_decay,
-                feature_norm=self._feature_norm(graph.features),
-            )
-
-        def compile_model():
-            with rt.strategy.scope():
-                model.compile(
-                    # weight decay is the layers' L2 penalty, so the optimizer adds none
-                    optimizer=build_optimizer(
-                        dataclasses.replace(c, weight_decay=0.0), steps, c.epochs
-                    ),
-                    loss=keras.losses.SparseCategoricalCrossentropy(),
-                    weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                )
-
-        fit_phases(
-            model,
-            train_ds,
-            val_ds if val.any() else None,
-            phases=[Phase("train", c.epochs, compile_model)],
-            run=run,
-            config=c,
-            steps_per_epoch=steps,
+        return Plan(
+            train=nodes(train, True),
+            val=nodes(val, False) if val.any() else None,
+            steps=steps,
+            epochs=c.epochs,
             validation_steps=val_steps,
             repeating=True,
-            console=console,
         )
+
+    def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
+        """The network on canonical edge lists (whole graph or sampled subgraphs); after
+        training it is wrapped for raw edges (`_fitted`)."""
+        c = self.config
+        return build_node_model(
+            c.model,
+            self.num_features_,
+            len(self.class_names_),
+            hidden=c.hidden,
+            layers=c.layers,
+            heads=c.heads,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            weight_decay=c.weight_decay,
+            feature_norm=self._feature_norm(prepared.graph.features),
+        )
+
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
+        # weight decay is the layers' L2 penalty, so the optimizer adds none
+        config = dataclasses.replace(self.config, weight_decay=0.0)
+        return build_optimizer(config, plan.steps, epochs, scale=lr_scale)
+
+    def _compile_args(self) -> dict:
+        return {
+            "loss": keras.losses.SparseCategoricalCrossentropy(),
+            "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        }
+
+    def _fitted(self, prepared: _Prepared) -> None:
+        self.model_ = RawGraphModel(self.model_, self.config.directed, name="node_classifier")
 
     # -- evaluation and prediction ----------------------------------------------------------
 
@@ -219,7 +223,8 @@ class NodeClassifier(Recipe):
                 f"the nodes have {graph.features.shape[1]} features but the model was "
                 f"trained on {self.num_features_}; use the training graph's feature columns"
             )
-        return keras.ops.convert_to_numpy(self.model_(graph.inputs(), training=False))
+        raw = {"node_features": graph.features, "edges": graph.edges, "edge_weights": graph.weights}
+        return keras.ops.convert_to_numpy(self.model_(raw, training=False))
 
     def _metrics(self, graph: Graph, probabilities: np.ndarray, split: str) -> dict:
         mask = graph.masks.get(split, np.ones(graph.num_nodes, bool)) & (graph.labels >= 0)
@@ -296,24 +301,14 @@ class NodeClassifier(Recipe):
     def embed(self, graph: Graph) -> np.ndarray:
         """The learned node embeddings (the input of the output layer), (N, hidden)."""
         self._require_model()
-        embedder = keras.Model(self.model_.inputs, self.model_.get_layer("embedding").output)
+        network = self.model_.network
+        embedder = keras.Model(network.inputs, network.get_layer("embedding").output)
         return keras.ops.convert_to_numpy(embedder(graph.inputs(), training=False))
 
     # -- persistence and export ---------------------------------------------------------------
 
-    def _state(self) -> dict:
-        return {"class_names": self.class_names_, "num_features": self.num_features_}
-
-    def _restore_state(self, state: dict) -> None:
-        self.class_names_ = list(state["class_names"])
-        self.num_features_ = int(state["num_features"])
-
-    def _serve(self, node_features, edges, edge_weights):
-        edges, edge_weights = canonical_edges(
-            edges, edge_weights, tf.shape(node_features)[0], self.config.directed
-        )
-        inputs = {"features": node_features, "edges": edges, "edge_weights": edge_weights}
-        probabilities = tf.cast(self.model_(inputs, training=False), tf.float32)
+    def _outputs(self, probabilities) -> dict:
+        probabilities = tf.cast(probabilities, tf.float32)
         best = tf.argmax(probabilities, axis=1)
         return {
             "label": tf.gather(tf.constant(self.class_names_), best),
@@ -321,19 +316,15 @@ class NodeClassifier(Recipe):
             "probabilities": probabilities,
         }
 
-    def _endpoints(self) -> dict:
-        features = tf.TensorSpec([None, self.num_features_], tf.float32, name="node_features")
-        edges = tf.TensorSpec([None, 2], tf.int64, name="edges")
-
-        def unweighted(node_features, edges):
-            return self._serve(node_features, edges, tf.ones(tf.shape(edges)[:1], tf.float32))
-
+    def _signatures(self) -> dict[str, Signature]:
+        graph = [
+            tf.TensorSpec([None, self.num_features_], tf.float32, name="node_features"),
+            tf.TensorSpec([None, 2], tf.int64, name="edges"),
+        ]
+        weights = tf.TensorSpec([None], tf.float32, name="edge_weights")
         return {
-            "serving_default": (unweighted, [features, edges]),
-            "predict_weighted": (
-                self._serve,
-                [features, edges, tf.TensorSpec([None], tf.float32, name="edge_weights")],
-            ),
+            "serving_default": Signature(graph, _raw_graph, self._outputs),
+            "predict_weighted": Signature([*graph, weights], _raw_graph, self._outputs),
         }
 
     # -- report ---------------------------------------------------------------------------
@@ -362,10 +353,6 @@ class NodeClassifier(Recipe):
             self._embedding_figure(graph),
             "embeddings",
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
     def _embedding_figure(self, graph: Graph, limit: int = 1000) -> Figure:
         """t-SNE of the embeddings of up to `limit` nodes; unlabelled nodes in grey."""
@@ -386,6 +373,11 @@ class NodeClassifier(Recipe):
         ax.set_xticks([])
         ax.set_yticks([])
         return fig
+
+
+def _raw_graph(*tensors) -> dict:
+    """A signature's positional inputs as the saved model's input dict (see RawGraphModel)."""
+    return dict(zip(("node_features", "edges", "edge_weights"), tensors, strict=False))
 
 
 def _node_table(data) -> Path | None:

@@ -11,26 +11,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dltoolkit.core import files
-from dltoolkit.core.callbacks import TimeBudget, read_history, snapshot_path
+from dltoolkit.core import files, state
+from dltoolkit.core.callbacks import TimeBudget, snapshot_path
 from dltoolkit.core.errors import ConfigError, DataError
-from dltoolkit.core.optim import build_optimizer
-from dltoolkit.core.progress import phase_progress
+from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
-from dltoolkit.core.report import Report, plot_history
-from dltoolkit.core.training import Phase, fit_phases
+from dltoolkit.core.report import Report
+from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.training import Plan
 from dltoolkit.data.text import (
     SPECIAL_TOKENS,
     Pairs,
     as_document,
-    make_tokenizer,
     read_documents,
     read_pairs,
     split_indices,
     tidy_spacing,
     train_vocabulary,
 )
+from dltoolkit.layers.text import WordPieces
 from dltoolkit.models.decoding import ConstrainedSampler, Decoding, cut_at_end
 from dltoolkit.models.pretrained_seq2seq import (
     check_preset,
@@ -39,7 +39,12 @@ from dltoolkit.models.pretrained_seq2seq import (
     set_lengths,
     summarize_graph,
 )
-from dltoolkit.models.seq2seq import Seq2SeqTransformer, SmoothedTokenLoss
+from dltoolkit.models.seq2seq import (
+    Seq2SeqTransformer,
+    SmoothedTokenLoss,
+    Summarization,
+    encoder_input,
+)
 from dltoolkit.specs.summarize import SPEC
 from dltoolkit.tasks.summary_eval import example_rows, summary_metrics
 
@@ -63,11 +68,12 @@ class Summarizer(Recipe):
     """
 
     spec = SPEC
+    learned = ("vocabulary_",)  # also inside model.keras; state.json has it for --resume
 
     def __init__(self, **params):
         super().__init__(**params)
         self.vocabulary_: list[str] | None = None
-        self._tokenizer = None
+        self._tokenizer: WordPieces | None = None
         self._graph_fns: dict = {}
 
     @property
@@ -150,69 +156,42 @@ class Summarizer(Recipe):
 
     # -- training -------------------------------------------------------------------------
 
-    def _train(self, prepared: _Prepared, run, rt, console) -> None:
-        c = self.config
+    def _adopt(self, prepared: _Prepared, run: RunDir) -> None:
         if self.pretrained:
-            train_ds, val_ds = (
-                self._text_dataset(prepared.train, True),
-                self._text_dataset(prepared.val, False),
-            )
-        else:
-            saved = json.loads(run.state_file.read_text()) if run.state_file.is_file() else {}
-            # a resumed run keeps the vocabulary its checkpoints were trained with
-            self.vocabulary_ = saved.get("vocabulary")
-            if not self.vocabulary_:
-                with phase_progress(console, "learning the wordpiece vocabulary"):
-                    self.vocabulary_ = train_vocabulary(
-                        prepared.train.texts + prepared.train.summaries, c.vocabulary_size
-                    )
-            self._tokenizer = make_tokenizer(self.vocabulary_)
-            files.write_json(run.state_file, self._state())
-            train_ds, val_ds = (
-                self._id_dataset(prepared.train, True),
-                self._id_dataset(prepared.val, False),
-            )
-        steps = math.ceil(len(prepared.train) / c.batch_size)
-        val_steps = math.ceil(len(prepared.val) / c.batch_size) or None
-        with rt.strategy.scope():
-            model = self.model_ = self._build_model()
-
-        def compile_model():
-            with rt.strategy.scope():
-                model.compile(
-                    optimizer=build_optimizer(c, steps, c.epochs),
-                    loss=SmoothedTokenLoss(c.label_smoothing),
-                    weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            return
+        # a resumed run keeps the vocabulary its checkpoints were trained with
+        self.vocabulary_ = _saved_vocabulary(run)
+        if not self.vocabulary_:
+            with self._phase("learning the wordpiece vocabulary"):
+                self.vocabulary_ = train_vocabulary(
+                    prepared.train.texts + prepared.train.summaries, self.config.vocabulary_size
                 )
+        self._tokenizer = WordPieces(self.vocabulary_)
+        files.write_json(run.state_file, self._state())
 
+    def _plan(self, prepared: _Prepared, rt, run: RunDir) -> Plan:
+        c = self.config
+        dataset = self._text_dataset if self.pretrained else self._id_dataset
+        val_steps = math.ceil(len(prepared.val) / c.batch_size) or None
         budget = []
         if c.train_minutes or c.snapshot_minutes:
-            budget = [
-                TimeBudget(
-                    c.train_minutes,
-                    [c.snapshot_minutes] if c.snapshot_minutes else [],
-                    run.checkpoints,
-                )
-            ]
-        fit_phases(
-            model,
-            train_ds,
-            val_ds if val_steps else None,
-            phases=[Phase("train", c.epochs, compile_model)],
-            run=run,
-            config=c,
-            steps_per_epoch=steps,
+            snapshots = [c.snapshot_minutes] if c.snapshot_minutes else []
+            budget = [TimeBudget(c.train_minutes, snapshots, run.checkpoints)]
+        return Plan(
+            train=dataset(prepared.train, True),
+            val=dataset(prepared.val, False) if val_steps else None,
+            steps=math.ceil(len(prepared.train) / c.batch_size),
+            epochs=c.epochs,
             validation_steps=val_steps,
             repeating=True,
-            console=console,
-            extra_callbacks=budget,
+            callbacks=budget,
         )
 
-    def _build_model(self):
+    def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c = self.config
         if self.pretrained:
             return load_seq2seq(c.preset, c.max_source_length, c.max_target_length)
-        model = Seq2SeqTransformer(
+        transformer = Seq2SeqTransformer(
             len(self.vocabulary_),
             c.max_source_length,
             c.max_target_length,
@@ -224,9 +203,16 @@ class Summarizer(Recipe):
             positions=c.positions,
             pad_id=PAD,
         )
+        model = Summarization(self._tokenizer, transformer, end_token=SPECIAL_TOKENS[EOS])
         dummy = np.ones((1, 4), np.int32)
         model({"source": dummy, "target": dummy})
         return model
+
+    def _compile_args(self) -> dict:
+        return {
+            "loss": SmoothedTokenLoss(self.config.label_smoothing),
+            "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        }
 
     def _text_dataset(self, pairs: Pairs, training: bool) -> tf.data.Dataset:
         """Raw strings for a Seq2SeqLM, whose preprocessor tokenises them during fit."""
@@ -240,7 +226,7 @@ class Summarizer(Recipe):
     def _id_dataset(self, pairs: Pairs, training: bool) -> tf.data.Dataset:
         """Token ids batched by similar source length: ({source, target}, next tokens, weights)."""
         c = self.config
-        source = self._source_tokens(pairs.texts)
+        source = encoder_input(self._tokens(pairs.texts), c.max_source_length, EOS)
         summary = self._tokens(pairs.summaries)[:, : c.max_target_length - 1]
         column = tf.fill([summary.nrows(), 1], BOS)
         target_in = tf.concat([tf.RaggedTensor.from_tensor(column), summary], axis=1)
@@ -264,14 +250,6 @@ class Summarizer(Recipe):
         parts = [tokenize(tf.constant(texts[i : i + chunk])) for i in range(0, len(texts), chunk)]
         return tf.concat(parts, axis=0) if parts else tf.ragged.constant([[]], tf.int32)[:0]
 
-    def _source_tokens(self, texts) -> tf.RaggedTensor:
-        """Document ids cut to the model's input, ending with EOS (never empty)."""
-        tokens = texts if isinstance(texts, tf.RaggedTensor) else self._tokens(texts)
-        tokens = tokens[:, : self.config.max_source_length - 1]
-        return tf.concat(
-            [tokens, tf.RaggedTensor.from_tensor(tf.fill([tokens.nrows(), 1], EOS))], axis=1
-        )
-
     # -- generation -----------------------------------------------------------------------
 
     def _sampler(self, decoding: Decoding) -> ConstrainedSampler:
@@ -279,33 +257,17 @@ class Summarizer(Recipe):
             return ConstrainedSampler(
                 decoding, end_token_ids(self.model_), self.model_.backbone.vocabulary_size
             )
-        return ConstrainedSampler(decoding, [EOS], len(self.vocabulary_))
+        return ConstrainedSampler(decoding, [EOS], self._tokenizer.vocabulary_size())
 
     def _summarize_graph(self, text, decoding: Decoding, sampler: ConstrainedSampler):
         """Raw strings (B,) -> summaries (B,): tokenise, decode, detokenise, as graph ops."""
         if self.pretrained:
             return summarize_graph(self.model_, text, sampler, decoding.max_length)
         model = self.model_
-        source = self._source_tokens(self._tokenizer(text)).to_tensor(PAD)
-        prompt = tf.concat(
-            [
-                tf.fill([tf.shape(source)[0], 1], BOS),
-                tf.fill([tf.shape(source)[0], decoding.max_length], PAD),
-            ],
-            axis=1,
+        ids = summary_ids(
+            model, model.source_ids(text).to_tensor(PAD), sampler, decoding.max_length
         )
-        cache = model.start(source, prompt)
-
-        def next_(prompt, cache, index):
-            logits, cache = model.step(prompt[:, index - 1 : index], index - 1, cache)
-            return logits, None, cache
-
-        fixed = tf.concat(
-            [tf.ones_like(prompt[:, :1], tf.bool), tf.zeros_like(prompt[:, 1:], tf.bool)], 1
-        )
-        ids = sampler(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[EOS])
-        ids = tf.RaggedTensor.from_tensor(cut_at_end(ids, EOS, PAD), padding=PAD)
-        return tidy_spacing(self._tokenizer.detokenize(ids))
+        return detokenized(model.tokenizer, ids)
 
     def _graph_fn(self, decoding: Decoding):
         if decoding not in self._graph_fns:
@@ -428,21 +390,18 @@ class Summarizer(Recipe):
 
     # -- persistence and export ---------------------------------------------------------------
 
-    def _state(self) -> dict:
-        return {"vocabulary": self.vocabulary_}
-
-    def _restore_state(self, state: dict) -> None:
-        self.vocabulary_ = state.get("vocabulary")
-        self._tokenizer = make_tokenizer(self.vocabulary_) if self.vocabulary_ else None
+    def _restored(self) -> None:
         if self.pretrained:
             set_lengths(self.model_, self.config.max_source_length, self.config.max_target_length)
+        else:
+            self._tokenizer = self.model_.tokenizer
 
     def _serve(self, text):
         greedy = self._decoding("greedy")
         return {"summary": self._summarize_graph(text, greedy, self._sampler(greedy))}
 
-    def _endpoints(self) -> dict:
-        return {"serving_default": (self._serve, [_TEXT])}
+    def _signatures(self) -> dict[str, Signature]:
+        return {"serving_default": Signature([_TEXT], call=self._serve)}
 
     # -- report ---------------------------------------------------------------------------
 
@@ -495,10 +454,6 @@ class Summarizer(Recipe):
                 c.report_examples,
             ),
         )
-        history = read_history(self.run_.history_file)
-        if history:
-            report.figure("Training curves", plot_history(history), "history")
-        report.table("Parameters", self.get_params())
 
 
 def _with_weights(source, target_in, target_out):
@@ -507,3 +462,36 @@ def _with_weights(source, target_in, target_out):
         target_out,
         tf.cast(tf.not_equal(target_out, PAD), tf.float32),
     )
+
+
+def _saved_vocabulary(run: RunDir) -> list[str] | None:
+    """The vocabulary an interrupted run in `run` was trained with (None: a new run)."""
+    if not run.state_file.is_file():
+        return None
+    return state.load(json.loads(run.state_file.read_text()), str(run.path)).get("vocabulary")
+
+
+def summary_ids(model: Summarization, source, sampler: ConstrainedSampler, max_length: int):
+    """The decoding loop: encoder ids (B, S) -> summary ids (B, max_length), padding from the
+    end token on; runs on a summarizer's network or on its loaded model.keras."""
+    network = model.transformer
+    prompt = tf.concat(
+        [tf.fill([tf.shape(source)[0], 1], BOS), tf.fill([tf.shape(source)[0], max_length], PAD)],
+        axis=1,
+    )
+    cache = network.start(source, prompt)
+
+    def next_(prompt, cache, index):
+        logits, cache = network.step(prompt[:, index - 1 : index], index - 1, cache)
+        return logits, None, cache
+
+    fixed = tf.concat(
+        [tf.ones_like(prompt[:, :1], tf.bool), tf.zeros_like(prompt[:, 1:], tf.bool)], 1
+    )
+    ids = sampler(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[EOS])
+    return cut_at_end(ids, EOS, PAD)
+
+
+def detokenized(tokenizer: WordPieces, ids):
+    """Summary ids (B, L), padded, -> summary strings (B,)."""
+    return tidy_spacing(tokenizer.detokenize(tf.RaggedTensor.from_tensor(ids, padding=PAD)))
