@@ -303,3 +303,11 @@ def test_training_step_is_traced_once_on_the_cpu(tmp_path, monkeypatch):
     assert Counting.traces == 1
     for split in ("train", "validation"):
         assert list((run.logs / split).glob("events.out.tfevents*")), split
+
+
+def test_a_recipe_without_plan_and_build_or_its_own_learn_is_refused_at_definition():
+    from dltoolkit.core.recipe import Recipe
+    from dltoolkit.specs.classify import SPEC
+
+    with pytest.raises(TypeError, match="must supply _plan and _build, or override _learn"):
+        type("Incomplete", (Recipe,), {"spec": SPEC})

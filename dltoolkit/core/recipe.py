@@ -74,6 +74,12 @@ class Recipe(abc.ABC):
         cls.default_data, cls.single_replica_reason = spec.default_data, spec.single_replica_reason
         cls.__signature__ = params.signature(spec.config)
         cls.__doc__ = f"{inspect.cleandoc(cls.__doc__ or '')}\n\n{params.docstring(spec.config)}"
+        # `_learn` trains through `_plan(prepared, rt, run) -> Plan` (the datasets, sharded for
+        # the strategy, and the training length) and `_build(prepared, plan) -> keras.Model`
+        # (raw input to output, called under the strategy scope); a recipe supplies both or
+        # its own `_learn`.
+        if cls._learn is Recipe._learn and not (hasattr(cls, "_plan") and hasattr(cls, "_build")):
+            raise TypeError(f"{cls.__name__} must supply _plan and _build, or override _learn")
 
     def __init__(self, **params: Any):
         self.config = cfg.make_config(self.Config, params)
@@ -399,18 +405,6 @@ class Recipe(abc.ABC):
 
     def _adopt(self, prepared, run: RunDir) -> None:
         """Take the `learned` state from the prepared data (before the model is built)."""
-
-    def _plan(self, prepared, rt: Runtime, run: RunDir) -> Plan:
-        """The datasets (sharded for `rt`) and training length."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must supply _plan and _build, or override _learn"
-        )
-
-    def _build(self, prepared, plan: Plan) -> keras.Model:
-        """The model to train, raw input to output (called under the strategy scope)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must supply _plan and _build, or override _learn"
-        )
 
     def _compile_args(self) -> dict:
         """`model.compile` arguments besides the optimizer: loss, metrics."""
