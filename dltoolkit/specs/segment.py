@@ -25,6 +25,9 @@ class SegmenterConfig(TrainConfig):
         ge=1,
         cli=True,
     )
+    train_minutes: float | None = param(
+        None, "Stop training after this many minutes of wall time.", gt=0, cli=True
+    )
     batch_size: int = param(8, "Global batch size (split across replicas).", ge=1, cli=True)
     learning_rate: float = param(
         2e-3, "Peak learning rate (warmup then cosine decay).", gt=0, cli=True
