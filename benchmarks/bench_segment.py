@@ -203,7 +203,7 @@ def recipe(
     data = {part: (x[split[part]], y[split[part]]) for part in ("train", "val")}
     times = common.timed_fit(segmenter, data, work / "recipe")
     return {
-        "masks": segmenter.predict_masks(x[split["test"]]),
+        "masks": np.stack(segmenter.predict_masks(x[split["test"]])),
         "train_s": times["train"],
         "fit_s": times["fit"],
         "epochs": len(read_history(work / "recipe" / "history.csv")),
@@ -299,9 +299,9 @@ def segment_coco(folder: Path, params: dict, minutes: float, seed: int, work: Pa
         }
     )
     times = common.timed_fit(segmenter, str(folder / "images" / "train2017"), work / "coco")
-    # TODO(lead): the evaluate call for an image folder with its mask folder, as understood.
-    segmenter.set_params(masks=str(folder / "sem_masks" / "val2017"))
-    metrics = segmenter.evaluate(str(folder / "images" / "val2017"))
+    metrics = segmenter.evaluate(
+        str(folder / "images" / "val2017"), masks=str(folder / "sem_masks" / "val2017")
+    )
     present = {name: c for name, c in metrics["per_class"].items() if c["pixels"] > 0}
     return {
         "miou_present": statistics.mean(c["iou"] for c in present.values()),
