@@ -31,7 +31,7 @@ _PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF"}  # MPO: multi-picture JPEG f
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 _PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "img")
 _LABEL_COLUMNS = ("label", "class", "category", "target")
-_SPLIT_VALUES = {
+SPLIT_VALUES = {
     "train": "train",
     "val": "val",
     "valid": "val",
@@ -110,7 +110,7 @@ def _from_string(text, strict, path_col, label_col, tfds_data_dir, unlabelled=Fa
     path = Path(text).expanduser()
     if path.is_dir():
         if unlabelled and _loose_images(path):
-            files = _walk_images(path)
+            files = walk_images(path)
             return _file_source(
                 {"train": (files, [0] * len(files))}, ["images"], f"folder {text}", strict
             )
@@ -124,7 +124,7 @@ def _from_string(text, strict, path_col, label_col, tfds_data_dir, unlabelled=Fa
         try:
             table = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read CSV {text}: {_first_line(e)}; fix the file") from e
+            raise DataError(f"cannot read CSV {text}: {first_line(e)}; fix the file") from e
         return _from_table(table, path.parent, f"CSV {text}", strict, path_col, label_col)
     if SAMPLES.get(text) and SAMPLES[text].kind == "images":
         return _from_sample(text)
@@ -137,7 +137,7 @@ def _from_string(text, strict, path_col, label_col, tfds_data_dir, unlabelled=Fa
 def _from_folder(root: Path, text: str, strict: bool) -> ImageSource:
     root = root.absolute()
     split_dirs = {
-        _SPLIT_VALUES[d.name.lower()]: d
+        SPLIT_VALUES[d.name.lower()]: d
         for d in sorted(root.iterdir())
         if d.is_dir() and d.name.lower() in ("train", "val", "validation", "test")
     }
@@ -166,7 +166,7 @@ def _loose_images(folder: Path) -> bool:
     """Whether `folder` holds images directly and no class subfolders of images."""
     has_files = any(_is_image_name(f) for f in folder.iterdir() if f.is_file())
     has_classes = any(
-        d.is_dir() and not d.name.startswith(".") and _walk_images(d) for d in folder.iterdir()
+        d.is_dir() and not d.name.startswith(".") and walk_images(d) for d in folder.iterdir()
     )
     return has_files and not has_classes
 
@@ -174,7 +174,7 @@ def _loose_images(folder: Path) -> bool:
 def _scan_classes(folder: Path) -> dict[str, list[str]]:
     """Class name -> image files found recursively in each (non-hidden) subfolder."""
     classes = {
-        d.name: _walk_images(d)
+        d.name: walk_images(d)
         for d in sorted(folder.iterdir())
         if d.is_dir() and not d.name.startswith(".")
     }
@@ -213,12 +213,12 @@ def _from_table(table, base: Path, where, strict, path_col, label_col) -> ImageS
     splits = np.full(len(table), "train", dtype=object)
     if scol is not None:
         values = table[scol].astype(str).str.strip().str.lower()
-        bad = sorted(set(values) - set(_SPLIT_VALUES))
+        bad = sorted(set(values) - set(SPLIT_VALUES))
         if bad:
             raise DataError(
                 f"{where}: column {scol} has value(s) {', '.join(bad[:5])}; use train, val or test"
             )
-        splits = values.map(_SPLIT_VALUES).to_numpy()
+        splits = values.map(SPLIT_VALUES).to_numpy()
     if not (splits == "train").any():
         raise DataError(f"{where} has no rows for the train split; mark some rows train")
     raw = {
@@ -266,7 +266,7 @@ def _file_source(raw, names, where, strict) -> ImageSource:
         splits[split] = ImageSet(
             labels=np.asarray(labels, np.int32)[keep], paths=np.asarray(paths, dtype=str)[keep]
         )
-    return ImageSource(splits, names, skipped, _describe(where, splits, names, skipped))
+    return ImageSource(splits, names, skipped, describe_source(where, splits, names, skipped))
 
 
 def unreadable_reasons(paths: list[str]) -> dict[str, str]:
@@ -284,7 +284,7 @@ def _unreadable_reason(path: str) -> str:
             if im.format == "BMP" and im.mode in ("1", "P"):  # TF misreads or rejects these
                 return "1-bit or palette BMP is not supported; re-save it as PNG"
     except Exception as e:  # PIL raises many types for broken files
-        return f"not a readable image: {_first_line(e)}"
+        return f"not a readable image: {first_line(e)}"
     return ""
 
 
@@ -297,7 +297,7 @@ def _from_tfds(name: str, data_dir: str | None) -> ImageSource:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # unknown name, bad version or config, ...
         raise DataError(
-            f"cannot open tfds dataset {name!r}: {_first_line(e)}; "
+            f"cannot open tfds dataset {name!r}: {first_line(e)}; "
             "check the name in the TFDS catalog"
         ) from e
     if not builder.is_prepared():
@@ -306,7 +306,7 @@ def _from_tfds(name: str, data_dir: str | None) -> ImageSource:
         except Exception as e:  # offline, manual download needed, ...
             raise DataError(
                 f"tfds dataset {name!r} is not prepared in {builder.data_dir} and could not be "
-                f"downloaded ({type(e).__name__}: {_first_line(e)}); prepare it where there is "
+                f"downloaded ({type(e).__name__}: {first_line(e)}); prepare it where there is "
                 f"internet (tfds build {name} --data_dir DIR) and pass --tfds-data-dir DIR "
                 "or set TFDS_DATA_DIR"
             ) from e
@@ -336,13 +336,13 @@ def _from_tfds(name: str, data_dir: str | None) -> ImageSource:
             x, y = tfds.as_numpy(ds)
             splits[split] = ImageSet(labels=y.astype(np.int32), images=x)
     names = list(label.names)
-    return ImageSource(splits, names, [], _describe(f"tfds {name}", splits, names, []))
+    return ImageSource(splits, names, [], describe_source(f"tfds {name}", splits, names, []))
 
 
 def _from_sample(name: str) -> ImageSource:
     x, y, names = load_sample(name)
     splits = {"train": ImageSet(labels=np.asarray(y, np.int32), images=x)}
-    return ImageSource(splits, names, [], _describe(f"sample {name}", splits, names, []))
+    return ImageSource(splits, names, [], describe_source(f"sample {name}", splits, names, []))
 
 
 def _from_arrays(x, y) -> ImageSource:
@@ -358,7 +358,7 @@ def _from_arrays(x, y) -> ImageSource:
         )
     names, labels = _encode_labels(y)
     splits = {"train": ImageSet(labels=labels, images=x)}
-    return ImageSource(splits, names, [], _describe("arrays", splits, names, []))
+    return ImageSource(splits, names, [], describe_source("arrays", splits, names, []))
 
 
 def _encode_labels(values: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -401,7 +401,7 @@ def _check_classes(source: ImageSource, min_classes: int = 2) -> None:
             )
 
 
-def _describe(where, splits, names, skipped) -> str:
+def describe_source(where, splits, names, skipped) -> str:
     count = f"{sum(len(s) for s in splits.values()):,} images"
     if len(splits) > 1:
         count += " in " + "/".join(splits)
@@ -413,7 +413,7 @@ def _image_samples() -> list[str]:
     return sorted(name for name, sample in SAMPLES.items() if sample.kind == "images")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
@@ -621,7 +621,7 @@ def decode_error(path: str) -> str:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.OpError as e:
         message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message).strip()
-        return f"not a decodable image: {_first_line(message)}"
+        return f"not a decodable image: {first_line(message)}"
     return ""
 
 
@@ -635,7 +635,7 @@ def image_files(paths) -> list[str]:
     found = set()
     for path in map(Path, paths):
         if path.is_dir():
-            found.update(_walk_images(path))
+            found.update(walk_images(path))
         elif path.is_file():
             if not _is_image_name(path):
                 raise DataError(f"{path} is not a .jpg/.jpeg/.png/.bmp/.gif file; give images")
@@ -647,7 +647,7 @@ def image_files(paths) -> list[str]:
     return sorted(found)
 
 
-def _walk_images(folder: Path) -> list[str]:
+def walk_images(folder: Path) -> list[str]:
     """Image files under `folder`, recursively, skipping hidden files and folders."""
     found = []
     for root, dirs, files in os.walk(folder, followlinks=True):

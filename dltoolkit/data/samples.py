@@ -1,8 +1,9 @@
 """Built-in sample data sets that ship inside dependencies, so they work offline.
 
 `SAMPLES` is a registry: each entry has a `kind` and a loader. An "images" loader returns
-`(images uint8 (N, H, W, C), labels int (N,), class_names)`; a "series" loader returns a
-DataFrame with a time column and numeric columns; a "table" loader returns
+`(images uint8 (N, H, W, C), labels int (N,), class_names)`; a "segmentation" loader returns
+`(images uint8 (N, H, W, C), masks uint8 (N, H, W) of class indices, class_names)`; a "series"
+loader returns a DataFrame with a time column and numeric columns; a "table" loader returns
 `(DataFrame, label column)`.
 """
 
@@ -30,6 +31,42 @@ def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     return images, bunch.target.astype(np.int32), [str(d) for d in range(10)]
+
+
+def _digit_scenes() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """1,200 seeded 64x64 scenes of 1-3 digits (scikit-learn's, upscaled x3 bilinear), one per
+    32x32 quarter so they never overlap, on a lightly noisy background. Mask: the digit + 1 where
+    its ink is above 40% of its maximum, 0 ("background") elsewhere."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    up = _bilinear_matrix(8, 3)
+    digits = np.einsum("ij,njk,lk->nil", up, bunch.images / 16.0, up)  # (1797, 24, 24) in [0, 1]
+    rng = np.random.default_rng(0)
+    canvas = rng.normal(20.0, 6.0, (1200, 64, 64))
+    masks = np.zeros(canvas.shape, np.uint8)
+    for scene, mask in zip(canvas, masks, strict=True):
+        for quarter in rng.permutation(4)[: rng.integers(1, 4)]:
+            pick = rng.integers(len(digits))
+            top, left = 32 * (quarter // 2) + rng.integers(9), 32 * (quarter % 2) + rng.integers(9)
+            box = np.s_[top : top + 24, left : left + 24]
+            ink = digits[pick]
+            scene[box] = np.maximum(scene[box], 255.0 * ink)
+            mask[box][ink > 0.4 * ink.max()] = bunch.target[pick] + 1
+    images = np.clip(np.round(canvas), 0, 255).astype(np.uint8)[..., None]
+    return images, masks, ["background"] + [str(d) for d in range(10)]
+
+
+def _bilinear_matrix(size: int, factor: int) -> np.ndarray:
+    """(size * factor, size) weights of bilinear upscaling (half-pixel centres, clamped edges)."""
+    source = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
+    low = np.minimum(np.floor(source).astype(int), size - 2)
+    weight = source - low
+    matrix = np.zeros((size * factor, size))
+    rows = np.arange(size * factor)
+    matrix[rows, low] = 1 - weight
+    matrix[rows, low + 1] = weight
+    return matrix
 
 
 def _co2():
@@ -73,6 +110,12 @@ def _breast_cancer():
 
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
+    "digit-scenes": Sample(
+        "1,200 scenes of 1-3 handwritten digits with class masks, 64x64 grayscale, "
+        "background + 10 digit classes (scikit-learn)",
+        _digit_scenes,
+        kind="segmentation",
+    ),
     "breast-cancer": Sample(
         "breast cancer cell measurements, 30 columns, 357 benign + 40 malignant "
         "(rare class, label 'malignant') (scikit-learn)",
