@@ -24,6 +24,7 @@ _LAZY = {
     "ImageGenerator": "dltoolkit.tasks",
     "Summarizer": "dltoolkit.tasks",
     "Agent": "dltoolkit.tasks",
+    "ImageSegmenter": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

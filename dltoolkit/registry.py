@@ -19,6 +19,7 @@ SPEC_MODULES = (
     "train_agent",
     "generate",
     "summarize",
+    "segment",
 )
 
 

@@ -25,6 +25,8 @@ from test_agent import CARTPOLE_STEPS
 from test_anomaly_detector import FAST, sensor_table
 from test_forecaster import HORIZON, LOOKBACK
 from test_image_generator import TINY as TINY_GENERATOR
+from test_image_segmenter import TINY as TINY_SEGMENTER
+from test_image_segmenter import squares, write_square_folder
 from test_node_classifier import write_block_graph
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
@@ -303,6 +305,69 @@ TRAIN_AGENT = Case(
 )
 
 
+# -- segment ----------------------------------------------------------------------------
+
+
+def _scans(folder: Path) -> list[str]:
+    """Three images of two sizes (one RGB), unlike the training images' size."""
+    images, _ = squares(3, size=(40, 52), seed=8)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"scan{i}.png"
+        picture = Image.fromarray(image[..., 0])
+        picture = picture.crop((0, 0, 47, 33)) if i == 2 else picture
+        (picture.convert("RGB") if i == 1 else picture).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _padded_masks(masks: list[np.ndarray]) -> np.ndarray:
+    """Masks of several sizes stacked as the export returns them: padded with the ignore index."""
+    height, width = (max(m.shape[i] for m in masks) for i in (0, 1))
+    return np.stack(
+        [
+            np.pad(m, [(0, height - m.shape[0]), (0, width - m.shape[1])], constant_values=255)
+            for m in masks
+        ]
+    )
+
+
+def _segment_answers(seg, files) -> dict:
+    masks = seg.predict_masks(files)
+    return {
+        "mask": _padded_masks(masks),
+        "height": np.array([m.shape[0] for m in masks], np.int32),
+        "probabilities": seg.predict_proba(files),
+    }
+
+
+def _decoded_color_masks(outputs: dict) -> dict:
+    import tensorflow as tf
+
+    colors = [tf.io.decode_png(p).numpy() for p in outputs["color_png"]]
+    assert all(c.shape[-1] == 3 for c in colors)
+    return {**outputs, "height": np.array([c.shape[0] for c in colors], np.int32)}
+
+
+def _square_pixels(folder: Path) -> np.ndarray:
+    return squares(2, size=(40, 52), seed=8)[0]
+
+
+SEGMENT = Case(
+    params=TINY_SEGMENTER,
+    data=lambda folder: str(write_square_folder(folder / "squares")),
+    inputs=_scans,
+    answers=_segment_answers,
+    feeds=lambda seg, files: {
+        "image_bytes": np.array([Path(f).read_bytes() for f in files], dtype=object)
+    },
+    served=_decoded_color_masks,
+    keras_io=lambda seg, files: KerasIO(
+        _square_pixels(Path()), seg.predict_proba(_square_pixels(Path()))
+    ),
+)
+
+
 # -- generate ---------------------------------------------------------------------------
 
 DRAW = {"num": 6, "seed": 5, "label": "3"}
@@ -348,4 +413,5 @@ CASES: dict[str, Case] = {
     "summarize": SUMMARIZE,
     "train-agent": TRAIN_AGENT,
     "generate": GENERATE,
+    "segment": SEGMENT,
 }

@@ -20,6 +20,7 @@ from conftest import dltoolkit_command, run_cli
 from multiworker import WAIT, finish, run_job, start_job
 from serving import ServingProcess
 from test_cli import assert_user_error, cli
+from test_image_segmenter import write_square_folder
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 
@@ -537,3 +538,26 @@ def test_two_workers_forecast(tmp_path):
     assert history[-1]["loss"] < history[0]["loss"]
     metrics = results[0]["metrics"]
     assert metrics["mse"] < metrics["naive_mse"]
+
+
+@pytest.mark.slow
+def test_two_workers_segment_an_image_folder_sharded_by_file(tmp_path):
+    folder = write_square_folder(tmp_path / "squares", count=40)
+    out = tmp_path / "job"
+    settings = ("filters=8", "depth=2", "learning_rate=0.01", "early_stopping_patience=0")
+    args = [a for s in settings for a in ("--set", s)]
+    results = run_job(
+        "segment",
+        out,
+        "--data",
+        folder,
+        "--epochs",
+        4,
+        "--batch-size",
+        8,
+        *args,
+        wait=RECIPE_WAIT,
+    )
+    history = chief_run(out, results, 4)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert results[0]["metrics"]["mean_iou"] > 0.5

@@ -92,7 +92,11 @@ def _predict(
     inputs: Annotated[list[str] | None, typer.Argument(help="Input files or folders.")] = None,
     data: c.Data = None,
     output: Annotated[
-        Path | None, typer.Option(help="Also write the predictions to a .csv or .json file.")
+        Path | None,
+        typer.Option(
+            help="Also write the predictions to a .csv or .json file (segment runs: a folder "
+            "for the mask PNGs and overlays)."
+        ),
     ] = None,
     recipe_options: dict | None = None,
     as_json: c.Json = False,
@@ -105,10 +109,13 @@ def _predict(
     recipe = _load(run, progress=not as_json)
     if not items and not options.keys() - {"strict"} and _needs_first(recipe.predict):
         raise DataError("nothing to predict: pass input files or folders after the run directory")
+    into_folder = output is not None and _writes_files(recipe.predict, output)
+    if into_folder:
+        options["output"] = str(output)
     rows = recipe.predict(items or None, **options)
     if skipped := records.warning(rows):
         c.stderr.print(f"[yellow]warning:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
-    if output is not None:
+    if output is not None and not into_folder:
         write_rows(output, rows)
     if as_json:
         c.print_json(rows)
@@ -125,6 +132,12 @@ def _load(run: Path, *, progress: bool):
     from dltoolkit.core.recipe import load
 
     return load(run, progress=progress)
+
+
+def _writes_files(predict, output: Path) -> bool:
+    """Whether `output` is a folder for the files a recipe's predict writes itself."""
+    takes = "output" in inspect.signature(predict).parameters
+    return takes and output.suffix.lower() not in (".csv", ".json")
 
 
 def _needs_first(method) -> bool:

@@ -61,3 +61,41 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, thresholds = skm.precision_recall_curve(labels, scores)
     f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
     return float(thresholds[int(np.argmax(f1))])
+
+
+def pixel_confusion(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix (true class, predicted class) over the labelled pixels of one mask
+    (class indices >= num_classes, e.g. the ignore index, are not counted)."""
+    labelled = truth < num_classes
+    return skm.confusion_matrix(
+        truth[labelled].ravel(), predicted[labelled].ravel(), labels=range(num_classes)
+    )
+
+
+def segmentation_metrics(matrix: np.ndarray, class_names: list[str]) -> dict:
+    """From a pixel confusion matrix summed over a whole data set: mean IoU and mean Dice over
+    the classes present (in truth or prediction), pixel accuracy, and per-class IoU, Dice and
+    pixel counts."""
+    matrix = np.asarray(matrix, np.int64)
+    hits = np.diag(matrix).astype(np.float64)
+    truth, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    union = truth + predicted - hits
+    present = union > 0
+    iou = np.where(present, hits / np.maximum(union, 1), np.nan)
+    dice = np.where(present, 2 * hits / np.maximum(truth + predicted, 1), np.nan)
+    return {
+        "mean_iou": _number(np.nanmean(iou)) if present.any() else None,
+        "dice": _number(np.nanmean(dice)) if present.any() else None,
+        "pixel_accuracy": float(hits.sum() / max(matrix.sum(), 1)),
+        "classes_present": int(present.sum()),
+        "pixels": int(matrix.sum()),
+        "per_class": {  # None: the class is in neither truth nor prediction
+            name: {"iou": _number(i), "dice": _number(d), "pixels": int(t)}
+            for name, i, d, t in zip(class_names, iou, dice, truth, strict=True)
+        },
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def _number(value) -> float | None:
+    return None if np.isnan(value) else float(value)

@@ -529,13 +529,19 @@ def to_image_shape(image, image_shape) -> tf.Tensor:
     use it for raw-pixel serving inputs so they match training.
     """
     h, w, c = image_shape
-    image = tf.cast(image, tf.float32)[..., :3]
-    if image.shape[-1] == 1 and c == 3:
-        image = tf.image.grayscale_to_rgb(image)
-    elif image.shape[-1] == 3 and c == 1:
-        image = tf.image.rgb_to_grayscale(image)
+    image = to_channels(image, c)
     if tuple(image.shape[-3:-1]) != (h, w):
         image = tf.image.resize(image, (h, w), method="bilinear", antialias=True)
+    return image
+
+
+def to_channels(image, channels: int) -> tf.Tensor:
+    """Image or batch with 1, 3 or 4 channels -> float32 with `channels` (1 or 3), alpha dropped."""
+    image = tf.cast(image, tf.float32)[..., :3]
+    if image.shape[-1] == 1 and channels == 3:
+        return tf.image.grayscale_to_rgb(image)
+    if image.shape[-1] == 3 and channels == 1:
+        return tf.image.rgb_to_grayscale(image)
     return image
 
 

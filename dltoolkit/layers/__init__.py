@@ -16,6 +16,7 @@ MODEL_MODULES = (
     "dltoolkit.models.generative",
     "dltoolkit.models.graph",
     "dltoolkit.models.policy",
+    "dltoolkit.models.segmentation",
     "dltoolkit.models.seq2seq",
     "dltoolkit.models.sequence",
     "dltoolkit.models.vision",

@@ -104,7 +104,7 @@ class FitImage(keras.layers.Layer):
         return {**super().get_config(), "height": self.height, "width": self.width}
 
 
-def _image_input(shape) -> tuple:
+def image_input(shape) -> tuple:
     """(input, tensor): raw [0, 255] pixels of any size, fitted to `shape`'s height and width."""
     inputs = keras.Input((None, None, shape[-1]), name="images")
     return inputs, FitImage(*shape[:2], dtype="float32", name="fit_image")(inputs)
@@ -200,21 +200,45 @@ def build_image_model(
 
     rgb_shape = (*image_shape[:2], 3)
     if name in _APPLICATIONS:
-        net, preprocess = _application(name, rgb_shape, source), None
-        if name == "resnet50":
-            preprocess = CaffePreprocess(name="caffe_preprocess")
+        net = _application(name, rgb_shape, source)
+        preprocess = CaffePreprocess(name="caffe_preprocess") if name == "resnet50" else None
     else:
         net, preprocess = _vit(name, rgb_shape, source)
 
-    inputs, x = _image_input(image_shape)
-    if image_shape[-1] == 1:
-        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    if preprocess is not None:
-        x = preprocess(x)
-    x = InferenceMode(net, name="backbone")(x)  # BatchNorm stays in inference mode
+    inputs, x = image_input(image_shape)
+    x = InferenceMode(net, name="backbone")(backbone_input(x, preprocess))
     pool = keras.layers.GlobalAveragePooling2D if len(x.shape) == 4 else ClassToken
     x = pool(name="pool")(x)
     return ImageModel(_head(inputs, x, num_classes, dropout, name), net)
+
+
+APPLICATIONS: tuple[str, ...] = tuple(_APPLICATIONS)  # the keras.applications families
+
+
+def application_encoder(
+    backbone: str, image_shape: tuple[int, int, int], weights: str | None
+) -> tuple[keras.Model, keras.layers.Layer | None]:
+    """A keras.applications network without its top, for RGB images of `image_shape`'s size,
+    and the layer that normalises [0, 255] RGB for it (None: the network does it itself).
+
+    `weights` as for `build_image_model`: "auto"/"imagenet", None/"none" or a weights file.
+    """
+    name = _check_name(backbone)
+    if name not in _APPLICATIONS:
+        raise ConfigError(
+            f"{backbone!r} is not a keras.applications encoder; choose one of: "
+            + ", ".join(_APPLICATIONS)
+        )
+    weights = default_weights(name) if weights == "auto" else weights
+    net = _application(name, (*image_shape[:2], 3), _weights_source(name, weights))
+    return net, CaffePreprocess(name="caffe_preprocess") if name == "resnet50" else None
+
+
+def backbone_input(images, preprocess: keras.layers.Layer | None):
+    """[0, 255] images with 1 or 3 channels -> what a pretrained backbone takes (RGB, normalised)."""
+    if images.shape[-1] == 1:
+        images = keras.layers.Concatenate(name="gray_to_rgb")([images, images, images])
+    return images if preprocess is None else preprocess(images)
 
 
 def _check_name(backbone: str) -> str:
@@ -373,7 +397,7 @@ def _vit_patch_size(shape: tuple[int, int, int]) -> int:
 
 
 def _small_cnn(shape, num_classes: int, dropout: float, source: _Source) -> ImageModel:
-    inputs, x = _image_input(shape)
+    inputs, x = image_input(shape)
     x = keras.layers.Rescaling(1 / 255, name="rescaling")(x)
     size = min(shape[:2])
     for stage, (filters, blocks) in enumerate(_CNN_STAGES):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import STRICT, RecipeSpec
+from dltoolkit.registry import STRICT, Option, RecipeSpec
 
 LOSS_TERMS = ("crossentropy", "dice", "focal")  # `loss` joins one or more with "+"
 CLASS_WEIGHTS = ("none", "balanced")
@@ -73,7 +73,9 @@ class SegmenterConfig(TrainConfig):
     )
     tile_overlap: float = param(0.25, "Overlap of neighbouring tiles when predicting.", ge=0, lt=1)
     fine_tune_epochs: int = param(
-        0, "After training with a frozen encoder, fine-tune everything this many epochs.", ge=0,
+        0,
+        "After training with a frozen encoder, fine-tune everything this many epochs.",
+        ge=0,
         cli=True,
     )
     fine_tune_lr_factor: float = param(
@@ -140,4 +142,8 @@ SPEC = RecipeSpec(
     data_help="Data: a folder with images/ and masks/, a COCO JSON file (with --images), "
     "tfds:NAME or a built-in name (`dltoolkit datasets`).",
     predict_options=(STRICT,),
+    evaluate_options=(
+        Option("masks", str, "The mask folder of --data (segment runs)."),
+        Option("images", str, "The image folder of a COCO JSON --data (segment runs)."),
+    ),
 )

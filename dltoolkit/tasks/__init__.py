@@ -5,6 +5,7 @@ from dltoolkit.tasks.anomaly_detector import AnomalyDetector
 from dltoolkit.tasks.forecaster import Forecaster
 from dltoolkit.tasks.image_classifier import ImageClassifier
 from dltoolkit.tasks.image_generator import ImageGenerator
+from dltoolkit.tasks.image_segmenter import ImageSegmenter
 from dltoolkit.tasks.node_classifier import NodeClassifier
 from dltoolkit.tasks.summarizer import Summarizer
 
@@ -14,6 +15,7 @@ __all__ = [
     "Forecaster",
     "ImageClassifier",
     "ImageGenerator",
+    "ImageSegmenter",
     "NodeClassifier",
     "Summarizer",
 ]
