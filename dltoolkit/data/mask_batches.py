@@ -35,11 +35,12 @@ def segmentation_dataset(
     seed: int = 0,
     augment=None,
     shard: tuple[int, int] | None = None,
+    repeat: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (float32 images (B, h, w, C) in [0, 255], int32 masks (B, h, w)).
 
-    Training data is shuffled each epoch and `augment(images, masks)` mapped over its
-    batches. `shard` (workers, index) gives each worker of a multi-worker run its own share
+    Training data is shuffled each epoch, passed `repeat` times per epoch, and
+    `augment(images, masks)` mapped over its batches. `shard` (workers, index) gives each worker of a multi-worker run its own share
     of the pairs (see `runtime.file_shard`).
     """
     order = (
@@ -61,7 +62,7 @@ def segmentation_dataset(
     if _decoded_bytes(pairs, image_shape) < _CACHE_BYTES:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True).repeat(repeat)
         if tile:
             ds = ds.map(lambda x, y: _random_tile(x, y, size), num_parallel_calls=tf.data.AUTOTUNE)
     elif tile:

@@ -21,7 +21,7 @@ class SegmenterConfig(TrainConfig):
 
     epochs: int | None = param(
         None,
-        "Training epochs (default: about 1500 optimizer steps, 5 to 100 epochs).",
+        "Training epochs of at least 50 batches (default: about 1500 optimizer steps).",
         ge=1,
         cli=True,
     )
@@ -49,7 +49,7 @@ class SegmenterConfig(TrainConfig):
         "hf:// handle, or a local preset directory; replaces --backbone.",
         cli=True,
     )
-    filters: int = param(32, "U-Net width: filters of the first level, doubled per level.", ge=4)
+    filters: int = param(16, "U-Net width: filters of the first level, doubled per level.", ge=4)
     depth: int = param(4, "U-Net levels below the first (each halves the map).", ge=1, le=6)
     upsampling: str = param(
         "transpose",

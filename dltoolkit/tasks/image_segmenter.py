@@ -34,6 +34,7 @@ from dltoolkit.specs.segment import LOSS_TERMS, SPEC
 from dltoolkit.tasks.mask_drawing import colorize, overlay, palette_png, rgb_png
 
 STEP_BUDGET = 1500  # default training length in batches
+EPOCH_STEPS = 50  # the fewest batches an epoch has
 MAX_SIDE = 256  # default longest training side (resize) or tile side (tile)
 EXAMPLES = 3  # best and worst test images shown in the report
 
@@ -155,7 +156,7 @@ class ImageSegmenter(Recipe):
             channels,
         )
 
-    def _dataset(self, pairs: MaskSet, training: bool, rt=None) -> tf.data.Dataset:
+    def _dataset(self, pairs: MaskSet, training: bool, rt=None, repeat=1) -> tf.data.Dataset:
         c = self.config
         augment = build_mask_augmenter(c.augment, c.flip, c.seed) if training else None
         return segmentation_dataset(
@@ -167,6 +168,7 @@ class ImageSegmenter(Recipe):
             seed=c.seed,
             augment=augment,
             shard=file_shard(rt, len(pairs)),
+            repeat=repeat,
         )
 
     # -- training -------------------------------------------------------------------------
@@ -178,15 +180,18 @@ class ImageSegmenter(Recipe):
     def _plan(self, prepared: _Prepared, rt, run) -> Plan:
         c = self.config
         train, val = prepared.splits["train"], prepared.splits.get("val")
-        steps = math.ceil(len(train) / c.batch_size)  # one image or one random tile each
+        # An epoch passes the images (or a random tile of each) at least often enough for
+        # EPOCH_STEPS batches, so small data sets do not stop early on a handful of steps.
+        repeat = math.ceil(EPOCH_STEPS * c.batch_size / len(train))
+        steps = math.ceil(repeat * len(train) / c.batch_size)
         self._class_weights = (
             self._balanced_weights(train) if c.class_weight == "balanced" else None
         )
         return Plan(
-            train=self._dataset(train, training=True, rt=rt),
+            train=self._dataset(train, training=True, rt=rt, repeat=repeat),
             val=self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None,
             steps=steps,
-            epochs=c.epochs or min(100, max(5, math.ceil(STEP_BUDGET / steps))),
+            epochs=c.epochs or max(3, math.ceil(STEP_BUDGET / steps)),
             callbacks=[TimeBudget(c.train_minutes)] if c.train_minutes else [],
         )
 
