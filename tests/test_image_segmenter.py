@@ -15,6 +15,7 @@ from test_cli import assert_user_error, cli
 from dltoolkit import ImageSegmenter
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.metrics import pixel_confusion, segmentation_metrics
 from dltoolkit.data.mask_batches import build_mask_augmenter, segmentation_dataset
 from dltoolkit.data.masks import IGNORE, MaskSet, encode_mask
 from dltoolkit.models.segment_inference import image_probabilities
@@ -235,3 +236,17 @@ def test_bad_settings_are_one_line_errors(capsys, tmp_path, args, fragment):
 def test_config_error_before_any_data_is_read():
     with pytest.raises(ConfigError, match="divisible by 32"):
         ImageSegmenter(backbone="resnet50", image_size=100).fit(squares(4), "unused")
+
+
+def test_metrics_pool_every_pixel_and_leave_out_absent_classes():
+    truth = np.array([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, IGNORE]])
+    predicted = np.array([[0, 0, 0, 1, 0, 0, 1, 1, 1, 1, 2]])
+    metrics = segmentation_metrics(pixel_confusion(truth, predicted, 3), ["a", "b", "c"])
+    assert metrics["per_class"]["a"]["iou"] == pytest.approx(3 / 6)
+    assert metrics["per_class"]["b"]["iou"] == pytest.approx(4 / 7)
+    assert metrics["per_class"]["a"]["dice"] == pytest.approx(6 / 9)
+    assert metrics["per_class"]["c"] == {"iou": None, "dice": None, "pixels": 0}
+    assert metrics["mean_iou"] == pytest.approx((3 / 6 + 4 / 7) / 2)
+    assert metrics["pixel_accuracy"] == pytest.approx(0.7) and metrics["pixels"] == 10
+    assert metrics["baseline_pixel_accuracy"] == pytest.approx(0.6)
+    assert metrics["baseline_mean_iou"] == pytest.approx(0.3)

@@ -74,20 +74,24 @@ def pixel_confusion(truth: np.ndarray, predicted: np.ndarray, num_classes: int) 
 
 def segmentation_metrics(matrix: np.ndarray, class_names: list[str]) -> dict:
     """From a pixel confusion matrix summed over a whole data set: mean IoU and mean Dice over
-    the classes present (in truth or prediction), pixel accuracy, and per-class IoU, Dice and
-    pixel counts."""
+    the classes present (in truth or prediction), pixel accuracy, per-class IoU, Dice and
+    pixel counts, and the same for the baseline that predicts the most frequent class."""
     matrix = np.asarray(matrix, np.int64)
     hits = np.diag(matrix).astype(np.float64)
     truth, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
     union = truth + predicted - hits
     present = union > 0
+    total = max(matrix.sum(), 1)
     iou = np.where(present, hits / np.maximum(union, 1), np.nan)
     dice = np.where(present, 2 * hits / np.maximum(truth + predicted, 1), np.nan)
     return {
         "mean_iou": _number(np.nanmean(iou)) if present.any() else None,
         "dice": _number(np.nanmean(dice)) if present.any() else None,
-        "pixel_accuracy": float(hits.sum() / max(matrix.sum(), 1)),
+        "pixel_accuracy": float(hits.sum() / total),
         "classes_present": int(present.sum()),
+        # the baseline: the most frequent true class predicted for every pixel
+        "baseline_mean_iou": float(truth.max() / total / max((truth > 0).sum(), 1)),
+        "baseline_pixel_accuracy": float(truth.max() / total),
         "pixels": int(matrix.sum()),
         "per_class": {  # None: the class is in neither truth nor prediction
             name: {"iou": _number(i), "dice": _number(d), "pixels": int(t)}
