@@ -225,6 +225,7 @@ def test_kerashub_segmenter_from_a_local_preset(tmp_path):
         (("--backbone", "resnet"), "unknown backbone 'resnet'"),
         (("--fine-tune-epochs", "2"), "fine_tune_epochs needs a pretrained"),
         (("--flip", "diagonal"), "flip"),
+        (("--image-size", "100"), "U-Net of depth 4 needs --image-size divisible by 16"),
     ],
 )
 def test_bad_settings_are_one_line_errors(capsys, tmp_path, args, fragment):
@@ -233,9 +234,10 @@ def test_bad_settings_are_one_line_errors(capsys, tmp_path, args, fragment):
     assert not (tmp_path / "run").exists()
 
 
-def test_config_error_before_any_data_is_read():
+def test_config_error_before_any_data_is_read(tmp_path):
     with pytest.raises(ConfigError, match="divisible by 32"):
-        ImageSegmenter(backbone="resnet50", image_size=100).fit(squares(4), "unused")
+        ImageSegmenter(backbone="resnet50", image_size=100).fit("no/such/folder", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_metrics_pool_every_pixel_and_leave_out_absent_classes():

@@ -54,6 +54,24 @@ class Stage:
     before: Callable[[], None] | None = None
 
 
+def pretrained_stages(
+    epochs: int, backbone, fine_tune_epochs: int, lr_factor: float, first: str = "head"
+) -> list[Stage]:
+    """The phases of a model on a pretrained `backbone`: `first` with the backbone frozen
+    for `epochs`, then (fine_tune_epochs > 0) everything at `lr_factor` of the learning rate."""
+
+    def freeze():
+        backbone.trainable = False
+
+    def unfreeze():
+        backbone.trainable = True
+
+    stages = [Stage(first, epochs, before=freeze)]
+    if fine_tune_epochs > 0:
+        stages.append(Stage("finetune", fine_tune_epochs, lr_factor, unfreeze))
+    return stages
+
+
 @dataclass
 class Phase:
     """`epochs` epochs of training after `prepare()` has set trainability and compiled."""

@@ -292,24 +292,7 @@ def _from_tfds(name: str, data_dir: str | None) -> ImageSource:
     """Load a fixed-size tfds image data set fully into memory (fine at mnist/cifar scale)."""
     import tensorflow_datasets as tfds
 
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # unknown name, bad version or config, ...
-        raise DataError(
-            f"cannot open tfds dataset {name!r}: {first_line(e)}; "
-            "check the name in the TFDS catalog"
-        ) from e
-    if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()
-        except Exception as e:  # offline, manual download needed, ...
-            raise DataError(
-                f"tfds dataset {name!r} is not prepared in {builder.data_dir} and could not be "
-                f"downloaded ({type(e).__name__}: {first_line(e)}); prepare it where there is "
-                f"internet (tfds build {name} --data_dir DIR) and pass --tfds-data-dir DIR "
-                "or set TFDS_DATA_DIR"
-            ) from e
+    builder = tfds_builder(name, data_dir)
     info = builder.info
     keys = info.supervised_keys
     if not keys or not all(isinstance(k, str) for k in keys[:2]):
@@ -337,6 +320,32 @@ def _from_tfds(name: str, data_dir: str | None) -> ImageSource:
             splits[split] = ImageSet(labels=y.astype(np.int32), images=x)
     names = list(label.names)
     return ImageSource(splits, names, [], describe_source(f"tfds {name}", splits, names, []))
+
+
+def tfds_builder(name: str, data_dir: str | None):
+    """The tfds builder of `name`, prepared (downloaded if need be) in `data_dir` (default
+    TFDS_DATA_DIR); a DataError says how to prepare it when that fails offline."""
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # unknown name, bad version or config, ...
+        raise DataError(
+            f"cannot open tfds dataset {name!r}: {first_line(e)}; "
+            "check the name in the TFDS catalog"
+        ) from e
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # offline, manual download needed, ...
+            raise DataError(
+                f"tfds dataset {name!r} is not prepared in {builder.data_dir} and could not be "
+                f"downloaded ({type(e).__name__}: {first_line(e)}); prepare it where there is "
+                f"internet (tfds build {name} --data_dir DIR) and pass --tfds-data-dir DIR "
+                "or set TFDS_DATA_DIR"
+            ) from e
+    return builder
 
 
 def _from_sample(name: str) -> ImageSource:

@@ -30,6 +30,7 @@ from dltoolkit.data.images import (
     SPLIT_VALUES,
     describe_source,
     first_line,
+    tfds_builder,
     unreadable_reasons,
     walk_images,
 )
@@ -434,7 +435,7 @@ def _from_tfds(name: str, data_dir: str | None) -> _Pending:
     """A tfds data set with an image and a segmentation-mask image feature, in memory."""
     import tensorflow_datasets as tfds
 
-    builder = _tfds_builder(name, data_dir or os.environ.get("TFDS_DATA_DIR"))
+    builder = tfds_builder(name, data_dir)
     image_key, mask_key = _tfds_keys(builder.info, name)
     if "train" not in builder.info.splits:
         raise DataError(
@@ -455,28 +456,6 @@ def _from_tfds(name: str, data_dir: str | None) -> _Pending:
         pending.readers[split] = [partial(np.asarray, mask) for mask in masks]
         pending.labels[split] = labels
     return pending
-
-
-def _tfds_builder(name: str, data_dir: str | None):
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # unknown name, bad version or config, ...
-        raise DataError(
-            f"cannot open tfds dataset {name!r}: {first_line(e)}; check the name in the TFDS catalog"
-        ) from e
-    if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()
-        except Exception as e:  # offline, manual download needed, ...
-            raise DataError(
-                f"tfds dataset {name!r} is not prepared in {builder.data_dir} and could not be "
-                f"downloaded ({type(e).__name__}: {first_line(e)}); prepare it where there is "
-                f"internet (tfds build {name} --data_dir DIR) and pass --tfds-data-dir DIR "
-                "or set TFDS_DATA_DIR"
-            ) from e
-    return builder
 
 
 def _tfds_keys(info, name: str) -> tuple[str, str]:

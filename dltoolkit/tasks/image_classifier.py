@@ -19,7 +19,7 @@ from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import Runtime, file_shard
-from dltoolkit.core.training import Plan, Stage
+from dltoolkit.core.training import Plan, Stage, pretrained_stages
 from dltoolkit.data.augment import build_augmenter
 from dltoolkit.data.images import (
     ImageSet,
@@ -165,20 +165,12 @@ class ImageClassifier(Recipe):
         }
 
     def _stages(self, plan: Plan) -> list[Stage]:
-        c, backbone = self.config, self._backbone
-        if backbone is None:
+        c, pretrained = self.config, self._backbone
+        if pretrained is None:
             return [Stage("train", plan.epochs)]
-
-        def freeze():
-            backbone.trainable = False
-
-        def unfreeze():
-            backbone.trainable = True
-
-        stages = [Stage("head", plan.epochs, before=freeze)]
-        if c.fine_tune_epochs > 0:
-            stages.append(Stage("finetune", c.fine_tune_epochs, c.fine_tune_lr_factor, unfreeze))
-        return stages
+        return pretrained_stages(
+            plan.epochs, pretrained, c.fine_tune_epochs, c.fine_tune_lr_factor, first="head"
+        )
 
     def _loss(self):
         c = self.config

@@ -19,7 +19,7 @@ from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import file_shard
-from dltoolkit.core.training import Plan, Stage
+from dltoolkit.core.training import Plan, Stage, pretrained_stages
 from dltoolkit.data.images import image_files, sampled_sizes, to_channels, unreadable_reasons
 from dltoolkit.data.mask_batches import build_mask_augmenter, segmentation_dataset
 from dltoolkit.data.masks import IGNORE, MaskSet, decode_mask, load_mask_source
@@ -74,6 +74,7 @@ class ImageSegmenter(Recipe):
     def _validate(self) -> None:
         c = self.config
         self._loss_terms()
+        self._check_image_size()
         if c.backbone != "unet" and c.backbone not in APPLICATIONS:
             raise ConfigError(
                 f"unknown backbone {c.backbone!r}; choose unet or a keras.applications encoder: "
@@ -83,6 +84,19 @@ class ImageSegmenter(Recipe):
             raise ConfigError(
                 "fine_tune_epochs needs a pretrained keras.applications --backbone; "
                 "unet and KerasHub presets train fully already"
+            )
+
+    def _check_image_size(self) -> None:
+        c = self.config
+        if c.image_size is None or c.preset:
+            return
+        multiple, network = (2**c.depth, f"U-Net of depth {c.depth}")
+        if c.backbone != "unet":
+            multiple, network = 32, "a pretrained encoder"
+        if c.image_size % multiple:
+            raise ConfigError(
+                f"{network} needs --image-size divisible by {multiple}, not {c.image_size}; "
+                f"pass e.g. {max(multiple, c.image_size // multiple * multiple)}"
             )
 
     def _loss_terms(self) -> tuple[str, ...]:
@@ -139,10 +153,6 @@ class ImageSegmenter(Recipe):
         multiple = 2**c.depth if c.backbone == "unet" and not c.preset else 32
         size = c.image_size or (preset_image_size(c.preset) if c.preset else None)
         if size:
-            if c.backbone != "unet" and size % 32:
-                raise ConfigError(
-                    f"a pretrained encoder needs --image-size divisible by 32, not {size}"
-                )
             return size, size, channels
         height, width = sizes.most_common(1)[0][0]
         scale = min(1.0, MAX_SIDE / max(height, width))
@@ -236,20 +246,12 @@ class ImageSegmenter(Recipe):
         }
 
     def _stages(self, plan: Plan) -> list[Stage]:
-        c, encoder = self.config, self._encoder
-        if encoder is None:
+        c, pretrained = self.config, self._encoder
+        if pretrained is None:
             return [Stage("train", plan.epochs)]
-
-        def freeze():
-            encoder.trainable = False
-
-        def unfreeze():
-            encoder.trainable = True
-
-        stages = [Stage("decoder", plan.epochs, before=freeze)]
-        if c.fine_tune_epochs > 0:
-            stages.append(Stage("finetune", c.fine_tune_epochs, c.fine_tune_lr_factor, unfreeze))
-        return stages
+        return pretrained_stages(
+            plan.epochs, pretrained, c.fine_tune_epochs, c.fine_tune_lr_factor, first="decoder"
+        )
 
     # -- evaluation and prediction ------------------------------------------------------------
 
