@@ -88,3 +88,27 @@ class Fits:
 def fits(tmp_path_factory) -> Fits:
     """The session's one fit per recipe, shared by its own tests and the contract."""
     return Fits(tmp_path_factory)
+
+
+# The recipes' own test modules, by the task whose session fit (`fits`) they share.
+RECIPE_TEST_MODULES = {
+    "test_image_classifier": "classify",
+    "test_forecaster": "forecast",
+    "test_anomaly_detector": "detect-anomalies",
+    "test_node_classifier": "classify-nodes",
+    "test_agent": "train-agent",
+    "test_image_generator": "generate",
+    "test_summarizer": "summarize",
+    "test_image_segmenter": "segment",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist's `--dist loadgroup` (pyproject's addopts), a recipe's own tests
+    and its contract checks run in one worker, so its session fit is made once."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        task = callspec.params.get("task") if callspec else None
+        task = task or RECIPE_TEST_MODULES.get(item.module.__name__)
+        if task:
+            item.add_marker(pytest.mark.xdist_group(task))
