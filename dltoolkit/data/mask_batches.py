@@ -109,8 +109,8 @@ def _decode_pair(image, mask_png, channels: int, size):
 
 def _decoded_bytes(pairs: MaskSet, image_shape) -> int:
     if pairs.images is not None:
-        return pairs.images.nbytes
-    return len(pairs) * 5 * int(np.prod(image_shape))
+        return 0  # in memory already
+    return len(pairs) * 5 * int(np.prod(image_shape))  # float32 pixels and a uint8 mask
 
 
 def _pad_to(image, mask, size):

@@ -90,14 +90,18 @@ class ImageSegmenter(Recipe):
         c = self.config
         if c.image_size is None or c.preset:
             return
-        multiple, network = (2**c.depth, f"U-Net of depth {c.depth}")
-        if c.backbone != "unet":
-            multiple, network = 32, "a pretrained encoder"
+        multiple = self._size_multiple()
+        network = f"U-Net of depth {c.depth}" if c.backbone == "unet" else "a pretrained encoder"
         if c.image_size % multiple:
             raise ConfigError(
                 f"{network} needs --image-size divisible by {multiple}, not {c.image_size}; "
                 f"pass e.g. {max(multiple, c.image_size // multiple * multiple)}"
             )
+
+    def _size_multiple(self) -> int:
+        """What the network's input sides must divide by (its total downsampling)."""
+        c = self.config
+        return 2**c.depth if c.backbone == "unet" and not c.preset else 32
 
     def _loss_terms(self) -> tuple[str, ...]:
         terms = tuple(t.strip() for t in self.config.loss.split("+"))
@@ -150,7 +154,7 @@ class ImageSegmenter(Recipe):
         c = self.config
         sizes, gray = sampled_sizes(train)
         channels = 1 if gray else 3
-        multiple = 2**c.depth if c.backbone == "unet" and not c.preset else 32
+        multiple = self._size_multiple()
         size = c.image_size or (preset_image_size(c.preset) if c.preset else None)
         if size:
             return size, size, channels
@@ -465,8 +469,9 @@ class ImageSegmenter(Recipe):
             report.table("Skipped files", [{"file": p, "reason": r} for p, r in prepared.skipped])
 
     def _examples_figure(self, prepared: _Prepared):
+        # an image whose pixels are all unlabeled has no IoU (None)
         ranked = sorted(
-            (r for r in prepared.per_image if not math.isnan(r["iou"])), key=lambda r: -r["iou"]
+            (r for r in prepared.per_image if r["iou"] is not None), key=lambda r: -r["iou"]
         )
         chosen = ranked[:EXAMPLES] + ranked[EXAMPLES:][-EXAMPLES:]
         pairs, tiles, titles = prepared.held_out, [], []
