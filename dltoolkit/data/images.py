@@ -23,6 +23,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.records import Bad
 from dltoolkit.core.runtime import with_shard_policy
 from dltoolkit.data.samples import SAMPLES, load_sample
 
@@ -660,6 +661,32 @@ def image_files(paths) -> list[str]:
     if not found:
         raise DataError(f"no .jpg/.jpeg/.png/.bmp/.gif files found in {', '.join(map(str, paths))}")
     return sorted(found)
+
+
+def image_inputs(inputs) -> list[str]:
+    """The image files that `predict` inputs (files and folders) name, sorted."""
+    items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs or [])
+    if not items:
+        raise DataError("no inputs to predict; pass JPEG/PNG/BMP/GIF files or folders")
+    return image_files(items)
+
+
+def read_images(inputs) -> list[np.ndarray | Bad]:
+    """Each image file of `inputs` decoded (see read_image_file)."""
+    return [read_image_file(path) for path in image_inputs(inputs)]
+
+
+def read_image_file(path: str) -> np.ndarray | Bad:
+    """An image file's pixels (H, W, 3) uint8, decoded as the exports decode, or a Bad."""
+    reason = unreadable_reasons([path])[path]
+    if reason:
+        return Bad({"input": path}, reason)
+    try:
+        return tf.io.decode_image(
+            tf.io.read_file(path), channels=3, expand_animations=False
+        ).numpy()
+    except tf.errors.OpError as e:
+        return Bad({"input": path}, f"not a decodable image: {e.message.splitlines()[0][:200]}")
 
 
 def walk_images(folder: Path) -> list[str]:

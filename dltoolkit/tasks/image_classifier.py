@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from dltoolkit.data.images import (
     to_image_shape,
     unreadable_reasons,
 )
+from dltoolkit.data.splits import concat_sets
 from dltoolkit.models.vision import build_image_model, default_image_size, default_weights
 from dltoolkit.specs.classify import SPEC
 
@@ -211,7 +211,7 @@ class ImageClassifier(Recipe):
             tfds_data_dir=self.config.tfds_data_dir,
             class_names=self.class_names_,
         )
-        images = source.splits.get("test") or _concat(list(source.splits.values()))
+        images = source.splits.get("test") or concat_sets(list(source.splits.values()))
         return self._metrics(images, self._probabilities(images))
 
     def predict_proba(self, inputs) -> np.ndarray:
@@ -366,14 +366,3 @@ class ImageClassifier(Recipe):
         names = self.class_names_
         titles = [f"{names[predicted[i]]} ({names[images.labels[i]]})" for i in order]
         return plot_image_grid(pixels, titles)
-
-
-def _concat(sets: list[ImageSet]) -> ImageSet:
-    if len(sets) == 1:
-        return sets[0]
-    labels = np.concatenate([s.labels for s in sets])
-    if sets[0].paths is not None:
-        return ImageSet(labels=labels, paths=np.concatenate([s.paths for s in sets]))
-    return dataclasses.replace(
-        sets[0], labels=labels, images=np.concatenate([s.images for s in sets])
-    )

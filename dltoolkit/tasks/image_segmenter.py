@@ -20,9 +20,16 @@ from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import file_shard
 from dltoolkit.core.training import Plan, Stage, pretrained_stages
-from dltoolkit.data.images import image_files, sampled_sizes, to_channels, unreadable_reasons
+from dltoolkit.data.images import (
+    image_inputs,
+    read_image_file,
+    read_images,
+    sampled_sizes,
+    to_channels,
+)
 from dltoolkit.data.mask_batches import build_mask_augmenter, segmentation_dataset
 from dltoolkit.data.masks import IGNORE, MaskSet, decode_mask, load_mask_source
+from dltoolkit.data.splits import concat_sets, random_splits
 from dltoolkit.models.segment_inference import image_probabilities
 from dltoolkit.models.segmentation import (
     SegmentationLoss,
@@ -133,7 +140,7 @@ class ImageSegmenter(Recipe):
         wanted = {
             k: f for k, f in (("val", c.val_split), ("test", c.test_split)) if f and k not in splits
         }
-        splits.update(_random_splits(splits.pop("train"), wanted, c.seed))
+        splits.update(random_splits(splits.pop("train"), wanted, c.seed))
         shape = self._image_shape(splits["train"])
         if console is not None:
             counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
@@ -272,7 +279,7 @@ class ImageSegmenter(Recipe):
         mask values map to classes as in training."""
         self._require_model()
         source = self._source(data, class_names=self.class_names_, masks=masks, images=images)
-        pairs = source.splits.get("test") or _concat(list(source.splits.values()))
+        pairs = source.splits.get("test") or concat_sets(list(source.splits.values()))
         return self._score(pairs)[0]
 
     def _score(self, pairs: MaskSet) -> tuple[dict, list[dict]]:
@@ -298,7 +305,7 @@ class ImageSegmenter(Recipe):
     def _pixels(self, pairs: MaskSet, index: int) -> np.ndarray | None:
         if pairs.images is not None:
             return pairs.images[index]
-        result = _read_image(pairs.paths[index])
+        result = read_image_file(pairs.paths[index])
         return None if isinstance(result, Bad) else result
 
     def predict_masks(self, inputs) -> list[np.ndarray]:
@@ -313,7 +320,7 @@ class ImageSegmenter(Recipe):
 
     def _readable(self, inputs) -> list[np.ndarray]:
         self._require_model()
-        images = list(inputs) if isinstance(inputs, np.ndarray) else _read_all(inputs)
+        images = list(inputs) if isinstance(inputs, np.ndarray) else read_images(inputs)
         stop_if_strict(images, strict=True)
         return images
 
@@ -334,8 +341,8 @@ class ImageSegmenter(Recipe):
         if isinstance(inputs, np.ndarray):
             names, images = [str(i) for i in range(len(inputs))], list(inputs)
         else:
-            names = _expand(inputs)
-            images = [_read_image(p) for p in names]
+            names = image_inputs(inputs)
+            images = [read_image_file(p) for p in names]
         rows = []
         for name, image in zip(names, images, strict=True):
             if isinstance(image, Bad):
@@ -487,53 +494,3 @@ class ImageSegmenter(Recipe):
             ]
             titles += [str(name)[:16], "truth", f"IoU {r['iou']:.3f}"]
         return plot_image_grid(tiles, titles, columns=6)
-
-
-def _random_splits(train: MaskSet, fractions: dict[str, float], seed: int) -> dict[str, MaskSet]:
-    """Carve seeded random splits (by image) out of `train`; the rest stays train."""
-    order = np.random.default_rng(seed).permutation(len(train))
-    splits, start = {}, 0
-    for name, fraction in fractions.items():
-        count = min(round(fraction * len(train)), len(train) - start - 1)
-        if count < 1:
-            continue
-        splits[name] = train.subset(np.sort(order[start : start + count]))
-        start += count
-    return {"train": train.subset(np.sort(order[start:])), **splits}
-
-
-def _concat(sets: list[MaskSet]) -> MaskSet:
-    if len(sets) == 1:
-        return sets[0]
-
-    def joined(name):
-        parts = [getattr(s, name) for s in sets]
-        return None if parts[0] is None else np.concatenate(parts)
-
-    return MaskSet(
-        masks=joined("masks"), paths=joined("paths"), images=joined("images"), names=joined("names")
-    )
-
-
-def _read_all(inputs) -> list[np.ndarray | Bad]:
-    return [_read_image(path) for path in _expand(inputs)]
-
-
-def _expand(inputs) -> list[str]:
-    items = [inputs] if isinstance(inputs, str | Path) else list(inputs or [])
-    if not items:
-        raise DataError("no inputs to predict; pass JPEG/PNG/BMP/GIF files or folders")
-    return image_files(items)
-
-
-def _read_image(path: str) -> np.ndarray | Bad:
-    """An image file's pixels (H, W, 3) uint8, decoded as the export decodes, or a Bad."""
-    reason = unreadable_reasons([path])[path]
-    if reason:
-        return Bad({"input": path}, reason)
-    try:
-        return tf.io.decode_image(
-            tf.io.read_file(path), channels=3, expand_animations=False
-        ).numpy()
-    except tf.errors.OpError as e:
-        return Bad({"input": path}, f"not a decodable image: {e.message.splitlines()[0][:200]}")
