@@ -33,6 +33,9 @@ class Option:
     multiple: bool = False
 
 
+# The evaluate option of recipes whose annotation files name images kept elsewhere.
+IMAGES = Option("images", str, "The image folder of a COCO JSON (or CSV) --data.")
+
 # The predict option of every recipe whose inputs are separate records (core/records.py).
 STRICT = Option(
     "strict", bool, "Stop at the first unreadable input (exit 2) instead of skipping it."

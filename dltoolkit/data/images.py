@@ -631,6 +631,39 @@ def decoded_batches(paths: list[str], image_shape, batch_size: int) -> tf.data.D
     return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def seeded_order(count: int, *, training: bool, seed: int, shard=None) -> np.ndarray:
+    """The order a per-image pipeline reads `count` images in: seeded random for training, as
+    given otherwise; with `shard` (workers, index) only this worker's equal share of it."""
+    order = np.random.default_rng(seed).permutation(count) if training else np.arange(count)
+    if shard is not None:
+        workers, index = shard
+        order = order[index : len(order) - len(order) % workers : workers]
+    return order
+
+
+def image_elements(paths, images, extra: np.ndarray) -> tf.data.Dataset:
+    """(image path or pixels, extra[i]) per image, from file `paths` or in-memory `images`;
+    images of several sizes (an object array) come from a generator."""
+    if images is None:
+        return tf.data.Dataset.from_tensor_slices((paths, extra))
+    if images.dtype != object:
+        return tf.data.Dataset.from_tensor_slices((images, extra))
+    return tf.data.Dataset.from_generator(
+        lambda: zip(images, extra, strict=True),
+        output_signature=(
+            tf.TensorSpec([None, None, images[0].shape[-1]], images[0].dtype),
+            tf.TensorSpec(extra.shape[1:], tf.as_dtype(extra.dtype)),
+        ),
+    )
+
+
+def read_pixels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """An image element (a file path, or pixels) -> float32 [H, W, channels] in [0, 255]."""
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(tf.io.read_file(image), channels=3, expand_animations=False)
+    return to_channels(image, channels)
+
+
 def decode_error(path: str) -> str:
     """Why TensorFlow cannot decode the image file at `path` ("" if it can)."""
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core.runtime import with_shard_policy
-from dltoolkit.data.images import to_channels
+from dltoolkit.data.images import image_elements, read_pixels, seeded_order
 from dltoolkit.data.masks import IGNORE, MaskSet
 from dltoolkit.specs.segment import AUGMENT_LEVELS, FLIPS
 
@@ -43,15 +43,10 @@ def segmentation_dataset(
     `augment(images, masks)` mapped over its batches. `shard` (workers, index) gives each worker of a multi-worker run its own share
     of the pairs (see `runtime.file_shard`).
     """
-    order = (
-        np.random.default_rng(seed).permutation(len(pairs)) if training else np.arange(len(pairs))
-    )
-    if shard is not None:
-        workers, index = shard
-        order = order[index : len(order) - len(order) % workers : workers]
+    order = seeded_order(len(pairs), training=training, seed=seed, shard=shard)
     pairs = pairs.subset(order)
     size, channels = image_shape[:2], image_shape[2]
-    ds = _pairs(pairs, channels)
+    ds = image_elements(pairs.paths, pairs.images, pairs.masks.astype(bytes))
     ds = ds.map(
         lambda image, mask: _decode_pair(image, mask, channels, None if tile else size),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -75,31 +70,8 @@ def segmentation_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _pairs(pairs: MaskSet, channels: int) -> tf.data.Dataset:
-    """(image path or pixels, mask PNG) per pair; images of several sizes (an object array)
-    come from a generator."""
-    masks = pairs.masks.astype(bytes)
-    if pairs.images is None:
-        return tf.data.Dataset.from_tensor_slices((pairs.paths, masks))
-    if pairs.images.dtype != object:
-        return tf.data.Dataset.from_tensor_slices((pairs.images, masks))
-    shape = [None, None, pairs.images[0].shape[-1]]
-    return tf.data.Dataset.from_generator(
-        lambda: zip(pairs.images, masks, strict=True),
-        output_signature=(
-            tf.TensorSpec(shape, pairs.images[0].dtype),
-            tf.TensorSpec([], tf.string),
-        ),
-    )
-
-
 def _decode_pair(image, mask_png, channels: int, size):
-    pixels = to_channels(
-        tf.io.decode_image(tf.io.read_file(image), channels=3, expand_animations=False)
-        if image.dtype == tf.string
-        else image,
-        channels,
-    )
+    pixels = read_pixels(image, channels)
     mask = tf.io.decode_png(mask_png, channels=1)
     if size is not None:
         pixels = tf.image.resize(pixels, size, method="bilinear", antialias=True)

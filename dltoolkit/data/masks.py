@@ -703,7 +703,7 @@ def _finish(pending: _Pending, mapping, ignore_value, class_names) -> MaskSource
     masks, present = _encode_all(readers, labels, mapping)
     note, palette = "", _palette(pending.first_file) if pending.first_file else None
     if pending.class_names is not None:
-        names, colors = pending.class_names, _distinct_colors(len(pending.class_names))
+        names, colors = pending.class_names, distinct_colors(len(pending.class_names))
     elif isinstance(mapping, _ColourClasses):
         names, colors = mapping.names, mapping.colors
     elif mapping is not None:
@@ -807,7 +807,7 @@ def _onto(names, colors, present, class_names):
     lut = np.full(256, IGNORE, np.uint8)
     lut[: len(names)] = [index.get(name, IGNORE) for name in names]
     mine = dict(zip(names, colors, strict=True))
-    default = _distinct_colors(len(class_names))
+    default = distinct_colors(len(class_names))
     return lut, [mine.get(name, default[i]) for i, name in enumerate(class_names)]
 
 
@@ -825,12 +825,12 @@ def _check_present(present: np.ndarray, names: list[str], description: str) -> N
 def _value_colors(palette, lut: np.ndarray, names: list[str]) -> list[tuple[int, int, int]]:
     """The palette colour of each class's first value, when masks have a distinct palette."""
     if palette is None:
-        return _distinct_colors(len(names))
+        return distinct_colors(len(names))
     colors = [tuple(int(c) for c in palette[np.argmax(lut == i)]) for i in range(len(names))]
-    return colors if len(set(colors)) == len(colors) else _distinct_colors(len(names))
+    return colors if len(set(colors)) == len(colors) else distinct_colors(len(names))
 
 
-def _distinct_colors(count: int) -> list[tuple[int, int, int]]:
+def distinct_colors(count: int) -> list[tuple[int, int, int]]:
     """The PASCAL VOC colour map: index bits spread over the high bits of R, G and B."""
     colors = []
     for index in range(count):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
-from dltoolkit.registry import STRICT, Option, RecipeSpec
+from dltoolkit.registry import IMAGES, STRICT, Option, RecipeSpec
 
 LOSS_TERMS = ("crossentropy", "dice", "focal")  # `loss` joins one or more with "+"
 CLASS_WEIGHTS = ("none", "balanced")
@@ -144,6 +144,6 @@ SPEC = RecipeSpec(
     predict_options=(STRICT,),
     evaluate_options=(
         Option("masks", str, "The mask folder of --data (segment runs)."),
-        Option("images", str, "The image folder of a COCO JSON --data (segment runs)."),
+        IMAGES,
     ),
 )
