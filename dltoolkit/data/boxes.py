@@ -95,15 +95,14 @@ def load_box_source(
     problems = Problems(strict)
     parsed = _parse(data, images, tfds_data_dir, problems)
     _drop_unreadable(parsed, problems)
+    for split, entries in parsed.splits.items():
+        if not entries:
+            raise DataError(f"{parsed.where} has no readable images in its {split} split; add some")
     _read_sizes(parsed)
     names, index = _classes(parsed, class_names)
     if not names:
         raise DataError(f"{parsed.where} names no classes; give at least one")
-    splits = {}
-    for split, entries in parsed.splits.items():
-        if not entries:
-            raise DataError(f"{parsed.where} has no readable images in its {split} split; add some")
-        splits[split] = _box_set(entries, index, names, problems)
+    splits = {split: _box_set(e, index, problems) for split, e in parsed.splits.items()}
     boxes = sum(len(b) for b in splits["train"].boxes)
     if not boxes:
         raise DataError(
@@ -235,7 +234,7 @@ def _classes(parsed: Parsed, class_names: list[str] | None):
 # --- boxes -----------------------------------------------------------------------------------
 
 
-def _box_set(entries: list[Annotated], index, names, problems: Problems) -> BoxSet:
+def _box_set(entries: list[Annotated], index, problems: Problems) -> BoxSet:
     boxes, labels = np.empty(len(entries), object), np.empty(len(entries), object)
     for i, entry in enumerate(entries):
         boxes[i], labels[i] = _checked(entry, index, problems)
