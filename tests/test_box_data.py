@@ -456,3 +456,46 @@ def test_digit_boxes_sample():
     train = source.splits["train"]
     assert train.images.shape == (1200, 64, 64, 1) and (train.sizes == 64).all()
     np.testing.assert_array_equal(train.boxes[7], boxes[7])
+
+
+def test_tfds_detection_set(tmp_path):
+    """A tiny tfds builder shaped like coco/2017: image + objects (bbox, label, is_crowd)."""
+    import tensorflow_datasets as tfds
+
+    class TinyBoxes(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            objects = {
+                "bbox": tfds.features.BBoxFeature(),
+                "label": tfds.features.ClassLabel(names=CLASSES),
+                "is_crowd": np.bool_,
+            }
+            features = {
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "objects": tfds.features.Sequence(objects),
+            }
+            return tfds.core.DatasetInfo(
+                builder=self, features=tfds.features.FeaturesDict(features)
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(3), "validation": self._generate_examples(1)}
+
+        def _generate_examples(self, count):
+            for i in range(count):  # images 10 high, 20 + i wide; one box, one crowd
+                bbox = tfds.features.BBox(ymin=0.2, xmin=0.1, ymax=0.6, xmax=0.5)
+                objects = {"bbox": [bbox, bbox], "label": [1, 0], "is_crowd": [False, True]}
+                yield i, {"image": np.zeros((10, 20 + i, 3), np.uint8), "objects": objects}
+
+    TinyBoxes(data_dir=tmp_path).download_and_prepare()
+    source = load_box_source("tfds:tiny_boxes", tfds_data_dir=str(tmp_path))
+    assert source.class_names == CLASSES and list(source.splits) == ["train", "val"]
+    train = source.splits["train"]
+    assert train.images.dtype == object and train.sizes.tolist() == [[10, 20], [10, 21], [10, 22]]
+    np.testing.assert_allclose(train.boxes[0], [[2, 2, 10, 6]], atol=1e-5)
+    assert [b.tolist() for b in train.labels] == [[1]] * 3
+    assert source.problems[0] == (
+        "tfds tiny_boxes train example 0",
+        "box 1 is a crowd box, dropped",
+    )
