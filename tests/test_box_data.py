@@ -4,6 +4,7 @@ back into the same xyxy pixel boxes; splits, negatives and every reported proble
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -499,3 +500,62 @@ def test_tfds_detection_set(tmp_path):
         "tfds tiny_boxes train example 0",
         "box 1 is a crowd box, dropped",
     )
+
+
+def csv_with_bad_rows(root):
+    table = make_csv(root)
+    rows = [",5,5,cat,1,1,2,2", "a.png,20,16,cat,1,x,2,2", "a.png,20,16,,1,1,2,2"]
+    table.write_text(table.read_text() + "\n".join(rows) + "\n")
+    return table
+
+
+def voc_with_bad_object(root):
+    write_voc(root)
+    xml = root / "Annotations" / "b.xml"
+    xml.write_text(xml.read_text().replace("<xmax>15</xmax>", ""))
+    return root
+
+
+def yolo_without_label_file(root):
+    make_yolo(root)
+    (root / "labels" / "a.txt").unlink()
+    return root
+
+
+def csv_with_missing_image(root):
+    table = make_csv(root)
+    (root / "images" / "b.jpg").unlink()
+    return table
+
+
+def arrays_with_inverted_box(_):
+    return (
+        [np.zeros((4, 4), np.uint8)],
+        [{"boxes": [(3, 3, 1, 1), (0, 0, 2, 2)], "labels": [0, 0]}],
+    )
+
+
+@pytest.mark.parametrize(
+    "make, reported",
+    [
+        (
+            csv_with_bad_rows,
+            [
+                "line 6 has no image path, dropped",
+                "line 7 has missing or non-numeric box values, dropped",
+                "line 8 has a box without a class, dropped",
+            ],
+        ),
+        (voc_with_bad_object, ["object 1 lacks a name or a numeric bndbox, dropped"]),
+        (yolo_without_label_file, ["no label file, its image kept as a negative"]),
+        (csv_with_missing_image, ["image file not found, skipped"]),
+        (arrays_with_inverted_box, ["box 0: inverted box (x2 < x1 or y2 < y1), dropped"]),
+    ],
+    ids=lambda case: getattr(case, "__name__", ""),
+)
+def test_strict_turns_each_report_into_an_error(tmp_path, make, reported):
+    data = make(tmp_path)
+    assert [what for _, what in load_box_source(data).problems] == reported
+    first = reported[0].rsplit(", ", 1)[0]
+    with pytest.raises(DataError, match=f": {re.escape(first)}; fix it, or turn strict mode off"):
+        load_box_source(data, strict=True)

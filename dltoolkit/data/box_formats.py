@@ -438,24 +438,27 @@ def box_table(path: Path, images, problems: Problems) -> Parsed:
     table = _read_table(path)
     columns = {key: _column(table, names, path) for key, names in _TABLE_COLUMNS.items()}
     optional = {key: _column(table, names) for key, names in _OPTIONAL_COLUMNS.items()}
-    files = table[columns["path"]].astype(str).str.strip().tolist()
+    files = [str(f).strip() if pd.notna(f) else "" for f in table[columns["path"]]]
     folder = _image_folder(
         files, images, [path.parent, path.parent / "images", path.parent.parent / "images"], path
     )
     corners = table[[columns[k] for k in ("x1", "y1", "x2", "y2")]]
     numbers = corners.apply(pd.to_numeric, errors="coerce").to_numpy(float)
-    empty = corners.isna().to_numpy()
+    empty = corners.isna().to_numpy().all(axis=1)
+    labels, sizes = table[columns["label"]].tolist(), _table_sizes(table, optional)
     splits = _row_splits(table, optional["split"], path)
     entries: dict[str, Annotated] = {}
     by_split: dict[str, list[Annotated]] = defaultdict(list)
-    for row, file in enumerate(files):
+    for row, (file, label) in enumerate(zip(files, labels, strict=True)):
         line = f"line {row + 2}"  # the header is line 1
+        if not file:
+            problems.add(path, f"{line} has no image path", "dropped")
+            continue
         if file not in entries:
-            entries[file] = Annotated(Path(file).stem, str(path), path=str(folder / file))
-            entries[file].size = _row_size(table, optional, row)
+            size = tuple(sizes[row]) if sizes is not None and sizes[row].all() else None
+            entries[file] = Annotated(Path(file).stem, str(path), str(folder / file), size=size)
             by_split[splits[row]].append(entries[file])
-        label = table[columns["label"]].iloc[row]
-        if empty[row].all():
+        if empty[row]:
             continue
         if np.isnan(numbers[row]).any():
             problems.add(path, f"{line} has missing or non-numeric box values", "dropped")
@@ -495,11 +498,12 @@ def _row_splits(table: pd.DataFrame, column, path: Path) -> list[str]:
     return values.map(SPLIT_VALUES).tolist()
 
 
-def _row_size(table: pd.DataFrame, optional: dict, row: int) -> tuple[int, int] | None:
+def _table_sizes(table: pd.DataFrame, optional: dict) -> np.ndarray | None:
+    """Each row's (height, width) from the height and width columns, 0 where not a number."""
     if optional["width"] is None or optional["height"] is None:
         return None
-    width, height = (_int(str(table[optional[k]].iloc[row])) for k in ("width", "height"))
-    return (height, width) if width > 0 and height > 0 else None
+    sizes = table[[optional["height"], optional["width"]]].apply(pd.to_numeric, errors="coerce")
+    return sizes.fillna(0).clip(lower=0).to_numpy().astype(np.int64)
 
 
 def _label_name(value) -> str:
