@@ -256,6 +256,7 @@ def test_data_yaml_lists_labels_rule_and_sibling_label_folder(tmp_path):
     )
     source = load_box_source(root / "det_config.yaml")
     assert source.class_names == CLASSES and source.problems == []
+    assert "(labels in det_labels)" in source.description
     assert_scene(source.splits["train"])
     assert_scene(source.splits["val"], ["a", "b"])
     (root / "other.yaml").write_text("train: images/train2017\n")
@@ -427,7 +428,7 @@ def test_empty_or_classless_data_is_an_error(tmp_path):
     (root / "labels" / "ok.txt").write_text("")
     with pytest.raises(DataError, match="no boxes in its train split"):
         load_box_source(root)
-    with pytest.raises(DataError, match="names no classes"):
+    with pytest.raises(DataError, match="has no classes"):
         load_box_source(make_voc(tmp_path / "voc"), class_names=[])
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)

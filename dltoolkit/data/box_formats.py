@@ -128,7 +128,9 @@ def ultralytics_yaml(path: Path, problems: Problems) -> Parsed:
             images = _yaml_images(doc[key], root, f"{path} {key}")
             entries = [_yolo_image(image, labels.of(Path(image))) for image in images]
             splits[key] = [entry for entry in entries if _read_yolo_labels(entry, problems)]
-    return Parsed(f"YOLO data {path}", splits, root, _yaml_names(doc, path))
+    moved = sorted({f.name for f in labels.found.values() if f.name != "labels"})
+    where = f"YOLO data {path}" + (f" (labels in {', '.join(moved)})" if moved else "")
+    return Parsed(where, splits, root, _yaml_names(doc, path))
 
 
 def _yolo_image(path: str, label_file: Path) -> Annotated:

@@ -101,7 +101,9 @@ def load_box_source(
     _read_sizes(parsed)
     names, index = _classes(parsed, class_names)
     if not names:
-        raise DataError(f"{parsed.where} names no classes; give at least one")
+        raise DataError(
+            f"{parsed.where} has no classes (no class names, no boxes); label some objects"
+        )
     splits = {split: _box_set(e, index, problems) for split, e in parsed.splits.items()}
     boxes = sum(len(b) for b in splits["train"].boxes)
     if not boxes:
