@@ -558,5 +558,5 @@ def test_strict_turns_each_report_into_an_error(tmp_path, make, reported):
     data = make(tmp_path)
     assert [what for _, what in load_box_source(data).problems] == reported
     first = reported[0].rsplit(", ", 1)[0]
-    with pytest.raises(DataError, match=f": {re.escape(first)}; fix it, or turn strict mode off"):
+    with pytest.raises(DataError, match=f": {re.escape(first)}; fix it, or leave strict mode off"):
         load_box_source(data, strict=True)

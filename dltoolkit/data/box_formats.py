@@ -76,7 +76,7 @@ class Problems:
 
     def add(self, file, problem: str, done: str) -> None:
         if self.strict:
-            raise DataError(f"{file}: {problem}; fix it, or turn strict mode off to have it {done}")
+            raise DataError(f"{file}: {problem}; fix it, or leave strict mode off: {done}")
         self.found[(str(file), f"{problem}, {done}")] = None
 
 
