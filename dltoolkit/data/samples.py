@@ -2,7 +2,9 @@
 
 `SAMPLES` is a registry: each entry has a `kind` and a loader. An "images" loader returns
 `(images uint8 (N, H, W, C), labels int (N,), class_names)`; a "segmentation" loader returns
-`(images uint8 (N, H, W, C), masks uint8 (N, H, W) of class indices, class_names)`; a "series"
+`(images uint8 (N, H, W, C), masks uint8 (N, H, W) of class indices, class_names)`; a "detection"
+loader returns `(images uint8 (N, H, W, C), boxes: list of float32 (n_i, 4) x1 y1 x2 y2 in
+pixels, labels: list of int32 (n_i,) class indices, class_names)`; a "series"
 loader returns a DataFrame with a time column and numeric columns; a "table" loader returns
 `(DataFrame, label column)`.
 """
@@ -34,9 +36,39 @@ def _digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _digit_scenes() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The seeded digit scenes (`_digit_layout`). Mask: the digit + 1 where its ink is above
+    40% of its maximum, 0 ("background") elsewhere."""
+    images, placed = _digit_layout()
+    masks = np.zeros(images.shape[:3], np.uint8)
+    for mask, digits in zip(masks, placed, strict=True):
+        for digit, top, left, ink in digits:
+            mask[top : top + ink.shape[0], left : left + ink.shape[1]][ink] = digit + 1
+    return images, masks, ["background"] + [str(d) for d in range(10)]
+
+
+def _digit_boxes() -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[str]]:
+    """The seeded digit scenes (`_digit_layout`). Box: x1, y1, x2, y2 in pixels, the tight box of
+    the pixels where the digit's ink is above 40% of its maximum."""
+    images, placed = _digit_layout()
+    boxes, labels = [], []
+    for digits in placed:
+        boxes.append(
+            np.array([_ink_box(top, left, ink) for _, top, left, ink in digits], np.float32)
+        )
+        labels.append(np.array([digit for digit, *_ in digits], np.int32))
+    return images, boxes, labels, [str(d) for d in range(10)]
+
+
+def _ink_box(top: int, left: int, ink: np.ndarray) -> list[int]:
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return [left + cols[0], top + rows[0], left + cols[-1] + 1, top + rows[-1] + 1]
+
+
+def _digit_layout() -> tuple[np.ndarray, list[list[tuple[int, int, int, np.ndarray]]]]:
     """1,200 seeded 64x64 scenes of 1-3 digits (scikit-learn's, upscaled x3 bilinear), one per
-    32x32 quarter so they never overlap, on a lightly noisy background. Mask: the digit + 1 where
-    its ink is above 40% of its maximum, 0 ("background") elsewhere."""
+    32x32 quarter so they never overlap, on a lightly noisy background: the images uint8
+    (N, 64, 64, 1) and per scene its digits as (digit, top, left, ink mask (24, 24) bool),
+    the mask true where the ink is above 40% of its maximum."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -44,17 +76,18 @@ def _digit_scenes() -> tuple[np.ndarray, np.ndarray, list[str]]:
     digits = np.einsum("ij,njk,lk->nil", up, bunch.images / 16.0, up)  # (1797, 24, 24) in [0, 1]
     rng = np.random.default_rng(0)
     canvas = rng.normal(20.0, 6.0, (1200, 64, 64))
-    masks = np.zeros(canvas.shape, np.uint8)
-    for scene, mask in zip(canvas, masks, strict=True):
+    placed = []
+    for scene in canvas:
+        placed.append([])
         for quarter in rng.permutation(4)[: rng.integers(1, 4)]:
             pick = rng.integers(len(digits))
             top, left = 32 * (quarter // 2) + rng.integers(9), 32 * (quarter % 2) + rng.integers(9)
             box = np.s_[top : top + 24, left : left + 24]
             ink = digits[pick]
             scene[box] = np.maximum(scene[box], 255.0 * ink)
-            mask[box][ink > 0.4 * ink.max()] = bunch.target[pick] + 1
+            placed[-1].append((int(bunch.target[pick]), int(top), int(left), ink > 0.4 * ink.max()))
     images = np.clip(np.round(canvas), 0, 255).astype(np.uint8)[..., None]
-    return images, masks, ["background"] + [str(d) for d in range(10)]
+    return images, placed
 
 
 def _bilinear_matrix(size: int, factor: int) -> np.ndarray:
@@ -115,6 +148,12 @@ SAMPLES: dict[str, Sample] = {
         "background + 10 digit classes (scikit-learn)",
         _digit_scenes,
         kind="segmentation",
+    ),
+    "digit-boxes": Sample(
+        "the 1,200 digit scenes with a box around each digit (2,343 boxes), 64x64 grayscale, "
+        "10 digit classes (scikit-learn)",
+        _digit_boxes,
+        kind="detection",
     ),
     "breast-cancer": Sample(
         "breast cancer cell measurements, 30 columns, 357 benign + 40 malignant "
