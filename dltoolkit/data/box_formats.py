@@ -21,7 +21,7 @@ import yaml
 
 from dltoolkit.core.errors import DataError
 from dltoolkit.data.images import SPLIT_VALUES, first_line, tfds_builder, walk_images
-from dltoolkit.data.masks import _read_coco, _split_folders, _stack
+from dltoolkit.data.masks import read_coco, split_folders, stack_images
 
 _CLASS_FILES = ("classes.txt", "classes.names", "data.yaml", "data.yml")
 _TABLE_COLUMNS = {
@@ -90,10 +90,10 @@ def yolo_folder(root: Path, text: str, problems: Problems) -> Parsed:
         image_root = root / "images"
         folders = {
             split: (d, root / "labels" / d.relative_to(image_root))
-            for split, d in _split_folders(image_root).items()
+            for split, d in split_folders(image_root).items()
         }
     else:
-        found = _split_folders(root)
+        found = split_folders(root)
         if found == {"train": root}:
             raise DataError(
                 f"{text} has no images/ folder; a YOLO folder holds images/ and labels/ (or "
@@ -285,7 +285,7 @@ def _prefix(name: str) -> str:
 def coco_json(path: Path, images, problems: Problems) -> Parsed:
     """COCO instances: bbox [x, y, w, h] in pixels; crowd boxes (iscrowd=1) are dropped and
     reported; images without annotations are negatives."""
-    doc = _read_coco(path)
+    doc = read_coco(path)
     entries = doc["images"]
     folder = _image_folder(
         [e["file_name"] for e in entries], images, [path.parent, path.parent / "images"], path
@@ -599,7 +599,7 @@ def _check_images(x, split: str) -> np.ndarray:
         images[i] = images[i][..., :3]
     if not images:
         raise DataError(f"the {split} array data holds no images; add some")
-    return _stack(images)
+    return stack_images(images)
 
 
 def _array_entry(image: np.ndarray, target, file: str, index: int) -> Annotated:

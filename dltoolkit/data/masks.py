@@ -191,7 +191,7 @@ def _from_folders(root: Path, masks, text: str, strict: bool, rgb: bool) -> _Pen
         where = f"folder {text} (masks {masks})"
         if not mask_root.is_dir():
             raise DataError(f"mask folder {masks} does not exist; check the path")
-    folders = _split_folders(image_root)
+    folders = split_folders(image_root)
     pairs = {s: _pair(d, mask_root / d.relative_to(image_root)) for s, d in folders.items()}
     reasons = unreadable_reasons([image for found in pairs.values() for _, image, _ in found])
     skipped = [(p, r) for p, r in reasons.items() if r]
@@ -219,7 +219,7 @@ def _from_folders(root: Path, masks, text: str, strict: bool, rgb: bool) -> _Pen
     return pending
 
 
-def _split_folders(root: Path) -> dict[str, Path]:
+def split_folders(root: Path) -> dict[str, Path]:
     """Split -> folder for train/val/test subfolders (also e.g. train2017), else train -> root."""
     found = {}
     for folder in sorted(root.iterdir()):
@@ -335,7 +335,7 @@ def _from_coco(path: Path, images, strict: bool) -> _Pending:
     folder = Path(images).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {images} does not exist; check the path")
-    doc = _read_coco(path)
+    doc = read_coco(path)
     coco = COCO()
     coco.dataset = doc
     with redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -377,7 +377,7 @@ def _from_coco(path: Path, images, strict: bool) -> _Pending:
     )
 
 
-def _read_coco(path: Path) -> dict:
+def read_coco(path: Path) -> dict:
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -446,7 +446,7 @@ def _from_tfds(name: str, data_dir: str | None) -> _Pending:
         if tfds_split not in builder.info.splits:
             continue
         examples = list(tfds.as_numpy(builder.as_dataset(split=tfds_split)))
-        images = _stack([example[image_key][..., :3] for example in examples])
+        images = stack_images([example[image_key][..., :3] for example in examples])
         masks = [example[mask_key][..., 0] for example in examples]
         labels = [f"tfds {name} {tfds_split} example {i}" for i in range(len(masks))]
         for label, image, mask in zip(labels, images, masks, strict=True):
@@ -476,7 +476,7 @@ def _tfds_keys(info, name: str) -> tuple[str, str]:
     return image, masks[0]
 
 
-def _stack(images: list[np.ndarray]) -> np.ndarray:
+def stack_images(images: list[np.ndarray]) -> np.ndarray:
     """(N, H, W, C) when all images have one size, else an (N,) object array of them."""
     if len({image.shape for image in images}) == 1:
         return np.stack(images)
