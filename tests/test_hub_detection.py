@@ -32,22 +32,32 @@ def tiny_resnet(**kwargs):
     )
 
 
-@pytest.fixture(scope="module")
-def retinanet_preset(tmp_path_factory):
-    """A random 3-class RetinaNet (pyramid levels 3-4) saved in KerasHub's default "yxyx"."""
+def save_retinanet(directory, image_shape=(None, None, 3), preprocessor=True):
+    """A random 3-class RetinaNet (pyramid levels 3-4) saved in KerasHub's default "yxyx",
+    with a [0, 1] image converter to 32x32 (or no preprocessor)."""
     backbone = keras_hub.models.RetinaNetBackbone(
-        image_encoder=tiny_resnet(), min_level=3, max_level=4, use_p5=False
+        image_encoder=tiny_resnet(image_shape=image_shape),
+        min_level=3,
+        max_level=4,
+        use_p5=False,
+        image_shape=image_shape,
     )
     converter = keras_hub.layers.RetinaNetImageConverter(image_size=(32, 32), scale=1 / 255)
     task = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone,
         num_classes=3,
-        preprocessor=keras_hub.models.RetinaNetObjectDetectorPreprocessor(converter),
+        preprocessor=keras_hub.models.RetinaNetObjectDetectorPreprocessor(converter)
+        if preprocessor
+        else None,
         pre_logits_num_conv_layers=1,
     )
-    directory = tmp_path_factory.mktemp("retinanet") / "preset"
     task.save_to_preset(directory)
-    return directory
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def retinanet_preset(tmp_path_factory):
+    return save_retinanet(tmp_path_factory.mktemp("retinanet") / "preset")
 
 
 def toy_boxes(count: int, seed: int = 0):
@@ -75,12 +85,14 @@ def test_hub_targets_pads_with_minus_one_inside_tf_data():
 
 
 def test_retinanet_fine_tunes_decodes_and_survives_saving(retinanet_preset, tmp_path):
-    model = hub_detector(str(retinanet_preset), num_classes=2, image_size=SIZE)
+    model = hub_detector(retinanet_preset, num_classes=2, image_size=SIZE)
     assert model.num_classes == 2
     assert model.bounding_box_format == "xyxy"
     assert model.preprocessor.image_converter.image_size == (SIZE, SIZE)
     assert model.preprocessor.image_converter.bounding_box_format == "xyxy"
-    preset = keras_hub.models.ObjectDetector.from_preset(str(retinanet_preset))
+    assert model.preprocessor.image_converter.scale == 1 / 255  # the preset's value scaling
+    assert model.label_encoder.bounding_box_format == "xyxy"
+    preset = keras_hub.models.ObjectDetector.from_preset(retinanet_preset)
     for kept in (model.box_head, model.backbone):  # class-independent weights come along
         twin = preset.box_head if kept is model.box_head else preset.backbone
         for ours, theirs in zip(kept.weights, twin.weights, strict=True):
@@ -124,18 +136,27 @@ def test_retinanet_fine_tunes_decodes_and_survives_saving(retinanet_preset, tmp_
     np.testing.assert_array_equal(none["labels"], -np.ones((3, 7)))
     np.testing.assert_array_equal(none["boxes"], np.zeros((3, 7, 4)))
 
+    before = hub_detections(model, images[:3], score_threshold=0.0, max_detections=7)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
-    again = hub_detections(loaded, images[:3], score_threshold=0.0, max_detections=7)
+    after = hub_detections(loaded, images[:3], score_threshold=0.0, max_detections=7)
     for key in ("boxes", "scores", "labels", "count"):
-        np.testing.assert_allclose(again[key], found[key], atol=1e-5)
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
 
 
 def test_same_classes_keep_the_preset_head(retinanet_preset):
-    model = hub_detector(str(retinanet_preset), num_classes=3, image_size=SIZE)
-    preset = keras_hub.models.ObjectDetector.from_preset(str(retinanet_preset))
+    model = hub_detector(retinanet_preset, num_classes=3, image_size=SIZE)
+    preset = keras_hub.models.ObjectDetector.from_preset(retinanet_preset)
     for ours, theirs in zip(model.weights, preset.weights, strict=True):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_a_preset_without_preprocessor_gets_a_0_1_converter(tmp_path):
+    model = hub_detector(save_retinanet(tmp_path, preprocessor=False), 2, SIZE)
+    converter = model.preprocessor.image_converter
+    assert (converter.image_size, converter.scale) == ((SIZE, SIZE), 1 / 255)
+    found = hub_detections(model, np.full((1, SIZE, SIZE, 3), 255.0, "float32"), score_threshold=0)
+    assert found["boxes"].shape == (1, 100, 4)
 
 
 def one_line_config_error(fragment: str, *args):
@@ -148,6 +169,8 @@ def test_bad_presets_are_one_line_config_errors(retinanet_preset, tmp_path):
     one_line_config_error("not a KerasHub preset directory", str(tmp_path / "missing"), 2, SIZE)
     one_line_config_error("unknown object-detector preset 'yolo_v99'", "yolo_v99", 2, SIZE)
     one_line_config_error("divisible by 32, got 70; pass e.g. --image-size 64", "x", 2, 70)
+    fixed = save_retinanet(tmp_path / "fixed", image_shape=(32, 32, 3))
+    one_line_config_error("takes 32x32 images; pass --image-size 32", fixed, 2, SIZE)
     classifier = keras_hub.models.ResNetImageClassifier(backbone=tiny_resnet(), num_classes=2)
     classifier.save_to_preset(tmp_path / "classifier")
     one_line_config_error(

@@ -177,17 +177,17 @@ def hub_detections(
     [B, max, 4] xyxy pixels (zero rows after `count`), "scores": float32 [B, max],
     "labels": int32 [B, max] (-1 after `count`), "count": int32 [B]}. Only the `candidates`
     anchors of highest class score go into NMS."""
-    images = tf.cast(images, tf.float32)
-    outputs = model(model.preprocessor.image_converter(images), training=False)
-    boxes, scores = _anchor_detections(model, outputs, images)
+    inputs = model.preprocessor.image_converter(tf.cast(images, tf.float32))
+    boxes, scores = _anchor_detections(model, model(inputs, training=False), inputs)
     return _non_max_suppression(
         boxes, scores, score_threshold, iou_threshold, max_detections, candidates
     )
 
 
 def _anchor_detections(model, outputs, images) -> tuple[tf.Tensor, tf.Tensor]:
-    """RetinaNet's raw outputs -> boxes [B, A, 4] (xyxy pixels, clipped to the image) and
-    class probabilities [B, A, K], decoded as its label encoder encoded them."""
+    """RetinaNet's raw outputs on `images` (its converted input) -> boxes [B, A, 4] (xyxy
+    pixels, clipped to the image) and class probabilities [B, A, K], decoded as its label
+    encoder encoded them."""
     anchors = model.anchor_generator(images)
     anchors = keras.ops.concatenate(list(anchors.values()), axis=0)
     encoder = model.label_encoder
