@@ -47,9 +47,10 @@ def hub_detector(preset: str, num_classes: int, image_size: int) -> keras.Model:
     square "xyxy" pixel input; the classification head is new when the preset's classes
     differ (the box head and every other weight of the preset are kept)."""
     if image_size % SIZE_MULTIPLE:
+        nearest = max(SIZE_MULTIPLE, image_size // SIZE_MULTIPLE * SIZE_MULTIPLE)
         raise ConfigError(
             f"a KerasHub detector needs an image size divisible by {SIZE_MULTIPLE}, got "
-            f"{image_size}; pass e.g. --image-size {max(1, image_size // SIZE_MULTIPLE) * SIZE_MULTIPLE}"
+            f"{image_size}; pass e.g. --image-size {nearest}"
         )
     task = _load_detector(preset)
     if isinstance(task, keras_hub.models.DFineObjectDetector):
