@@ -34,8 +34,8 @@ import keras_hub
 import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError, WeightsError
+from dltoolkit.data.images import first_line
 from dltoolkit.models.pretrained_seq2seq import REMOTE_PREFIXES, is_local
-from dltoolkit.models.segmentation import _first_line
 
 BOX_FORMAT = "xyxy"  # x1, y1, x2, y2 in input pixels
 PADDING = -1.0  # label (and box coordinates) of a padding row in hub_targets
@@ -89,12 +89,12 @@ def _load_detector(preset: str) -> keras.Model:
         if local:
             raise ConfigError(
                 f"--preset '{preset}' could not be loaded as a KerasHub object detector "
-                f"({_first_line(err)}); pass a RetinaNet preset directory or name such as "
+                f"({first_line(err)}); pass a RetinaNet preset directory or name such as "
                 "retinanet_resnet50_fpn_coco"
             ) from None
         raise WeightsError(
             f"preset '{preset}' could not be downloaded or loaded as an object detector "
-            f"({type(err).__name__}: {_first_line(err)[:80]}); offline, pass a local preset "
+            f"({type(err).__name__}: {first_line(err)[:80]}); offline, pass a local preset "
             "directory instead: --preset ./my_local_preset (made with save_to_preset)"
         ) from None
 

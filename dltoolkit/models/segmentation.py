@@ -15,6 +15,7 @@ import keras
 import keras_hub
 
 from dltoolkit.core.errors import ConfigError, WeightsError
+from dltoolkit.data.images import first_line
 from dltoolkit.models.vision import (
     InferenceMode,
     application_encoder,
@@ -130,7 +131,7 @@ def hub_segmenter(preset: str, image_shape, num_classes: int) -> keras.Model:
     except Exception as e:  # network, Kaggle or preset-format errors of any kind
         where = "local preset directory" if Path(preset).is_dir() else "preset"
         raise WeightsError(
-            f"cannot load the KerasHub image segmenter {where} {preset!r} ({_first_line(e)}); "
+            f"cannot load the KerasHub image segmenter {where} {preset!r} ({first_line(e)}); "
             "pass a preset name (online), or a directory saved with save_to_preset()"
         ) from e
     fixed = task.input_shape[1:3]
@@ -168,10 +169,6 @@ def _converter(preset: str):
         return keras_hub.layers.ImageConverter.from_preset(preset)
     except Exception:  # no converter in the preset (or offline): the defaults apply
         return None
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 @keras.saving.register_keras_serializable(package="dltoolkit")
