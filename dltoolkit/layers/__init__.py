@@ -12,6 +12,7 @@ import pkgutil
 MODEL_MODULES = (
     "dltoolkit.core.optim",
     "dltoolkit.models.autoencoder",
+    "dltoolkit.models.detection",
     "dltoolkit.models.diffusion",
     "dltoolkit.models.generative",
     "dltoolkit.models.graph",
