@@ -382,7 +382,7 @@ class DetectionLoss(keras.losses.Loss):
     def terms(self, y_true, y_pred) -> tuple[tf.Tensor, tf.Tensor]:
         """(classification, box) per image [B], each already normalised (unweighted)."""
         y_pred = tf.cast(y_pred, tf.float32)
-        y_true = tf.cast(tf.reshape(y_true, [tf.shape(y_pred)[0], -1, 5]), tf.float32)
+        y_true = tf.cast(y_true, tf.float32)
         y_true = tf.pad(y_true, [[0, 0], [0, 1], [0, 0]], constant_values=-1.0)  # M >= 1
         boxes = distances_to_boxes(y_pred[..., :4], self.centres)
         logits = y_pred[..., 4:]
