@@ -259,6 +259,8 @@ def test_loss_config_round_trip_and_bad_options():
         DetectionLoss(2, 64, classification="bce")
     with pytest.raises(ConfigError, match="ciou"):
         DetectionLoss(2, 64, box="iou")
+    with pytest.raises(ValueError, match=r"\[B, 84, 6\]"):
+        DetectionLoss(2, 64)(y_true, outputs)  # a model of another size and class count
 
 
 # --- decoding -------------------------------------------------------------------------------
