@@ -25,6 +25,7 @@ _LAZY = {
     "Summarizer": "dltoolkit.tasks",
     "Agent": "dltoolkit.tasks",
     "ImageSegmenter": "dltoolkit.tasks",
+    "ObjectDetector": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

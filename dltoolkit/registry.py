@@ -20,6 +20,7 @@ SPEC_MODULES = (
     "generate",
     "summarize",
     "segment",
+    "detect_objects",
 )
 
 

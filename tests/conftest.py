@@ -100,6 +100,7 @@ RECIPE_TEST_MODULES = {
     "test_image_generator": "generate",
     "test_summarizer": "summarize",
     "test_image_segmenter": "segment",
+    "test_object_detector": "detect-objects",
 }
 
 

@@ -28,6 +28,8 @@ from test_image_generator import TINY as TINY_GENERATOR
 from test_image_segmenter import TINY as TINY_SEGMENTER
 from test_image_segmenter import squares, write_square_folder
 from test_node_classifier import write_block_graph
+from test_object_detector import TINY as TINY_DETECTOR
+from test_object_detector import shapes, write_yolo_folder
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 
@@ -368,6 +370,70 @@ SEGMENT = Case(
 )
 
 
+# -- detect objects ---------------------------------------------------------------------
+
+
+def _photos(folder: Path) -> list[str]:
+    """Three images of other sizes than the training images' (one RGB, one JPEG)."""
+    images = shapes(3, size=(70, 90), seed=8)[0]
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"photo{i}.{'jpg' if i == 2 else 'png'}"
+        picture = Image.fromarray(image[..., 0])
+        (picture.convert("RGB") if i == 1 else picture).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _padded_rows(rows: list[dict], key: str, fill, width: int) -> np.ndarray:
+    """One predict field of every row, padded to the export's `width` detections."""
+    return np.array([list(r[key]) + [fill] * (width - len(r[key])) for r in rows])
+
+
+def _detect_answers(det, files) -> dict:
+    rows, width = det.predict(files), det.config.max_detections
+    return {
+        "boxes": _padded_rows(rows, "boxes", [0.0] * 4, width),
+        "scores": _padded_rows(rows, "scores", 0.0, width),
+        "classes": _padded_rows(rows, "classes", -1, width),
+        "count": np.array([r["count"] for r in rows], np.int32),
+    }
+
+
+def _detect_keras_io(det, files) -> KerasIO:
+    """The saved network maps letterboxed pixels to anchor outputs: decoded, the boxes predict
+    gives for square images of the input size (whose letterbox changes nothing)."""
+    from dltoolkit.models.detection import decode_detections
+
+    pixels = shapes(2, size=(64, 64), seed=8)[0]
+    c = det.config
+    return KerasIO(
+        pixels.astype(np.float32),
+        _detect_answers(det, pixels)["boxes"],
+        decode=lambda out: decode_detections(
+            out,
+            64,
+            score_threshold=c.score_threshold,
+            iou_threshold=c.nms_iou,
+            max_detections=c.max_detections,
+        )["boxes"].numpy(),
+    )
+
+
+DETECT_OBJECTS = Case(
+    params=TINY_DETECTOR,
+    data=lambda folder: str(write_yolo_folder(folder / "shapes")),
+    inputs=_photos,
+    answers=_detect_answers,
+    feeds=lambda det, files: {
+        "image_bytes": np.array([Path(f).read_bytes() for f in files], dtype=object)
+    },
+    signatures=("serving_default", "detect_with_thresholds"),
+    served=lambda outputs: {k: v for k, v in outputs.items() if k != "labels"},
+    keras_io=_detect_keras_io,
+)
+
+
 # -- generate ---------------------------------------------------------------------------
 
 DRAW = {"num": 6, "seed": 5, "label": "3"}
@@ -414,4 +480,5 @@ CASES: dict[str, Case] = {
     "train-agent": TRAIN_AGENT,
     "generate": GENERATE,
     "segment": SEGMENT,
+    "detect-objects": DETECT_OBJECTS,
 }

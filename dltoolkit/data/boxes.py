@@ -29,7 +29,7 @@ from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data import box_formats as formats
 from dltoolkit.data.box_formats import Annotated, Parsed, Problems
 from dltoolkit.data.images import unreadable_reasons
-from dltoolkit.data.masks import _stack
+from dltoolkit.data.masks import stack_images
 from dltoolkit.data.samples import SAMPLES, load_sample
 
 BOX_FORMAT = "xyxy"  # x1, y1, x2, y2 in pixels of the original image
@@ -246,7 +246,7 @@ def _box_set(entries: list[Annotated], index, problems: Problems) -> BoxSet:
         labels,
         np.array([e.size for e in entries], np.int32).reshape(-1, 2),
         paths=np.array([e.path for e in entries], str) if entries[0].path else None,
-        images=_stack(images) if entries[0].image is not None else None,
+        images=stack_images(images) if entries[0].image is not None else None,
         names=np.array([e.name for e in entries], str),
     )
 

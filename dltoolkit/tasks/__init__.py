@@ -7,6 +7,7 @@ from dltoolkit.tasks.image_classifier import ImageClassifier
 from dltoolkit.tasks.image_generator import ImageGenerator
 from dltoolkit.tasks.image_segmenter import ImageSegmenter
 from dltoolkit.tasks.node_classifier import NodeClassifier
+from dltoolkit.tasks.object_detector import ObjectDetector
 from dltoolkit.tasks.summarizer import Summarizer
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "ImageGenerator",
     "ImageSegmenter",
     "NodeClassifier",
+    "ObjectDetector",
     "Summarizer",
 ]
