@@ -340,33 +340,41 @@ def run_peer(layout: Path, args) -> dict:
 def run_recipe(
     data_yaml: Path, test_images: list[Path], args, params: dict, work: Path, class_names: list[str]
 ) -> dict:
-    """LEAD: the recipe side, written against the planned ObjectDetector API; check it once the
-    recipe lands. Fit on the same data.yaml (train and val parts) within `args.minutes` of
-    training; predict the test images (boxes in original pixels)."""
+    """The recipe side: fit on the same data.yaml (train, val; its test part is the recipe's own
+    end-of-fit evaluation) within `args.minutes` of training, then predict the test images at
+    the mAP settings (boxes in original pixels)."""
+    import math
+
     from dltoolkit import ObjectDetector
     from dltoolkit.core.callbacks import read_history
+    from dltoolkit.tasks.object_detector import EPOCH_STEPS
 
     detector = ObjectDetector(
         **{
             "image_size": args.image_size,
             "train_minutes": args.minutes,
             "seed": args.seed,
-            "test_split": 0.0,
             **params,
         }
     )
     times = common.timed_fit(detector, str(data_yaml), work / "recipe")
     epochs = len(read_history(work / "recipe" / "history.csv"))
-    # LEAD: predict at the peer's mAP settings (PREDICT: score >= 0.001, NMS IoU 0.6, 100 boxes)
-    # under the recipe's own parameter names.
-    predicted = detector.predict([str(p) for p in test_images])
+    predicted = detector.predict(
+        [str(p) for p in test_images],
+        score_threshold=PREDICT["conf"],
+        nms_iou=PREDICT["iou"],
+        max_detections=PREDICT["max_det"],
+    )
     train_images = len(read_yolo_list(data_yaml, "train"))
+    batch = detector.config.batch_size
+    # An epoch of the recipe passes the images often enough for EPOCH_STEPS batches.
+    per_epoch = math.ceil(EPOCH_STEPS * batch / train_images) * train_images
     return {
         "predictions": by_file(test_images, predicted, class_names),
         "train_s": times["train"],
         "train_cpu_s": times["train_cpu"],
         "epochs": epochs,
-        "images_seen": epochs * train_images,  # LEAD: less if the budget stops an epoch early
+        "images_seen": epochs * per_epoch,  # the last epoch in full even if the budget cut it
     }
 
 
@@ -459,61 +467,40 @@ def verdict(rows: list[dict], floor: dict, minutes: float) -> str:
 # ---------------------------------------------------------------- coco128
 
 
-def read_yolo_boxes(label_file: Path, size: tuple[int, int], class_names: list[str]) -> dict:
-    """A YOLO label file (class cx cy w h, normalised; missing = no boxes) as pixel xyxy boxes."""
-    height, width = size
-    rows = (
-        np.loadtxt(label_file, ndmin=2, dtype=np.float32)
-        if label_file.exists()
-        else np.zeros((0, 5), np.float32)
-    )
-    cx, cy, w, h = rows[:, 1] * width, rows[:, 2] * height, rows[:, 3] * width, rows[:, 4] * height
-    return {
-        "boxes": np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1),
-        "names": [class_names[int(c)] for c in rows[:, 0]],
-        "size": size,
-    }
-
-
 def detect_coco(folder: Path, params: dict, args, work: Path) -> dict:
-    """LEAD: the recipe alone on coco128_seg_det, train2017 -> val2017 (80 classes), written
-    against the planned ObjectDetector API (labels folder and classes yaml as parameters;
-    predict's settings as in run_recipe)."""
+    """The recipe alone on coco128_seg_det: fitted on train2017 (its validation images carved
+    from them) with det_config.yaml's 80 classes, scored once on val2017 by `evaluate`
+    (the same coco_scores)."""
     import yaml
-    from PIL import Image
 
     from dltoolkit import ObjectDetector
     from dltoolkit.core.callbacks import read_history
 
-    names = yaml.safe_load((folder / "det_config.yaml").read_text())["names"]
-    class_names = [names[k] for k in sorted(names)]
+    config = yaml.safe_load((folder / "det_config.yaml").read_text())
+    # The box loader finds det_labels/ beside images/ for a YAML whose name starts with "det".
+    parts = {}
+    for part, images in (("train", "train2017"), ("test", "val2017")):
+        parts[part] = work / f"det_{part}.yaml"
+        parts[part].write_text(
+            json.dumps({"path": str(folder), "train": f"images/{images}", "names": config["names"]})
+        )
     detector = ObjectDetector(
         **{
             "image_size": args.image_size,
             "train_minutes": args.coco_minutes,
             "seed": args.seed,
             "test_split": 0.0,
-            "labels": str(folder / "det_labels" / "train2017"),
-            "classes": str(folder / "det_config.yaml"),
             **params,
         }
     )
-    times = common.timed_fit(detector, str(folder / "images" / "train2017"), work / "coco")
-    val_images = sorted((folder / "images" / "val2017").glob("*.jpg"))
-    truth = {}
-    for path in val_images:
-        with Image.open(path) as image:
-            size = (image.height, image.width)
-        truth[path.name] = read_yolo_boxes(
-            folder / "det_labels" / "val2017" / f"{path.stem}.txt", size, class_names
-        )
-    predicted = detector.predict([str(p) for p in val_images])
-    scores = score(by_file(val_images, predicted, class_names), truth, class_names)
+    times = common.timed_fit(detector, str(parts["train"]), work / "coco")
+    scores = detector.evaluate(str(parts["test"]))
     return {
         "map": scores["map"],
         "map50": scores["map50"],
         "map75": scores["map75"],
         "ar100": scores["ar100"],
+        "baseline_map50": scores["baseline_map50"],
         "train_s": times["train"],
         "epochs": len(read_history(work / "coco" / "history.csv")),
         "per_class": scores["per_class"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from pathlib import Path
 
@@ -168,6 +169,48 @@ class TimeBudget(keras.callbacks.Callback):
                 self.model.save_weights(tmp)
         if self.minutes is not None and elapsed >= self.minutes:
             self.model.stop_training = True
+
+
+class CosineToBudget(keras.callbacks.Callback):
+    """Warmup then cosine decay of the learning rate (to 1% of `peak`), timed to end when
+    `minutes` of training have passed: after each epoch but the first (which compiles) the
+    decay's length in steps is re-planned from that epoch's time per step, never beyond
+    `planned_steps`. The optimizer's learning
+    rate must be a plain value (schedule "constant"); it is set before every batch from the
+    optimizer's step count, so a resumed run continues the curve."""
+
+    def __init__(self, minutes: float, peak: float, warmup_steps: int, planned_steps: int):
+        super().__init__()
+        self.minutes, self.peak = minutes, peak
+        self.warmup, self.total = warmup_steps, max(planned_steps, warmup_steps + 1)
+        self.planned = self.total
+
+    def on_train_begin(self, logs=None):
+        self._started, self._epochs = time.perf_counter(), 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started, self._epoch_step = time.perf_counter(), self._step()
+        self._epochs += 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(self._step()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = self._step() - self._epoch_step
+        if self._epochs == 1 or steps <= 0:
+            return
+        per_step = (time.perf_counter() - self._epoch_started) / steps
+        left = self.minutes * 60 - (time.perf_counter() - self._started)
+        self.total = max(self.warmup + 1, min(self.planned, self._step() + int(left / per_step)))
+
+    def rate(self, step: int) -> float:
+        if step < self.warmup:
+            return self.peak * (0.01 + 0.99 * step / self.warmup)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations)
 
 
 def snapshot_path(directory: Path, minutes: float) -> Path:

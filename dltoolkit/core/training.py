@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import warnings
 from collections.abc import Callable
@@ -52,6 +53,13 @@ class Stage:
     epochs: int
     lr_scale: float = 1.0
     before: Callable[[], None] | None = None
+
+
+def small_data_epochs(examples: int, batch_size: int, min_steps: int) -> tuple[int, int]:
+    """(passes over the data per epoch, batches per epoch): small data sets pass several times
+    so that an epoch has at least `min_steps` batches and does not stop early on a handful."""
+    repeat = math.ceil(min_steps * batch_size / examples)
+    return repeat, math.ceil(repeat * examples / batch_size)
 
 
 def pretrained_stages(

@@ -474,7 +474,19 @@ def decode_detections(
     centres = tf.constant(anchor_points(image_size)[0])
     boxes = tf.clip_by_value(distances_to_boxes(outputs[..., :4], centres), 0.0, image_size)
     scores = tf.sigmoid(outputs[..., 4:])
-    _, best = tf.math.top_k(tf.reduce_max(scores, axis=-1), min(candidates, centres.shape[0]))
+    return non_max_suppression(
+        boxes, scores, score_threshold, iou_threshold, max_detections, candidates
+    )
+
+
+def non_max_suppression(
+    boxes, scores, score_threshold, iou_threshold, max_detections, candidates
+) -> dict[str, tf.Tensor]:
+    """Class-aware NMS of boxes [B, N, 4] (xyxy) with class probabilities [B, N, K]: the
+    `candidates` boxes of highest top-class score go in; the result is padded to
+    `max_detections` (see decode_detections). Shared by every detector family."""
+    keep = tf.minimum(candidates, tf.shape(scores)[1])
+    best = tf.math.top_k(tf.reduce_max(scores, axis=-1), k=keep).indices
     boxes = tf.gather(boxes, best, batch_dims=1)
     scores = tf.gather(scores, best, batch_dims=1)
     # IoU is symmetric in x and y, so xyxy boxes go in where NMS documents yxyx
@@ -490,7 +502,7 @@ def decode_detections(
     count = tf.cast(kept.valid_detections, tf.int32)
     present = tf.range(tf.shape(kept.nmsed_scores)[1])[None, :] < count[:, None]
     return {
-        "boxes": kept.nmsed_boxes * tf.cast(present, tf.float32)[..., None],
+        "boxes": tf.where(present[..., None], kept.nmsed_boxes, 0.0),
         "scores": tf.where(present, kept.nmsed_scores, 0.0),
         "labels": tf.where(present, tf.cast(kept.nmsed_classes, tf.int32), -1),
         "count": count,

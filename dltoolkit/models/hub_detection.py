@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError, WeightsError
 from dltoolkit.data.images import first_line
+from dltoolkit.models.detection import non_max_suppression
 from dltoolkit.models.pretrained_seq2seq import REMOTE_PREFIXES, is_local
 
 BOX_FORMAT = "xyxy"  # x1, y1, x2, y2 in input pixels
@@ -185,7 +186,7 @@ def hub_detections(
     anchors of highest class score go into NMS."""
     inputs = model.preprocessor.image_converter(tf.cast(images, tf.float32))
     boxes, scores = _anchor_detections(model, model(inputs, training=False), inputs)
-    return _non_max_suppression(
+    return non_max_suppression(
         boxes, scores, score_threshold, iou_threshold, max_detections, candidates
     )
 
@@ -215,31 +216,3 @@ def _anchor_detections(model, outputs, images) -> tuple[tf.Tensor, tf.Tensor]:
 
 def _from_logits(model) -> bool:
     return keras.activations.get(model.activation) != keras.activations.sigmoid
-
-
-def _non_max_suppression(
-    boxes, scores, score_threshold, iou_threshold, max_detections, candidates
-) -> dict[str, tf.Tensor]:
-    """Class-aware NMS of boxes [B, N, 4] with class scores [B, N, K], the `candidates` best
-    boxes by their top class score first, padded to `max_detections`."""
-    keep = tf.minimum(candidates, tf.shape(scores)[1])
-    best = tf.math.top_k(tf.reduce_max(scores, axis=-1), k=keep).indices
-    boxes = tf.gather(boxes, best, batch_dims=1)
-    scores = tf.gather(scores, best, batch_dims=1)
-    nms = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :],
-        scores,
-        max_output_size_per_class=max_detections,
-        max_total_size=max_detections,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        clip_boxes=False,
-    )
-    count = tf.cast(nms.valid_detections, tf.int32)
-    valid = tf.range(tf.shape(nms.nmsed_scores)[1])[None, :] < count[:, None]
-    return {
-        "boxes": tf.where(valid[..., None], nms.nmsed_boxes, 0.0),
-        "scores": tf.where(valid, nms.nmsed_scores, 0.0),
-        "labels": tf.where(valid, tf.cast(nms.nmsed_classes, tf.int32), -1),
-        "count": count,
-    }

@@ -19,7 +19,7 @@ from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import file_shard
-from dltoolkit.core.training import Plan, Stage, pretrained_stages
+from dltoolkit.core.training import Plan, Stage, pretrained_stages, small_data_epochs
 from dltoolkit.data.images import (
     image_inputs,
     read_image_file,
@@ -201,10 +201,7 @@ class ImageSegmenter(Recipe):
     def _plan(self, prepared: _Prepared, rt, run) -> Plan:
         c = self.config
         train, val = prepared.splits["train"], prepared.splits.get("val")
-        # An epoch passes the images (or a random tile of each) at least often enough for
-        # EPOCH_STEPS batches, so small data sets do not stop early on a handful of steps.
-        repeat = math.ceil(EPOCH_STEPS * c.batch_size / len(train))
-        steps = math.ceil(repeat * len(train) / c.batch_size)
+        repeat, steps = small_data_epochs(len(train), c.batch_size, EPOCH_STEPS)
         self._class_weights = (
             self._balanced_weights(train) if c.class_weight == "balanced" else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,15 +12,16 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files
-from dltoolkit.core.callbacks import TimeBudget
+from dltoolkit.core.callbacks import CosineToBudget, TimeBudget
 from dltoolkit.core.coco_eval import RECALL_POINTS, coco_scores
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
+from dltoolkit.core.optim import build_optimizer
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble
 from dltoolkit.core.report import Report, plot_image_grid
 from dltoolkit.core.runtime import file_shard
-from dltoolkit.core.training import Plan
+from dltoolkit.core.training import Plan, small_data_epochs
 from dltoolkit.data.box_batches import build_box_augmenter, detection_dataset
 from dltoolkit.data.boxes import BoxSet, load_box_source
 from dltoolkit.data.images import image_inputs, read_image_file, sampled_sizes, to_channels
@@ -158,17 +160,31 @@ class ObjectDetector(Recipe):
     def _plan(self, prepared: _Prepared, rt, run) -> Plan:
         c = self.config
         train, val = prepared.splits["train"], prepared.splits.get("val")
-        # An epoch passes the images often enough for EPOCH_STEPS batches, so small data sets
-        # do not stop early on a handful of steps.
-        repeat = math.ceil(EPOCH_STEPS * c.batch_size / len(train))
-        steps = math.ceil(repeat * len(train) / c.batch_size)
+        repeat, steps = small_data_epochs(len(train), c.batch_size, EPOCH_STEPS)
         return Plan(
             train=self._dataset(train, training=True, rt=rt, repeat=repeat),
             val=self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None,
             steps=steps,
             epochs=c.epochs or max(3, math.ceil(STEP_BUDGET / steps)),
-            callbacks=[TimeBudget(c.train_minutes)] if c.train_minutes else [],
+            callbacks=self._budget(steps) if c.train_minutes else [],
         )
+
+    def _budget(self, steps: int) -> list:
+        """A time budget stops training, and the cosine schedule is timed to end with it."""
+        c = self.config
+        callbacks = [TimeBudget(c.train_minutes)]
+        if c.schedule == "cosine":
+            warmup = int(c.warmup_epochs * steps)
+            planned = steps * (c.epochs or max(3, math.ceil(STEP_BUDGET / steps)))
+            callbacks.append(CosineToBudget(c.train_minutes, c.learning_rate, warmup, planned))
+        return callbacks
+
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
+        """With a time budget, CosineToBudget (see _budget) sets the learning rate."""
+        c = self.config
+        timed = c.train_minutes and c.schedule == "cosine"
+        config = dataclasses.replace(c, schedule="constant") if timed else c
+        return build_optimizer(config, plan.steps, epochs, scale=lr_scale)
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c, classes = self.config, len(self.class_names_)
