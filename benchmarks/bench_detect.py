@@ -622,7 +622,8 @@ def main() -> None:
         print(
             f"\ncoco128_seg_det, train2017 -> val2017, 80 classes, {args.coco_minutes:g} min: "
             f"mAP@[.5:.95] {coco['map']:.4f}, mAP@.5 {coco['map50']:.4f}, mAP@.75 "
-            f"{coco['map75']:.4f}, AR@100 {coco['ar100']:.4f}; training {coco['train_s']:.0f} s, "
+            f"{coco['map75']:.4f}, AR@100 {coco['ar100']:.4f} (prior-box baseline mAP@.5 "
+            f"{coco['baseline_map50']:.4f}); training {coco['train_s']:.0f} s, "
             f"{coco['epochs']} epochs"
         )
     if args.json:

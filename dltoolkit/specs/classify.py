@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
 from dltoolkit.registry import STRICT, RecipeSpec
+from dltoolkit.specs.image_data import ImageDataConfig
 
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -14,7 +14,7 @@ AUGMENT_LEVELS = ("none", "standard", "strong")
 
 
 @dataclass
-class ClassifierConfig(TrainConfig):
+class ClassifierConfig(ImageDataConfig):
     """Parameters of ImageClassifier (see the README's 'classify images' section)."""
 
     epochs: int | None = param(
@@ -59,25 +59,10 @@ class ClassifierConfig(TrainConfig):
     flip: bool = param(False, "Random horizontal flips.", cli=True)
     mixup: float = param(0.0, "MixUp alpha (0 = off).", ge=0, cli=True)
     cutmix: float = param(0.0, "CutMix factor (0 = off).", ge=0, cli=True)
-    val_split: float = param(
-        0.1,
-        "Share of the images split off for validation (unless the data has a val split).",
-        ge=0,
-        lt=1,
-    )
-    test_split: float = param(
-        0.1,
-        "Share of the images split off for the test (unless the data has a test split).",
-        ge=0,
-        lt=1,
-    )
     top_k: int = param(5, "Labels per prediction, and k of the top-k accuracy.", ge=1)
     strict: bool = param(False, "Fail on an unreadable image instead of skipping it.", cli=True)
     path_col: str | None = param(None, "CSV column with image paths.", cli=True)
     label_col: str | None = param(None, "CSV column with labels.", cli=True)
-    tfds_data_dir: str | None = param(
-        None, "tensorflow-datasets data_dir (default TFDS_DATA_DIR).", cli=True
-    )
 
 
 SPEC = RecipeSpec(

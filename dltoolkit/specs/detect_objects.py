@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
 from dltoolkit.registry import IMAGES, STRICT, RecipeSpec
+from dltoolkit.specs.image_data import ImageDataConfig
 
 CLASSIFICATION_LOSSES = ("varifocal", "focal")
 BOX_LOSSES = ("ciou", "giou")
@@ -15,7 +15,7 @@ FLIPS = ("none", "horizontal", "vertical", "both")
 
 
 @dataclass
-class DetectorConfig(TrainConfig):
+class DetectorConfig(ImageDataConfig):
     """Parameters of ObjectDetector (see the README's 'detect objects' section)."""
 
     epochs: int | None = param(
@@ -42,7 +42,7 @@ class DetectorConfig(TrainConfig):
         ge=32,
         cli=True,
     )
-    width: int = param(32, "Detector width: filters of the first stage, doubled per stage.", ge=8)
+    width: int = param(16, "Detector width: filters of the first stage, doubled per stage.", ge=8)
     depth: int = param(1, "Blocks per backbone stage.", ge=1, le=4)
     preset: str | None = param(
         None,
@@ -81,26 +81,11 @@ class DetectorConfig(TrainConfig):
     images: str | None = param(
         None, "Image folder for COCO JSON or CSV data (default: beside the file).", cli=True
     )
-    val_split: float = param(
-        0.1,
-        "Share of the images split off for validation (unless the data has a val split).",
-        ge=0,
-        lt=1,
-    )
-    test_split: float = param(
-        0.1,
-        "Share of the images split off for the test (unless the data has a test split).",
-        ge=0,
-        lt=1,
-    )
     strict: bool = param(
         False,
         "Fail on an unreadable image, a bad box, an unknown class or a missing label file "
         "instead of reporting it.",
         cli=True,
-    )
-    tfds_data_dir: str | None = param(
-        None, "tensorflow-datasets data_dir (default TFDS_DATA_DIR).", cli=True
     )
 
 

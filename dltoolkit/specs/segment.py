@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
 from dltoolkit.registry import IMAGES, STRICT, Option, RecipeSpec
+from dltoolkit.specs.image_data import ImageDataConfig
 
 LOSS_TERMS = ("crossentropy", "dice", "focal")  # `loss` joins one or more with "+"
 CLASS_WEIGHTS = ("none", "balanced")
@@ -16,7 +16,7 @@ UPSAMPLING = ("transpose", "resize")
 
 
 @dataclass
-class SegmenterConfig(TrainConfig):
+class SegmenterConfig(ImageDataConfig):
     """Parameters of ImageSegmenter (see the README's 'segment images' section)."""
 
     epochs: int | None = param(
@@ -114,22 +114,7 @@ class SegmenterConfig(TrainConfig):
     masks: str | None = param(
         None, "Mask folder, when --data is the image folder (default: DATA/masks).", cli=True
     )
-    val_split: float = param(
-        0.1,
-        "Share of the images split off for validation (unless the data has a val split).",
-        ge=0,
-        lt=1,
-    )
-    test_split: float = param(
-        0.1,
-        "Share of the images split off for the test (unless the data has a test split).",
-        ge=0,
-        lt=1,
-    )
     strict: bool = param(False, "Fail on an unreadable image instead of skipping it.", cli=True)
-    tfds_data_dir: str | None = param(
-        None, "tensorflow-datasets data_dir (default TFDS_DATA_DIR).", cli=True
-    )
 
 
 SPEC = RecipeSpec(
