@@ -476,6 +476,7 @@ def detect_coco(folder: Path, params: dict, args, work: Path) -> dict:
     from dltoolkit import ObjectDetector
     from dltoolkit.core.callbacks import read_history
 
+    folder = folder.resolve()  # the data YAMLs are written elsewhere
     config = yaml.safe_load((folder / "det_config.yaml").read_text())
     # The box loader finds det_labels/ beside images/ for a YAML whose name starts with "det".
     parts = {}

@@ -21,6 +21,7 @@ from multiworker import WAIT, finish, run_job, start_job
 from serving import ServingProcess
 from test_cli import assert_user_error, cli
 from test_image_segmenter import write_square_folder
+from test_object_detector import write_yolo_folder
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 
@@ -561,3 +562,28 @@ def test_two_workers_segment_an_image_folder_sharded_by_file(tmp_path):
     history = chief_run(out, results, 4)
     assert history[-1]["loss"] < history[0]["loss"]
     assert results[0]["metrics"]["mean_iou"] > 0.5
+
+
+@pytest.mark.slow
+def test_two_workers_detect_objects_in_a_yolo_folder_sharded_by_file(tmp_path):
+    """Each worker reads its share of the image files; the detection loss is normalised over
+    the global batch (see models/detection.py)."""
+    folder = write_yolo_folder(tmp_path / "shapes", count=60)
+    out = tmp_path / "job"
+    settings = ("width=8", "image_size=64", "learning_rate=0.005")
+    args = [a for s in settings for a in ("--set", s)]
+    results = run_job(
+        "detect-objects",
+        out,
+        "--data",
+        folder,
+        "--epochs",
+        4,
+        "--batch-size",
+        8,
+        *args,
+        wait=RECIPE_WAIT,
+    )
+    history = chief_run(out, results, 4)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    assert results[0]["metrics"]["map50"] > results[0]["metrics"]["baseline_map50"]
