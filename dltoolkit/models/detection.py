@@ -142,38 +142,17 @@ def _backbone(x, width: int, depth: int) -> list:
 def _neck(levels: list, filters: list[int], depth: int) -> list:
     """PAN-FPN: stride 32 -> 8 (upsample, concatenate, C2f), then back to 32 (strided conv)."""
     p3, p4, p5 = levels
-    up = keras.layers.UpSampling2D(name="top_down4_up")(p5)
-    t4 = _c2f(
-        keras.layers.Concatenate(name="top_down4_cat")([up, p4]),
-        filters[1],
-        depth,
-        False,
-        "top_down4",
-    )
-    up = keras.layers.UpSampling2D(name="top_down3_up")(t4)
-    n3 = _c2f(
-        keras.layers.Concatenate(name="top_down3_cat")([up, p3]),
-        filters[0],
-        depth,
-        False,
-        "top_down3",
-    )
+
+    def merge(moved, skip, width: int, name: str):
+        joined = keras.layers.Concatenate(name=f"{name}_cat")([moved, skip])
+        return _c2f(joined, width, depth, False, name)
+
+    t4 = merge(keras.layers.UpSampling2D(name="top_down4_up")(p5), p4, filters[1], "top_down4")
+    n3 = merge(keras.layers.UpSampling2D(name="top_down3_up")(t4), p3, filters[0], "top_down3")
     down = _conv(n3, filters[0], 3, "bottom_up4_down", strides=2)
-    n4 = _c2f(
-        keras.layers.Concatenate(name="bottom_up4_cat")([down, t4]),
-        filters[1],
-        depth,
-        False,
-        "bottom_up4",
-    )
+    n4 = merge(down, t4, filters[1], "bottom_up4")
     down = _conv(n4, filters[1], 3, "bottom_up5_down", strides=2)
-    n5 = _c2f(
-        keras.layers.Concatenate(name="bottom_up5_cat")([down, p5]),
-        filters[2],
-        depth,
-        False,
-        "bottom_up5",
-    )
+    n5 = merge(down, p5, filters[2], "bottom_up5")
     return [n3, n4, n5]
 
 
