@@ -400,6 +400,14 @@ def _detect_answers(det, files) -> dict:
     }
 
 
+def _confident_boxes(boxes, scores, threshold: float) -> np.ndarray:
+    """Per image, the boxes scored clearly above `threshold`, rows sorted: a score within
+    float noise of the threshold, or a tie in score order, cannot flip the comparison."""
+    kept = [b[s > threshold + 1e-3] for b, s in zip(boxes, scores, strict=True)]
+    width = max(len(k) for k in kept)
+    return np.array([np.pad(k[np.lexsort(k.T[::-1])], ((0, width - len(k)), (0, 0))) for k in kept])
+
+
 def _detect_keras_io(det, files) -> KerasIO:
     """The saved network maps letterboxed pixels to anchor outputs: decoded, the boxes predict
     gives for square images of the input size (whose letterbox changes nothing)."""
@@ -407,16 +415,22 @@ def _detect_keras_io(det, files) -> KerasIO:
 
     pixels = shapes(2, size=(64, 64), seed=8)[0]
     c = det.config
-    return KerasIO(
-        pixels.astype(np.float32),
-        _detect_answers(det, pixels)["boxes"],
-        decode=lambda out: decode_detections(
+    answers = _detect_answers(det, pixels)
+
+    def decode(out):
+        found = decode_detections(
             out,
             64,
             score_threshold=c.score_threshold,
             iou_threshold=c.nms_iou,
             max_detections=c.max_detections,
-        )["boxes"].numpy(),
+        )
+        return _confident_boxes(found["boxes"].numpy(), found["scores"].numpy(), c.score_threshold)
+
+    return KerasIO(
+        pixels.astype(np.float32),
+        _confident_boxes(answers["boxes"], answers["scores"], c.score_threshold),
+        decode=decode,
     )
 
 
