@@ -524,7 +524,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=0, help="validation carve-out and training seed"
     )
-    parser.add_argument("--side", choices=["recipe", "peer", "both"], default="both")
+    parser.add_argument(
+        "--side",
+        choices=["recipe", "peer", "both", "none"],
+        default="both",
+        help="raccoon sides to run (none: only the --coco figure)",
+    )
     parser.add_argument(
         "--set",
         dest="sets",
@@ -573,7 +578,7 @@ def main() -> None:
     for item in args.sets:
         key, _, raw = item.partition("=")
         params[key.strip()] = parse_value(raw.strip())
-    sides = ["recipe", "peer"] if args.side == "both" else [args.side]
+    sides = {"both": ["recipe", "peer"], "none": []}.get(args.side, [args.side])
 
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_before = common.load_average()

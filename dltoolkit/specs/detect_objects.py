@@ -20,7 +20,7 @@ class DetectorConfig(ImageDataConfig):
 
     epochs: int | None = param(
         None,
-        "Training epochs of at least 50 batches (default: about 3000 optimizer steps).",
+        "Training epochs of at least 50 batches (default: about 2000 optimizer steps).",
         ge=1,
         cli=True,
     )
