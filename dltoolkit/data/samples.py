@@ -6,7 +6,9 @@
 loader returns `(images uint8 (N, H, W, C), boxes: list of float32 (n_i, 4) x1 y1 x2 y2 in
 pixels, labels: list of int32 (n_i,) class indices, class_names)`; a "series"
 loader returns a DataFrame with a time column and numeric columns; a "table" loader returns
-`(DataFrame, label column)`.
+`(DataFrame, label column)`; a "graph" loader returns a networkx graph with a "label" per node;
+a "speech" loader returns `(waves: list of float32 (n_i,) mono in [-1, 1], sample rate int,
+transcripts: list of str, speakers: list of str)`.
 """
 
 from __future__ import annotations
@@ -141,6 +143,94 @@ def _breast_cancer():
     ), "malignant"
 
 
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# Each letter of the digit words as a sound: three resonances (Hz) for the average voice and
+# the share of it excited by noise rather than by the glottal pulses.
+LETTER_SOUNDS = {
+    "e": (400, 2200, 2900, 0.0),
+    "i": (300, 2400, 3100, 0.0),
+    "o": (520, 900, 2500, 0.0),
+    "u": (330, 800, 2300, 0.0),
+    "r": (450, 1250, 1650, 0.0),
+    "n": (260, 1500, 2600, 0.0),
+    "w": (300, 650, 2200, 0.0),
+    "g": (350, 1100, 2100, 0.2),
+    "v": (350, 1300, 3400, 0.4),
+    "z": (250, 1800, 4400, 0.6),
+    "x": (800, 1700, 4200, 0.7),
+    "t": (700, 1900, 3700, 0.8),
+    "h": (600, 1500, 3200, 0.9),
+    "f": (900, 2100, 3900, 0.9),
+    "s": (1200, 2600, 4800, 0.95),
+}
+# name, pitch (Hz), formant scale, seconds per letter
+SYNTH_VOICES = (
+    ("ava", 210.0, 1.15, 0.062),
+    ("ben", 110.0, 0.92, 0.080),
+    ("cora", 240.0, 1.20, 0.055),
+    ("dan", 95.0, 0.87, 0.088),
+    ("eli", 150.0, 1.00, 0.070),
+    ("fay", 185.0, 1.08, 0.075),
+)
+
+
+def synthesize_digit_speech(
+    count: int = 1200, seed: int = 0, rate: int = 16000
+) -> tuple[list[np.ndarray], int, list[str], list[str]]:
+    """`count` seeded clips of 1-3 digit words ("zero".."nine") spoken by the six synthetic
+    `SYNTH_VOICES`: each letter a short formant sound (`LETTER_SOUNDS`), with short pauses
+    between words, silence around them and a little noise. Clip i depends only on the seed
+    and the clips before it. Returns (waves, rate, texts, speakers)."""
+    rng = np.random.default_rng(seed)
+    waves, texts, speakers = [], [], []
+    for _ in range(count):
+        name, *voice = SYNTH_VOICES[rng.integers(len(SYNTH_VOICES))]
+        words = [DIGIT_WORDS[d] for d in rng.integers(10, size=rng.integers(1, 4))]
+        parts = [np.zeros(int(rate * rng.uniform(0.05, 0.2)))]
+        for word in words:
+            parts += [_say(word, *voice, rng, rate), np.zeros(int(rate * rng.uniform(0.06, 0.15)))]
+        parts.append(np.zeros(int(rate * rng.uniform(0.0, 0.1))))
+        wave = np.concatenate(parts)
+        wave += rng.normal(0.0, 0.003, len(wave))
+        waves.append(np.clip(wave, -1.0, 1.0).astype(np.float32))
+        texts.append(" ".join(words))
+        speakers.append(name)
+    return waves, rate, texts, speakers
+
+
+def _say(word, pitch, scale, letter_seconds, rng, rate) -> np.ndarray:
+    """One word: each letter's resonances excited by pulses at the voice's falling pitch (and
+    by band noise for its noise share), gliding from letter to letter."""
+    lengths = (rate * letter_seconds * rng.uniform(0.85, 1.15, len(word))).astype(int)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    ramp = lengths // 4
+    knots = np.ravel(np.column_stack([starts + ramp, ends - ramp]))
+    sounds = np.repeat([LETTER_SOUNDS[c] for c in word], 2, axis=0)  # (2 * letters, 4)
+    t = np.arange(ends[-1])
+    formants = [
+        np.interp(t, knots, sounds[:, k]) * scale * rng.uniform(0.97, 1.03) for k in range(3)
+    ]
+    noise_share = np.interp(t, knots, sounds[:, 3])
+    f0 = pitch * rng.uniform(0.95, 1.05) * np.linspace(1.05, 0.9, len(t))
+    cycle = np.cumsum(f0 / rate)
+    since_pulse = (cycle - np.floor(cycle)) / f0  # seconds since the last glottal pulse
+    noise = np.cumsum(rng.normal(size=len(t) + 8))
+    band = (noise[8:] - noise[:-8]) / 8  # low-passed noise: each carrier becomes a noise band
+    voiced = np.zeros(len(t))
+    unvoiced = np.zeros(len(t))
+    for amplitude, bandwidth, frequency in zip(
+        (1.0, 0.6, 0.3), (80.0, 110.0, 150.0), formants, strict=True
+    ):
+        decay = np.exp(-np.pi * bandwidth * since_pulse)
+        voiced += amplitude * decay * np.sin(2 * np.pi * frequency * since_pulse)
+        unvoiced += amplitude * np.sin(2 * np.pi * np.cumsum(frequency) / rate) * band
+    sound = (1 - noise_share) * voiced / 2 + noise_share * unvoiced
+    edge = np.minimum(1.0, np.minimum(t + 1, len(t) - t) / (0.015 * rate))
+    sound *= np.sin(0.5 * np.pi * edge) ** 2 * (1 - 0.4 * noise_share)
+    return 0.4 * sound / np.abs(sound).max()
+
+
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
     "digit-scenes": Sample(
@@ -168,6 +258,12 @@ SAMPLES: dict[str, Sample] = {
     ),
     "sunspots": Sample(
         "yearly sunspot numbers 1700-2008, 309 rows (statsmodels)", _sunspots, kind="series"
+    ),
+    "synth-digits": Sample(
+        "1,200 synthesized utterances of 1-3 digit words ('zero'..'nine') by 6 synthetic "
+        "voices, 16 kHz mono, transcripts and speakers (made with numpy)",
+        synthesize_digit_speech,
+        kind="speech",
     ),
     "karate": Sample(
         "Zachary's karate club graph, 34 nodes, 2 factions (networkx)", _karate, kind="graph"
