@@ -61,7 +61,7 @@ def entries_of(data, *, text_field, audio_field, group_field, tfds_data_dir, spl
     if not isinstance(data, str | os.PathLike):
         raise DataError(f"cannot read speech clips from a {type(data).__name__}; {layouts_hint()}")
     if isinstance(data, str) and data.startswith("tfds:"):
-        return tfds_entries(data[5:], tfds_data_dir, split, *fields)
+        return tfds_entries(data[5:], tfds_data_dir, split, *fields, array_rate=array_rate)
     path = Path(data)
     if not path.exists() and isinstance(data, str) and data in SAMPLES:
         return sample_entries(data)
@@ -168,9 +168,12 @@ def librispeech_entries(root: Path):
 # -- tensorflow-datasets ------------------------------------------------------------------
 
 
-def tfds_entries(name, data_dir, split, text_field=None, audio_field=None, group_field=None):
-    """The clips of a prepared tfds data set (never downloaded): its Audio feature with a
-    text feature, or a ClassLabel whose names become the transcripts."""
+def tfds_entries(
+    name, data_dir, split, text_field=None, audio_field=None, group_field=None, array_rate=16000
+):
+    """The clips of a prepared tfds data set (never downloaded): its Audio feature (at its
+    sample_rate, else `array_rate`) with a text feature, or a ClassLabel whose names become
+    the transcripts."""
     import tensorflow_datasets as tfds
 
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
@@ -198,7 +201,7 @@ def tfds_entries(name, data_dir, split, text_field=None, audio_field=None, group
         raise DataError(
             f"tfds:{name} has no split {split!r}; splits: {', '.join(builder.info.splits)}"
         )
-    rate = getattr(features[audio_key], "sample_rate", None)
+    rate = getattr(features[audio_key], "sample_rate", None) or array_rate
     entries = []
     for i, row in enumerate(tfds.as_numpy(builder.as_dataset(split=split))):
         text = names[int(row[text_key])] if names else _decoded(row[text_key])
