@@ -99,6 +99,8 @@ def test_pad_batch_from_list_and_ragged():
     np.testing.assert_array_equal(lengths.numpy(), [2, 1])
     with pytest.raises(DataError):
         pad_batch([])
+    with pytest.raises(DataError, match="not 1-D"):
+        pad_batch([np.ones(4, np.float32), np.ones((4, 2), np.float32)])
 
 
 def test_log_mel_peaks_at_tone_mel_bin():
@@ -141,11 +143,17 @@ def test_spec_augment_masks_in_training_only_within_lengths():
 
 def test_mel_normalization_pools_clips_of_different_lengths():
     rng = np.random.default_rng(0)
-    clips = [rng.normal(2.0, 3.0, size=(n, 8)).astype(np.float32) for n in (30, 7, 51)]
-    layer = mel_normalization(clips)
+    clips = [rng.normal(2.0, 3.0, size=(n, 8)).astype(np.float32) for n in (30, 0, 7, 51)]
     pooled = np.concatenate(clips)
-    np.testing.assert_allclose(layer.mean.numpy().ravel(), pooled.mean(0), rtol=1e-4)
-    np.testing.assert_allclose(layer.variance.numpy().ravel(), pooled.var(0), rtol=1e-4)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(clips), output_signature=tf.TensorSpec([None, 8], tf.float32)
+    )
+    for source in (clips, dataset):  # the empty clip is skipped, not a NaN
+        layer = mel_normalization(source)
+        np.testing.assert_allclose(layer.mean.numpy().ravel(), pooled.mean(0), rtol=1e-4)
+        np.testing.assert_allclose(layer.variance.numpy().ravel(), pooled.var(0), rtol=1e-4)
+    with pytest.raises(DataError, match="no training clip"):
+        mel_normalization([np.zeros((0, 8), np.float32)])
 
 
 def test_layers_round_trip_through_keras_saving(tmp_path):

@@ -41,7 +41,12 @@ def resample(wave, rate, target_rate: int):
 
 
 def _sinc_resample(wave, rate, target_rate: int):
-    """The resampler proper (rates differ); output times in exact integer arithmetic."""
+    """The resampler proper (rates differ); output times in exact integer arithmetic.
+
+    Output j sits at input time j * rate / target_rate, whose fractional part takes only
+    target_rate / gcd(rate, target_rate) values: the kernel of each such phase is computed
+    once, then every output gathers its phase's kernel and the input samples around it.
+    """
     n_in = tf.size(wave, out_type=tf.int64)
     n_out = (n_in * target_rate + rate - 1) // rate
     cutoff = tf.minimum(1.0, target_rate / tf.cast(rate, tf.float32))  # of the input Nyquist
@@ -51,15 +56,18 @@ def _sinc_resample(wave, rate, target_rate: int):
     taps = tf.size(offsets, out_type=tf.int64)
     padded = tf.pad(wave, [[reach, reach]])
 
+    step = _gcd(rate, tf.constant(target_rate, tf.int64))  # j * rate % target_rate is k * step
+    phases = tf.range(target_rate // step) * step
+    distance = tf.cast(phases, tf.float32)[:, None] / target_rate - tf.cast(offsets, tf.float32)
+    kernels = _kaiser_sinc(distance, cutoff, half_width)  # (phases, taps)
+
     block = tf.maximum(tf.constant(BLOCK_ELEMENTS, tf.int64) // taps, 1)
     n_blocks = tf.maximum((n_out + block - 1) // block, 1)  # map_fn needs one (empty waves)
 
     def one_block(first):
         j = first + tf.range(block)  # output sample indices
         base = j * rate // target_rate  # floor of the output time, in input samples
-        frac = tf.cast(j * rate % target_rate, tf.float32) / target_rate
-        distance = frac[:, None] - tf.cast(offsets, tf.float32)[None, :]  # (block, taps)
-        kernel = _kaiser_sinc(distance, cutoff, half_width)
+        kernel = tf.gather(kernels, j * rate % target_rate // step)  # (block, taps)
         source = tf.clip_by_value(base[:, None] + offsets[None, :] + reach, 0, n_in + 2 * reach - 1)
         values = tf.gather(padded, source)
         return tf.reduce_sum(values * kernel, axis=1)
@@ -72,6 +80,11 @@ def _sinc_resample(wave, rate, target_rate: int):
         parallel_iterations=1,
     )
     return tf.reshape(blocks, [-1])[:n_out]
+
+
+def _gcd(a, b):
+    """Greatest common divisor of two positive int64 scalar tensors (Euclid)."""
+    return tf.while_loop(lambda a, b: b > 0, lambda a, b: (b, a % b), (a, b))[0]
 
 
 def _kaiser_sinc(distance, cutoff, half_width):
@@ -103,9 +116,15 @@ def pad_batch(waves):
     A RaggedTensor goes through TF ops only, so this works in tf.data and exported graphs.
     """
     if not isinstance(waves, tf.RaggedTensor):
-        waves = [tf.reshape(tf.convert_to_tensor(w, tf.float32), [-1]) for w in waves]
+        waves = [tf.convert_to_tensor(w, tf.float32) for w in waves]
         if not waves:
             raise DataError("pad_batch got no waves: pass at least one 1-D wave")
+        for index, w in enumerate(waves):
+            if w.shape.rank != 1:
+                raise DataError(
+                    f"pad_batch wave {index} has shape {w.shape.as_list()}, not 1-D: "
+                    "average multi-channel audio to mono first"
+                )
         lengths = tf.stack([tf.size(w, out_type=tf.int64) for w in waves])
         waves = tf.RaggedTensor.from_row_lengths(tf.concat(waves, axis=0), lengths)
     waves = tf.cast(waves, tf.float32)

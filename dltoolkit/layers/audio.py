@@ -9,9 +9,13 @@ whatever the global dtype policy (mixed precision included).
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import tensorflow as tf
 from keras import ops
+
+from dltoolkit.core.errors import DataError
 
 LOG_FLOOR = 1e-6
 
@@ -172,9 +176,13 @@ def mel_normalization(clip_features) -> keras.layers.Normalization:
     """A float32 per-mel `Normalization(axis=-1)` adapted on (frames, n_mels) arrays.
 
     `clip_features` is an iterable (list, generator, tf.data.Dataset) of the unpadded
-    features of each training clip; clips may differ in length. The mean and variance
-    pool every frame of every clip.
+    features of each training clip; clips may differ in length, clips of no frames are
+    skipped. The mean and variance pool every frame of every clip.
     """
+    clips = (clip for clip in clip_features if clip.shape[0])
+    first = next(clips, None)
+    if first is None:
+        raise DataError("no training clip has any audio frame: give clips longer than 0 s")
     layer = keras.layers.Normalization(axis=-1, dtype="float32")
-    layer.adapt(clip_features)
+    layer.adapt(itertools.chain([first], clips))
     return layer
