@@ -286,7 +286,10 @@ def moonshine_generate(model, waves, max_length, sampler):
     outputs = model.generate_step(
         {
             "encoder_input_values": audio,
-            "encoder_padding_mask": ops.ones(ops.shape(audio)[:2], "bool"),
+            # As in training: samples equal to the padding value are padding.
+            "encoder_padding_mask": ops.not_equal(
+                audio[..., 0], model.preprocessor.audio_converter.padding_value
+            ),
             "decoder_token_ids": tokens,
             "decoder_padding_mask": mask,
         },
