@@ -442,9 +442,8 @@ def tiny_moonshine(texts, vocabulary_size, hidden_dim, layers, heads):
 
 
 def tiny_whisper(texts, vocabulary_size, hidden_dim, layers, heads, seconds, max_length):
-    """A byte-level BPE (`merges` merges) learned on `texts` with Whisper's special tokens, a
-    small Whisper
-    backbone and an audio converter of `seconds` (40 mel bands)."""
+    """A byte-level BPE learned on `texts` (`vocabulary_size` merges) with Whisper's special
+    tokens, a small Whisper backbone and an audio converter of `seconds` (40 mel bands)."""
     import keras_hub
     from tokenizers import ByteLevelBPETokenizer
 
