@@ -44,7 +44,10 @@ def graph_transcriber(model, beams=1):
     )
 
 
-@pytest.fixture(scope="module", params=["moonshine", "whisper"])
+# Whisper (our own decoding loop) in the fast suite; Moonshine (KerasHub's) with the slow tests.
+@pytest.fixture(
+    scope="module", params=[pytest.param("moonshine", marks=pytest.mark.slow), "whisper"]
+)
 def tuned(request, tmp_path_factory):
     """A model loaded from a tiny random preset and fine-tuned on the same batch, its loss
     per epoch and the directory it came from."""
