@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import keras
 import keras_hub
 from keras import ops
 
@@ -137,7 +138,19 @@ class ConstrainedSampler(keras_hub.samplers.Sampler):
         if d.no_repeat_ngram:
             banned = _repeated_ngram_ends(prompt, index, first, d.no_repeat_ngram, vocabulary)
             logits = ops.where(banned, _BANNED, logits)
-        return logits
+        return after_end(logits, prompt, index, first, self.end_ids)
+
+
+def after_end(logits, prompt, index, first: int, end_ids):
+    """`logits` (B, V) where rows whose `prompt` holds an end token in [first, index) may only
+    repeat the first end token (log-probability 0): a finished beam keeps its score."""
+    positions = ops.arange(ops.shape(prompt)[1])[None, :]
+    generated = ops.logical_and(positions >= first, positions < index)
+    is_end = ops.any(ops.stack([ops.equal(prompt, end) for end in end_ids]), axis=0)
+    ended = ops.any(ops.logical_and(is_end, generated), axis=1, keepdims=True)
+    only_end = ops.arange(ops.shape(logits)[-1])[None, :] == end_ids[0]
+    forced = ops.cast(ops.where(only_end, 0.0, _BANNED), logits.dtype)
+    return ops.where(ended, forced, logits)
 
 
 def _token_set(tokens, valid, vocabulary_size):
@@ -172,3 +185,25 @@ def cut_at_end(ids, end_id: int, pad_id: int):
     ids = ids[:, 1:]
     ended = ops.cumsum(ops.cast(ops.equal(ids, end_id), "int32"), axis=1) > 0
     return ops.where(ended, pad_id, ids)
+
+
+def decode_ids(network, source, sampler, max_length: int, bos: int, eos: int, pad: int):
+    """The decoding loop of any encoder-decoder with `start(source, prompt) -> cache` and
+    `step(token, index, cache) -> (logits, cache)`: `source` (a tensor or a dict of tensors,
+    batch first) -> generated ids (B, max_length), padding from the end token on. After its
+    end token a row only repeats it, so beam search ranks finished hypotheses by their own
+    score. Graph ops."""
+    batch = ops.shape(keras.tree.flatten(source)[0])[0]
+    prompt = ops.concatenate(
+        [ops.full([batch, 1], bos, "int32"), ops.full([batch, max_length], pad, "int32")], axis=1
+    )
+    cache = network.start(source, prompt)
+
+    def next_(prompt, cache, index):
+        logits, cache = network.step(prompt[:, index - 1 : index], index - 1, cache)
+        return after_end(ops.cast(logits, "float32"), prompt, index, 1, [eos]), None, cache
+
+    fixed = ops.arange(max_length + 1)[None, :] < 1
+    fixed = ops.broadcast_to(fixed, ops.shape(prompt))
+    ids = sampler(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[eos])
+    return cut_at_end(ids, eos, pad)

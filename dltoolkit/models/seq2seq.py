@@ -151,10 +151,10 @@ class Seq2SeqTransformer(keras.Model):
         """Encode `source` and fill the decoder caches from `prompt` (B, L); returns the cache
         tuple (self-attention cache, cross-attention cache, encoder states, source mask)."""
         states, source_mask = self.encode(source)
-        batch, head_dim = ops.shape(source)[0], self.d_model // self.heads
+        batch, head_dim = ops.shape(states)[0], self.d_model // self.heads
         shape = [batch, self.layers_, 2, ops.shape(prompt)[1], self.heads, head_dim]
         self_cache = ops.zeros(shape, self.compute_dtype)
-        shape[3] = ops.shape(source)[1]
+        shape[3] = ops.shape(states)[1]
         cross_cache = ops.zeros(shape, self.compute_dtype)
         _, self_cache, cross_cache = self._decode_cached(
             prompt, states, source_mask, self_cache, cross_cache, 0, 0

@@ -31,7 +31,7 @@ from dltoolkit.data.text import (
     train_vocabulary,
 )
 from dltoolkit.layers.text import WordPieces
-from dltoolkit.models.decoding import ConstrainedSampler, Decoding, cut_at_end
+from dltoolkit.models.decoding import ConstrainedSampler, Decoding, decode_ids
 from dltoolkit.models.pretrained_seq2seq import (
     check_preset,
     end_token_ids,
@@ -472,24 +472,9 @@ def _saved_vocabulary(run: RunDir) -> list[str] | None:
 
 
 def summary_ids(model: Summarization, source, sampler: ConstrainedSampler, max_length: int):
-    """The decoding loop: encoder ids (B, S) -> summary ids (B, max_length), padding from the
-    end token on; runs on a summarizer's network or on its loaded model.keras."""
-    network = model.transformer
-    prompt = tf.concat(
-        [tf.fill([tf.shape(source)[0], 1], BOS), tf.fill([tf.shape(source)[0], max_length], PAD)],
-        axis=1,
-    )
-    cache = network.start(source, prompt)
-
-    def next_(prompt, cache, index):
-        logits, cache = network.step(prompt[:, index - 1 : index], index - 1, cache)
-        return logits, None, cache
-
-    fixed = tf.concat(
-        [tf.ones_like(prompt[:, :1], tf.bool), tf.zeros_like(prompt[:, 1:], tf.bool)], 1
-    )
-    ids = sampler(next_, prompt, cache=cache, index=1, mask=fixed, stop_token_ids=[EOS])
-    return cut_at_end(ids, EOS, PAD)
+    """Encoder ids (B, S) -> summary ids (B, max_length), padding from the end token on; runs
+    on a summarizer's network or on its loaded model.keras."""
+    return decode_ids(model.transformer, source, sampler, max_length, BOS, EOS, PAD)
 
 
 def detokenized(tokenizer: WordPieces, ids):
