@@ -16,10 +16,12 @@ MODEL_MODULES = (
     "dltoolkit.models.diffusion",
     "dltoolkit.models.generative",
     "dltoolkit.models.graph",
+    "dltoolkit.models.hub_speech",
     "dltoolkit.models.policy",
     "dltoolkit.models.segmentation",
     "dltoolkit.models.seq2seq",
     "dltoolkit.models.sequence",
+    "dltoolkit.models.speech",
     "dltoolkit.models.vision",
 )
 
