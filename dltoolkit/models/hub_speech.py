@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 
 from dltoolkit.core.errors import ConfigError, WeightsError
+from dltoolkit.models.pretrained_seq2seq import REMOTE_PREFIXES, is_local
 
-REMOTE_PREFIXES = ("kaggle://", "hf://", "gs://", "modelscope://")
 BACKBONE_KINDS = {"MoonshineBackbone": "moonshine", "WhisperBackbone": "whisper"}
 SUPPORTED = "Moonshine (MoonshineAudioToText) or Whisper (WhisperBackbone)"
 
@@ -31,12 +31,6 @@ def speech_preset_names() -> dict[str, str]:
     names = {name: "moonshine" for name in keras_hub.models.MoonshineBackbone.presets}
     names.update({name: "whisper" for name in keras_hub.models.WhisperBackbone.presets})
     return names
-
-
-def is_local(preset: str) -> bool:
-    return not preset.startswith(REMOTE_PREFIXES) and (
-        Path(preset).expanduser().exists() or "/" in preset or preset.startswith(".")
-    )
 
 
 def kind_of_config(config: dict) -> str | None:
