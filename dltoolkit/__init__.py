@@ -26,6 +26,7 @@ _LAZY = {
     "Agent": "dltoolkit.tasks",
     "ImageSegmenter": "dltoolkit.tasks",
     "ObjectDetector": "dltoolkit.tasks",
+    "SpeechRecognizer": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

@@ -21,6 +21,7 @@ SPEC_MODULES = (
     "summarize",
     "segment",
     "detect_objects",
+    "transcribe",
 )
 
 

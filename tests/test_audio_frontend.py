@@ -150,8 +150,10 @@ def test_mel_normalization_pools_clips_of_different_lengths():
     )
     for source in (clips, dataset):  # the empty clip is skipped, not a NaN
         layer = mel_normalization(source)
-        np.testing.assert_allclose(layer.mean.numpy().ravel(), pooled.mean(0), rtol=1e-4)
-        np.testing.assert_allclose(layer.variance.numpy().ravel(), pooled.var(0), rtol=1e-4)
+        np.testing.assert_allclose(np.ravel(layer.get_config()["mean"]), pooled.mean(0), rtol=1e-4)
+        np.testing.assert_allclose(
+            np.ravel(layer.get_config()["variance"]), pooled.var(0), rtol=1e-4
+        )
     with pytest.raises(DataError, match="no training clip"):
         mel_normalization([np.zeros((0, 8), np.float32)])
 

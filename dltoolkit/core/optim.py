@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from dltoolkit.core.config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -76,3 +78,28 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scal
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=config.momentum, nesterov=True, **common)
     return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
+
+
+def time_budget(config, steps_per_epoch: int, planned_epochs: int) -> list:
+    """Callbacks for `config.train_minutes` (none without it): a TimeBudget stops training,
+    and with the cosine schedule CosineToBudget times the decay to end with it (build the
+    optimizer with `budget_optimizer` then)."""
+    from dltoolkit.core.callbacks import CosineToBudget, TimeBudget
+
+    if not config.train_minutes:
+        return []
+    callbacks = [TimeBudget(config.train_minutes)]
+    if config.schedule == "cosine":
+        warmup = int(config.warmup_epochs * steps_per_epoch)
+        planned = steps_per_epoch * planned_epochs
+        callbacks.append(
+            CosineToBudget(config.train_minutes, config.learning_rate, warmup, planned)
+        )
+    return callbacks
+
+
+def budget_optimizer(config, steps_per_epoch: int, epochs: int, scale=1.0):
+    """`build_optimizer`, with a constant rate when `time_budget`'s CosineToBudget sets it."""
+    timed = config.train_minutes and config.schedule == "cosine"
+    config = dataclasses.replace(config, schedule="constant") if timed else config
+    return build_optimizer(config, steps_per_epoch, epochs, scale=scale)

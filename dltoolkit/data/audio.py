@@ -51,6 +51,8 @@ class Clips:
             self.description,
         )
 
+    subset = take  # the name data.splits.random_splits uses
+
     def durations(self) -> np.ndarray:
         """Each clip's length in seconds."""
         return np.array([len(w) / r for w, r in zip(self.waves, self.rates, strict=True)])

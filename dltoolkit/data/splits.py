@@ -1,5 +1,5 @@
-"""Splitting and joining per-image data sets (ImageSet, MaskSet, BoxSet: any dataclass of
-per-image arrays with `subset` and `len`)."""
+"""Splitting and joining data sets (ImageSet, MaskSet, BoxSet, Clips: any dataclass of
+per-example arrays with `subset` and `len`)."""
 
 from __future__ import annotations
 

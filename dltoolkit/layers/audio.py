@@ -183,6 +183,14 @@ def mel_normalization(clip_features) -> keras.layers.Normalization:
     first = next(clips, None)
     if first is None:
         raise DataError("no training clip has any audio frame: give clips longer than 0 s")
-    layer = keras.layers.Normalization(axis=-1, dtype="float32")
-    layer.adapt(itertools.chain([first], clips))
+    adapted = keras.layers.Normalization(axis=-1, dtype="float32")
+    adapted.adapt(itertools.chain([first], clips))
+    # mean and variance in the config, so the layer is whole before model.keras loads weights
+    layer = keras.layers.Normalization(
+        axis=-1,
+        mean=ops.convert_to_numpy(adapted.mean).reshape(-1),
+        variance=ops.convert_to_numpy(adapted.variance).reshape(-1),
+        dtype="float32",
+    )
+    layer.build((None, None, first.shape[-1]))  # its constants made here, not in a traced graph
     return layer

@@ -20,7 +20,7 @@ class SpeechRecognizerConfig(TrainConfig):
 
     epochs: int | None = param(
         None,
-        "Training epochs (default: about 3000 optimizer steps, 5 to 100 epochs).",
+        "Training epochs (default: about 2000 optimizer steps, at least 3 epochs).",
         ge=1,
         cli=True,
     )
@@ -100,8 +100,7 @@ class SpeechRecognizerConfig(TrainConfig):
     n_mels: int = param(80, "Mel bands of the log-mel front end.", ge=8)
     spec_augment: bool = param(True, "Time and frequency masking of the features in training.")
     d_model: int = param(192, "transformer: model width (divisible by heads).", ge=8)
-    encoder_layers: int = param(4, "transformer: encoder layers.", ge=1)
-    decoder_layers: int = param(2, "transformer: decoder layers.", ge=1)
+    layers: int = param(3, "transformer: encoder layers, and as many decoder layers.", ge=1)
     heads: int = param(4, "transformer: attention heads.", ge=1)
     ff_dim: int = param(768, "transformer: feed-forward width.", ge=8)
     rnn_units: int = param(192, "ctc: units of each recurrent direction.", ge=8)

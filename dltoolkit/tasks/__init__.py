@@ -8,6 +8,7 @@ from dltoolkit.tasks.image_generator import ImageGenerator
 from dltoolkit.tasks.image_segmenter import ImageSegmenter
 from dltoolkit.tasks.node_classifier import NodeClassifier
 from dltoolkit.tasks.object_detector import ObjectDetector
+from dltoolkit.tasks.speech_recognizer import SpeechRecognizer
 from dltoolkit.tasks.summarizer import Summarizer
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "ImageSegmenter",
     "NodeClassifier",
     "ObjectDetector",
+    "SpeechRecognizer",
     "Summarizer",
 ]

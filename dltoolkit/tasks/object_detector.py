@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files
-from dltoolkit.core.callbacks import CosineToBudget, TimeBudget
 from dltoolkit.core.coco_eval import RECALL_POINTS, coco_scores
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
-from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.optim import budget_optimizer, time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble
 from dltoolkit.core.report import Report, plot_image_grid
@@ -161,30 +159,17 @@ class ObjectDetector(Recipe):
         c = self.config
         train, val = prepared.splits["train"], prepared.splits.get("val")
         repeat, steps = small_data_epochs(len(train), c.batch_size, EPOCH_STEPS)
+        epochs = c.epochs or max(3, math.ceil(STEP_BUDGET / steps))
         return Plan(
             train=self._dataset(train, training=True, rt=rt, repeat=repeat),
             val=self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None,
             steps=steps,
-            epochs=c.epochs or max(3, math.ceil(STEP_BUDGET / steps)),
-            callbacks=self._budget(steps) if c.train_minutes else [],
+            epochs=epochs,
+            callbacks=time_budget(c, steps, epochs),
         )
 
-    def _budget(self, steps: int) -> list:
-        """A time budget stops training, and the cosine schedule is timed to end with it."""
-        c = self.config
-        callbacks = [TimeBudget(c.train_minutes)]
-        if c.schedule == "cosine":
-            warmup = int(c.warmup_epochs * steps)
-            planned = steps * (c.epochs or max(3, math.ceil(STEP_BUDGET / steps)))
-            callbacks.append(CosineToBudget(c.train_minutes, c.learning_rate, warmup, planned))
-        return callbacks
-
     def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
-        """With a time budget, CosineToBudget (see _budget) sets the learning rate."""
-        c = self.config
-        timed = c.train_minutes and c.schedule == "cosine"
-        config = dataclasses.replace(c, schedule="constant") if timed else c
-        return build_optimizer(config, plan.steps, epochs, scale=lr_scale)
+        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c, classes = self.config, len(self.class_names_)
