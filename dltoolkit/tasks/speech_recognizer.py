@@ -35,7 +35,8 @@ from dltoolkit.tasks.speech_eval import (
     worst_clips,
 )
 
-STEP_BUDGET = 2000  # default training length in optimizer steps
+STEP_BUDGET = 1000  # default training length in optimizer steps (without train_minutes)
+TIMED_EPOCHS = 10_000  # with train_minutes and no epochs, the clock ends training
 NORMALIZATION_CLIPS = 512  # training clips the feature statistics are taken from
 _AUDIO = tf.TensorSpec([None], tf.string, name="audio")
 
@@ -193,7 +194,9 @@ class SpeechRecognizer(Recipe):
         c = self.config
         train, val = prepared.splits["train"], prepared.splits.get("val")
         steps = math.ceil(len(train) / c.batch_size)
-        epochs = c.epochs or max(3, math.ceil(STEP_BUDGET / steps))
+        epochs = c.epochs or (
+            TIMED_EPOCHS if c.train_minutes else max(3, math.ceil(STEP_BUDGET / steps))
+        )
         return Plan(
             train=self._dataset(train, prepared.targets["train"], training=True),
             val=self._dataset(val, prepared.targets["val"], training=False) if val else None,
