@@ -175,3 +175,11 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     """Raise a ConfigError naming the valid choices when `value` is not one of them."""
     if value not in choices:
         raise ConfigError(f"unknown {name} '{value}'; choose one of: {', '.join(choices)}")
+
+
+def check_preset_choice(model: str, preset: str | None) -> None:
+    """`--model pretrained` needs a preset, and a from-scratch `--model` takes none."""
+    if model == "pretrained" and not preset:
+        raise ConfigError("--model pretrained needs --preset NAME or a local preset directory")
+    if preset and model not in ("auto", "pretrained"):
+        raise ConfigError(f"--preset fine-tunes a pretrained model; leave out --model {model}")

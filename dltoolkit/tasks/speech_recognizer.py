@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dltoolkit.core.config import check_preset_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.optim import budget_optimizer, time_budget
@@ -73,12 +74,7 @@ class SpeechRecognizer(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        if c.model == "pretrained" and not c.preset:
-            raise ConfigError("--model pretrained needs --preset NAME or a local preset directory")
-        if c.preset and c.model in ("transformer", "ctc"):
-            raise ConfigError(
-                f"--preset fine-tunes a pretrained model; leave out --model {c.model}"
-            )
+        check_preset_choice(c.model, c.preset)
         if c.preset:
             from dltoolkit.models.hub_speech import check_speech_preset
 

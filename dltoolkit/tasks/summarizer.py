@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from dltoolkit.core import files, state
 from dltoolkit.core.callbacks import TimeBudget, snapshot_path
+from dltoolkit.core.config import check_preset_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
@@ -84,12 +85,7 @@ class Summarizer(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        if c.model == "pretrained" and not c.preset:
-            raise ConfigError("--model pretrained needs --preset NAME or a local preset directory")
-        if c.model == "transformer" and c.preset:
-            raise ConfigError(
-                "--preset fine-tunes a pretrained model; leave out --model transformer"
-            )
+        check_preset_choice(c.model, c.preset)
         if c.preset:
             check_preset(c.preset)
         if c.d_model % c.heads:
