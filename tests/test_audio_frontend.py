@@ -13,7 +13,7 @@ import tensorflow as tf
 from scipy.signal import resample_poly
 
 from dltoolkit.core.errors import DataError
-from dltoolkit.data.waveforms import decode_wav, pad_batch, resample
+from dltoolkit.data.waveforms import decode_wav, is_pcm16_wav, pad_batch, resample
 from dltoolkit.layers.audio import LogMelSpectrogram, SpecAugment, mel_normalization
 
 
@@ -84,6 +84,22 @@ def test_decode_wav_mono_and_stereo():
     wave_out, rate = decode_wav(tf.constant(wav_bytes(np.stack([left, right], 1), 22050)))
     assert int(rate) == 22050 and wave_out.shape == (800,)
     np.testing.assert_allclose(wave_out.numpy(), (8192 - 4096) / 2 / 32768.0, atol=1e-6)
+
+
+def test_is_pcm16_wav_tells_what_decode_wav_reads():
+    import soundfile
+
+    pcm16 = wav_bytes(np.zeros(100, np.int16), 8000)
+    assert bool(is_pcm16_wav(tf.constant(pcm16)))
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(100), 8000, format="WAV", subtype="PCM_24")
+    for other in (
+        buffer.getvalue(),
+        pcm16[:30],
+        b"",
+        b"not audio at all, just some text here......",
+    ):
+        assert not bool(is_pcm16_wav(tf.constant(other)))
 
 
 def test_pad_batch_from_list_and_ragged():

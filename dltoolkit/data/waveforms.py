@@ -109,6 +109,26 @@ def decode_wav(data):
     return tf.reduce_mean(audio, axis=-1), tf.cast(rate, tf.int32)
 
 
+def is_pcm16_wav(data):
+    """Whether WAV bytes (scalar tf.string) announce 16-bit PCM in a canonical header (RIFF,
+    WAVE, the fmt chunk first): what `decode_wav` reads. Graph ops; never raises."""
+    data = tf.strings.join([data, tf.constant(b"\0" * 44)])  # short input: compare zeros
+
+    def field(start, length):
+        return tf.strings.substr(data, start, length)
+
+    def number(start):
+        return tf.io.decode_raw(field(start, 2), tf.uint16, little_endian=True)[0]
+
+    return (
+        tf.equal(field(0, 4), "RIFF")
+        & tf.equal(field(8, 4), "WAVE")
+        & tf.equal(field(12, 4), "fmt ")
+        & tf.equal(number(20), 1)
+        & tf.equal(number(34), 16)
+    )
+
+
 def pad_batch(waves):
     """1-D waves (a list of arrays/tensors, or a tf.RaggedTensor (B, None)) -> padded batch.
 

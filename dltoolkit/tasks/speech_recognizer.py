@@ -22,7 +22,7 @@ from dltoolkit.core.training import Plan
 from dltoolkit.data.audio import Clips, limit_duration, read_audio_inputs, read_clips
 from dltoolkit.data.splits import random_splits
 from dltoolkit.data.text import SPECIAL_TOKENS, train_vocabulary
-from dltoolkit.data.waveforms import decode_wav, pad_batch, resample
+from dltoolkit.data.waveforms import decode_wav, is_pcm16_wav, pad_batch, resample
 from dltoolkit.layers.audio import LogMelSpectrogram, SpecAugment, mel_normalization
 from dltoolkit.layers.text import Characters, WordPieces
 from dltoolkit.models.seq2seq import SmoothedTokenLoss
@@ -414,20 +414,27 @@ class SpeechRecognizer(Recipe):
             self._tokenizer = self.model_.tokenizer
 
     def _serve(self, audio):
-        """WAV bytes (B,) -> transcripts, with the tokens and their probabilities (from scratch)."""
+        """WAV bytes (B,) -> transcripts, with the tokens and their probabilities (from scratch)
+        and `valid`: False for an item that is not 16-bit PCM WAV (its transcript is empty)."""
         rate = self.config.sample_rate
+        valid = tf.map_fn(is_pcm16_wav, audio, fn_output_signature=tf.bool)
 
-        def one(data):
-            wave, wave_rate = decode_wav(data)
-            return resample(wave, wave_rate, rate)
+        def one(item):
+            data, ok = item
+            return tf.cond(
+                ok, lambda: resample(*decode_wav(data), rate), lambda: tf.zeros([0], tf.float32)
+            )
 
         waves = tf.map_fn(
-            one, audio, fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
+            one,
+            (audio, valid),
+            fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0),
         )
         padded, lengths = pad_batch(waves)
-        return self._transcribe_graph(
+        out = self._transcribe_graph(
             padded, tf.cast(lengths, tf.int32), 1, scores=not self.pretrained
         )
+        return {**out, "valid": valid}
 
     def _signatures(self) -> dict[str, Signature]:
         return {"serving_default": Signature([_AUDIO], call=self._serve)}
