@@ -101,6 +101,7 @@ RECIPE_TEST_MODULES = {
     "test_summarizer": "summarize",
     "test_image_segmenter": "segment",
     "test_object_detector": "detect-objects",
+    "test_speech_recognizer": "transcribe",
 }
 
 

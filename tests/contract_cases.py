@@ -30,6 +30,8 @@ from test_image_segmenter import squares, write_square_folder
 from test_node_classifier import write_block_graph
 from test_object_detector import TINY as TINY_DETECTOR
 from test_object_detector import shapes, write_yolo_folder
+from test_speech_recognizer import TINY as TINY_RECOGNIZER
+from test_speech_recognizer import melody, tone, write_tone_folder, write_wav
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 
@@ -485,6 +487,63 @@ GENERATE = Case(
 )
 
 
+# -- transcribe -------------------------------------------------------------------------
+
+
+def _recordings(folder: Path) -> list[str]:
+    """16-bit PCM WAVs, as the export decodes them: one at the model's rate, one at 16 kHz
+    (resampled) and one three windows long (transcribed in chunks)."""
+    rng = np.random.default_rng(8)
+    return [
+        write_wav(folder / "mi.wav", tone("mi", rng)),
+        write_wav(folder / "do_16k.wav", tone("do", rng, 16000), 16000),
+        write_wav(folder / "melody.wav", melody(["re", "do", "mi"])),
+    ]
+
+
+def _transcripts(recognizer, files) -> dict:
+    return {"text": np.array([r["text"] for r in recognizer.predict(files)], dtype=object)}
+
+
+def _next_characters(recognizer, files) -> KerasIO:
+    """Fed the short recordings' waves and predict's transcripts after BOS (teacher forcing),
+    the saved model's most likely next tokens are those transcripts' characters, then EOS."""
+    import tensorflow as tf
+
+    from dltoolkit.data.audio import read_audio
+    from dltoolkit.data.waveforms import pad_batch, resample
+    from dltoolkit.models.transcription import BOS, EOS, PAD
+
+    short = files[:2]
+    rate = recognizer.config.sample_rate
+    waves, lengths = pad_batch([resample(*read_audio(f), rate) for f in short])
+    texts = list(_transcripts(recognizer, short)["text"])
+    ids = recognizer.model_.tokenizer(tf.constant(texts)).to_tensor(PAD).numpy()
+    target = np.concatenate([np.full((len(ids), 1), BOS), ids], axis=1)
+    expected = np.pad(ids, [(0, 0), (0, 1)], constant_values=PAD)
+    expected[np.arange(len(ids)), (ids != PAD).sum(axis=1)] = EOS
+    spoken = expected != PAD
+    return KerasIO(
+        {"waves": waves.numpy(), "lengths": lengths.numpy(), "target": target.astype(np.int32)},
+        expected,
+        decode=lambda logits: np.where(
+            spoken, np.argmax(keras.ops.convert_to_numpy(logits), axis=-1), PAD
+        ),
+    )
+
+
+TRANSCRIBE = Case(
+    params=TINY_RECOGNIZER,
+    data=lambda folder: str(write_tone_folder(folder / "clips")),
+    inputs=_recordings,
+    answers=_transcripts,
+    feeds=lambda recognizer, files: {
+        "audio": np.array([Path(f).read_bytes() for f in files], dtype=object)
+    },
+    keras_io=_next_characters,
+)
+
+
 CASES: dict[str, Case] = {
     "classify": CLASSIFY,
     "forecast": FORECAST,
@@ -495,4 +554,5 @@ CASES: dict[str, Case] = {
     "generate": GENERATE,
     "segment": SEGMENT,
     "detect-objects": DETECT_OBJECTS,
+    "transcribe": TRANSCRIBE,
 }
