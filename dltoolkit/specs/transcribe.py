@@ -78,7 +78,11 @@ class SpeechRecognizerConfig(TrainConfig):
         16000, "The model's sample rate; audio at any other rate is resampled to it.", ge=4000
     )
     max_seconds: float = param(
-        20.0, "The model's window: longest clip trained on, and chunk length in predict.", gt=0
+        20.0,
+        "The model's window: longest clip trained on, and the chunk length of longer "
+        "recordings in predict (fixed when the model is built).",
+        gt=0,
+        cli=True,
     )
     long_clips: str = param(
         "skip",

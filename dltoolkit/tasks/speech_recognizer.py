@@ -40,6 +40,7 @@ STEP_BUDGET = 1000  # default training length in optimizer steps (without train_
 TIMED_EPOCHS = 10_000  # with train_minutes and no epochs, the clock ends training
 NORMALIZATION_CLIPS = 512  # training clips the feature statistics are taken from
 _AUDIO = tf.TensorSpec([None], tf.string, name="audio")
+_TEXT = tf.TensorSpec([None], tf.string)
 
 
 @dataclass
@@ -212,9 +213,7 @@ class SpeechRecognizer(Recipe):
         lengths = np.array([len(w) for w in clips.waves], np.int32)
         waves = tf.RaggedTensor.from_row_lengths(np.concatenate(clips.waves), lengths)
         labels = (
-            tf.constant(texts)
-            if self.pretrained
-            else self._tokenizer(tf.constant(texts))[:, : c.max_tokens - 1]
+            tf.constant(texts) if self.pretrained else self._token_ids(texts)[:, : c.max_tokens - 1]
         )
         ds = tf.data.Dataset.from_tensor_slices((waves, lengths, labels)).map(_dense)
         if training:
@@ -230,6 +229,10 @@ class SpeechRecognizer(Recipe):
         return ds.map(self._as_fit_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
             tf.data.AUTOTUNE
         )
+
+    def _token_ids(self, texts: list[str]) -> tf.RaggedTensor:
+        """Transcripts -> ragged ids, as graph ops (KerasHub tokenizers answer lists eagerly)."""
+        return tf.function(self._tokenizer, input_signature=[_TEXT])(tf.constant(texts))
 
     def _as_fit_input(self, waves, lengths, labels):
         kind = self._network_kind()
