@@ -186,3 +186,9 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path, capsys):
     assert {
         path: path.stat().st_mtime_ns for path in out.rglob("*") if path.name != LOCK_FILE
     } == written
+
+
+def test_an_unknown_option_is_a_usage_error_without_traceback(capsys):
+    code, out, err = cli(capsys, "classify", "--no-such-option")
+    assert code == 2 and "Traceback" not in err
+    assert "No such option" in err and "--no-such-option" in err

@@ -52,6 +52,13 @@ def _root(
     """Train, evaluate and export deep-learning recipes (Keras 3)."""
 
 
+try:  # typer 0.29+ raises its own copy of click's exceptions
+    from typer._click.exceptions import ClickException as _VendoredClickException
+except ImportError:  # older typer: click's own
+    _VendoredClickException = click.ClickException
+_USAGE_ERRORS = (click.ClickException, _VendoredClickException)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one red line and exit 2; bugs keep their traceback."""
     try:
@@ -59,10 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     except DLToolkitError as err:
         stderr.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.ClickException as err:
+    except _USAGE_ERRORS as err:
         err.show()
         sys.exit(err.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         stderr.print("[red]interrupted[/]; continue later with --resume")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
