@@ -22,6 +22,8 @@ from serving import ServingProcess
 from test_cli import assert_user_error, cli
 from test_image_segmenter import write_square_folder
 from test_object_detector import write_yolo_folder
+from test_speech_recognizer import TINY as TINY_RECOGNIZER
+from test_speech_recognizer import write_tone_folder
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 
@@ -587,3 +589,27 @@ def test_two_workers_detect_objects_in_a_yolo_folder_sharded_by_file(tmp_path):
     history = chief_run(out, results, 4)
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
     assert results[0]["metrics"]["map50"] > results[0]["metrics"]["baseline_map50"]
+
+
+@pytest.mark.slow
+def test_two_workers_transcribe(tmp_path):
+    folder = write_tone_folder(tmp_path / "tones", count=60)
+    out = tmp_path / "job"
+    skipped = ("epochs", "batch_size", "seed")
+    sets = [f"{k}={v}" for k, v in TINY_RECOGNIZER.items() if k not in skipped]
+    results = run_job(
+        "transcribe",
+        out,
+        "--data",
+        folder,
+        "--epochs",
+        8,
+        "--batch-size",
+        8,
+        *(x for s in sets for x in ("--set", s)),
+        wait=RECIPE_WAIT,
+    )
+    history = chief_run(out, results, 8)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    metrics = results[0]["metrics"]
+    assert metrics["wer"] < metrics["baseline_wer"]
