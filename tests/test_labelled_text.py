@@ -198,6 +198,13 @@ def test_problems_are_counted_not_fatal(tmp_path):
         "empty text",
         "not UTF-8 text (byte 0); re-encode it",
     ]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\na,x\nb,y,extra\nc,x\nd,y\ne,y\n")
+    assert read_labelled_texts(ragged).problems == [
+        (str(ragged), "a row of 3 cells ('b'...): skipped")
+    ]
+    with pytest.raises(DataError, match="ragged.csv: a row of 3 cells"):
+        read_labelled_texts(ragged, strict=True)
     jsonl = tmp_path / "rows.jsonl"
     jsonl.write_text(
         '{"text": "a", "label": "x"}\n{"text": "b", "label": 1}\nnot json\n[1]\n'

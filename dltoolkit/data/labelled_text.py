@@ -126,8 +126,9 @@ def read_labelled_texts(
     (text, label) column positions) reads a file whose header differs from the training
     file's by the training columns' positions. Multi-label cells are lists, JSON arrays or
     strings split on `label_delimiter` (default: the first of | ; , the column uses).
-    In `training`, fewer than two classes is an error and labels seen once are dropped
-    or kept (`rare_labels`)."""
+    `split` picks a folder's split folder or a tfds split; other sources are in one piece
+    (`data_splits` tells which a source has). In `training`, fewer than two classes is an
+    error and labels seen once are dropped or kept (`rare_labels`)."""
     if isinstance(data, LabelledTexts):
         return data
     if rare_labels not in RARE_LABELS:
