@@ -8,7 +8,8 @@ pixels, labels: list of int32 (n_i,) class indices, class_names)`; a "series"
 loader returns a DataFrame with a time column and numeric columns; a "table" loader returns
 `(DataFrame, label column)`; a "graph" loader returns a networkx graph with a "label" per node;
 a "speech" loader returns `(waves: list of float32 (n_i,) mono in [-1, 1], sample rate int,
-transcripts: list of str, speakers: list of str)`.
+transcripts: list of str, speakers: list of str)`; a "text" loader returns `(texts: list of str,
+labels: list of str)`.
 """
 
 from __future__ import annotations
@@ -231,6 +232,57 @@ def _say(word, pitch, scale, letter_seconds, rng, rate) -> np.ndarray:
     return 0.4 * sound / np.abs(sound).max()
 
 
+REVIEW_SUBJECTS = (
+    "the film", "the plot", "the acting", "the soundtrack", "the ending", "this book",
+    "the service", "the food", "the hotel", "the camera", "the battery", "the game",
+)  # fmt: skip
+REVIEW_WORDS = {
+    "positive": ("good", "great", "wonderful", "charming", "brilliant", "lovely", "superb"),
+    "negative": ("bad", "awful", "dull", "boring", "clumsy", "tedious", "disappointing"),
+    "neutral": ("average", "ordinary", "okay", "adequate", "passable", "standard", "middling"),
+}
+REVIEW_ASIDES = ("", "", "", "honestly, ", "overall, ", "i think ", "to be fair, ")
+REVIEW_ENDINGS = ("", "", "", " for the price", " in the end", " this time", " as expected")
+# After "not": a positive word reads as negative, a negative one as neutral ("not bad").
+NEGATED = {"positive": "negative", "negative": "neutral"}
+
+
+def toy_reviews(count: int = 600, seed: int = 0) -> tuple[list[str], list[str]]:
+    """`count` seeded one-line reviews labelled positive, negative or neutral, from word
+    templates: "the plot was good"; negated, "the plot was not good" (negative) and "not bad"
+    (neutral); or contrasted, "the plot was charming but tedious", where the word after
+    "but" decides. Every sentiment word occurs in more than one class, so single words do not
+    give the label away but word pairs do. Returns (texts, labels)."""
+    rng = np.random.default_rng(seed)
+    moods = list(REVIEW_WORDS)
+    texts, labels = [], []
+    for _ in range(count):
+        subject = REVIEW_SUBJECTS[rng.integers(len(REVIEW_SUBJECTS))]
+        form = rng.choice(["plain", "negated", "contrast"], p=[0.4, 0.3, 0.3])
+        verb = ("was", "is", "felt", "seemed")[rng.integers(2 if form == "negated" else 4)]
+        mood = moods[rng.integers(3)]
+        if form == "negated":
+            mood = moods[rng.integers(2)]
+            words, label = f"not {_pick(REVIEW_WORDS[mood], rng)}", NEGATED[mood]
+        elif form == "contrast":
+            first = moods[rng.integers(3)]
+            mood = next(m for m in rng.permutation(moods) if m != first)
+            words = f"{_pick(REVIEW_WORDS[first], rng)} but {_pick(REVIEW_WORDS[mood], rng)}"
+            label = mood
+        else:
+            adverb = ("", "", "very ", "really ", "quite ", "rather ")[rng.integers(6)]
+            words, label = adverb + _pick(REVIEW_WORDS[mood], rng), mood
+        aside = REVIEW_ASIDES[rng.integers(len(REVIEW_ASIDES))]
+        ending = REVIEW_ENDINGS[rng.integers(len(REVIEW_ENDINGS))]
+        texts.append(f"{aside}{subject} {verb} {words}{ending}")
+        labels.append(str(label))
+    return texts, labels
+
+
+def _pick(words: tuple[str, ...], rng) -> str:
+    return words[rng.integers(len(words))]
+
+
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
     "digit-scenes": Sample(
@@ -264,6 +316,12 @@ SAMPLES: dict[str, Sample] = {
         "voices, 16 kHz mono, transcripts and speakers (made with numpy)",
         synthesize_digit_speech,
         kind="speech",
+    ),
+    "toy-reviews": Sample(
+        "600 one-line reviews from word templates with negation and contrast ('not good', "
+        "'charming but tedious'), 3 classes: positive, negative, neutral (made with numpy)",
+        toy_reviews,
+        kind="text",
     ),
     "karate": Sample(
         "Zachary's karate club graph, 34 nodes, 2 factions (networkx)", _karate, kind="graph"
