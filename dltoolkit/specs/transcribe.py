@@ -20,7 +20,7 @@ class SpeechRecognizerConfig(TrainConfig):
 
     epochs: int | None = param(
         None,
-        "Training epochs (default: about 1000 optimizer steps, at least 3 epochs; with "
+        "Training epochs (default: about 500 optimizer steps, at least 3 epochs; with "
         "train_minutes, until the time is up).",
         ge=1,
         cli=True,

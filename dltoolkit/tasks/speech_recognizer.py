@@ -36,7 +36,7 @@ from dltoolkit.tasks.speech_eval import (
     worst_clips,
 )
 
-STEP_BUDGET = 1000  # default training length in optimizer steps (without train_minutes)
+STEP_BUDGET = 500  # default training length in optimizer steps (without train_minutes)
 TIMED_EPOCHS = 10_000  # with train_minutes and no epochs, the clock ends training
 NORMALIZATION_CLIPS = 512  # training clips the feature statistics are taken from
 _AUDIO = tf.TensorSpec([None], tf.string, name="audio")
