@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from rich.console import Console
 
@@ -60,6 +61,13 @@ def small_data_epochs(examples: int, batch_size: int, min_steps: int) -> tuple[i
     so that an epoch has at least `min_steps` batches and does not stop early on a handful."""
     repeat = math.ceil(min_steps * batch_size / examples)
     return repeat, math.ceil(repeat * examples / batch_size)
+
+
+def balanced_class_weights(labels, classes: int) -> dict[int, float]:
+    """Keras `class_weight` inverse to each class's frequency in `labels` (integer classes),
+    so every class weighs the same in the loss: n / (classes * count)."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=classes)
+    return {i: len(labels) / (classes * max(int(n), 1)) for i, n in enumerate(counts)}
 
 
 def pretrained_stages(

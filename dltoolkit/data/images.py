@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
-from dltoolkit.core.errors import ConfigError, DataError
+from dltoolkit.core.errors import DataError
 from dltoolkit.core.records import Bad
 from dltoolkit.core.runtime import with_shard_policy
 from dltoolkit.data.samples import SAMPLES, load_sample
+from dltoolkit.data.splits import stratified_splits
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "GIF"}  # MPO: multi-picture JPEG from cameras
@@ -430,42 +430,8 @@ def first_line(error: BaseException) -> str:
 def split_stratified(
     images: ImageSet, fractions: dict[str, float], seed: int
 ) -> dict[str, ImageSet]:
-    """Carve stratified splits, e.g. {"val": 0.1, "test": 0.1}, out of `images`; the rest is train.
-
-    Deterministic per seed. Zero fractions are left out. Classes too small for sklearn's
-    stratification are split per class instead, keeping at least one image in train.
-    """
-    fractions = {name: float(f) for name, f in fractions.items() if f}
-    if any(f < 0 for f in fractions.values()) or sum(fractions.values()) >= 1:
-        raise ConfigError(
-            f"split fractions {fractions} must be positive and sum to less than 1, "
-            "e.g. val 0.1 and test 0.1"
-        )
-    rest, remaining, parts = np.arange(len(images)), 1.0, {}
-    for name, frac in fractions.items():
-        rest, parts[name] = _stratified_cut(rest, images.labels[rest], frac / remaining, seed)
-        remaining -= frac
-        if not len(parts[name]):
-            raise DataError(
-                f"{len(images)} images are too few to carve out a {name} split; "
-                f"add images or give a separate {name} set"
-            )
-    return {name: images.subset(np.sort(idx)) for name, idx in {"train": rest, **parts}.items()}
-
-
-def _stratified_cut(idx, labels, frac, seed) -> tuple[np.ndarray, np.ndarray]:
-    """Split `idx` into (kept, cut) with about `frac` of each class in `cut`."""
-    try:
-        kept, cut = train_test_split(idx, test_size=frac, stratify=labels, random_state=seed)
-    except ValueError:  # a class has too few members for sklearn
-        rng = np.random.default_rng(seed)
-        cut = []
-        for label in np.unique(labels):
-            members = rng.permutation(idx[labels == label])
-            cut.extend(members[: min(len(members) - 1, max(1, round(frac * len(members))))])
-        cut = np.asarray(cut, dtype=idx.dtype)
-        kept = np.setdiff1d(idx, cut)
-    return kept, cut
+    """Carve stratified splits, e.g. {"val": 0.1, "test": 0.1}, out of `images` by class."""
+    return stratified_splits(images, images.labels, fractions, seed, unit="images")
 
 
 def infer_image_shape(images: ImageSet, max_side: int = 128) -> tuple[int, int, int]:

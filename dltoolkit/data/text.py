@@ -278,7 +278,7 @@ def as_document(name: str, text: str) -> tuple[str, str] | Bad:
     """(name, text), or a Bad when the text is blank."""
     if text.strip():
         return name, text
-    return Bad({"input": name}, "empty document: there is no text to summarise")
+    return Bad({"input": name}, "empty document: there is no text in it")
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
 from dltoolkit.core.runtime import Runtime, file_shard
-from dltoolkit.core.training import Plan, Stage, pretrained_stages
+from dltoolkit.core.training import Plan, Stage, balanced_class_weights, pretrained_stages
 from dltoolkit.data.augment import build_augmenter
 from dltoolkit.data.images import (
     ImageSet,
@@ -181,8 +181,7 @@ class ImageClassifier(Recipe):
     def _class_weight(self, train: ImageSet) -> dict | None:
         if self.config.class_weight != "balanced":
             return None
-        counts = np.bincount(train.labels, minlength=len(self.class_names_))
-        return {i: len(train.labels) / (len(counts) * max(n, 1)) for i, n in enumerate(counts)}
+        return balanced_class_weights(train.labels, len(self.class_names_))
 
     # -- evaluation and prediction ----------------------------------------------------------
 
