@@ -53,3 +53,18 @@ def load_preset(task_class, preset: str, **kwargs):
             "offline, pass a local preset directory instead: --preset ./my_local_preset "
             "(made with save_to_preset)"
         ) from None
+
+
+def small_backbone(
+    backbone_class, tokenizer, hidden_dim: int, layers: int, heads: int, length: int
+):
+    """A randomly initialised `backbone_class` (BERT, BART, ... style arguments) sized to
+    `tokenizer`'s vocabulary: the heart of a tiny preset for offline tests."""
+    return backbone_class(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=4 * hidden_dim,
+        max_sequence_length=length,
+    )

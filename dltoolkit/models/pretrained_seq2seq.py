@@ -79,13 +79,8 @@ def random_bart_preset(
     preprocessor = keras_hub.models.BartSeq2SeqLMPreprocessor(
         tokenizer, encoder_sequence_length=max_length, decoder_sequence_length=max_length
     )
-    backbone = keras_hub.models.BartBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=layers,
-        num_heads=heads,
-        hidden_dim=hidden_dim,
-        intermediate_dim=4 * hidden_dim,
-        max_sequence_length=max_length,
+    backbone = presets.small_backbone(
+        keras_hub.models.BartBackbone, tokenizer, hidden_dim, layers, heads, max_length
     )
     keras_hub.models.BartSeq2SeqLM(backbone, preprocessor).save_to_preset(str(directory))
     return Path(directory)
