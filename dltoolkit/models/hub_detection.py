@@ -34,9 +34,9 @@ import keras_hub
 import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError, WeightsError
+from dltoolkit.core.presets import REMOTE_PREFIXES, is_local
 from dltoolkit.data.images import first_line
 from dltoolkit.models.detection import non_max_suppression
-from dltoolkit.models.pretrained_seq2seq import REMOTE_PREFIXES, is_local
 
 BOX_FORMAT = "xyxy"  # x1, y1, x2, y2 in input pixels
 PADDING = -1.0  # label (and box coordinates) of a padding row in hub_targets

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 
 from dltoolkit.core.errors import ConfigError, WeightsError
-from dltoolkit.models.pretrained_seq2seq import REMOTE_PREFIXES, is_local
+from dltoolkit.core.presets import REMOTE_PREFIXES, is_local
 
 BACKBONE_KINDS = {"MoonshineBackbone": "moonshine", "WhisperBackbone": "whisper"}
 SUPPORTED = "Moonshine (MoonshineAudioToText) or Whisper (WhisperBackbone)"

@@ -5,38 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dltoolkit.core.errors import ConfigError, WeightsError
-
-REMOTE_PREFIXES = ("kaggle://", "hf://", "gs://", "modelscope://")
-
-
-def preset_names() -> list[str]:
-    """The Seq2SeqLM preset names KerasHub knows."""
-    import keras_hub
-
-    return sorted(keras_hub.models.Seq2SeqLM.presets)
-
-
-def is_local(preset: str) -> bool:
-    return not preset.startswith(REMOTE_PREFIXES) and (
-        Path(preset).expanduser().exists() or "/" in preset or preset.startswith(".")
-    )
+from dltoolkit.core import presets
 
 
 def check_preset(preset: str) -> None:
-    """A ConfigError unless `preset` is a known name, a remote handle or a preset directory."""
-    if is_local(preset):
-        if not (Path(preset).expanduser() / "config.json").is_file():
-            raise ConfigError(
-                f"--preset '{preset}' is not a KerasHub preset directory (no config.json); "
-                "save one with model.save_to_preset(dir) or pass a preset name "
-                "such as bart_base_en"
-            )
-    elif not preset.startswith(REMOTE_PREFIXES) and preset not in preset_names():
-        raise ConfigError(
-            f"unknown preset '{preset}'; pass a local preset directory or one of: "
-            f"{', '.join(preset_names())}"
-        )
+    """A ConfigError unless `preset` is a known Seq2SeqLM name, a remote handle or a preset
+    directory."""
+    import keras_hub
+
+    presets.check_preset(preset, keras_hub.models.Seq2SeqLM, "bart_base_en")
 
 
 def load_seq2seq(preset: str, max_source_length: int, max_target_length: int):
@@ -44,21 +21,7 @@ def load_seq2seq(preset: str, max_source_length: int, max_target_length: int):
     import keras_hub
 
     check_preset(preset)
-    try:
-        model = keras_hub.models.Seq2SeqLM.from_preset(
-            str(Path(preset).expanduser()) if is_local(preset) else preset
-        )
-    except Exception as err:  # downloads fail in many ways; the user needs the offline option
-        if is_local(preset):
-            raise ConfigError(
-                f"--preset '{preset}' could not be loaded as a Seq2SeqLM: "
-                f"{str(err).splitlines()[0]}"
-            ) from None
-        raise WeightsError(
-            f"preset '{preset}' could not be downloaded ({type(err).__name__}); "
-            "offline, pass a local preset directory instead: --preset ./my_local_preset "
-            "(made with save_to_preset)"
-        ) from None
+    model = presets.load_preset(keras_hub.models.Seq2SeqLM, preset)
     return set_lengths(model, max_source_length, max_target_length)
 
 
@@ -116,13 +79,8 @@ def random_bart_preset(
     preprocessor = keras_hub.models.BartSeq2SeqLMPreprocessor(
         tokenizer, encoder_sequence_length=max_length, decoder_sequence_length=max_length
     )
-    backbone = keras_hub.models.BartBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=layers,
-        num_heads=heads,
-        hidden_dim=hidden_dim,
-        intermediate_dim=4 * hidden_dim,
-        max_sequence_length=max_length,
+    backbone = presets.small_backbone(
+        keras_hub.models.BartBackbone, tokenizer, hidden_dim, layers, heads, max_length
     )
     keras_hub.models.BartSeq2SeqLM(backbone, preprocessor).save_to_preset(str(directory))
     return Path(directory)
