@@ -292,16 +292,17 @@ def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.n
 # -- tokenizer ------------------------------------------------------------------------------
 
 
-def train_vocabulary(texts: list[str], size: int) -> list[str]:
-    """A lower-cased WordPiece vocabulary of about `size` entries learned from `texts`."""
+def train_vocabulary(texts: list[str], size: int, reserved=SPECIAL_TOKENS) -> list[str]:
+    """A lower-cased WordPiece vocabulary of about `size` entries learned from `texts`, the
+    `reserved` tokens first (ids 0, 1, ...)."""
     import keras_hub
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(texts).batch(256)
     vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        dataset, size, lowercase=True, reserved_tokens=list(SPECIAL_TOKENS)
+        dataset, size, lowercase=True, reserved_tokens=list(reserved)
     )
-    if len(vocabulary) < len(SPECIAL_TOKENS) + 10:
+    if len(vocabulary) < len(reserved) + 10:
         raise DataError(
             f"the training text yields only {len(vocabulary)} word pieces; "
             "more (or longer) documents are needed"

@@ -22,6 +22,7 @@ MODEL_MODULES = (
     "dltoolkit.models.seq2seq",
     "dltoolkit.models.sequence",
     "dltoolkit.models.speech",
+    "dltoolkit.models.text_classification",
     "dltoolkit.models.transcription",
     "dltoolkit.models.vision",
 )
