@@ -27,6 +27,7 @@ _LAZY = {
     "ImageSegmenter": "dltoolkit.tasks",
     "ObjectDetector": "dltoolkit.tasks",
     "SpeechRecognizer": "dltoolkit.tasks",
+    "TextClassifier": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

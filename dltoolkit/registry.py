@@ -22,6 +22,7 @@ SPEC_MODULES = (
     "segment",
     "detect_objects",
     "transcribe",
+    "classify_text",
 )
 
 

@@ -102,6 +102,7 @@ RECIPE_TEST_MODULES = {
     "test_image_segmenter": "segment",
     "test_object_detector": "detect-objects",
     "test_speech_recognizer": "transcribe",
+    "test_text_classifier": "classify-text",
 }
 
 

@@ -34,6 +34,8 @@ from test_speech_recognizer import TINY as TINY_RECOGNIZER
 from test_speech_recognizer import melody, tone, write_tone_folder, write_wav
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
+from test_text_classifier import TINY as TINY_TEXT_CLASSIFIER
+from test_text_classifier import write_reviews
 
 from dltoolkit.data.samples import load_sample
 
@@ -544,6 +546,41 @@ TRANSCRIBE = Case(
 )
 
 
+# -- classify-text ----------------------------------------------------------------------
+
+REVIEWS = [
+    "the plot was wonderful.",
+    "honestly, the acting was not good",
+    "the score seemed charming but tedious!",
+    "?",
+    "not bad",
+]
+
+
+def _text_answers(model, texts) -> dict:
+    rows = model.predict(text=texts)
+    return {
+        "label": _column(rows, "label").astype(object),
+        "score": _column(rows, "score"),
+        "probabilities": np.array([list(r["probabilities"].values()) for r in rows]),
+    }
+
+
+def _text_probabilities(model, texts) -> KerasIO:
+    return KerasIO(np.array(texts, dtype=object), model.predict_proba(texts))
+
+
+CLASSIFY_TEXT = Case(
+    params=dict(TINY_TEXT_CLASSIFIER, text_field="review", label_field="stars"),
+    data=lambda folder: str(write_reviews(folder / "reviews.csv")),
+    inputs=lambda folder: REVIEWS,
+    answers=_text_answers,
+    feeds=lambda model, texts: {"text": np.array(texts, dtype=object)},
+    keras_io=_text_probabilities,
+    serving_imports=("tensorflow_text",),
+)
+
+
 CASES: dict[str, Case] = {
     "classify": CLASSIFY,
     "forecast": FORECAST,
@@ -555,4 +592,5 @@ CASES: dict[str, Case] = {
     "segment": SEGMENT,
     "detect-objects": DETECT_OBJECTS,
     "transcribe": TRANSCRIBE,
+    "classify-text": CLASSIFY_TEXT,
 }

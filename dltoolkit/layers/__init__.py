@@ -17,6 +17,7 @@ MODEL_MODULES = (
     "dltoolkit.models.generative",
     "dltoolkit.models.graph",
     "dltoolkit.models.hub_speech",
+    "dltoolkit.models.hub_text",
     "dltoolkit.models.policy",
     "dltoolkit.models.segmentation",
     "dltoolkit.models.seq2seq",

@@ -61,9 +61,9 @@ def _truncation(positions, lengths, keep: int, truncation: str):
 
 @keras.saving.register_keras_serializable(package="dltoolkit")
 class TextIds(keras.layers.Layer):
-    """Strings (B,) -> int32 ids (B, max_length): [CLS], then the WordPiece ids cut to the
-    window by `truncation` (head or head+tail), padded with [PAD] (0). The vocabulary must
-    start with CLASSIFIER_TOKENS."""
+    """Strings (B,) -> int32 ids (B, L), L <= max_length: [CLS], then the WordPiece ids cut to
+    the window by `truncation` (head or head+tail), padded with [PAD] (0) to the batch's
+    longest row. The vocabulary must start with CLASSIFIER_TOKENS."""
 
     def __init__(self, vocabulary, max_length=128, truncation="head+tail", **kwargs):
         super().__init__(**{"trainable": False, **kwargs})
@@ -83,10 +83,12 @@ class TextIds(keras.layers.Layer):
         return tf.ragged.constant(tokens, tf.int32, ragged_rank=1)
 
     def _rows(self, ids, rows, columns, count):
-        """(count, max_length) ids: [CLS], then `ids` at (`rows`, 1 + `columns`), [PAD] after."""
+        """(count, L) ids: [CLS], then `ids` at (`rows`, 1 + `columns`), [PAD] after; L is the
+        longest row's length (at most max_length), so short texts cost little."""
+        width = 2 + tf.reduce_max(tf.concat([columns, [-1]], axis=0))
         indices = tf.stack([rows, columns + 1], axis=1)
-        placed = tf.scatter_nd(indices, ids, tf.stack([count, self.max_length]))
-        return placed + CLS_ID * tf.one_hot(0, self.max_length, dtype=tf.int32)
+        placed = tf.scatter_nd(indices, ids, tf.stack([count, width]))
+        return placed + CLS_ID * tf.one_hot(0, width, dtype=tf.int32)
 
     def call(self, strings):
         tokens = self.word_pieces(strings)
@@ -97,7 +99,7 @@ class TextIds(keras.layers.Layer):
 
     def windows(self, strings):
         """Every text cut into consecutive windows of max_length - 1 tokens, each with [CLS]:
-        ids (N, max_length) and `owner` (N,) int32, the index of each window's text. A text
+        ids (N, L <= max_length) and `owner` (N,) int32, the index of each window's text. A text
         without tokens still gets one window."""
         tokens = self.word_pieces(strings)
         ids, rows, positions, _ = _flat(tokens)
@@ -108,7 +110,7 @@ class TextIds(keras.layers.Layer):
         return self._rows(ids, windows, positions % size, tf.reduce_sum(counts)), owner
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape, self.max_length)
+        return (*input_shape, None)
 
     def get_config(self):
         return {

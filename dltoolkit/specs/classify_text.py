@@ -171,7 +171,7 @@ SPEC = RecipeSpec(
     "one subfolder of .txt files per class (train/ test/ inside, as aclImdb), tfds:NAME or a "
     "built-in name (`dltoolkit datasets`).",
     predict_options=(
-        Option("text", str, "A text to classify (repeatable).", multiple=True),
+        Option("text", str, "A text given on the command line (repeatable).", multiple=True),
         STRICT,
     ),
 )

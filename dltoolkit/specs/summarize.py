@@ -121,7 +121,7 @@ SPEC = RecipeSpec(
     config=SummarizerConfig,
     summary="Train a summariser (from-scratch Transformer, or fine-tune a KerasHub preset).",
     predict_options=(
-        Option("text", str, "A document to summarise (repeatable).", multiple=True),
+        Option("text", str, "A text given on the command line (repeatable).", multiple=True),
         STRICT,
     ),
 )

@@ -10,6 +10,7 @@ from dltoolkit.tasks.node_classifier import NodeClassifier
 from dltoolkit.tasks.object_detector import ObjectDetector
 from dltoolkit.tasks.speech_recognizer import SpeechRecognizer
 from dltoolkit.tasks.summarizer import Summarizer
+from dltoolkit.tasks.text_classifier import TextClassifier
 
 __all__ = [
     "Agent",
@@ -22,4 +23,5 @@ __all__ = [
     "ObjectDetector",
     "SpeechRecognizer",
     "Summarizer",
+    "TextClassifier",
 ]
