@@ -19,10 +19,12 @@ validation and best weights, no test split carved), then scores dev.tsv and test
 (`model="auto"`: the BERT-style Transformer, no pretraining); "fasttext" the bag-of-n-grams
 baseline; "mlm" the same Transformer with `--pretrain-epochs` of masked-LM pretraining on the
 training texts inside the same total wall time (pretraining + fine-tuning). "recipe" versus
-"mlm" is the masked-LM gain.
+"mlm" is the masked-LM gain. "preset" fine-tunes a tiny randomly initialised BERT preset
+(saved to `--work`, vocabulary learned on 5,000 training phrases) for `--preset-minutes`:
+the pretrained path end to end, a smoke test whose accuracy means nothing.
 
 `python benchmarks/bench_classify_text.py --data ../shared/data/sst2_glue [--minutes 20
---sides tfidf,recipe,fasttext,mlm --json out.json]`
+--sides tfidf,recipe,fasttext,mlm,preset --json out.json]`
 """
 
 from __future__ import annotations
@@ -106,15 +108,20 @@ def run_tfidf(data: dict, args) -> dict:
     }
 
 
-def recipe_side(**params):
-    """A side that trains TextClassifier(**params) for --minutes and scores dev and test."""
+def recipe_side(minutes="minutes", **params):
+    """A side that trains TextClassifier(**params) for the `minutes` argument's wall time and
+    scores dev and test."""
 
     def run(data, args) -> dict:
         from dltoolkit import TextClassifier
 
         texts, labels = data["train"]
         recipe = TextClassifier(
-            train_minutes=args.minutes, val_split=0.05, test_split=0.0, seed=args.seed, **params
+            train_minutes=getattr(args, minutes),
+            val_split=0.05,
+            test_split=0.0,
+            seed=args.seed,
+            **params,
         )
         times: dict = {}
         with common.timer(times, "fit"):
@@ -138,6 +145,15 @@ def recipe_side(**params):
     return run
 
 
+def random_preset(data, args) -> Path:
+    """A tiny randomly initialised BERT preset with a vocabulary learned on training texts: the
+    pretrained path end to end offline (its accuracy means nothing)."""
+    from dltoolkit.models.hub_text import random_text_classifier_preset
+
+    texts = data["train"][0][:5000]
+    return random_text_classifier_preset(args.work / "random_bert", texts, max_length=128)
+
+
 # The sides, run in this order. Each is (name in the table, run(data, args) -> dict with the
 # COLUMNS' figures), `data` mapping "train"/"dev"/"test" to (texts, labels).
 SIDES = {
@@ -145,6 +161,7 @@ SIDES = {
     "recipe": ("TextClassifier, defaults (Transformer from scratch)", recipe_side()),
     "fasttext": ("TextClassifier, model=fasttext", recipe_side(model="fasttext")),
     "mlm": ("TextClassifier, Transformer with masked-LM pretraining", None),
+    "preset": ("TextClassifier, random tiny BERT preset (smoke test only)", None),
 }
 
 
@@ -158,6 +175,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="recipe training wall time")
     parser.add_argument(
         "--pretrain-epochs", type=int, default=1, help="mlm side: epochs of masked-LM pretraining"
+    )
+    parser.add_argument(
+        "--preset-minutes", type=float, default=2.0, help="preset side: training wall time"
     )
     parser.add_argument("--work", type=Path, default=Path("bench_runs/classify_text"))
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -178,6 +198,8 @@ def main() -> None:
         name, run = SIDES[side]
         if side == "mlm":
             run = recipe_side(pretrain_epochs=args.pretrain_epochs)
+        if side == "preset":
+            run = recipe_side("preset_minutes", preset=str(random_preset(data, args)))
         rows.append({"side": name, **run(data, args)})
         common.print_table(f"{name} done", rows[-1:], COLUMNS)
     print(f"\n{header}\nload after: {common.load_average()}")
