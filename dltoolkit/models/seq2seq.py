@@ -20,6 +20,22 @@ from dltoolkit.specs.summarize import POSITIONS
 
 
 @keras.saving.register_keras_serializable("dltoolkit")
+def prenorm_blocks(block, count: int, ff_dim: int, heads: int, dropout: float, prefix: str):
+    """`count` pre-norm GELU Transformer blocks of KerasHub's `block` class (TransformerEncoder
+    or TransformerDecoder), named prefix_0, prefix_1, ..."""
+    return [
+        block(
+            ff_dim,
+            heads,
+            dropout=dropout,
+            activation="gelu",
+            normalize_first=True,
+            name=f"{prefix}_{i}",
+        )
+        for i in range(count)
+    ]
+
+
 class Seq2SeqTransformer(keras.Model):
     """Pre-norm Transformer encoder-decoder with tied embeddings."""
 
@@ -70,28 +86,12 @@ class Seq2SeqTransformer(keras.Model):
                 name="positions"
             )
         self.embed_dropout = keras.layers.Dropout(dropout)
-        self.encoder_layers = [
-            keras_hub.layers.TransformerEncoder(
-                ff_dim,
-                heads,
-                dropout=dropout,
-                activation="gelu",
-                normalize_first=True,
-                name=f"encoder_{i}",
-            )
-            for i in range(layers_)
-        ]
-        self.decoder_layers = [
-            keras_hub.layers.TransformerDecoder(
-                ff_dim,
-                heads,
-                dropout=dropout,
-                activation="gelu",
-                normalize_first=True,
-                name=f"decoder_{i}",
-            )
-            for i in range(layers_)
-        ]
+        self.encoder_layers = prenorm_blocks(
+            keras_hub.layers.TransformerEncoder, layers_, ff_dim, heads, dropout, "encoder"
+        )
+        self.decoder_layers = prenorm_blocks(
+            keras_hub.layers.TransformerDecoder, layers_, ff_dim, heads, dropout, "decoder"
+        )
         self.encoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")
         self.decoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")
 

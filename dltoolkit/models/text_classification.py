@@ -21,6 +21,7 @@ from keras import ops
 from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.layers.text import WordPieces
+from dltoolkit.models.seq2seq import prenorm_blocks
 
 CLASSIFIER_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, CLS_ID, MASK_ID = 0, 2, 4
@@ -268,17 +269,9 @@ class TokenEncoder(keras.layers.Layer):
         )
         self.positions = keras_hub.layers.PositionEmbedding(max_length, name="positions")
         self.embed_dropout = keras.layers.Dropout(dropout)
-        self.blocks = [
-            keras_hub.layers.TransformerEncoder(
-                ff_dim,
-                heads,
-                dropout=dropout,
-                activation="gelu",
-                normalize_first=True,
-                name=f"block_{i}",
-            )
-            for i in range(layers)
-        ]
+        self.blocks = prenorm_blocks(
+            keras_hub.layers.TransformerEncoder, layers, ff_dim, heads, dropout, "block"
+        )
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
 
     def build(self, input_shape=None):
