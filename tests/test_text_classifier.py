@@ -29,6 +29,8 @@ TINY = dict(
     report_tokens=3,
 )
 
+FAST_TEXT = dict(model="fasttext", ngram_buckets=2000, d_model=32, learning_rate=1e-2)
+
 
 def write_reviews(path, count=600, seed=0, header=("review", "stars")):
     texts, labels = toy_reviews(count, seed)
@@ -89,7 +91,7 @@ def test_fasttext_learns_and_class_weights_follow_imbalance(tmp_path):
     texts, labels = toy_reviews(400, seed=1)
     keep = [i for i, lab in enumerate(labels) if lab != "neutral" or i % 5 == 0]
     data = ([texts[i] for i in keep], [labels[i] for i in keep])
-    recipe = TextClassifier(model="fasttext", epochs=15, report_tokens=0, report_examples=0)
+    recipe = TextClassifier(**FAST_TEXT, epochs=15, report_tokens=0, report_examples=0)
     recipe.fit(data, tmp_path / "run", progress=False)
     assert recipe.metrics_["accuracy"] > recipe.metrics_["baseline_accuracy"] + 0.2
     weights = recipe._class_weight(read_labelled_texts(data))
@@ -114,7 +116,7 @@ def test_multi_label_tunes_thresholds_and_exports_labels(tmp_path):
         for text, tag in zip(texts, tags, strict=True):
             out.write(json.dumps({"text": text, "tags": tag.split("|")}) + "\n")
     recipe = TextClassifier(
-        model="fasttext", multi_label=True, label_field="tags", epochs=20, report_tokens=0
+        **FAST_TEXT, multi_label=True, label_field="tags", epochs=20, report_tokens=0
     )
     recipe.fit(str(data), tmp_path / "run", progress=False)
     assert recipe.metrics_["micro_f1"] > 0.9, recipe.metrics_
