@@ -26,6 +26,8 @@ from test_speech_recognizer import TINY as TINY_RECOGNIZER
 from test_speech_recognizer import write_tone_folder
 from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
+from test_text_classifier import TINY as TINY_TEXT_CLASSIFIER
+from test_text_classifier import write_reviews
 
 from dltoolkit import load
 from dltoolkit.core.callbacks import read_history
@@ -613,3 +615,27 @@ def test_two_workers_transcribe(tmp_path):
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
     metrics = results[0]["metrics"]
     assert metrics["wer"] < metrics["baseline_wer"]
+
+
+@pytest.mark.slow
+def test_two_workers_classify_text(tmp_path):
+    data = write_reviews(tmp_path / "reviews.csv", count=400)
+    out = tmp_path / "job"
+    skipped = ("epochs", "batch_size")
+    sets = [f"{k}={v}" for k, v in TINY_TEXT_CLASSIFIER.items() if k not in skipped]
+    results = run_job(
+        "classify-text",
+        out,
+        "--data",
+        data,
+        "--epochs",
+        8,
+        "--batch-size",
+        16,
+        *(x for s in sets for x in ("--set", s)),
+        wait=RECIPE_WAIT,
+    )
+    history = chief_run(out, results, 8)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    metrics = results[0]["metrics"]
+    assert metrics["accuracy"] > metrics["baseline_accuracy"] + 0.2

@@ -9,7 +9,6 @@ from dltoolkit.core.params import param
 from dltoolkit.registry import STRICT, Option, RecipeSpec
 
 MODELS = ("auto", "fasttext", "transformer", "cnn", "pretrained")
-TOKENS = ("wordpiece", "bytes-bpe")
 LONG_TEXTS = ("head", "head+tail", "chunk")
 POOLINGS = ("cls", "mean")
 CLASS_WEIGHTS = ("auto", "none")
@@ -105,13 +104,12 @@ class TextClassifierConfig(TrainConfig):
     test_split: float = param(
         0.1, "Share of the texts for the final test (unless the data has a test split).", ge=0, lt=1
     )
-    tokens: str = param(
-        "wordpiece",
-        "Vocabulary learned on the training texts, applied inside the model: wordpiece "
-        "(lower-cased word pieces) or bytes-bpe (byte-level BPE, keeps case and any script).",
-        choices=TOKENS,
+    vocabulary_size: int = param(
+        8000,
+        "Size (at most) of the lower-cased WordPiece vocabulary learned on the training texts "
+        "and applied inside the model.",
+        ge=64,
     )
-    vocabulary_size: int = param(8000, "Vocabulary size (at most).", ge=64)
     max_length: int = param(128, "Tokens the model reads per text (its window).", ge=8, cli=True)
     long_texts: str = param(
         "head+tail",
@@ -147,7 +145,7 @@ class TextClassifierConfig(TrainConfig):
     class_weight: str = param(
         "auto",
         "auto (weights inverse to class frequency when the largest class is at least twice the "
-        "smallest; for multi-label, positive weights per label) or none.",
+        "smallest; single-label only) or none.",
         choices=CLASS_WEIGHTS,
         cli=True,
     )
@@ -157,7 +155,9 @@ class TextClassifierConfig(TrainConfig):
     report_examples: int = param(
         10, "Most confident mistakes on the test texts shown in the report.", ge=0
     )
-    report_tokens: int = param(10, "Tokens that move each class most, listed in the report.", ge=0)
+    report_tokens: int = param(
+        10, "Words that move each class most (occlusion), listed in the report.", ge=0
+    )
 
 
 SPEC = RecipeSpec(
