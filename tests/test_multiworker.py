@@ -492,10 +492,15 @@ def test_two_workers_generate_and_the_export_samples_in_a_fresh_tensorflow_proce
     np.testing.assert_array_equal(images, load(out).sample(6, seed=5, label="3"))
 
 
+def setting(key, value) -> str:
+    """A `--set key=value` argument; booleans as the CLI spells them (true/false)."""
+    return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
 @pytest.mark.slow
 def test_two_workers_summarize(tmp_path):
     out, data = tmp_path / "job", write_jsonl(tmp_path / "pairs.jsonl", make_pairs(200))
-    sets = [f"{k}={v}" for k, v in TINY_SUMMARIZER.items() if k not in ("batch_size", "seed")]
+    sets = [setting(k, v) for k, v in TINY_SUMMARIZER.items() if k not in ("batch_size", "seed")]
     results = run_job(
         "summarize",
         out,
@@ -598,7 +603,7 @@ def test_two_workers_transcribe(tmp_path):
     folder = write_tone_folder(tmp_path / "tones", count=60)
     out = tmp_path / "job"
     skipped = ("epochs", "batch_size", "seed")
-    sets = [f"{k}={v}" for k, v in TINY_RECOGNIZER.items() if k not in skipped]
+    sets = [setting(k, v) for k, v in TINY_RECOGNIZER.items() if k not in skipped]
     results = run_job(
         "transcribe",
         out,
@@ -622,7 +627,7 @@ def test_two_workers_classify_text(tmp_path):
     data = write_reviews(tmp_path / "reviews.csv", count=400)
     out = tmp_path / "job"
     skipped = ("epochs", "batch_size")
-    sets = [f"{k}={v}" for k, v in TINY_TEXT_CLASSIFIER.items() if k not in skipped]
+    sets = [setting(k, v) for k, v in TINY_TEXT_CLASSIFIER.items() if k not in skipped]
     results = run_job(
         "classify-text",
         out,
