@@ -19,7 +19,6 @@ from dltoolkit.core.config import check_choice
 from dltoolkit.specs.summarize import POSITIONS
 
 
-@keras.saving.register_keras_serializable("dltoolkit")
 def prenorm_blocks(block, count: int, ff_dim: int, heads: int, dropout: float, prefix: str):
     """`count` pre-norm GELU Transformer blocks of KerasHub's `block` class (TransformerEncoder
     or TransformerDecoder), named prefix_0, prefix_1, ..."""
@@ -36,6 +35,7 @@ def prenorm_blocks(block, count: int, ff_dim: int, heads: int, dropout: float, p
     ]
 
 
+@keras.saving.register_keras_serializable("dltoolkit")
 class Seq2SeqTransformer(keras.Model):
     """Pre-norm Transformer encoder-decoder with tied embeddings."""
 
