@@ -193,6 +193,7 @@ def test_each_model_learns_the_reviews_toy(classifiers, name):
     assert np.mean(probabilities.argmax(axis=1) == labels) >= 0.95
 
 
+@pytest.mark.slow  # the recipe test covers multi-label fast
 @pytest.mark.parametrize("name", MODELS)
 def test_each_model_learns_the_multi_label_toy(vocabulary, name):
     model = trained(vocabulary, name, topics(600, 3), True, 5)
@@ -231,6 +232,7 @@ def test_chunk_probabilities_average_the_windows(classifiers, name):
     np.testing.assert_allclose(chunked[2], windows.mean(axis=0), atol=1e-5)
 
 
+@pytest.mark.slow  # the contract checks the recipe export in a fresh process
 def test_a_saved_model_serves_strings(classifiers, tmp_path):
     model, texts = classifiers["transformer"], tf.constant(reviews(4, 9)[0] + [""])
     spec = [tf.TensorSpec([None], tf.string, name="text")]
