@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,14 @@ def load(document: dict, where: str) -> dict[str, Any]:
             "version (the same command, with --overwrite)"
         )
     return {k: decode(v) for k, v in document.items() if k != "format"}
+
+
+def interrupted(run) -> dict[str, Any]:
+    """What an interrupted run in RunDir `run` had learned before its checkpoints (its
+    state.json's values; empty for a new run): a resumed run keeps its vocabulary."""
+    if not run.state_file.is_file():
+        return {}
+    return load(json.loads(run.state_file.read_text()), str(run.path))
 
 
 def _dataclass(name: str) -> type:

@@ -9,7 +9,7 @@ loader returns a DataFrame with a time column and numeric columns; a "table" loa
 `(DataFrame, label column)`; a "graph" loader returns a networkx graph with a "label" per node;
 a "speech" loader returns `(waves: list of float32 (n_i,) mono in [-1, 1], sample rate int,
 transcripts: list of str, speakers: list of str)`; a "text" loader returns `(texts: list of str,
-labels: list of str)`.
+labels: list of str)`; a "corpus" loader returns documents (list of str).
 """
 
 from __future__ import annotations
@@ -283,6 +283,37 @@ def _pick(words: tuple[str, ...], rng) -> str:
     return words[rng.integers(len(words))]
 
 
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+SONG_THINGS = (
+    ("green bottle", "green bottles", "hanging on the wall", "should accidentally fall"),
+    ("little duck", "little ducks", "swimming in the pond", "should fly away beyond"),
+    ("speckled frog", "speckled frogs", "sitting on a log", "should jump into the bog"),
+    ("cheeky monkey", "cheeky monkeys", "swinging in the tree", "should wander off to sea"),
+    ("silver star", "silver stars", "shining in the sky", "should say goodnight, goodbye"),
+    ("sleepy cat", "sleepy cats", "lying on the mat", "should chase away a rat"),
+)
+
+
+def counting_songs(count: int = 100, seed: int = 0) -> list[str]:
+    """`count` seeded counting-down songs ("Ten green bottles"), one document each: a song
+    counts from 3-10 things down to none, one verse a number, so a model that learns it
+    has learned to count down and keep to one song's subject. Returns the documents."""
+    rng = np.random.default_rng(seed)
+    songs = []
+    for _ in range(count):
+        one, many, where, fall = SONG_THINGS[rng.integers(len(SONG_THINGS))]
+        verses = []
+        for n in range(int(rng.integers(3, 11)), 0, -1):
+            things = f"{NUMBER_WORDS[n]} {one if n == 1 else many} {where}"
+            left = f"{NUMBER_WORDS[n - 1]} {one if n == 2 else many}"
+            verses.append(
+                f"{things.capitalize()},\n{things},\nand if one {one} {fall},\n"
+                f"there'll be {left} {where}."
+            )
+        songs.append("\n\n".join(verses))
+    return songs
+
+
 SAMPLES: dict[str, Sample] = {
     "digits": Sample("1,797 handwritten digits, 8x8 grayscale, 10 classes (scikit-learn)", _digits),
     "digit-scenes": Sample(
@@ -322,6 +353,12 @@ SAMPLES: dict[str, Sample] = {
         "'charming but tedious'), 3 classes: positive, negative, neutral (made with numpy)",
         toy_reviews,
         kind="text",
+    ),
+    "counting-songs": Sample(
+        "100 counting-down songs ('Ten green bottles hanging on the wall'), six subjects, "
+        "3-10 verses each, 122k characters (made with numpy)",
+        counting_songs,
+        kind="corpus",
     ),
     "karate": Sample(
         "Zachary's karate club graph, 34 nodes, 2 factions (networkx)", _karate, kind="graph"

@@ -3,7 +3,6 @@ WordPiece vocabulary, or a pretrained KerasHub Seq2SeqLM such as BART fine-tuned
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -156,7 +155,7 @@ class Summarizer(Recipe):
         if self.pretrained:
             return
         # a resumed run keeps the vocabulary its checkpoints were trained with
-        self.vocabulary_ = _saved_vocabulary(run)
+        self.vocabulary_ = state.interrupted(run).get("vocabulary")
         if not self.vocabulary_:
             with self._phase("learning the wordpiece vocabulary"):
                 self.vocabulary_ = train_vocabulary(
@@ -458,13 +457,6 @@ def _with_weights(source, target_in, target_out):
         target_out,
         tf.cast(tf.not_equal(target_out, PAD), tf.float32),
     )
-
-
-def _saved_vocabulary(run: RunDir) -> list[str] | None:
-    """The vocabulary an interrupted run in `run` was trained with (None: a new run)."""
-    if not run.state_file.is_file():
-        return None
-    return state.load(json.loads(run.state_file.read_text()), str(run.path)).get("vocabulary")
 
 
 def summary_ids(model: Summarization, source, sampler: ConstrainedSampler, max_length: int):
