@@ -31,6 +31,7 @@ for name, command in {
     "export": runs.export,
     "report": runs.report,
     "run": runs.run,
+    "align": runs.align,
 }.items():
     app.command(name=name)(command)
 app.command()(info.devices)

@@ -267,3 +267,39 @@ def run(
 
 
 evaluate = _with_run_options("evaluate", _evaluate)
+
+
+def align(
+    run: RunArg,
+    preferences: Annotated[
+        str,
+        typer.Option(
+            help="JSONL of preference pairs: {prompt, chosen, rejected}, or two dialogues "
+            "{chosen, rejected} that share their beginning (as HH-RLHF stores them)."
+        ),
+    ],
+    set_: c.Set = None,
+    out: c.Out = None,
+    resume: c.Resume = False,
+    overwrite: c.Overwrite = False,
+    as_json: c.Json = False,
+    quiet: c.Quiet = False,
+) -> None:
+    """Align a generate-text run with preference pairs (DPO) into a new run (default:
+    RUN-dpo); the run is the reference and the starting point, named in the new recipe file."""
+    from dltoolkit.specs.generate_text import alignment_params
+
+    doc = cfg.read_recipe_file(RunDir.open(run).recipe_file)
+    if doc["task"] != "generate-text":
+        raise ConfigError(f"{run} is a {doc['task']} run; align takes a generate-text run")
+    train(
+        spec("generate-text"),
+        preferences,
+        alignment_params(doc["params"], str(run)),
+        set_,
+        out=out or Path(f"{run}-dpo"),
+        resume=resume,
+        overwrite=overwrite,
+        as_json=as_json,
+        quiet=quiet,
+    )

@@ -1,0 +1,403 @@
+"""TextGenerator: the generate-text recipe. A GPT-style decoder trained from scratch on a
+character or byte-level BPE vocabulary learned on the data, fine-tuned from an earlier run
+(prompt/response pairs: the loss falls on the responses), or aligned with preference pairs
+by DPO; sampling runs in the graph, so the SavedModel maps prompt strings to text."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dltoolkit.core import files, state
+from dltoolkit.core.config import read_recipe_file
+from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.export import Signature
+from dltoolkit.core.optim import budget_optimizer, time_budget
+from dltoolkit.core.recipe import Recipe
+from dltoolkit.core.records import Bad, assemble, stop_if_strict
+from dltoolkit.core.report import Report
+from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.training import Plan
+from dltoolkit.data.corpus import Records, read_records, split_records
+from dltoolkit.data.lm_batches import Encoder
+from dltoolkit.data.text import as_document, read_documents
+from dltoolkit.models.language_model import (
+    END_TOKEN,
+    cut_at_stops,
+    learn_vocabulary,
+    make_tokenizer,
+    records_text,
+    sample_prompts,
+)
+from dltoolkit.specs.generate_text import SPEC, alignment_params
+from dltoolkit.tasks.text_generation_eval import (
+    language_scores,
+    preference_scores,
+    report_scores,
+    token_frequencies,
+)
+
+DEFAULT_EPOCHS = 8  # of eval_every steps: 2,000 optimizer steps by default
+DPO_PASSES = 2  # default length of DPO training, in passes over the preference pairs
+TIMED_EPOCHS = 10_000  # with train_minutes and no epochs, the clock ends training
+_TEXT = tf.TensorSpec([None], tf.string, name="text")
+_SCALARS = {
+    "max_new_tokens": tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+    "temperature": tf.TensorSpec([], tf.float32, name="temperature"),
+    "top_p": tf.TensorSpec([], tf.float32, name="top_p"),
+    "seed": tf.TensorSpec([], tf.int32, name="seed"),
+}
+
+
+@dataclass
+class _Prepared:
+    train: list  # documents, (prompt, response) pairs, or (prompt, chosen, rejected) triples
+    val: list
+    kind: str  # "corpus", "pairs" or "preferences"
+    description: str
+    problems: list[str] = field(default_factory=list)
+    held_out: dict = field(default_factory=dict)
+
+
+class TextGenerator(Recipe):
+    """Train a language model on text, then generate from prompts.
+
+    >>> TextGenerator(context=64).fit("shakespeare.txt").predict(text=["ROMEO:"])
+    >>> sft = TextGenerator(preset="runs/lm", prompt_field="prompt", response_field="response")
+    >>> sft.fit("chats.jsonl").align("pairs.jsonl")  # DPO, into a new run
+    """
+
+    spec = SPEC
+    learned = ("vocabulary_", "merges_", "token_frequencies_")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.vocabulary_: list[str] | None = None
+        self.merges_: list[str] | None = None
+        self.token_frequencies_: np.ndarray | None = None  # the unigram baseline
+        self._generate_fn = None
+        self._parent_recipe: TextGenerator | None = None
+
+    # -- parameters -----------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        c = self.config
+        if c.d_model % c.heads or (c.d_model // c.heads) % 2:
+            raise ConfigError(
+                f"d_model {c.d_model} must be divisible by heads {c.heads} into an even width"
+            )
+        if (c.prompt_field is None) != (c.response_field is None):
+            raise ConfigError("prompt/response pairs need both --prompt-field and --response-field")
+        if c.objective == "dpo" and not c.preset:
+            raise ConfigError(
+                "objective dpo aligns a trained model: give the run to align as --preset "
+                "(or use `dltoolkit align RUN --preferences pairs.jsonl`)"
+            )
+        if c.preset:
+            _check_parent(c.preset)
+
+    def sampling(self, **overrides) -> dict:
+        """The generation settings: the run's, with `overrides` (None: keep the run's)."""
+        c = self.config
+        settings = {
+            "max_new_tokens": c.max_new_tokens,
+            "temperature": c.temperature,
+            "top_k": c.top_k,
+            "top_p": c.top_p,
+            "penalty": c.repetition_penalty,
+            "seed": c.seed,
+        }
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        if settings["max_new_tokens"] < 1 or settings["temperature"] < 0:
+            raise ConfigError("max_new_tokens must be at least 1 and temperature at least 0")
+        if not 0 < settings["top_p"] <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {settings['top_p']}")
+        return settings
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _kind(self) -> str:
+        if self.config.objective == "dpo":
+            return "preferences"
+        return "pairs" if self.config.prompt_field else "corpus"
+
+    def _read(self, data) -> Records:
+        c = self.config
+        return read_records(
+            data,
+            self._kind(),
+            text_field=c.text_field,
+            prompt_field=c.prompt_field,
+            response_field=c.response_field,
+            strict=c.strict,
+        )
+
+    def _prepare(self, data, console) -> _Prepared:
+        records = self._read(data)
+        train, val, description = split_records(records, self.config.val_split, self.config.seed)
+        if console is not None:
+            console.print(f"data: {description}")
+            for problem in records.problems[:5]:
+                console.print(f"  skipped {problem}", markup=False)
+        return _Prepared(train, val, records.kind, description, records.problems)
+
+    # -- training -------------------------------------------------------------------------
+
+    def _adopt(self, prepared: _Prepared, run: RunDir) -> None:
+        c = self.config
+        if c.preset:
+            parent = self._parent()
+            self.vocabulary_, self.merges_ = parent.vocabulary_, parent.merges_
+            self.token_frequencies_ = parent.token_frequencies_
+            return
+        saved = state.interrupted(run)  # a resumed run keeps the vocabulary it trained with
+        self.vocabulary_, self.merges_ = saved.get("vocabulary"), saved.get("merges")
+        if self.vocabulary_ is None:
+            with self._phase(f"learning the {c.tokens} vocabulary"):
+                self.vocabulary_, self.merges_ = learn_vocabulary(
+                    records_text(prepared.train), c.tokens, c.vocabulary_size
+                )
+            files.write_json(run.state_file, self._state())
+
+    def _parent(self) -> TextGenerator:
+        """The run this one starts from (--preset), loaded once."""
+        if self._parent_recipe is None:
+            self._parent_recipe = TextGenerator.load(self.config.preset, progress=False)
+        return self._parent_recipe
+
+    def _tokenizer(self):
+        return make_tokenizer(self.vocabulary_, self.merges_)
+
+    def _encoder(self, tokenizer=None) -> Encoder:
+        tokenizer = tokenizer or self._tokenizer()
+        return Encoder(tokenizer, self.config.context, tokenizer.token_to_id(END_TOKEN))
+
+    def _plan(self, prepared: _Prepared, rt, run: RunDir) -> Plan:
+        c = self.config
+        encoder = self._encoder()
+        train = encoder.examples(prepared.train, prepared.kind)
+        val = encoder.examples(prepared.val, prepared.kind)
+        if prepared.kind != "preferences" and self.token_frequencies_ is None:
+            self.token_frequencies_ = token_frequencies(train.ids, len(self.vocabulary_))
+        epochs = c.epochs or (TIMED_EPOCHS if c.train_minutes else DEFAULT_EPOCHS)
+        if c.objective == "dpo" and not (c.epochs or c.train_minutes):  # two passes over the pairs
+            epochs = max(1, math.ceil(DPO_PASSES * train.batches(c.batch_size) / c.eval_every))
+        return Plan(
+            train=train.training_batches(c.batch_size, c.seed),
+            val=val.scoring_batches(c.batch_size).repeat(),
+            steps=c.eval_every,
+            epochs=epochs,
+            validation_steps=val.batches(c.batch_size),
+            repeating=True,
+            callbacks=time_budget(c, c.eval_every, epochs),
+        )
+
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
+        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
+
+    def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
+        c = self.config
+        if c.preset:
+            model = keras.saving.load_model(RunDir.open(c.preset).model_file)  # a copy to train
+        else:
+            from dltoolkit.models.gpt import GPT
+            from dltoolkit.models.language_model import LanguageModel
+
+            network = GPT(
+                self._tokenizer().vocabulary_size(),
+                context=c.context,
+                d_model=c.d_model,
+                layers=c.layers,
+                heads=c.heads,
+                ff_dim=c.ff_dim,
+                dropout=c.dropout,
+                positions=c.positions,
+            )
+            model = LanguageModel(self._tokenizer(), network)
+        model(np.zeros((1, 4), np.int32))
+        if c.objective == "dpo":
+            from dltoolkit.models.preference import DPOTrainer
+
+            return DPOTrainer.from_policy(model, beta=c.beta)
+        return model
+
+    def _compile_args(self) -> dict:
+        if self.config.objective == "dpo":
+            return {}
+        return {
+            "loss": keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            ),
+        }
+
+    def _fitted(self, prepared: _Prepared) -> None:
+        if self.config.objective == "dpo":  # the aligned policy is the run's model
+            self.model_ = self.model_.policy
+        self._generate_fn = None
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def _scores(self, records: list, kind: str) -> dict:
+        """Loss per token, perplexity and bits per character (next-token), or preference
+        accuracy and reward margin (preferences), with the baseline beside them."""
+        examples = self._encoder(self.model_.tokenizer).examples(records, kind)
+        size = self.config.batch_size
+        if kind == "preferences":
+            reference = self._parent().model_ if self.config.preset else None
+            return preference_scores(self.model_, reference, examples, size)
+        return language_scores(self.model_, examples, size, self.token_frequencies_)
+
+    def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        held = prepared.val or prepared.train
+        metrics = self._scores(held, prepared.kind)
+        prompts = sample_prompts(held, prepared.kind, self.config.report_samples)
+        prepared.held_out = {
+            "prompts": prompts,
+            "samples": self.generate(prompts) if prompts else [],
+        }
+        return metrics
+
+    def evaluate(self, data) -> dict:
+        """Loss, perplexity and bits per character on `data` (read as the training data was:
+        text, prompt/response pairs or preference pairs), beside the unigram baseline."""
+        self._require_model()
+        records = self._read(data)
+        return self._scores(records.items, records.kind)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def _graph(self):
+        if self._generate_fn is None:
+            model, stops = self.model_, (self.config.stop or "").split("|")
+            top_k, penalty = self.config.top_k, self.config.repetition_penalty
+
+            def generate(text, max_new_tokens, temperature, top_p, seed):
+                out = model.generate(text, max_new_tokens, temperature, top_k, top_p, penalty, seed)
+                return cut_at_stops(out, [s for s in stops if s])
+
+            self._generate_fn = tf.function(generate, input_signature=[_TEXT, *_SCALARS.values()])
+        return self._generate_fn
+
+    def generate(self, prompts: list[str], **settings) -> list[str]:
+        """Continuations of `prompts` (without the prompt), sampled with the run's settings
+        or `settings` (max_new_tokens, temperature, top_p, seed)."""
+        self._require_model()
+        s = self.sampling(**settings)
+        if s["top_k"] != self.config.top_k or s["penalty"] != self.config.repetition_penalty:
+            raise ConfigError("top_k and repetition_penalty are the run's (set them in fit)")
+        out: list[str] = []
+        size = max(1, self.config.batch_size)
+        fn = self._graph()
+        for start in range(0, len(prompts), size):
+            texts = fn(
+                tf.constant(prompts[start : start + size], tf.string),
+                tf.constant(s["max_new_tokens"], tf.int32),
+                tf.constant(s["temperature"], tf.float32),
+                tf.constant(s["top_p"], tf.float32),
+                tf.constant(s["seed"], tf.int32),
+            )
+            out += [t.decode("utf-8", errors="replace") for t in texts.numpy()]
+        return out
+
+    def predict(
+        self,
+        inputs=None,
+        *,
+        text: list[str] | str | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        strict: bool = False,
+    ) -> list[dict]:
+        """One row {input, prompt, text} per prompt: `text` (strings) and `inputs` (.txt
+        files or folders of them, each file one prompt). An unreadable file gets an error row
+        in its place; with `strict` the first raises a DataError."""
+        self._require_model()
+        texts = [text] if isinstance(text, str) else list(text or [])
+        prompts = [as_document(f"text {i + 1}", t) for i, t in enumerate(texts)]
+        if inputs:
+            prompts += read_documents([inputs] if isinstance(inputs, str) else list(inputs))
+        if not prompts:
+            prompts = [("empty prompt", "")]
+        stop_if_strict(prompts, strict=strict)
+        good = [p for p in prompts if not isinstance(p, Bad)]
+        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature}
+        generated = iter(
+            self.generate([t for _, t in good], top_p=top_p, seed=seed, **settings) if good else []
+        )
+        return assemble(
+            [
+                p
+                if isinstance(p, Bad)
+                else {"input": p[0], "prompt": p[1], "text": next(generated)}
+                for p in prompts
+            ],
+            strict=strict,
+        )
+
+    # -- alignment ------------------------------------------------------------------------
+
+    def align(self, preferences, out=None, *, overwrite=False, progress=True, **params):
+        """A new run aligned with `preferences` by DPO, starting from this run's model (its
+        frozen copy is the reference); its recipe file names this run as the parent."""
+        self._require_model()
+        child = {**alignment_params(self.get_params(), str(self.run_.path)), **params}
+        out = out or f"{self.run_.path}-dpo"
+        return type(self)(**child).fit(preferences, out, overwrite=overwrite, progress=progress)
+
+    # -- persistence and export -------------------------------------------------------------
+
+    def _restored(self) -> None:
+        self._generate_fn = None
+
+    def _serve(self, text, max_new_tokens, temperature, top_p, seed):
+        return {"text": self._graph()(text, max_new_tokens, temperature, top_p, seed)}
+
+    def _signatures(self) -> dict[str, Signature]:
+        return {"serving_default": Signature([_TEXT, *_SCALARS.values()], call=self._serve)}
+
+    # -- report ---------------------------------------------------------------------------
+
+    def _report(self, report: Report, prepared: _Prepared) -> None:
+        c = self.config
+        report.text("Data", prepared.description)
+        if prepared.problems:
+            report.table("Skipped records", [{"problem": p} for p in prepared.problems[:50]])
+        origin = f"fine-tuned from run {c.preset}" if c.preset else "trained from scratch"
+        report.text(
+            "Model",
+            f"GPT-style decoder {origin}: {c.layers} blocks, d_model {c.d_model}, {c.heads} "
+            f"heads, {c.positions} positions, context {c.context} tokens, vocabulary of "
+            f"{len(self.vocabulary_)} ({c.tokens}). Objective: {c.objective}"
+            + (f" (beta {c.beta})" if c.objective == "dpo" else "")
+            + ".",
+        )
+        report_scores(report, self.metrics_)
+        held = prepared.held_out
+        if held.get("prompts"):
+            report.table(
+                f"Samples (temperature {c.temperature}, top-p {c.top_p}, seed {c.seed})",
+                [
+                    {"prompt": p[-200:], "generated": g[:600]}
+                    for p, g in zip(held["prompts"], held["samples"], strict=True)
+                ],
+            )
+
+
+def _check_parent(path) -> None:
+    """A one-line ConfigError unless `path` is a finished generate-text run."""
+    run = Path(path)
+    if not (run / "model.keras").is_file() or not (run / "recipe.toml").is_file():
+        raise ConfigError(
+            f"--preset {path}: not a finished generate-text run directory (no model.keras); "
+            "train one first with `dltoolkit generate-text`"
+        )
+    task = read_recipe_file(run / "recipe.toml")["task"]
+    if task != SPEC.task:
+        raise ConfigError(f"--preset {path} is a {task} run, not a generate-text run")
