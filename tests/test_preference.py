@@ -4,6 +4,11 @@ Pretraining sees random responses; the preferred ones repeat the prompt's last s
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import keras
 import keras_hub
@@ -19,6 +24,7 @@ from dltoolkit.models.preference import (
     sequence_log_probs,
 )
 
+TESTS = Path(__file__).resolve().parent
 SEPARATOR, FIRST_SYMBOL, VOCABULARY = 1, 2, 10
 PROMPT, RESPONSE = 4, 2
 LENGTH = PROMPT + 1 + RESPONSE
@@ -170,6 +176,51 @@ def test_conservative_loss_and_one_step_agree_with_and_without_strategy(pretrain
         results.append([w.numpy() for w in trainer.policy.weights])
     for plain, mirrored in zip(*results, strict=True):
         np.testing.assert_allclose(plain, mirrored, rtol=1e-5, atol=1e-6)
+
+
+_TWO_REPLICAS = """
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import test_preference as t
+from dltoolkit.models.preference import DPOTrainer
+
+base = t.causal_lm()
+pairs = t.preference_pairs(32, np.random.default_rng(0))
+results = []
+for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+    strategy = tf.distribute.MirroredStrategy(devices)
+    assert strategy.num_replicas_in_sync == len(devices)
+    with strategy.scope():
+        trainer = DPOTrainer.from_policy(t.copy_of(base), beta=0.5)
+        trainer.compile(keras.optimizers.SGD(0.5))
+    batches = tf.data.Dataset.from_tensor_slices(pairs).batch(16)
+    loss = trainer.fit(batches, epochs=1, verbose=0, shuffle=False).history["loss"][0]
+    results.append((loss, [w.numpy() for w in trainer.policy.weights]))
+(one, one_weights), (two, two_weights) = results
+moved = max(float(np.abs(a - b).max()) for a, b in zip(one_weights, base.get_weights()))
+apart = max(float(np.abs(a - b).max()) for a, b in zip(one_weights, two_weights))
+print(one, two, moved, apart)
+"""
+
+
+@pytest.mark.slow
+def test_two_replicas_train_as_one_on_the_global_batch():
+    env = {**os.environ, "PYTHONPATH": f"{TESTS.parent}{os.pathsep}{TESTS}"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_TWO_REPLICAS)],
+        capture_output=True,
+        text=True,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two, moved, apart = map(float, done.stdout.split()[-4:])
+    assert two == pytest.approx(one, rel=1e-5)
+    assert moved > 1e-3 and apart < 1e-5
 
 
 def test_binomial_interval_known_values():
