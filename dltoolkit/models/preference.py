@@ -33,22 +33,19 @@ def sequence_log_probs(model, ids, mask, training=False):
     return ops.sum(token_log_probs * mask, axis=-1), ops.sum(mask, axis=-1)
 
 
-SIDES = ("chosen", "rejected")
+_SIDES = ("chosen", "rejected")
 
 
 def _pair_log_probs(model, batch, training):
     """Summed log-probs of the chosen and the rejected sequences, in one pass of `model`:
     both sides padded on the right to a common length (a causal model ignores the padding)."""
-    chosen, rejected = batch["chosen"], batch["rejected"]
-    length = tf.maximum(tf.shape(chosen)[1], tf.shape(rejected)[1])
+    length = tf.maximum(tf.shape(batch["chosen"])[1], tf.shape(batch["rejected"])[1])
 
-    def padded(values, dtype, width):
-        values = tf.cast(values, dtype)
-        return tf.pad(values, [[0, 0], [0, width - tf.shape(values)[1]]])
+    def joined(key, dtype, width):
+        parts = [tf.cast(batch[key.format(side)], dtype) for side in _SIDES]
+        return tf.concat([tf.pad(p, [[0, 0], [0, width - tf.shape(p)[1]]]) for p in parts], 0)
 
-    ids = tf.concat([padded(chosen, tf.int32, length), padded(rejected, tf.int32, length)], 0)
-    masks = [padded(batch[f"{side}_mask"], tf.float32, length - 1) for side in SIDES]
-    mask = tf.concat(masks, 0)
+    ids, mask = joined("{}", tf.int32, length), joined("{}_mask", tf.float32, length - 1)
     sums, _ = sequence_log_probs(model, ids, mask, training=training)
     return tf.split(sums, 2)
 
@@ -59,12 +56,14 @@ class DPOTrainer(keras.Model):
     `fit`/`evaluate` take batches {"chosen": ids, "chosen_mask": mask, "rejected": ids,
     "rejected_mask": mask}; the loss is -log sigmoid(beta * h), h the chosen-minus-rejected
     difference of log-ratios, with `label_smoothing` eps the conservative variant
-    -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h). Only the policy is trained.
+    -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h). Only the policy is trained;
+    it runs without dropout unless `dropout` (as TRL's default), so that at the start policy
+    and reference agree exactly and the loss is log 2.
     """
 
     REPORTED = ("loss", "preference_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
 
-    def __init__(self, policy, reference, beta=0.1, label_smoothing=0.0, **kwargs):
+    def __init__(self, policy, reference, beta=0.1, label_smoothing=0.0, dropout=False, **kwargs):
         super().__init__(**kwargs)
         if beta <= 0:
             raise ConfigError(f"beta must be positive, got {beta}")
@@ -75,6 +74,7 @@ class DPOTrainer(keras.Model):
         self.policy, self.reference = policy, reference
         self.reference.trainable = False
         self.beta, self.label_smoothing = float(beta), float(label_smoothing)
+        self.dropout = bool(dropout)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.REPORTED}
 
     @classmethod
@@ -128,7 +128,7 @@ class DPOTrainer(keras.Model):
     def train_step(self, data):
         batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            losses, chosen, rejected = self._dpo_terms(batch, training=True)
+            losses, chosen, rejected = self._dpo_terms(batch, training=self.dropout)
             scaled = gradient_loss(ops.mean(losses), self.optimizer)
         variables = self.policy.trainable_variables
         self.optimizer.apply_gradients(
