@@ -38,7 +38,7 @@ class TinyCausalLM(keras.Model):
     def __init__(self, width=32, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.width, self.dropout = width, dropout
-        self.embed = keras_hub.layers.TokenAndPositionEmbedding(VOCABULARY, LENGTH, width)
+        self.embed = keras_hub.layers.TokenAndPositionEmbedding(VOCABULARY, 2 * LENGTH, width)
         self.block = keras_hub.layers.TransformerDecoder(
             2 * width, 2, dropout=dropout, normalize_first=True
         )
@@ -115,7 +115,7 @@ def pairs():
 
 def test_sequence_log_probs_agrees_with_numpy(pretrained, pairs):
     batch = {k: v[:8] for k, v in pairs[1].items()}
-    ids, mask = batch["rejected"], batch["rejected_mask"]
+    ids, mask = batch["rejected"], batch["rejected_mask"].copy()
     mask[0, -1] = 0.0  # a partial mask is summed over its own tokens only
     sums, counts = sequence_log_probs(pretrained, ids, mask)
     logits = pretrained.predict(ids[:, :-1], verbose=0).astype("float64")
@@ -123,6 +123,21 @@ def test_sequence_log_probs_agrees_with_numpy(pretrained, pairs):
     picked = np.take_along_axis(log_softmax, ids[:, 1:, None], -1)[..., 0]
     np.testing.assert_allclose(sums, (picked * mask).sum(1), rtol=1e-5)
     np.testing.assert_array_equal(counts, mask.sum(1))
+
+
+def test_trainer_scores_sides_of_different_lengths(pretrained, pairs):
+    batch = {k: v[:8] for k, v in pairs[1].items()}
+    longer = np.concatenate([batch["rejected"], batch["chosen"][:, -3:]], 1)
+    longer_mask = np.concatenate([batch["rejected_mask"], np.ones((8, 3), "float32")], 1)
+    batch.update(rejected=longer, rejected_mask=longer_mask)
+    scores = DPOTrainer.from_policy(pretrained)(batch)
+    for side, ids, mask in (
+        ("chosen", batch["chosen"], batch["chosen_mask"]),
+        ("rejected", longer, longer_mask),
+    ):
+        alone, _ = sequence_log_probs(pretrained, ids, mask)
+        np.testing.assert_allclose(scores[f"policy_{side}"], alone, rtol=1e-5)
+        np.testing.assert_allclose(scores[f"reference_{side}"], alone, rtol=1e-5)
 
 
 def test_dpo_learns_the_preference_under_a_strategy(pretrained, pairs):
