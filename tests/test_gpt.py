@@ -11,7 +11,13 @@ import tensorflow as tf
 from keras import ops
 
 from dltoolkit.models.gpt import GPT, token_log_probs
-from dltoolkit.models.sampling import choose_tokens, generate_ids, repetition_penalised
+from dltoolkit.models.sampling import (
+    choose_tokens,
+    generate_ids,
+    repetition_penalised,
+    top_k_filtered,
+    top_p_filtered,
+)
 
 PATTERN = "abcdef"
 STOP = 1  # the id of "a", used as the end token where a test stops rows early
@@ -136,6 +142,16 @@ def test_left_padding_keeps_each_rows_positions(positions):
     )
 
 
+def test_mixed_precision_gives_float32_logits_and_a_half_precision_cache():
+    model = tiny(dtype="mixed_bfloat16")
+    ids = np.random.RandomState(6).randint(0, 7, (2, 8)).astype("int32")
+    full = model(ids)
+    assert full.dtype == "float32"
+    logits, cache = model.call_with_cache(ids, model.empty_cache(2), 0)
+    assert cache.dtype == "bfloat16" and logits.dtype == "float32"
+    np.testing.assert_allclose(ops.convert_to_numpy(logits), ops.convert_to_numpy(full), atol=1e-2)
+
+
 def test_save_and_load_give_the_same_logits(tmp_path):
     model = tiny("learned", dropout=0.1, ff_dim=48)
     ids = np.arange(14, dtype="int32").reshape(2, 7) % 7
@@ -212,6 +228,19 @@ def test_seeded_sampling_repeats_and_top_k_one_is_greedy(untrained_model):
     assert top_one.tolist() == greedy.tolist()
     nucleus, _ = generate(untrained_model, prompt, 20, temperature=1.0, top_p=1e-6, seed=9)
     assert nucleus.tolist() == greedy.tolist()
+
+
+def test_top_k_and_top_p_keep_the_most_likely_tokens():
+    logits = tf.math.log(tf.constant([[0.05, 0.5, 0.15, 0.3]]))
+
+    def kept(filtered):
+        return (filtered.numpy() > -1e8).astype(int).tolist()
+
+    assert kept(top_k_filtered(logits, 2)) == [[0, 1, 0, 1]]
+    assert kept(top_k_filtered(logits, 0)) == [[1, 1, 1, 1]]
+    assert kept(top_p_filtered(logits, 0.7)) == [[0, 1, 0, 1]]
+    assert kept(top_p_filtered(logits, 0.85)) == [[0, 1, 1, 1]]
+    assert kept(top_p_filtered(logits, 1.0)) == [[1, 1, 1, 1]]
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
