@@ -86,9 +86,7 @@ class CausalSelfAttention(keras.layers.Layer):
         allowed = key_slots[None, None, :] <= query_slots[None, :, None]
         if start is not None:
             real = key_slots[None, None, :] >= ops.reshape(start, (-1, 1, 1))
-            # A padding query still sees itself, so no row of scores is empty (no NaN).
-            itself = key_slots[None, None, :] == query_slots[None, :, None]
-            allowed = ops.logical_or(ops.logical_and(allowed, real), itself)
+            allowed = ops.logical_and(allowed, real)
         scores = ops.einsum("bqhd,bkhd->bhqk", query, ops.cast(key, query.dtype))
         scores = ops.cast(scores, "float32") / math.sqrt(self.head_dim)
         scores = ops.where(allowed[:, None], scores, _MASKED)
