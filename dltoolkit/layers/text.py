@@ -20,6 +20,12 @@ class WordPieces(keras_hub.tokenizers.WordPieceTokenizer):
         super().__init__(vocabulary=vocabulary, _allow_python_workflow=False, **kwargs)
 
 
+def character_vocabulary(texts, specials=("[PAD]", "[UNK]", "<|endoftext|>")) -> list[str]:
+    """The vocabulary of a `Characters` tokenizer: `specials` first, then every character
+    of `texts`, sorted."""
+    return list(specials) + sorted({ch for text in texts for ch in text} - set(specials))
+
+
 @keras.saving.register_keras_serializable(package="dltoolkit")
 class Characters(keras.layers.Layer):
     """A character tokenizer (strings -> ragged int32 ids, one per Unicode character) with
