@@ -78,8 +78,11 @@ def test_character_vocabulary_puts_specials_first():
 @pytest.mark.parametrize("name", ["byte_bpe", "characters"])
 def test_round_trip_eager_and_traced(name, request):
     tokenizer = request.getfixturevalue(name)
-    ids = tokenizer(tf.constant(SAMPLES))
+    ids = tokenizer(SAMPLES)  # a list of Python strings, or a string tensor
     assert isinstance(ids, tf.RaggedTensor) and ids.dtype == tf.int32
+    assert ids.to_list() == tokenizer(tf.constant(SAMPLES)).to_list()
+    scalar = tokenizer("hear me")  # one string -> dense ids
+    assert scalar.numpy().tolist() == tokenizer(["hear me"])[0].numpy().tolist()
     assert decoded(tokenizer.detokenize(ids)) == SAMPLES
     traced = tf.function(lambda s: tokenizer.detokenize(tokenizer(s)))
     assert decoded(traced(tf.constant(SAMPLES))) == SAMPLES

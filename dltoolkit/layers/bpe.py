@@ -8,7 +8,6 @@ import json
 import keras
 import keras_hub
 import tensorflow as tf
-from keras_hub.src.utils.tensor_utils import no_convert_scope
 
 from dltoolkit.core.errors import ConfigError
 
@@ -50,26 +49,24 @@ class ByteBPE(keras_hub.tokenizers.BytePairTokenizer):
         self._add_special_token(end_token, "end_token")
         kwargs = {"dtype": "int32", "unsplittable_tokens": [end_token], **kwargs}
         super().__init__(vocabulary, merges, _allow_python_workflow=False, **kwargs)
-        self._traced = None
+        self._tokenize_graph = self._detokenize_graph = None
 
     def tokenize(self, strings):
-        """Strings (B,) -> ragged int32 ids (B, None), as TensorFlow tensors (KerasHub
-        would turn eager ragged outputs into Python lists). Every call runs one traced
-        function: KerasHub's merge loop would retrace on every eager call."""
-        with no_convert_scope():
-            if self._traced is None:
-                self._traced = tf.function(
-                    super().tokenize, input_signature=[tf.TensorSpec([None], tf.string)]
-                )
-            strings = tf.convert_to_tensor(strings, tf.string)
-            if strings.shape.rank == 0:
-                return self._traced(strings[None])[0]
-            return self._traced(strings)
+        """Strings (B,) -> ragged int32 ids (B, None)."""
+        if self._tokenize_graph is None:  # one trace: KerasHub's eager merge loop retraces
+            self._tokenize_graph = tf.function(
+                super().tokenize, input_signature=[tf.TensorSpec([None], tf.string)]
+            )
+        strings = tf.convert_to_tensor(strings, tf.string)
+        if strings.shape.rank == 0:
+            return self._tokenize_graph(strings[None])[0]
+        return self._tokenize_graph(strings)
 
     def detokenize(self, ids):
         """Ids (ragged, or dense (B, L)) -> strings (B,), special tokens left out."""
-        with no_convert_scope():
-            return self._detokenize_ordinary(ids)
+        if self._detokenize_graph is None:  # eager KerasHub outputs would be Python lists
+            self._detokenize_graph = tf.function(self._detokenize_ordinary, reduce_retracing=True)
+        return self._detokenize_graph(ids)
 
     def _detokenize_ordinary(self, ids):
         ids = ids if isinstance(ids, tf.RaggedTensor) else tf.convert_to_tensor(ids)

@@ -34,6 +34,7 @@ class Characters(keras.layers.Layer):
 
     def __init__(self, vocabulary=(), oov_token="[UNK]", **kwargs):
         super().__init__(**{"trainable": False, **kwargs})
+        self._allow_non_tensor_positional_args = True  # a list of Python strings, as KerasHub's
         self.vocabulary, self.oov_token = list(vocabulary), oov_token
         self._lookup = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
