@@ -173,6 +173,8 @@ def test_pack_blocks_windows_overlap_by_one_and_drop_the_tail():
     assert targets == [2, 3, 0, 4, 5, 0]  # every id after the first is a target once
     ids, mask = pack_blocks([[1, 2, 3, 4, 5, 6, 7]], block_size=3, end_id=0)
     assert ids.tolist() == [[1, 2, 3, 4], [4, 5, 6, 7]]  # the tail "7 0" is dropped
+    shifted, _ = pack_blocks([np.arange(1, 8)], block_size=3, end_id=0, offset=1)
+    assert shifted.tolist() == [[2, 3, 4, 5], [5, 6, 7, 0]]  # another cut of the same text
 
 
 def test_pack_blocks_pads_when_there_is_less_than_a_block():

@@ -76,7 +76,7 @@ def read_corpus(data, text_field: str = "text", *, strict: bool = False) -> Corp
 
 
 def read_dialogues(
-    data, prompt_field: str = "prompt", response_field: str = "response", *, strict=False
+    data, prompt_field: str = "prompt", response_field: str = "response", *, strict: bool = False
 ) -> Records:
     """(prompt, response) pairs for supervised fine-tuning from a JSONL file, or a list of
     pairs or dicts. A missing or non-string field is a problem; an empty prompt is allowed."""
@@ -132,27 +132,30 @@ def split_documents(documents, val_fraction: float, seed: int = 0):
     return [documents[i] for i in train], [documents[i] for i in val]
 
 
-def pack_blocks(ids_per_document, block_size: int, end_id: int):
+def pack_blocks(ids_per_document, block_size: int, end_id: int, offset: int = 0):
     """(ids (N, block_size + 1) int32, loss mask (N, block_size) float32) for pretraining.
 
     Each document's ids are followed by `end_id`, the documents concatenated, and the stream
     cut into windows of block_size + 1 that overlap by one id (window i starts at
-    i * block_size), so every id after the first is a target exactly once. The tail shorter
-    than a block is dropped, unless it is all there is: then the one window is padded with
-    `end_id` and the mask is 0 over the padding (otherwise it is all 1)."""
-    stream = [i for ids in ids_per_document for i in (*ids, end_id)]
+    offset + i * block_size), so every id after the first (and the first `offset`) is a
+    target exactly once; a new `offset` each epoch shows the model other cuts. The tail
+    shorter than a block is dropped, unless it is all there is: then the one window is
+    padded with `end_id` and the mask is 0 over the padding (otherwise it is all 1)."""
+    pieces = [np.append(np.asarray(ids, np.int32).ravel(), end_id) for ids in ids_per_document]
+    stream = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
     if len(stream) < 2:
         raise DataError("there is no text to train on: every document is empty")
-    count = (len(stream) - 1) // block_size
+    offset %= block_size
+    if len(stream) - offset - 1 < block_size:  # no whole window after the offset
+        offset = 0
+    count = (len(stream) - offset - 1) // block_size
     if count == 0:
         ids = np.full((1, block_size + 1), end_id, np.int32)
         ids[0, : len(stream)] = stream
         mask = (np.arange(block_size) < len(stream) - 1).astype(np.float32)[None]
         return ids, mask
-    flat = np.asarray(stream[: count * block_size + 1], np.int32)
-    starts = np.arange(count)[:, None] * block_size
-    ids = flat[starts + np.arange(block_size + 1)]
-    return ids, np.ones((count, block_size), np.float32)
+    starts = offset + np.arange(count)[:, None] * block_size
+    return stream[starts + np.arange(block_size + 1)], np.ones((count, block_size), np.float32)
 
 
 def sft_examples(pairs_ids, context: int, end_id: int, pad_id: int):
