@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 
 from dltoolkit.core.errors import ConfigError
-from dltoolkit.layers.bpe import ByteBPE, learn_byte_bpe
-from dltoolkit.layers.text import Characters, character_vocabulary
+from dltoolkit.layers.text import ByteBPE, Characters, character_vocabulary, learn_byte_bpe
 
 END = "<|endoftext|>"
 TRAIN = [

@@ -62,7 +62,7 @@ def random_bart_preset(
     directory: the fine-tuning path end to end without downloading weights."""
     import keras_hub
 
-    from dltoolkit.layers.bpe import learn_byte_bpe
+    from dltoolkit.layers.text import learn_byte_bpe
 
     vocabulary, merges = learn_byte_bpe(
         texts, vocabulary_size, special_tokens=("<s>", "<pad>", "</s>", "<unk>", "<mask>")
