@@ -187,9 +187,9 @@ def test_pack_blocks_pads_when_there_is_less_than_a_block():
 
 def test_sft_examples_mask_the_response_and_end_only():
     ids, mask = sft_examples([([1, 2], [3, 4])], context=6, end_id=0, pad_id=9)
-    assert ids.tolist() == [[1, 2, 3, 4, 0, 9, 9]]
-    # targets ids[1:] = 2 3 4 0 9 9: loss on 3, 4 and the end token
-    assert mask.tolist() == [[0, 1, 1, 1, 0, 0]]
+    assert ids.tolist() == [[0, 1, 2, 3, 4, 0, 9]]  # the end token opens the prompt
+    # targets ids[1:] = 1 2 3 4 0 9: loss on 3, 4 and the end token
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 0]]
 
 
 def test_sft_examples_cut_long_prompts_from_the_left_and_long_responses():

@@ -161,9 +161,10 @@ def pack_blocks(ids_per_document, block_size: int, end_id: int, offset: int = 0)
 def sft_examples(pairs_ids, context: int, end_id: int, pad_id: int):
     """(ids (N, context + 1) int32, loss mask (N, context) float32) for supervised
     fine-tuning: prompt + response + end, padded with `pad_id`; the mask covers the response
-    and end tokens only. A response longer than the context is cut (and loses its end); the
-    prompt is cut from the left so that the response fits. An empty prompt becomes the end
-    token (the start of a document) so that the response's first token is predicted too."""
+    and end tokens only. The prompt is opened by the end token, as a document is in
+    training and a prompt in generation (the token before it closed the one before), and is
+    cut from the left so that the response fits; a response longer than the context is cut
+    (and loses its end)."""
     rows = [_example(p, r, context, end_id, pad_id) for p, r in pairs_ids]
     return _stack(rows, context)
 
@@ -294,7 +295,7 @@ def _example(prompt, response, context, end_id, pad_id, room_for=None):
     """(ids, response start, response end) of one example; the prompt keeps its last
     context + 1 - `room_for` ids (`room_for` defaults to this response's length)."""
     tail = [*response, end_id][:context]
-    prompt = list(prompt) or [end_id]
+    prompt = [end_id, *prompt]
     keep = context + 1 - (room_for or len(tail))
     prompt = prompt[-keep:]
     ids = [*prompt, *tail]
