@@ -9,16 +9,18 @@ import json
 import numpy as np
 import pytest
 
-from dltoolkit.core.errors import DataError
+from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data.corpus import (
     pack_blocks,
     preference_examples,
     read_corpus,
     read_dialogues,
     read_preferences,
+    read_records,
     sft_examples,
     split_dialogues,
     split_documents,
+    split_records,
 )
 
 # Lines 926, 1378 and 1255 of Anthropic HH-RLHF harmless-base test.jsonl.gz, verbatim: an
@@ -48,7 +50,7 @@ def write_lines(path, lines):
 def test_read_corpus_from_text_file_folder_and_list(tmp_path):
     one = tmp_path / "play.txt"
     one.write_text("ROMEO:\nBut soft!\n", encoding="utf-8")
-    assert read_corpus(one).documents == ["ROMEO:\nBut soft!\n"]
+    assert read_corpus(one).items == ["ROMEO:\nBut soft!\n"]
     folder = tmp_path / "books"
     (folder / "b").mkdir(parents=True)
     (folder / "b" / "two.md").write_text("# Two\n", encoding="utf-8")
@@ -57,11 +59,11 @@ def test_read_corpus_from_text_file_folder_and_list(tmp_path):
     (folder / "skip.csv").write_text("a,b\n", encoding="utf-8")
     (folder / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
     corpus = read_corpus(folder)
-    assert corpus.documents == ["# Two\n", "One."]  # sorted by path, recursive
+    assert corpus.items == ["# Two\n", "One."]  # sorted by path, recursive
     assert corpus.problems[0] == f"{folder / 'empty.txt'}: empty document"
     assert corpus.problems[1].startswith(f"{folder / 'latin.txt'}: ")
     assert "is not UTF-8 text (byte 3)" in corpus.problems[1]
-    assert read_corpus(["a", "b"]).documents == ["a", "b"]
+    assert read_corpus(["a", "b"]).items == ["a", "b"]
 
 
 def test_read_corpus_jsonl_reports_bad_lines_with_numbers(tmp_path):
@@ -70,7 +72,7 @@ def test_read_corpus_jsonl_reports_bad_lines_with_numbers(tmp_path):
         ['{"text": "first"}', "{not json", '{"body": "x"}', "", '{"text": 3}', '{"text": "last"}'],
     )
     corpus = read_corpus(path)
-    assert corpus.documents == ["first", "last"]
+    assert corpus.items == ["first", "last"]
     assert corpus.problems == [
         f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes)",
         f"{path}:3: no 'text' field (fields: body)",
@@ -78,7 +80,7 @@ def test_read_corpus_jsonl_reports_bad_lines_with_numbers(tmp_path):
     ]
     with pytest.raises(DataError, match=r"docs.jsonl:2: not valid JSON.*--strict"):
         read_corpus(path, strict=True)
-    assert read_corpus(path, text_field="body").documents == ["x"]
+    assert read_corpus(path, text_field="body").items == ["x"]
 
 
 def test_no_usable_text_is_a_data_error(tmp_path):
@@ -100,12 +102,13 @@ def test_read_dialogues(tmp_path):
         ],
     )
     pairs = read_dialogues(path)
-    assert pairs == [("Hi", "Hello!")] and pairs.problems == [
+    assert pairs.items == [("Hi", "Hello!")] and pairs.kind == "pairs"
+    assert pairs.problems == [
         f"{path}:2: no 'response' field (fields: prompt)",
         f"{path}:3: no 'prompt' field (fields: q, a)",
     ]
-    assert read_dialogues(path, "q", "a") == [("", "Answer")]
-    assert read_dialogues([("Q", "A"), {"prompt": "P", "response": "R"}]) == [
+    assert read_dialogues(path, "q", "a").items == [("", "Answer")]
+    assert read_dialogues([("Q", "A"), {"prompt": "P", "response": "R"}]).items == [
         ("Q", "A"),
         ("P", "R"),
     ]
@@ -140,7 +143,7 @@ def test_read_preferences_reports_pairs_that_cannot_be_used(tmp_path):
     explicit = json.dumps({"prompt": "Q", "chosen": "good", "rejected": "bad"})
     path = write_lines(tmp_path / "pairs.jsonl", [same, apart, explicit, '{"chosen": "x"}'])
     triples = read_preferences(path)
-    assert triples == [("Q", "good", "bad")]
+    assert triples.items == [("Q", "good", "bad")]
     assert triples.problems == [
         f"{path}:1: chosen and rejected are the same",
         f"{path}:2: chosen and rejected share no 'Assistant:' turn to split at",
@@ -162,6 +165,31 @@ def test_split_documents():
     assert len(train) == 8 and len(val) == 2 and sorted(train + val) == sorted(docs)
     assert split_documents(docs, 0.2, seed=1) == (train, val)
     assert split_documents([text], 0.0) == ([text], [])
+
+
+def test_read_records_by_kind_and_split_them(tmp_path):
+    songs = read_records("counting-songs", "corpus")
+    assert songs.kind == "corpus" and len(songs) == 100 and "green bottles" in songs.description
+    train, val, description = split_records(songs, 0.1, seed=0)
+    assert (len(train), len(val)) == (
+        90,
+        10,
+    ) and "90 train / 10 validation documents" in description
+    one = read_records(["x" * 50], "corpus")
+    train, val, description = split_records(one, 0.1)
+    assert train == ["x" * 45] and val == ["x" * 5] and "first 90% trains" in description
+    pairs = read_records([("q1", "a1"), ("q2", "a2"), ("q3", "a3")], "pairs")
+    train, val, _ = split_records(pairs, 0.34, seed=2)
+    assert len(val) == 1 and sorted(train + val) == pairs.items
+    path = write_lines(tmp_path / "chat.jsonl", ['{"instruction": "q", "output": "a"}'])
+    read = read_records(path, "pairs", prompt_field="instruction", response_field="output")
+    assert read.items == [("q", "a")]
+    triples = read_records([json.loads(line) for line in HH_LINES], "preferences")
+    assert triples.kind == "preferences" and len(triples) == 3
+    with pytest.raises(ConfigError, match="unknown kind"):
+        read_records(["x"], "images")
+    with pytest.raises(DataError, match="not a corpus"):
+        read_corpus("toy-reviews")
 
 
 def test_pack_blocks_windows_overlap_by_one_and_drop_the_tail():

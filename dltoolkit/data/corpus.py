@@ -2,7 +2,7 @@
 fine-tuning, preference pairs for DPO, and their packing into fixed-length id arrays.
 
 Sources: a .txt/.md file, a folder of them (recursive, sorted), a JSONL file (gzipped too),
-or Python lists. A JSONL line that cannot be used (bad JSON, a missing or non-string field,
+Python lists, or the built-in corpus sample. A JSONL line that cannot be used (bad JSON, a missing or non-string field,
 a preference pair that cannot be split) is left out and listed in `problems` as
 "file:line: what"; with `strict=True` the first one is a DataError instead.
 
@@ -18,59 +18,100 @@ from pathlib import Path
 
 import numpy as np
 
-from dltoolkit.core.errors import DataError
+from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.records import Bad, attempt
+from dltoolkit.data.samples import SAMPLES, load_sample
 from dltoolkit.data.text import json_lines, read_utf8, split_indices
 
 END_OF_TEXT = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 ASSISTANT = "\n\nAssistant:"  # the turn marker of HH-RLHF dialogues
-LAYOUTS = "pass a .txt/.md file, a folder of them, a JSONL file or a list of strings"
+KINDS = ("corpus", "pairs", "preferences")
+LAYOUTS = (
+    "pass a .txt/.md file, a folder of them, a JSONL file, a list of strings or a built-in "
+    "corpus sample (counting-songs)"
+)
 
 
 @dataclass
-class Corpus:
-    """Documents (each a string) with where each came from, and the problems met reading
-    them ("file:line: what")."""
+class Records:
+    """What a language model learns from: documents (kind "corpus"), (prompt, response)
+    pairs ("pairs") or (prompt, chosen, rejected) triples ("preferences"), with the problems
+    met reading them ("file:line: what") and a description of the source."""
 
-    documents: list[str]
-    names: list[str]
+    items: list
+    kind: str
     description: str
     problems: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.documents)
+        return len(self.items)
 
     def __iter__(self):
-        return iter(self.documents)
+        return iter(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
 
 
-class Records(list):
-    """A list of records (tuples of strings) that also carries the problems met reading them
-    ("file:line: what") and a description of the source."""
-
-    def __init__(self, items=(), description: str = "", problems: list[str] | None = None):
-        super().__init__(items)
-        self.description = description
-        self.problems = problems if problems is not None else []
-
-
-def read_corpus(data, text_field: str = "text", *, strict: bool = False) -> Corpus:
-    """Documents from a text file, a folder of .txt/.md files, a JSONL file whose
-    `text_field` holds each document, or a list of strings. Blank documents are problems."""
-    if isinstance(data, Corpus):
+def read_records(
+    data,
+    kind: str,
+    *,
+    text_field: str | None = None,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+    strict: bool = False,
+) -> Records:
+    """The records of `kind` ("corpus", "pairs" or "preferences") in `data`; see
+    `read_corpus`, `read_dialogues` and `read_preferences`."""
+    if isinstance(data, Records):
         return data
-    corpus = Corpus([], [], _describe(data))
+    if kind == "corpus":
+        return read_corpus(data, text_field or "text", strict=strict)
+    if kind == "pairs":
+        return read_dialogues(
+            data, prompt_field or "prompt", response_field or "response", strict=strict
+        )
+    if kind == "preferences":
+        return read_preferences(data, strict=strict)
+    raise ConfigError(f"unknown kind of text data {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def split_records(records: Records, val_fraction: float, seed: int = 0):
+    """(train items, validation items, a line describing the split). A corpus is split by
+    `split_documents`; pairs and triples by record, shuffled by `seed`."""
+    if records.kind == "corpus":
+        train, val = split_documents(records.items, val_fraction, seed)
+        if len(records) == 1:
+            how = f"one document: its first {1 - val_fraction:.0%} trains, the rest validates"
+            return train, val, f"{records.description} ({how})"
+    else:
+        picked = split_indices(len(records), val_fraction, seed)
+        train, val = ([records.items[i] for i in part] for part in picked)
+    unit = {"corpus": "documents", "pairs": "pairs", "preferences": "preference pairs"}
+    count = f"{len(train)} train / {len(val)} validation {unit[records.kind]}"
+    return train, val, f"{records.description} ({count})"
+
+
+def read_corpus(data, text_field: str = "text", *, strict: bool = False) -> Records:
+    """Documents from a text file, a folder of .txt/.md files, a JSONL file whose
+    `text_field` holds each document, a list of strings, or a built-in corpus sample
+    (counting-songs). Blank documents are problems."""
+    description = _describe(data)
+    if _is_sample(data):
+        description = f"sample {data}: {SAMPLES[data].description}"
+        data = load_sample(data)
+    corpus = Records([], "corpus", description)
     for where, text in _texts(data, text_field):
         if isinstance(text, Bad):
             _report(corpus.problems, where, text.reason, strict)
         elif not text.strip():
             _report(corpus.problems, where, "empty document", strict)
         else:
-            corpus.documents.append(text)
-            corpus.names.append(where)
-    if not corpus.documents:
+            corpus.items.append(text)
+    if not corpus.items:
         raise DataError(f"{corpus.description}: no usable text{_first(corpus.problems)}; {LAYOUTS}")
     return corpus
 
@@ -80,7 +121,7 @@ def read_dialogues(
 ) -> Records:
     """(prompt, response) pairs for supervised fine-tuning from a JSONL file, or a list of
     pairs or dicts. A missing or non-string field is a problem; an empty prompt is allowed."""
-    records = Records(description=_describe(data))
+    records = Records([], "pairs", _describe(data))
     for where, row in _rows(data, (prompt_field, response_field)):
         pair = _fields(row, (prompt_field, response_field))
         if isinstance(pair, str):
@@ -88,7 +129,7 @@ def read_dialogues(
         elif not "".join(pair).strip():
             _report(records.problems, where, "empty prompt and response", strict)
         else:
-            records.append(pair)
+            records.items.append(pair)
     return _nonempty(records, f"'{prompt_field}' and '{response_field}' fields")
 
 
@@ -97,13 +138,13 @@ def read_preferences(data, *, strict: bool = False) -> Records:
     with "prompt", "chosen" and "rejected", or HH-RLHF rows whose "chosen" and "rejected"
     are whole dialogues sharing a prefix (see `split_dialogues`). A pair whose responses are
     equal, or that cannot be split, is a problem."""
-    records = Records(description=_describe(data))
+    records = Records([], "preferences", _describe(data))
     for where, row in _rows(data, ("prompt", "chosen", "rejected")):
         triple = _preference(row)
         if isinstance(triple, str):
             _report(records.problems, where, triple, strict)
         else:
-            records.append(triple)
+            records.items.append(triple)
     return _nonempty(records, "'chosen' and 'rejected' fields (and 'prompt', or dialogues)")
 
 
@@ -187,6 +228,15 @@ def _describe(data) -> str:
     if isinstance(data, list | tuple):
         return f"{len(data)} records"
     return str(data)
+
+
+def _is_sample(data) -> bool:
+    """Whether `data` names a built-in corpus sample (and no file or folder)."""
+    if not isinstance(data, str) or data not in SAMPLES or Path(data).exists():
+        return False
+    if SAMPLES[data].kind != "corpus":
+        raise DataError(f"sample {data!r} is not a corpus ({SAMPLES[data].kind}); {LAYOUTS}")
+    return True
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -275,7 +325,7 @@ def _first(problems: list[str]) -> str:
 
 
 def _nonempty(records: Records, needed: str) -> Records:
-    if not records:
+    if not records.items:
         raise DataError(
             f"{records.description}: no usable record{_first(records.problems)}; each needs "
             f"{needed}"
