@@ -176,16 +176,18 @@ def split_documents(documents, val_fraction: float, seed: int = 0):
 def pack_blocks(ids_per_document, block_size: int, end_id: int, offset: int = 0):
     """(ids (N, block_size + 1) int32, loss mask (N, block_size) float32) for pretraining.
 
-    Each document's ids are followed by `end_id`, the documents concatenated, and the stream
-    cut into windows of block_size + 1 that overlap by one id (window i starts at
-    offset + i * block_size), so every id after the first (and the first `offset`) is a
-    target exactly once; a new `offset` each epoch shows the model other cuts. The tail
-    shorter than a block is dropped, unless it is all there is: then the one window is
+    The documents' ids are joined into one stream, each document opened and closed by
+    `end_id` (as LanguageModel.prompt_ids opens a prompt), and the stream is cut into
+    windows of block_size + 1 that overlap by one id (window i starts at offset +
+    i * block_size), so every id after the first (and the first `offset`) is a target
+    exactly once; a new `offset` each epoch shows the model other cuts. The tail shorter
+    than a block is dropped, unless it is all there is: then the one window is
     padded with `end_id` and the mask is 0 over the padding (otherwise it is all 1)."""
-    pieces = [np.append(np.asarray(ids, np.int32).ravel(), end_id) for ids in ids_per_document]
-    stream = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
-    if len(stream) < 2:
+    pieces = [np.asarray(ids, np.int32).ravel() for ids in ids_per_document]
+    if not any(len(piece) for piece in pieces):
         raise DataError("there is no text to train on: every document is empty")
+    stream = np.concatenate([[end_id], *(np.append(piece, end_id) for piece in pieces)])
+    stream = stream.astype(np.int32)
     offset %= block_size
     if len(stream) - offset - 1 < block_size:  # no whole window after the offset
         offset = 0
