@@ -25,6 +25,7 @@ import pandas as pd
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.records import Bad, attempt, one_line
 from dltoolkit.data.samples import SAMPLES, load_sample
+from dltoolkit.data.text import json_lines
 
 TEXT_FIELDS = (
     "text", "sentence", "content", "review", "comment", "document", "body", "description",
@@ -223,20 +224,9 @@ def _json_rows(text: str, path: Path) -> tuple[pd.DataFrame, list[tuple[str, str
             return pd.DataFrame(json.loads(text), dtype=object), []
         except (ValueError, TypeError) as err:
             raise DataError(f"'{path}' is not a JSON array of objects: {one_line(err)}") from None
-    rows, problems = [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.append((f"{path} line {number}", f"not valid JSON ({err.msg})"))
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            problems.append((f"{path} line {number}", "not a JSON object"))
-    return pd.DataFrame(rows, dtype=object), problems
+    rows, bad = json_lines(text)
+    problems = [(f"{path} line {number}", reason) for number, reason in bad]
+    return pd.DataFrame([row for _, row in rows], dtype=object), problems
 
 
 def _table_records(frame, description, row_name, text_field, label_field, positions) -> _Raw:

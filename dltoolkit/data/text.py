@@ -8,6 +8,7 @@ from a local data_dir, never downloaded), a DataFrame, or a list of (text, summa
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +141,16 @@ def _read_json_lines(text: str, path: Path) -> pd.DataFrame:
 
 
 def read_utf8(path: Path) -> str:
-    """The file's text; a DataError names the first byte that is not UTF-8."""
+    """The file's text (gunzipped when it ends in .gz); a DataError names the first byte
+    that is not UTF-8."""
     raw = Path(path).read_bytes()
+    if Path(path).suffix.lower() == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(
+                f"'{path}' is not a whole gzip file ({err}); compress it again"
+            ) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -149,6 +158,25 @@ def read_utf8(path: Path) -> str:
             f"'{path}' is not UTF-8 text (byte {err.start}); re-encode it, e.g. "
             f"iconv -f latin1 -t utf-8"
         ) from None
+
+
+def json_lines(text: str) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """The JSON objects of JSONL text with their 1-based line numbers, and (line number,
+    reason) of every non-blank line that is not a JSON object."""
+    rows, problems = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append((number, f"not valid JSON ({err.msg})"))
+            continue
+        if isinstance(row, dict):
+            rows.append((number, row))
+        else:
+            problems.append((number, "not a JSON object"))
+    return rows, problems
 
 
 def _folder_documents(folder: Path) -> list[Path]:

@@ -439,12 +439,10 @@ def tiny_whisper(texts, vocabulary_size, hidden_dim, layers, heads, seconds, max
     """A byte-level BPE learned on `texts` (`vocabulary_size` merges) with Whisper's special
     tokens, a small Whisper backbone and an audio converter of `seconds` (40 mel bands)."""
     import keras_hub
-    from tokenizers import ByteLevelBPETokenizer
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(list(texts), vocab_size=256 + vocabulary_size, show_progress=False)
-    merges = [" ".join(pair) for pair in bpe_merges(bpe)]
-    vocabulary = bpe.get_vocab()
+    from dltoolkit.layers.text import learn_byte_bpe
+
+    vocabulary, merges = learn_byte_bpe(texts, 256 + vocabulary_size, special_tokens=())
     names = [
         "<|endoftext|>",
         "<|startoftranscript|>",
@@ -467,13 +465,3 @@ def tiny_whisper(texts, vocabulary_size, hidden_dim, layers, heads, seconds, max
         max_decoder_sequence_length=max_length,
     )
     return backbone, converter, tokenizer, max_length
-
-
-def bpe_merges(bpe) -> list[tuple[str, str]]:
-    """The merge rules of a trained `tokenizers` BPE, in order."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        bpe.save_model(tmp)
-        lines = Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
-    return [tuple(line.split(" ")) for line in lines if line and not line.startswith("#")]

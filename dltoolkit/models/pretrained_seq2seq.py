@@ -60,22 +60,14 @@ def random_bart_preset(
 ) -> Path:
     """Save a small randomly initialised BART (byte-level BPE trained on `texts`) as a preset
     directory: the fine-tuning path end to end without downloading weights."""
-    import tempfile
-
     import keras_hub
-    from tokenizers import ByteLevelBPETokenizer
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        texts,
-        vocab_size=vocabulary_size,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    from dltoolkit.layers.text import learn_byte_bpe
+
+    vocabulary, merges = learn_byte_bpe(
+        texts, vocabulary_size, special_tokens=("<s>", "<pad>", "</s>", "<unk>", "<mask>")
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        bpe.save_model(tmp)
-        lines = Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
-    merges = [line for line in lines if line and not line.startswith("#")]
-    tokenizer = keras_hub.models.BartTokenizer(vocabulary=bpe.get_vocab(), merges=merges)
+    tokenizer = keras_hub.models.BartTokenizer(vocabulary=vocabulary, merges=merges)
     preprocessor = keras_hub.models.BartSeq2SeqLMPreprocessor(
         tokenizer, encoder_sequence_length=max_length, decoder_sequence_length=max_length
     )

@@ -24,7 +24,7 @@ from dltoolkit.data.splits import random_splits
 from dltoolkit.data.text import SPECIAL_TOKENS, train_vocabulary
 from dltoolkit.data.waveforms import decode_wav, is_pcm16_wav, pad_batch, resample
 from dltoolkit.layers.audio import LogMelSpectrogram, SpecAugment, mel_normalization
-from dltoolkit.layers.text import Characters, WordPieces
+from dltoolkit.layers.text import Characters, WordPieces, character_vocabulary
 from dltoolkit.models.seq2seq import SmoothedTokenLoss
 from dltoolkit.models.speech import CTCNetwork, SpeechTransformer
 from dltoolkit.models.transcription import BOS, EOS, PAD, Transcription, in_windows, joined
@@ -170,7 +170,7 @@ class SpeechRecognizer(Recipe):
             if self.config.tokens == "wordpiece":
                 self.vocabulary_ = train_vocabulary(texts, self.config.vocabulary_size)
             else:
-                self.vocabulary_ = list(SPECIAL_TOKENS) + sorted({ch for t in texts for ch in t})
+                self.vocabulary_ = character_vocabulary(texts, SPECIAL_TOKENS)
         self._tokenizer = self._make_tokenizer()
         unknown = self._out_of_vocabulary(
             [t for name in ("val", "test") for t in prepared.targets.get(name, [])]
