@@ -28,6 +28,7 @@ _LAZY = {
     "ObjectDetector": "dltoolkit.tasks",
     "SpeechRecognizer": "dltoolkit.tasks",
     "TextClassifier": "dltoolkit.tasks",
+    "TextGenerator": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
     "DLToolkitError": "dltoolkit.core.errors",
 }

@@ -23,6 +23,7 @@ SPEC_MODULES = (
     "detect_objects",
     "transcribe",
     "classify_text",
+    "generate_text",
 )
 
 

@@ -103,6 +103,7 @@ RECIPE_TEST_MODULES = {
     "test_object_detector": "detect-objects",
     "test_speech_recognizer": "transcribe",
     "test_text_classifier": "classify-text",
+    "test_text_generator": "generate-text",
 }
 
 

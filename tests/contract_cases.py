@@ -36,6 +36,8 @@ from test_summarizer import TINY as TINY_SUMMARIZER
 from test_summarizer import make_pairs, write_jsonl
 from test_text_classifier import TINY as TINY_TEXT_CLASSIFIER
 from test_text_classifier import write_reviews
+from test_text_generator import TINY as TINY_TEXT_GENERATOR
+from test_text_generator import write_songs
 
 from dltoolkit.data.samples import load_sample
 
@@ -581,6 +583,41 @@ CLASSIFY_TEXT = Case(
 )
 
 
+# -- generate-text ----------------------------------------------------------------------
+
+PROMPTS = ["Five green bottles", "", "Two little ducks swimming in the pond,\n"]
+SAMPLING = {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.9, "seed": 7}
+SAMPLING_TYPES = {"max_new_tokens": np.int32, "temperature": np.float32, "top_p": np.float32}
+
+
+def _generated(model, prompts) -> dict:
+    rows = model.predict(text=prompts, **SAMPLING)
+    return {"text": np.array([r["text"] for r in rows], dtype=object)}
+
+
+def _prompt_logits(model, prompts) -> KerasIO:
+    """Prompt ids made by the tokenizer saved in model.keras give the recipe's logits."""
+    import tensorflow as tf
+
+    loaded = keras.saving.load_model(model.run_.model_file)
+    ids, _ = tf.function(loaded.prompt_ids)(tf.constant(prompts))
+    own, _ = tf.function(model.model_.prompt_ids)(tf.constant(prompts))
+    return KerasIO(ids.numpy(), keras.ops.convert_to_numpy(model.model_(own)))
+
+
+GENERATE_TEXT = Case(
+    params=TINY_TEXT_GENERATOR,
+    data=lambda folder: str(write_songs(folder / "songs.jsonl")),
+    inputs=lambda folder: PROMPTS,
+    answers=_generated,
+    feeds=lambda model, prompts: {
+        "text": np.array(prompts, dtype=object),
+        **{k: SAMPLING_TYPES.get(k, np.int32)(v) for k, v in SAMPLING.items()},
+    },
+    keras_io=_prompt_logits,
+)
+
+
 CASES: dict[str, Case] = {
     "classify": CLASSIFY,
     "forecast": FORECAST,
@@ -593,4 +630,5 @@ CASES: dict[str, Case] = {
     "detect-objects": DETECT_OBJECTS,
     "transcribe": TRANSCRIBE,
     "classify-text": CLASSIFY_TEXT,
+    "generate-text": GENERATE_TEXT,
 }

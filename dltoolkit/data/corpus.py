@@ -95,6 +95,24 @@ def split_records(records: Records, val_fraction: float, seed: int = 0):
     return train, val, f"{records.description} ({count})"
 
 
+def record_texts(items: list, kind: str) -> list[str]:
+    """Every string of `kind` records (documents, or each field of pairs and triples)."""
+    return list(items) if kind == "corpus" else [text for item in items for text in item]
+
+
+def sample_prompts(items: list, kind: str, count: int) -> list[str]:
+    """`count` prompts from records, for samples in a report: evenly spaced non-blank lines
+    of the documents, or the prompts of pairs and triples."""
+    if kind != "corpus":
+        prompts = [item[0] for item in items]
+    else:
+        prompts = [line for doc in items for line in doc.splitlines() if line.strip()]
+    if not prompts or count < 1:
+        return []
+    picked = np.linspace(0, len(prompts) - 1, min(count, len(prompts))).round().astype(int)
+    return [prompts[i] for i in picked]
+
+
 def read_corpus(data, text_field: str = "text", *, strict: bool = False) -> Records:
     """Documents from a text file, a folder of .txt/.md files, a JSONL file whose
     `text_field` holds each document, a list of strings, or a built-in corpus sample

@@ -31,6 +31,10 @@ class LanguageModel(keras.Model):
     def context(self) -> int:
         return self.network.context
 
+    def build(self, input_shape):
+        if not self.network.built:  # loading builds it from its own config first
+            self.network.build(input_shape)
+
     def call(self, ids, training=None):
         return self.network(ids, training=training)
 

@@ -86,7 +86,10 @@ class DPOTrainer(keras.Model):
             if not model.built:
                 model(ops.zeros((1, 1), "int32"))
         reference.set_weights(policy.get_weights())
-        return cls(policy, reference, **kwargs)
+        trainer = cls(policy, reference, **kwargs)
+        ids, mask = ops.zeros((1, 3), "int32"), ops.ones((1, 2), "float32")
+        trainer({"chosen": ids, "chosen_mask": mask, "rejected": ids, "rejected_mask": mask})
+        return trainer  # built, as checkpointing (BackupAndRestore) needs
 
     @property
     def metrics(self):

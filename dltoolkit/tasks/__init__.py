@@ -11,6 +11,7 @@ from dltoolkit.tasks.object_detector import ObjectDetector
 from dltoolkit.tasks.speech_recognizer import SpeechRecognizer
 from dltoolkit.tasks.summarizer import Summarizer
 from dltoolkit.tasks.text_classifier import TextClassifier
+from dltoolkit.tasks.text_generator import TextGenerator
 
 __all__ = [
     "Agent",
@@ -24,4 +25,5 @@ __all__ = [
     "SpeechRecognizer",
     "Summarizer",
     "TextClassifier",
+    "TextGenerator",
 ]

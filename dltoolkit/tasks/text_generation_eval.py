@@ -48,10 +48,11 @@ def language_scores(model, examples, batch_size: int, frequencies: np.ndarray) -
     }
 
 
-def preference_scores(policy, reference, pairs, batch_size: int) -> dict:
-    """Held-out preference accuracy of `policy`: by its implicit reward against `reference`
-    (the model it was aligned from) when there is one, else by length-normalised
-    log-likelihood (chosen > rejected); the reference's log-likelihood accuracy beside it."""
+def preference_scores(policy, reference, pairs, batch_size: int, beta: float) -> dict:
+    """Held-out preference accuracy of `policy` (with its Wilson 95 % interval): by its
+    implicit reward against `reference`, the model it was aligned from, when there is one,
+    else by log-likelihood per token (chosen > rejected); the reference's log-likelihood
+    accuracy beside it."""
     from dltoolkit.models.preference import binomial_interval, implicit_rewards
     from dltoolkit.models.preference import preference_accuracy as likelihood_accuracy
 
@@ -59,27 +60,23 @@ def preference_scores(policy, reference, pairs, batch_size: int) -> dict:
     n = len(pairs.chosen)
     if reference is None:
         accuracy, correct = likelihood_accuracy(policy, *arrays, batch_size=batch_size)
-        low, high = binomial_interval(int(np.sum(correct)), n)
-        return {
-            "preference_accuracy": float(accuracy),
-            "preference_rule": "log-likelihood per token, chosen > rejected",
-            "accuracy_low": low,
-            "accuracy_high": high,
-            "pairs": n,
+        scores = {"preference_rule": "log-likelihood per token, chosen > rejected"}
+    else:
+        rewards = implicit_rewards(policy, reference, *arrays, beta=beta, batch_size=batch_size)
+        correct = rewards["correct"]
+        before, _ = likelihood_accuracy(reference, *arrays, batch_size=batch_size)
+        scores = {
+            "preference_rule": "implicit reward (policy against reference), chosen > rejected",
+            "reward_margin": rewards["reward_margin"],
+            "reference_accuracy": float(before),
         }
-    rewards = implicit_rewards(policy, reference, *arrays, batch_size=batch_size)
-    chosen, rejected = rewards
-    correct = chosen > rejected
     low, high = binomial_interval(int(np.sum(correct)), n)
-    before, _ = likelihood_accuracy(reference, *arrays, batch_size=batch_size)
     return {
         "preference_accuracy": float(np.mean(correct)),
-        "preference_rule": "implicit reward (policy vs reference), chosen > rejected",
         "accuracy_low": low,
         "accuracy_high": high,
-        "reward_margin": float(np.mean(chosen - rejected)),
-        "reference_accuracy": float(before),
         "pairs": n,
+        **scores,
     }
 
 

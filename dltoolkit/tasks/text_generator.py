@@ -23,16 +23,20 @@ from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.training import Plan
-from dltoolkit.data.corpus import Records, read_records, split_records
+from dltoolkit.data.corpus import (
+    Records,
+    read_records,
+    record_texts,
+    sample_prompts,
+    split_records,
+)
 from dltoolkit.data.lm_batches import Encoder
-from dltoolkit.data.text import as_document, read_documents
+from dltoolkit.data.text import read_documents
 from dltoolkit.models.language_model import (
     END_TOKEN,
     cut_at_stops,
     learn_vocabulary,
     make_tokenizer,
-    records_text,
-    sample_prompts,
 )
 from dltoolkit.specs.generate_text import SPEC, alignment_params
 from dltoolkit.tasks.text_generation_eval import (
@@ -160,7 +164,7 @@ class TextGenerator(Recipe):
         if self.vocabulary_ is None:
             with self._phase(f"learning the {c.tokens} vocabulary"):
                 self.vocabulary_, self.merges_ = learn_vocabulary(
-                    records_text(prepared.train), c.tokens, c.vocabulary_size
+                    record_texts(prepared.train, prepared.kind), c.tokens, c.vocabulary_size
                 )
             files.write_json(run.state_file, self._state())
 
@@ -249,7 +253,7 @@ class TextGenerator(Recipe):
         size = self.config.batch_size
         if kind == "preferences":
             reference = self._parent().model_ if self.config.preset else None
-            return preference_scores(self.model_, reference, examples, size)
+            return preference_scores(self.model_, reference, examples, size, self.config.beta)
         return language_scores(self.model_, examples, size, self.token_frequencies_)
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
@@ -320,7 +324,7 @@ class TextGenerator(Recipe):
         in its place; with `strict` the first raises a DataError."""
         self._require_model()
         texts = [text] if isinstance(text, str) else list(text or [])
-        prompts = [as_document(f"text {i + 1}", t) for i, t in enumerate(texts)]
+        prompts = [(f"text {i + 1}", t) for i, t in enumerate(texts)]  # "" starts a document
         if inputs:
             prompts += read_documents([inputs] if isinstance(inputs, str) else list(inputs))
         if not prompts:
