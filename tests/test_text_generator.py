@@ -164,3 +164,20 @@ def test_bad_parameters_and_data_are_one_line_errors(fitted, tmp_path, capsys):
     not_text = tmp_path / "prefs.jsonl"
     write_jsonl(not_text, [{"prompt": "a", "chosen": "b", "rejected": "b"}])
     assert_user_error(*cli(capsys, "align", folder / "run", "--preferences", not_text))
+
+
+@pytest.mark.slow  # BPE graphs trace slowly: about 4 minutes on 2 busy cores
+def test_a_byte_level_bpe_run_learns_generates_and_reloads(tmp_path):
+    songs = counting_songs(20, seed=3)  # a list of strings is data too
+    recipe = TextGenerator(
+        **{**TINY, "epochs": 2, "eval_every": 40}, tokens="bytes-bpe", vocabulary_size=300
+    ).fit(songs, out=tmp_path / "bpe", progress=False)
+    assert len(recipe.vocabulary_) <= 300 and recipe.merges_
+    m = recipe.metrics_
+    assert m["bits_per_char"] < m["baseline_bits_per_char"] and m["tokens"] < m["characters"]
+    prompt = ["Three speckled frogs sitting on a log,\n"]
+    text = recipe.generate(prompt, temperature=0.0, max_new_tokens=8)
+    assert (
+        text[0]
+        and load(tmp_path / "bpe").generate(prompt, temperature=0.0, max_new_tokens=8) == text
+    )
