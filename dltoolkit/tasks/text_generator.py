@@ -185,7 +185,7 @@ class TextGenerator(Recipe):
         c = self.config
         encoder = self._encoder()
         train = encoder.examples(prepared.train, prepared.kind)
-        val = encoder.examples(prepared.val, prepared.kind)
+        val = encoder.examples(prepared.val, prepared.kind) if prepared.val else None
         if prepared.kind != "preferences" and self.token_frequencies_ is None:
             self.token_frequencies_ = token_frequencies(train.ids, len(self.vocabulary_))
         epochs = c.epochs or (TIMED_EPOCHS if c.train_minutes else DEFAULT_EPOCHS)
@@ -193,10 +193,10 @@ class TextGenerator(Recipe):
             epochs = max(1, math.ceil(DPO_PASSES * train.batches(c.batch_size) / c.eval_every))
         return Plan(
             train=train.training_batches(c.batch_size, c.seed),
-            val=val.scoring_batches(c.batch_size).repeat(),
+            val=val.scoring_batches(c.batch_size).repeat() if prepared.val else None,
             steps=c.eval_every,
             epochs=epochs,
-            validation_steps=val.batches(c.batch_size),
+            validation_steps=val.batches(c.batch_size) if prepared.val else None,
             repeating=True,
             callbacks=time_budget(c, c.eval_every, epochs),
         )
