@@ -17,15 +17,16 @@ PAD = 0
 @keras.saving.register_keras_serializable("dltoolkit")
 class LanguageModel(keras.Model):
     """Tokenizer + GPT: called like the GPT (ids -> next-token logits); `generate` maps
-    prompt strings to generated strings."""
+    prompt strings to generated strings. `end_token` closes documents and ends generation
+    (a pretrained tokenizer's own, e.g. Gemma's "<eos>")."""
 
-    def __init__(self, tokenizer, network, **kwargs):
+    def __init__(self, tokenizer, network, end_token=END_TOKEN, **kwargs):
         super().__init__(**kwargs)
-        self.tokenizer, self.network = tokenizer, network
+        self.tokenizer, self.network, self.end_token = tokenizer, network, end_token
 
     @property
     def end_id(self) -> int:
-        return self.tokenizer.token_to_id(END_TOKEN)
+        return self.tokenizer.token_to_id(self.end_token)
 
     @property
     def context(self) -> int:
@@ -70,6 +71,7 @@ class LanguageModel(keras.Model):
             **super().get_config(),
             "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
             "network": keras.saving.serialize_keras_object(self.network),
+            "end_token": self.end_token,
         }
 
     @classmethod
