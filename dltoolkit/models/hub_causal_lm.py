@@ -8,11 +8,12 @@ passes each row's first real slot (`start`); KerasHub's own cached call knows on
 for the whole batch, so `HubNetwork.call_with_cache` runs the backbone's layers itself with
 an attention mask that hides each row's padding, and
 - GPT-2 (learned absolute positions) reads its position table at each row's own positions;
-- rotary models (Llama, Mistral, Qwen, SmolLM3, Phi-3) rotate queries and keys by the cache
-  slot: attention scores under rotary embeddings depend only on the distance between query
-  and key, so a row shifted right by its padding scores exactly as it would alone.
-Families whose layers take neither (Gemma's soft-capping and scaled embeddings, ALiBi
-models, ...) are refused with the supported list rather than generating from a wrong mask.
+- rotary models (Llama, Mistral, Qwen, SmolLM3, Phi-3, Gemma) rotate queries and keys by
+  the cache slot: attention scores under rotary embeddings (and sliding windows) depend only
+  on the distance between query and key, so a row shifted right by its padding scores
+  exactly as it would alone.
+Other families (ALiBi models, Gemma 3, ...) are refused with the supported list rather than
+generating from a wrong mask.
 """
 
 from __future__ import annotations
@@ -25,29 +26,31 @@ from keras import ops
 from dltoolkit.core import presets
 from dltoolkit.core.errors import ConfigError
 
-ROTARY_BACKBONES = (
-    "LlamaBackbone",
-    "Llama3Backbone",
-    "MistralBackbone",
-    "QwenBackbone",
-    "Qwen3Backbone",
-    "SmolLM3Backbone",
-    "Phi3Backbone",
-)
-LEARNED_POSITION_BACKBONES = ("GPT2Backbone",)
+# How HubNetwork feeds each backbone family: "learned" (a table of absolute positions),
+# "rotary" (decoder layers with KerasHub's TransformerDecoder arguments) or "gemma" (scaled
+# embeddings, layers masked by a padding mask over the cache slots).
+FAMILIES = {
+    "GPT2Backbone": "learned",
+    "LlamaBackbone": "rotary",
+    "Llama3Backbone": "rotary",
+    "MistralBackbone": "rotary",
+    "QwenBackbone": "rotary",
+    "Qwen3Backbone": "rotary",
+    "SmolLM3Backbone": "rotary",
+    "Phi3Backbone": "rotary",
+    "GemmaBackbone": "gemma",
+}
 
 
 def _family(backbone) -> str:
-    """ "learned" or "rotary" (how `HubNetwork` feeds the backbone), or a ConfigError."""
+    """How `HubNetwork` feeds `backbone` (FAMILIES), or a ConfigError naming those it can."""
     name = type(backbone).__name__
-    if name in LEARNED_POSITION_BACKBONES:
-        return "learned"
-    if name in ROTARY_BACKBONES:
-        return "rotary"
-    supported = ", ".join(LEARNED_POSITION_BACKBONES + ROTARY_BACKBONES)
-    raise ConfigError(
-        f"{name} presets are not supported for text generation; use one of: {supported}"
-    )
+    if name not in FAMILIES:
+        raise ConfigError(
+            f"{name} presets are not supported for text generation; use one of: "
+            + ", ".join(FAMILIES)
+        )
+    return FAMILIES[name]
 
 
 @keras.saving.register_keras_serializable(package="dltoolkit")
@@ -72,7 +75,9 @@ class HubNetwork(keras.Model):
         query_heads = getattr(backbone, "num_query_heads", None) or getattr(
             backbone, "num_attention_heads", None
         )
-        self.head_dim = backbone.hidden_dim // (query_heads or backbone.num_heads)
+        self.head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // (
+            query_heads or backbone.num_heads
+        )
 
     def build(self, input_shape=None):
         """Nothing to build: the backbone's weights exist from the start."""
@@ -120,16 +125,23 @@ class HubNetwork(keras.Model):
             positions = ops.maximum(slots[None, :] - start[:, None], 0)
             table = self.backbone.position_embedding.position_embeddings
             x = x + ops.cast(ops.take(table, positions, axis=0), x.dtype)
-        real = ops.arange(ops.shape(cache)[3])[None, None, :] >= start[:, None, None]
-        mask = ops.broadcast_to(real, (batch, length, ops.shape(cache)[3]))
+        if self.family == "gemma":
+            x = x * ops.cast(ops.sqrt(self.backbone.hidden_dim), x.dtype)
+        real = ops.arange(ops.shape(cache)[3])[None, :] >= start[:, None]  # (B, slots)
+        mask = ops.broadcast_to(real[:, None, :], (batch, length, ops.shape(cache)[3]))
         layer_caches = []
         for i, layer in enumerate(self.backbone.transformer_layers):
-            x, layer_cache = layer(
-                x,
-                decoder_attention_mask=mask,
-                self_attention_cache=cache[:, i],
-                self_attention_cache_update_index=index,
-            )
+            if self.family == "gemma":
+                x, layer_cache = layer(
+                    x, padding_mask=real, cache=cache[:, i], cache_update_index=index
+                )
+            else:
+                x, layer_cache = layer(
+                    x,
+                    decoder_attention_mask=mask,
+                    self_attention_cache=cache[:, i],
+                    self_attention_cache_update_index=index,
+                )
             layer_caches.append(layer_cache)
         return self._logits(self.final_norm(x)), ops.stack(layer_caches, axis=1)
 
