@@ -101,7 +101,7 @@ def test_tokens_and_logits_equal_keras_hub(preset, model):
     logits = model(ids)
     assert logits.dtype == "float32" and logits.shape == (2, ids.shape[1], 300)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
-    assert model.end_token == "<|endoftext|>" and model.end_id == 0
+    assert model.end_token == model.start_token == "<|endoftext|>" and model.end_id == 0
     assert model.context == CONTEXT
     assert model.tokenizer.detokenize(ids[:1])[0].numpy().decode() == texts[0]
 
@@ -165,7 +165,8 @@ def test_model_keras_round_trip(model, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
     assert isinstance(loaded, LanguageModel) and isinstance(loaded.network, HubNetwork)
-    assert loaded.end_token == model.end_token and loaded.context == CONTEXT
+    assert (loaded.end_token, loaded.start_token) == (model.end_token, model.start_token)
+    assert loaded.context == CONTEXT
     np.testing.assert_allclose(loaded(ids), model(ids), atol=1e-6)
 
 

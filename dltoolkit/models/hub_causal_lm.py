@@ -171,16 +171,22 @@ def hub_tokenizer(tokenizer):
 def load_causal_lm(preset: str, context: int, lora_rank: int = 0):
     """The `LanguageModel` (tokenizer + `HubNetwork`) of a CausalLM preset, its context cut
     to `context` tokens (or the preset's window, if shorter), LoRA adapters of `lora_rank`
-    when it is above 0."""
+    when it is above 0; prompts open with the tokenizer's start token, generation ends at
+    its end token."""
     import keras_hub
 
     from dltoolkit.models.language_model import LanguageModel
 
     check_preset(preset)
     causal_lm = presets.load_preset(keras_hub.models.CausalLM, preset)
-    tokenizer = hub_tokenizer(causal_lm.preprocessor.tokenizer)
+    own_tokenizer = causal_lm.preprocessor.tokenizer
     network = HubNetwork(causal_lm.backbone, context, lora_rank=lora_rank)
-    return LanguageModel(tokenizer, network, end_token=tokenizer.end_token)
+    return LanguageModel(
+        hub_tokenizer(own_tokenizer),
+        network,
+        end_token=own_tokenizer.end_token,
+        start_token=getattr(own_tokenizer, "start_token", None),
+    )
 
 
 def random_causal_lm_preset(
