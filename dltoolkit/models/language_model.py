@@ -17,15 +17,22 @@ PAD = 0
 @keras.saving.register_keras_serializable("dltoolkit")
 class LanguageModel(keras.Model):
     """Tokenizer + GPT: called like the GPT (ids -> next-token logits); `generate` maps
-    prompt strings to generated strings."""
+    prompt strings to generated strings. `end_token` closes documents and ends generation;
+    `start_token` opens every prompt (None: the end token). Pretrained tokenizers bring their
+    own, e.g. Gemma's "<eos>" and "<bos>"."""
 
-    def __init__(self, tokenizer, network, **kwargs):
+    def __init__(self, tokenizer, network, end_token=END_TOKEN, start_token=None, **kwargs):
         super().__init__(**kwargs)
         self.tokenizer, self.network = tokenizer, network
+        self.end_token, self.start_token = end_token, start_token
 
     @property
     def end_id(self) -> int:
-        return self.tokenizer.token_to_id(END_TOKEN)
+        return self.tokenizer.token_to_id(self.end_token)
+
+    @property
+    def start_id(self) -> int:
+        return self.tokenizer.token_to_id(self.start_token or self.end_token)
 
     @property
     def context(self) -> int:
@@ -40,10 +47,11 @@ class LanguageModel(keras.Model):
 
     def prompt_ids(self, text):
         """Prompt strings (B,) -> dense ids (B, P), right-padded, and their lengths (B,). Each
-        starts with the end-of-text token, as a document does in training (the token before it
-        closed the previous one), so an empty prompt starts a new document."""
+        starts with the start token (by default the end-of-text token, as a document does in
+        training: the token before it closed the previous one), so an empty prompt starts a
+        new document."""
         tokens = self.tokenizer(tf.convert_to_tensor(text, tf.string))
-        start = tf.fill([tokens.nrows(), 1], tf.cast(self.end_id, tokens.dtype))
+        start = tf.fill([tokens.nrows(), 1], tf.cast(self.start_id, tokens.dtype))
         tokens = tf.concat([tf.RaggedTensor.from_tensor(start), tokens], axis=1)
         return tokens.to_tensor(PAD), tf.cast(tokens.row_lengths(), tf.int32)
 
@@ -70,6 +78,8 @@ class LanguageModel(keras.Model):
             **super().get_config(),
             "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
             "network": keras.saving.serialize_keras_object(self.network),
+            "end_token": self.end_token,
+            "start_token": self.start_token,
         }
 
     @classmethod
