@@ -44,7 +44,7 @@ STAGES = ("pretrain", "sft", "dpo")
 STAGE_PARAMS = {
     "pretrain": {"eval_every": 200},
     "sft": {"eval_every": 50, "learning_rate": 3e-4, "warmup_epochs": 0.5},
-    "dpo": {"eval_every": 25, "learning_rate": 5e-5, "warmup_epochs": 0.5, "beta": 0.1},
+    "dpo": {"eval_every": 25, "learning_rate": 1e-4, "warmup_epochs": 0.5, "beta": 0.1},
 }
 COLUMNS = [
     "seed",
@@ -103,10 +103,13 @@ def stage_sets(items: list[str]) -> dict[str, dict]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise SystemExit(f"--set '{item}' is not key=value")
-        stage, dot, name = key.strip().partition(".")
-        targets = [stage] if dot and stage in STAGES else list(STAGES)
-        for target in targets:
-            sets[target][name if dot and stage in STAGES else key.strip()] = parse_value(raw)
+        key, value = key.strip(), parse_value(raw)
+        stage, dot, name = key.partition(".")
+        if dot and stage in STAGES:
+            sets[stage][name] = value
+        else:
+            for stage_params in sets.values():
+                stage_params[key] = value
     return sets
 
 
@@ -139,25 +142,30 @@ def run_seed(seed: int, files: dict, args, sets: dict[str, dict]) -> dict:
     with common.timer(times, "score"):
         held = aligned.evaluate(str(files["held_out"]))  # the 312, once
     n = held["pairs"]
-    sft_low, sft_high = binomial_interval(round(held["reference_accuracy"] * n), n)
+    sft_interval = binomial_interval(round(held["reference_accuracy"] * n), n)
+    dpo_interval = (held["accuracy_low"], held["accuracy_high"])
+    minutes = {stage: times[stage] / 60 for stage in STAGES}
     return {
         "seed": seed,
         "SFT accuracy": held["reference_accuracy"],
-        "SFT 95% interval": f"[{sft_low:.3f}, {sft_high:.3f}]",
+        "SFT 95% interval": "[{:.3f}, {:.3f}]".format(*sft_interval),
         "DPO accuracy": held["preference_accuracy"],
-        "DPO 95% interval": f"[{held['accuracy_low']:.3f}, {held['accuracy_high']:.3f}]",
+        "DPO 95% interval": "[{:.3f}, {:.3f}]".format(*dpo_interval),
         "DPO - SFT": held["preference_accuracy"] - held["reference_accuracy"],
         "reward margin": held["reward_margin"],
         "pretrain val loss": pretrained.metrics_["loss"],
         "SFT val loss": sft.metrics_["loss"],
         "DPO val accuracy": aligned.metrics_["preference_accuracy"],
-        **{
-            f"{name} min": times[key] / 60
-            for name, key in (("pretrain", "pretrain"), ("SFT", "sft"), ("DPO", "dpo"))
-        },
+        "pretrain min": minutes["pretrain"],
+        "SFT min": minutes["sft"],
+        "DPO min": minutes["dpo"],
         "score s": times["score"],
+        "intervals": {"sft": sft_interval, "dpo": dpo_interval},
+        "rules": {
+            "sft": "log-likelihood per token, chosen > rejected (the DPO run's reference)",
+            "dpo": held["preference_rule"],
+        },
         "held out": held,
-        "rules": held["preference_rule"],
         "params": params,
     }
 
@@ -197,7 +205,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.replace(",", " ").split()):
         rows.append(run_seed(seed, files, args, sets))
         common.print_table(f"seed {seed} done", rows[-1:], COLUMNS)
-    met = all(r["DPO - SFT"] > 0 and r["held out"]["accuracy_low"] > 0.5 for r in rows)
+    met = all(r["DPO - SFT"] > 0 and r["intervals"]["dpo"][0] > 0.5 for r in rows)
     print(f"\n{header}\nload after: {common.load_average()}")
     common.print_table(
         f"HH-RLHF harmless, {files['counts']['held out']} held-out pairs: SFT by log-likelihood "
