@@ -181,3 +181,26 @@ def test_a_byte_level_bpe_run_learns_generates_and_reloads(tmp_path):
         text[0]
         and load(tmp_path / "bpe").generate(prompt, temperature=0.0, max_new_tokens=8) == text
     )
+
+
+@pytest.mark.slow  # BPE graphs trace slowly
+def test_fine_tunes_a_kerashub_preset_from_a_local_directory(tmp_path):
+    from dltoolkit.models.hub_causal_lm import random_causal_lm_preset
+
+    songs = counting_songs(12, seed=4)
+    preset = random_causal_lm_preset(tmp_path / "preset", songs, vocabulary_size=300)
+    lm = TextGenerator(
+        preset=str(preset),
+        context=32,
+        epochs=2,
+        eval_every=30,
+        batch_size=8,
+        learning_rate=3e-3,
+        max_new_tokens=8,
+        report_samples=1,
+    ).fit(songs, out=tmp_path / "run", progress=False)
+    assert lm.metrics_["loss"] < np.log(300) - 1.0, lm.metrics_  # a random model: ln V
+    assert "KerasHub preset" in (tmp_path / "run" / "report.html").read_text()
+    prompt = ["Two little ducks"]
+    text = lm.generate(prompt, temperature=0.0)
+    assert load(tmp_path / "run").generate(prompt, temperature=0.0) == text

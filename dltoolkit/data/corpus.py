@@ -219,25 +219,27 @@ def pack_blocks(ids_per_document, block_size: int, end_id: int, offset: int = 0)
     return stream[starts + np.arange(block_size + 1)], np.ones((count, block_size), np.float32)
 
 
-def sft_examples(pairs_ids, context: int, end_id: int, pad_id: int):
+def sft_examples(pairs_ids, context: int, end_id: int, pad_id: int, start_id: int | None = None):
     """(ids (N, context + 1) int32, loss mask (N, context) float32) for supervised
     fine-tuning: prompt + response + end, padded with `pad_id`; the mask covers the response
     and end tokens only. The prompt is opened by the end token, as a document is in
     training and a prompt in generation (the token before it closed the one before), and is
     cut from the left so that the response fits; a response longer than the context is cut
-    (and loses its end)."""
-    rows = [_example(p, r, context, end_id, pad_id) for p, r in pairs_ids]
+    (and loses its end). `start_id`, when the vocabulary has one, opens the prompt instead."""
+    rows = [_example(p, r, context, end_id, pad_id, start_id=start_id) for p, r in pairs_ids]
     return _stack(rows, context)
 
 
-def preference_examples(triples_ids, context: int, end_id: int, pad_id: int):
+def preference_examples(
+    triples_ids, context: int, end_id: int, pad_id: int, start_id: int | None = None
+):
     """(chosen ids, chosen mask, rejected ids, rejected mask) for DPO, each in the layout of
     `sft_examples`; both sides of a pair keep the same (left-cut) prompt."""
     chosen, rejected = [], []
     for prompt, good, bad in triples_ids:
         longest = max(_response_length(good, context), _response_length(bad, context))
-        chosen.append(_example(prompt, good, context, end_id, pad_id, longest))
-        rejected.append(_example(prompt, bad, context, end_id, pad_id, longest))
+        chosen.append(_example(prompt, good, context, end_id, pad_id, longest, start_id))
+        rejected.append(_example(prompt, bad, context, end_id, pad_id, longest, start_id))
     return (*_stack(chosen, context), *_stack(rejected, context))
 
 
@@ -361,11 +363,11 @@ def _response_length(response, context: int) -> int:
     return min(len(response) + 1, context)
 
 
-def _example(prompt, response, context, end_id, pad_id, room_for=None):
+def _example(prompt, response, context, end_id, pad_id, room_for=None, start_id=None):
     """(ids, response start, response end) of one example; the prompt keeps its last
     context + 1 - `room_for` ids (`room_for` defaults to this response's length)."""
     tail = [*response, end_id][:context]
-    prompt = [end_id, *prompt]
+    prompt = [end_id if start_id is None else start_id, *prompt]
     keep = context + 1 - (room_for or len(tail))
     prompt = prompt[-keep:]
     ids = [*prompt, *tail]

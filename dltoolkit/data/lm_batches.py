@@ -23,10 +23,13 @@ _TEXT = tf.TensorSpec([None], tf.string)
 
 
 class Encoder:
-    """Texts -> token ids with a model's tokenizer, in rows of `context` tokens."""
+    """Texts -> token ids with a model's tokenizer, in rows of `context` tokens; `start_id`
+    opens a document or prompt, `end_id` closes a document or response (the same token for
+    dltoolkit's vocabularies and GPT-2's; Llama-style presets have two)."""
 
-    def __init__(self, tokenizer, context: int, end_id: int):
-        self.context, self.end_id = context, end_id
+    def __init__(self, tokenizer, context: int, end_id: int, start_id: int):
+        self.tokenizer, self.context = tokenizer, context
+        self.end_id, self.start_id = end_id, start_id
         self._tokenize = tf.function(tokenizer, input_signature=[_TEXT])  # tensors out
 
     def ids(self, texts: list[str], chunk: int = 256) -> list[np.ndarray]:
@@ -37,22 +40,28 @@ class Encoder:
         return out
 
     def stream(self, documents: list[str]) -> Stream:
-        pieces = [[self.end_id]]
+        opening = [] if self.start_id == self.end_id else [self.start_id]
+        pieces = [[self.end_id]] if not opening else []
         for ids in self.ids(documents):
-            pieces += [ids, [self.end_id]]
+            pieces += [opening, ids, [self.end_id]]
         characters = sum(map(len, documents)) + len(documents)  # an end token counts as one
         return Stream(np.concatenate(pieces).astype(np.int32), self.context, characters)
 
     def pairs(self, pairs: list[tuple[str, str]]) -> Rows:
         prompts, responses = self.ids([p for p, _ in pairs]), self.ids([r for _, r in pairs])
         ids, mask = sft_examples(
-            list(zip(prompts, responses, strict=True)), self.context, self.end_id, PAD
+            list(zip(prompts, responses, strict=True)),
+            self.context,
+            self.end_id,
+            PAD,
+            self.start_id,
         )
         return Rows(ids, mask, sum(len(r) + 1 for _, r in pairs))
 
     def preferences(self, triples: list[tuple[str, str, str]]) -> Preferences:
         parts = [self.ids([t[k] for t in triples]) for k in range(3)]
-        arrays = preference_examples(list(zip(*parts, strict=True)), self.context, self.end_id, PAD)
+        triples = list(zip(*parts, strict=True))
+        arrays = preference_examples(triples, self.context, self.end_id, PAD, self.start_id)
         return Preferences(*arrays)
 
     def examples(self, items: list, kind: str):

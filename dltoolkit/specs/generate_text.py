@@ -8,6 +8,7 @@ from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import param
 from dltoolkit.registry import Option, RecipeSpec
 
+MODELS = ("auto", "gpt", "pretrained")
 OBJECTIVES = ("next-token", "dpo")
 TOKENS = ("characters", "bytes-bpe")
 POSITIONS = ("rotary", "learned")
@@ -47,11 +48,24 @@ class TextGeneratorConfig(TrainConfig):
         choices=OBJECTIVES,
         cli=True,
     )
+    model: str = param(
+        "auto",
+        "auto (pretrained when --preset names a KerasHub preset, else gpt), gpt (decoder-only "
+        "Transformer from scratch) or pretrained (a KerasHub causal LM).",
+        choices=MODELS,
+        cli=True,
+    )
     preset: str | None = param(
         None,
-        "Start from an earlier generate-text run (its directory): fine-tune its model and keep "
-        "its vocabulary, e.g. on prompt/response pairs, or align it (objective dpo).",
+        "Start from trained weights: an earlier generate-text run (its directory: fine-tune "
+        "its model and keep its vocabulary, e.g. on prompt/response pairs, or align it with "
+        "objective dpo), or a KerasHub causal-LM preset (gpt2_base_en, smollm2_135m_en, "
+        "gemma2_2b_en, ...; downloads), a kaggle:// or hf:// handle, or a local preset "
+        "directory, with its own tokenizer.",
         cli=True,
+    )
+    lora_rank: int = param(
+        0, "pretrained: train LoRA adapters of this rank instead of every weight (0: off).", ge=0
     )
     tokens: str = param(
         "characters",

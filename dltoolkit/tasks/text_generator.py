@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files, state
-from dltoolkit.core.config import read_recipe_file
+from dltoolkit.core.config import check_preset_choice, read_recipe_file
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.optim import budget_optimizer, time_budget
@@ -86,6 +86,7 @@ class TextGenerator(Recipe):
         self.token_frequencies_: np.ndarray | None = None  # the unigram baseline
         self._generate_fn = None
         self._parent_recipe: TextGenerator | None = None
+        self._pretrained = None  # a KerasHub preset's LanguageModel, while fitting
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -102,8 +103,20 @@ class TextGenerator(Recipe):
                 "objective dpo aligns a trained model: give the run to align as --preset "
                 "(or use `dltoolkit align RUN --preferences pairs.jsonl`)"
             )
-        if c.preset:
+        if self._from_run():
             _check_parent(c.preset)
+            if c.model == "pretrained":
+                raise ConfigError(f"--preset {c.preset} is a run; leave out --model pretrained")
+        else:
+            check_preset_choice(c.model, c.preset)
+            if c.preset:
+                from dltoolkit.models.hub_causal_lm import check_preset
+
+                check_preset(c.preset)
+
+    def _from_run(self) -> bool:
+        """Whether --preset names an earlier run (else a KerasHub preset, or nothing)."""
+        return bool(self.config.preset) and (Path(self.config.preset) / "recipe.toml").is_file()
 
     def sampling(self, **overrides) -> dict:
         """The generation settings: the run's, with `overrides` (None: keep the run's)."""
@@ -154,10 +167,16 @@ class TextGenerator(Recipe):
 
     def _adopt(self, prepared: _Prepared, run: RunDir) -> None:
         c = self.config
-        if c.preset:
+        if self._from_run():
             parent = self._parent()
             self.vocabulary_, self.merges_ = parent.vocabulary_, parent.merges_
             self.token_frequencies_ = parent.token_frequencies_
+            return
+        if c.preset:  # a KerasHub preset brings its tokenizer
+            from dltoolkit.models.hub_causal_lm import load_causal_lm
+
+            with self._phase(f"loading {c.preset}"):
+                self._pretrained = load_causal_lm(c.preset, c.context, c.lora_rank)
             return
         saved = state.interrupted(run)  # a resumed run keeps the vocabulary it trained with
         self.vocabulary_, self.merges_ = saved.get("vocabulary"), saved.get("merges")
@@ -168,18 +187,32 @@ class TextGenerator(Recipe):
                 )
             files.write_json(run.state_file, self._state())
 
+    def _reference(self):
+        """The model a DPO run started from (None: this run was not aligned)."""
+        c = self.config
+        if c.objective != "dpo":
+            return None
+        if self._from_run():
+            return self._parent().model_
+        from dltoolkit.models.hub_causal_lm import load_causal_lm
+
+        return load_causal_lm(c.preset, c.context, c.lora_rank)
+
     def _parent(self) -> TextGenerator:
         """The run this one starts from (--preset), loaded once."""
         if self._parent_recipe is None:
             self._parent_recipe = TextGenerator.load(self.config.preset, progress=False)
         return self._parent_recipe
 
-    def _tokenizer(self):
-        return make_tokenizer(self.vocabulary_, self.merges_)
-
-    def _encoder(self, tokenizer=None) -> Encoder:
-        tokenizer = tokenizer or self._tokenizer()
-        return Encoder(tokenizer, self.config.context, tokenizer.token_to_id(END_TOKEN))
+    def _encoder(self, model=None) -> Encoder:
+        """Texts to ids as `model` (default: the one being built) reads them."""
+        if model is not None:
+            return Encoder(model.tokenizer, self.config.context, model.end_id, model.start_id)
+        if self._pretrained is not None:
+            return self._encoder(self._pretrained)
+        tokenizer = make_tokenizer(self.vocabulary_, self.merges_)
+        end = tokenizer.token_to_id(END_TOKEN)
+        return Encoder(tokenizer, self.config.context, end, end)
 
     def _plan(self, prepared: _Prepared, rt, run: RunDir) -> Plan:
         c = self.config
@@ -187,7 +220,8 @@ class TextGenerator(Recipe):
         train = encoder.examples(prepared.train, prepared.kind)
         val = encoder.examples(prepared.val, prepared.kind) if prepared.val else None
         if prepared.kind != "preferences" and self.token_frequencies_ is None:
-            self.token_frequencies_ = token_frequencies(train.ids, len(self.vocabulary_))
+            size = encoder.tokenizer.vocabulary_size()
+            self.token_frequencies_ = token_frequencies(train.ids, size)
         epochs = c.epochs or (TIMED_EPOCHS if c.train_minutes else DEFAULT_EPOCHS)
         if c.objective == "dpo" and not (c.epochs or c.train_minutes):  # two passes over the pairs
             epochs = max(1, math.ceil(DPO_PASSES * train.batches(c.batch_size) / c.eval_every))
@@ -206,14 +240,19 @@ class TextGenerator(Recipe):
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c = self.config
-        if c.preset:
+        if self._from_run():
             model = keras.saving.load_model(RunDir.open(c.preset).model_file)  # a copy to train
+        elif self._pretrained is not None:  # again, under the strategy's scope
+            from dltoolkit.models.hub_causal_lm import load_causal_lm
+
+            model = load_causal_lm(c.preset, c.context, c.lora_rank)
         else:
             from dltoolkit.models.gpt import GPT
             from dltoolkit.models.language_model import LanguageModel
 
+            encoder = self._encoder()
             network = GPT(
-                self._tokenizer().vocabulary_size(),
+                encoder.tokenizer.vocabulary_size(),
                 context=c.context,
                 d_model=c.d_model,
                 layers=c.layers,
@@ -222,7 +261,7 @@ class TextGenerator(Recipe):
                 dropout=c.dropout,
                 positions=c.positions,
             )
-            model = LanguageModel(self._tokenizer(), network)
+            model = LanguageModel(encoder.tokenizer, network)
         model(np.zeros((1, 4), np.int32))
         if c.objective == "dpo":
             from dltoolkit.models.preference import DPOTrainer
@@ -249,10 +288,10 @@ class TextGenerator(Recipe):
     def _scores(self, records: list, kind: str) -> dict:
         """Loss per token, perplexity and bits per character (next-token), or preference
         accuracy and reward margin (preferences), with the baseline beside them."""
-        examples = self._encoder(self.model_.tokenizer).examples(records, kind)
+        examples = self._encoder(self.model_).examples(records, kind)
         size = self.config.batch_size
         if kind == "preferences":
-            reference = self._parent().model_ if self.config.preset else None
+            reference = self._reference()
             return preference_scores(self.model_, reference, examples, size, self.config.beta)
         return language_scores(self.model_, examples, size, self.token_frequencies_)
 
@@ -373,7 +412,13 @@ class TextGenerator(Recipe):
         report.text("Data", prepared.description)
         if prepared.problems:
             report.table("Skipped records", [{"problem": p} for p in prepared.problems[:50]])
-        origin = f"fine-tuned from run {c.preset}" if c.preset else "trained from scratch"
+        origin = (
+            f"fine-tuned from run {c.preset}"
+            if self._from_run()
+            else f"KerasHub preset {c.preset}"
+            if c.preset
+            else "trained from scratch"
+        )
         report.text(
             "Model",
             f"GPT-style decoder {origin}: {c.layers} blocks, d_model {c.d_model}, {c.heads} "
