@@ -65,7 +65,10 @@ class TextGeneratorConfig(TrainConfig):
         cli=True,
     )
     lora_rank: int = param(
-        0, "pretrained: train LoRA adapters of this rank instead of every weight (0: off).", ge=0
+        0,
+        "pretrained: train LoRA adapters of this rank instead of every weight (0: off).",
+        ge=0,
+        cli=True,
     )
     tokens: str = param(
         "characters",
