@@ -219,6 +219,7 @@ def series_csv(tmp_path, rows=800) -> tuple:
     return path, frame
 
 
+@pytest.mark.slow  # 25-50 s in the fast suite's CI run (2026-12-06)
 def test_cli_window_model_on_a_time_series(tmp_path, capsys):
     path, frame = series_csv(tmp_path)
     out = tmp_path / "win"

@@ -137,6 +137,7 @@ def lock_holder(out) -> int | None:
         return None
 
 
+@pytest.mark.slow  # 25-50 s in the fast suite's CI run (2026-12-06)
 def test_killed_run_resumes_from_last_completed_epoch(tmp_path, capsys):
     """Kill a run, resume it while a second job tries the same --out, resume it again."""
     out = tmp_path / "run"

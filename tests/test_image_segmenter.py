@@ -188,6 +188,7 @@ def test_pretrained_encoder_trains_in_two_phases(tmp_path):
     assert seg.predict_masks(x[:1])[0].shape == (32, 32)
 
 
+@pytest.mark.slow  # 25-50 s in the fast suite's CI run (2026-12-06)
 def test_kerashub_segmenter_from_a_local_preset(tmp_path):
     import keras_hub
 

@@ -64,6 +64,7 @@ def two_worker_run(tmp_path_factory):
 # -- one job, two processes ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # 25-50 s in the fast suite's CI run (2026-12-06)
 def test_two_workers_train_one_run_written_by_the_chief(two_worker_run):
     out, (chief, worker) = two_worker_run
     assert chief["run"] == str(out)
@@ -103,6 +104,7 @@ def test_the_chiefs_export_serves_in_a_fresh_tensorflow_only_process(two_worker_
     np.testing.assert_allclose(served["score"], detector.score(rows)["score"], rtol=1e-5)
 
 
+@pytest.mark.slow  # 25-50 s in the fast suite's CI run (2026-12-06)
 def test_two_workers_match_one_process_with_the_same_global_batch(two_worker_run, tmp_path):
     out, (chief, _) = two_worker_run
     single = tmp_path / "single"

@@ -74,7 +74,10 @@ def test_help_answers_without_tensorflow():
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "--lookback" in proc.stdout and "summarize, classify-text runs:" in proc.stdout
+    assert (
+        "--lookback" in proc.stdout
+        and "summarize, classify-text, generate-text runs:" in proc.stdout
+    )
 
 
 @pytest.mark.parametrize(

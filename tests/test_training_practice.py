@@ -24,6 +24,7 @@ def digits_3():
     return x, d.target[keep]
 
 
+@pytest.mark.slow  # 25-50 s in the fast suite's CI run (2026-12-06)
 def test_transfer_learning_runs_head_then_finetune_from_a_local_weights_file(digits_3, tmp_path):
     weights = tmp_path / "mobilenet.weights.h5"
     build_image_model("mobilenetv3-small", (32, 32, 3), 3).backbone.save_weights(weights)

@@ -20,8 +20,9 @@ class TextGeneratorConfig(TrainConfig):
 
     epochs: int | None = param(
         None,
-        "Training epochs of eval_every optimizer steps each (default: 8, i.e. 2,000 steps; "
-        "with train_minutes, until the time is up).",
+        "Training epochs of eval_every optimizer steps each (default: 8, i.e. 2,000 steps, or "
+        "fewer on small data: about 10 passes over its tokens; with train_minutes, until the "
+        "time is up).",
         ge=1,
         cli=True,
     )

@@ -47,6 +47,7 @@ from dltoolkit.tasks.text_generation_eval import (
 )
 
 DEFAULT_EPOCHS = 8  # of eval_every steps: 2,000 optimizer steps by default
+DEFAULT_PASSES = 10  # ... but no more than about this many passes over small training data
 DPO_PASSES = 2  # default length of DPO training, in passes over the preference pairs
 TIMED_EPOCHS = 10_000  # with train_minutes and no epochs, the clock ends training
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
@@ -222,9 +223,13 @@ class TextGenerator(Recipe):
         if prepared.kind != "preferences" and self.token_frequencies_ is None:
             size = encoder.tokenizer.vocabulary_size()
             self.token_frequencies_ = token_frequencies(train.ids, size)
-        epochs = c.epochs or (TIMED_EPOCHS if c.train_minutes else DEFAULT_EPOCHS)
-        if c.objective == "dpo" and not (c.epochs or c.train_minutes):  # two passes over the pairs
+        if c.epochs or c.train_minutes:
+            epochs = c.epochs or TIMED_EPOCHS
+        elif c.objective == "dpo":
             epochs = max(1, math.ceil(DPO_PASSES * train.batches(c.batch_size) / c.eval_every))
+        else:  # DEFAULT_EPOCHS, or fewer on small data
+            per_epoch = c.eval_every * c.batch_size * c.context
+            epochs = min(DEFAULT_EPOCHS, math.ceil(DEFAULT_PASSES * train.ids.size / per_epoch))
         return Plan(
             train=train.training_batches(c.batch_size, c.seed),
             val=val.scoring_batches(c.batch_size).repeat() if prepared.val else None,
