@@ -107,6 +107,7 @@ RECIPE_TEST_MODULES = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks into group names
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist's `--dist loadgroup` (pyproject's addopts), a recipe's own tests
     and its contract checks run in one worker, so its session fit is made once."""
