@@ -11,7 +11,6 @@ import pytest
 
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data.corpus import (
-    pack_blocks,
     preference_examples,
     read_corpus,
     read_dialogues,
@@ -190,24 +189,6 @@ def test_read_records_by_kind_and_split_them(tmp_path):
         read_records(["x"], "images")
     with pytest.raises(DataError, match="not a corpus"):
         read_corpus("toy-reviews")
-
-
-def test_pack_blocks_windows_overlap_by_one_and_drop_the_tail():
-    ids, mask = pack_blocks([[1, 2, 3], [4, 5]], block_size=3, end_id=0)
-    # stream 0 1 2 3 0 4 5 0 -> windows of 4 starting at 0 and 3; the tail "5 0" is dropped
-    assert ids.dtype == np.int32 and ids.tolist() == [[0, 1, 2, 3], [3, 0, 4, 5]]
-    assert mask.shape == (2, 3) and mask.all()
-    assert ids[:, 1:].ravel().tolist() == [1, 2, 3, 0, 4, 5]  # each id a target once
-    shifted, _ = pack_blocks([np.arange(1, 8)], block_size=3, end_id=0, offset=1)
-    assert shifted.tolist() == [[1, 2, 3, 4], [4, 5, 6, 7]]  # another cut of the same text
-
-
-def test_pack_blocks_pads_when_there_is_less_than_a_block():
-    ids, mask = pack_blocks([[7, 8]], block_size=5, end_id=0)
-    assert ids.tolist() == [[0, 7, 8, 0, 0, 0]]
-    assert mask.tolist() == [[1, 1, 1, 0, 0]]  # targets 7, 8 and the end token
-    with pytest.raises(DataError, match="no text"):
-        pack_blocks([[], []], block_size=4, end_id=0)
 
 
 def test_sft_examples_mask_the_response_and_end_only():

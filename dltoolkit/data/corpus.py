@@ -191,34 +191,6 @@ def split_documents(documents, val_fraction: float, seed: int = 0):
     return [documents[i] for i in train], [documents[i] for i in val]
 
 
-def pack_blocks(ids_per_document, block_size: int, end_id: int, offset: int = 0):
-    """(ids (N, block_size + 1) int32, loss mask (N, block_size) float32) for pretraining.
-
-    The documents' ids are joined into one stream, each document opened and closed by
-    `end_id` (as LanguageModel.prompt_ids opens a prompt), and the stream is cut into
-    windows of block_size + 1 that overlap by one id (window i starts at offset +
-    i * block_size), so every id after the first (and the first `offset`) is a target
-    exactly once; a new `offset` each epoch shows the model other cuts. The tail shorter
-    than a block is dropped, unless it is all there is: then the one window is
-    padded with `end_id` and the mask is 0 over the padding (otherwise it is all 1)."""
-    pieces = [np.asarray(ids, np.int32).ravel() for ids in ids_per_document]
-    if not any(len(piece) for piece in pieces):
-        raise DataError("there is no text to train on: every document is empty")
-    stream = np.concatenate([[end_id], *(np.append(piece, end_id) for piece in pieces)])
-    stream = stream.astype(np.int32)
-    offset %= block_size
-    if len(stream) - offset - 1 < block_size:  # no whole window after the offset
-        offset = 0
-    count = (len(stream) - offset - 1) // block_size
-    if count == 0:
-        ids = np.full((1, block_size + 1), end_id, np.int32)
-        ids[0, : len(stream)] = stream
-        mask = (np.arange(block_size) < len(stream) - 1).astype(np.float32)[None]
-        return ids, mask
-    starts = offset + np.arange(count)[:, None] * block_size
-    return stream[starts + np.arange(block_size + 1)], np.ones((count, block_size), np.float32)
-
-
 def sft_examples(pairs_ids, context: int, end_id: int, pad_id: int, start_id: int | None = None):
     """(ids (N, context + 1) int32, loss mask (N, context) float32) for supervised
     fine-tuning: prompt + response + end, padded with `pad_id`; the mask covers the response
