@@ -1,17 +1,18 @@
-"""A from-scratch language model's model.keras: its tokenizer and the GPT it feeds, with
-generation from raw prompt strings as graph ops (the SavedModel's serving loop)."""
+"""A language model's model.keras: its tokenizer and the decoder it feeds (dltoolkit's GPT
+or a KerasHub backbone), with generation from raw prompt strings as graph ops (the
+SavedModel's serving loop)."""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
+from dltoolkit.data.lm_batches import PAD
 from dltoolkit.layers.text import ByteBPE, Characters, character_vocabulary, learn_byte_bpe
 from dltoolkit.models.sampling import generate_ids
 
 END_TOKEN = "<|endoftext|>"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", END_TOKEN)  # character vocabularies start with these
-PAD = 0
 
 
 @keras.saving.register_keras_serializable("dltoolkit")

@@ -120,14 +120,14 @@ class TextGenerator(Recipe):
         return bool(self.config.preset) and (Path(self.config.preset) / "recipe.toml").is_file()
 
     def sampling(self, **overrides) -> dict:
-        """The generation settings: the run's, with `overrides` (None: keep the run's)."""
+        """The settings a call may change (max_new_tokens, temperature, top_p, seed): the
+        run's, with `overrides` (None: keep the run's). top_k, repetition_penalty and stop
+        are the run's, traced into its generation graph."""
         c = self.config
         settings = {
             "max_new_tokens": c.max_new_tokens,
             "temperature": c.temperature,
-            "top_k": c.top_k,
             "top_p": c.top_p,
-            "penalty": c.repetition_penalty,
             "seed": c.seed,
         }
         settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -336,8 +336,6 @@ class TextGenerator(Recipe):
         or `settings` (max_new_tokens, temperature, top_p, seed)."""
         self._require_model()
         s = self.sampling(**settings)
-        if s["top_k"] != self.config.top_k or s["penalty"] != self.config.repetition_penalty:
-            raise ConfigError("top_k and repetition_penalty are the run's (set them in fit)")
         out: list[str] = []
         size = max(1, self.config.batch_size)
         fn = self._graph()
@@ -417,21 +415,20 @@ class TextGenerator(Recipe):
         report.text("Data", prepared.description)
         if prepared.problems:
             report.table("Skipped records", [{"problem": p} for p in prepared.problems[:50]])
-        origin = (
-            f"fine-tuned from run {c.preset}"
-            if self._from_run()
-            else f"KerasHub preset {c.preset}"
-            if c.preset
-            else "trained from scratch"
+        objective = f"Objective: {c.objective}" + (
+            f" (beta {c.beta})" if c.objective == "dpo" else ""
         )
-        report.text(
-            "Model",
-            f"GPT-style decoder {origin}: {c.layers} blocks, d_model {c.d_model}, {c.heads} "
-            f"heads, {c.positions} positions, context {c.context} tokens, vocabulary of "
-            f"{len(self.vocabulary_)} ({c.tokens}). Objective: {c.objective}"
-            + (f" (beta {c.beta})" if c.objective == "dpo" else "")
-            + ".",
-        )
+        size = self.model_.tokenizer.vocabulary_size()
+        if c.preset and not self._from_run():
+            model = f"KerasHub preset {c.preset} (context {c.context} tokens, vocabulary of {size})"
+        else:
+            origin = f"fine-tuned from run {c.preset}" if c.preset else "trained from scratch"
+            model = (
+                f"GPT-style decoder {origin}: {c.layers} blocks, d_model {c.d_model}, {c.heads} "
+                f"heads, {c.positions} positions, context {c.context} tokens, vocabulary of "
+                f"{size} ({c.tokens})"
+            )
+        report.text("Model", f"{model}. {objective}.")
         report_scores(report, self.metrics_)
         held = prepared.held_out
         if held.get("prompts"):
