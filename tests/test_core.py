@@ -305,6 +305,86 @@ def test_training_step_is_traced_once_on_the_cpu(tmp_path, monkeypatch):
         assert list((run.logs / split).glob("events.out.tfevents*")), split
 
 
+def test_several_steps_per_call_keep_epochs_exact_and_progress_counts_every_step(tmp_path):
+    import tensorflow as tf
+
+    from dltoolkit.core.callbacks import RichProgress
+    from dltoolkit.core.training import Phase, fit_phases, steps_per_call
+
+    assert (steps_per_call(250), steps_per_call(12), steps_per_call(13, most=8)) == (25, 12, 1)
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, x.sum(1, keepdims=True))).batch(4).repeat()
+    config = cfg.TrainConfig(warmup_epochs=0, early_stopping_patience=0)
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    console = Console(record=True, width=100)
+
+    def compile_model():
+        model.compile(build_optimizer(config, 12, 2), "mse", steps_per_execution=4)
+
+    fit_phases(
+        model,
+        data,
+        data,
+        phases=[Phase("train", 2, compile_model)],
+        run=run,
+        config=config,
+        steps_per_epoch=12,
+        validation_steps=3,
+        repeating=True,
+        console=console,
+    )
+    assert int(model.optimizer.iterations) == 24
+    lines = [line for line in console.export_text().splitlines() if "epoch" in line]
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    # Keras reports the last batch of each call: the bar counts the batches, not the calls
+    progress = RichProgress(1, 12, Console(file=io.StringIO()))
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    for last in (3, 7, 11):
+        progress.on_train_batch_end(last, {"loss": 1.0})
+    assert progress._progress.tasks[0].completed == 12
+    progress.on_train_end()
+
+
+def test_a_time_budget_ends_training_with_the_cosine_decay_at_its_floor(tmp_path):
+    import time
+
+    import tensorflow as tf
+
+    from dltoolkit.core.callbacks import CosineToBudget, TimeBudget
+    from dltoolkit.core.training import Phase, fit_phases
+
+    class Slow(keras.callbacks.Callback):  # steps of a steady 10 ms, whatever the machine
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.01)
+
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, x.sum(1, keepdims=True))).batch(8).repeat()
+    config = cfg.TrainConfig(schedule="constant", early_stopping_patience=0)
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    optimizer = build_optimizer(config, 20, 1000)
+    budget = [TimeBudget(0.05), CosineToBudget(0.05, config.learning_rate, 0, 20_000)]
+    fit_phases(
+        model,
+        data,
+        None,
+        phases=[Phase("train", 1000, lambda: model.compile(optimizer, "mse"))],
+        run=run,
+        config=config,
+        steps_per_epoch=20,
+        repeating=True,
+        console=None,
+        extra_callbacks=[*budget, Slow()],
+    )
+    rates = [row["learning_rate"] for row in read_history(run.history_file)]
+    assert 5 < len(rates) < 30  # about 3 s of 0.2 s epochs, far from the 1,000 planned
+    assert rates[0] > 0.8 * config.learning_rate and rates[-1] < 0.2 * config.learning_rate
+
+
 def test_a_recipe_without_plan_and_build_or_its_own_learn_is_refused_at_definition():
     from dltoolkit.core.recipe import Recipe
     from dltoolkit.specs.classify import SPEC

@@ -76,6 +76,9 @@ def test_fit_learns_the_songs_and_writes_its_run(fitted):
     assert m["bits_per_char"] < 0.6 * m["baseline_bits_per_char"], m
     history = read_history(folder / "run" / "history.csv")
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    # 500 steps: compiled by XLA, 25 at a call, and every epoch exactly eval_every steps
+    assert recipe.model_.jit_compile and recipe.model_.steps_per_execution == 25
+    assert int(recipe.model_.optimizer.iterations) == len(history) * TINY["eval_every"]
     report = (folder / "run" / "report.html").read_text()
     assert "Samples" in report and "unigram baseline" in report
     assert "songs.jsonl:4: not valid JSON" in report  # the malformed line, by its number

@@ -47,14 +47,19 @@ class RichProgress(keras.callbacks.Callback):
         self._progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
+        self._started, self._done = time.perf_counter(), 0
         self._task = self._progress.add_task(
             f"{self.label}epoch {epoch + 1}/{self.total_epochs}", total=self.steps, loss=""
         )
 
     def on_train_batch_end(self, batch, logs=None):
-        self._progress.advance(self._task)
-        if logs and batch % _LOSS_REFRESH_BATCHES == 0 and "loss" in logs:
+        # `batch` is the last one done: a compiled call may run several (steps_per_execution).
+        before, self._done = self._done, batch + 1
+        self._progress.update(self._task, completed=self._done)
+        refresh = (
+            before == 0 or self._done // _LOSS_REFRESH_BATCHES > before // _LOSS_REFRESH_BATCHES
+        )
+        if logs and refresh and "loss" in logs:
             self._progress.update(self._task, loss=f"loss {float(logs['loss']):.4f}")
 
     def on_epoch_end(self, epoch, logs=None):
@@ -173,11 +178,12 @@ class TimeBudget(keras.callbacks.Callback):
 
 class CosineToBudget(keras.callbacks.Callback):
     """Warmup then cosine decay of the learning rate (to 1% of `peak`), timed to end when
-    `minutes` of training have passed: after each epoch but the first (which compiles) the
-    decay's length in steps is re-planned from that epoch's time per step, never beyond
-    `planned_steps`. The optimizer's learning
-    rate must be a plain value (schedule "constant"); it is set before every batch from the
-    optimizer's step count, so a resumed run continues the curve."""
+    `minutes` of training have passed: after every epoch the decay's length in steps is
+    re-planned from that epoch's time per step (validation included, its first call left
+    out: it may trace and compile the step; an epoch of one call counts whole, but not
+    the first), never beyond `planned_steps`. The optimizer's
+    learning rate must be a plain value (schedule "constant"); it is set before every call
+    from the optimizer's step count, so a resumed run continues the curve."""
 
     def __init__(self, minutes: float, peak: float, warmup_steps: int, planned_steps: int):
         super().__init__()
@@ -186,20 +192,27 @@ class CosineToBudget(keras.callbacks.Callback):
         self.planned = self.total
 
     def on_train_begin(self, logs=None):
-        self._started, self._epochs = time.perf_counter(), 0
+        self._started, self._first = time.perf_counter(), True
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_started, self._epoch_step = time.perf_counter(), self._step()
-        self._epochs += 1
+        self._begin, self._mark = (time.perf_counter(), self._step()), None
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(self.rate(self._step()))
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self._mark is None:
+            self._mark = (time.perf_counter(), self._step())
+
     def on_epoch_end(self, epoch, logs=None):
-        steps = self._step() - self._epoch_step
-        if self._epochs == 1 or steps <= 0:
+        first, self._first = self._first, False
+        if self._mark and self._step() > self._mark[1]:
+            since, step = self._mark
+        elif not first and self._step() > self._begin[1]:
+            since, step = self._begin
+        else:  # the run's first call traced the step: its time says nothing
             return
-        per_step = (time.perf_counter() - self._epoch_started) / steps
+        per_step = (time.perf_counter() - since) / (self._step() - step)
         left = self.minutes * 60 - (time.perf_counter() - self._started)
         self.total = max(self.warmup + 1, min(self.planned, self._step() + int(left / per_step)))
 

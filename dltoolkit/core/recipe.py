@@ -284,7 +284,12 @@ class Recipe(abc.ABC):
 
     def _compile(self, model: keras.Model, plan: Plan, epochs: int, lr_scale: float) -> None:
         """Compile for a phase of `epochs` epochs (under the strategy scope)."""
-        model.compile(optimizer=self._optimizer(plan, epochs, lr_scale), **self._compile_args())
+        model.compile(
+            optimizer=self._optimizer(plan, epochs, lr_scale),
+            steps_per_execution=plan.steps_per_execution,
+            jit_compile=plan.jit_compile,
+            **self._compile_args(),
+        )
 
     def _optimizer(self, plan: Plan, epochs: int, lr_scale: float) -> keras.optimizers.Optimizer:
         """The optimizer of a phase (core/optim.py: AdamW, warmup + cosine schedule)."""

@@ -43,6 +43,8 @@ class Plan:
     class_weight: dict | None = None
     callbacks: list = field(default_factory=list)  # after the standard ones
     keep_best: bool = True  # False: no single loss ranks the epochs (a GAN); keep the last
+    steps_per_execution: int = 1  # batches per call into the compiled step (see steps_per_call)
+    jit_compile: bool | str = "auto"  # XLA for the steps ("auto": Keras decides; off on CPUs)
 
 
 @dataclass
@@ -61,6 +63,14 @@ def small_data_epochs(examples: int, batch_size: int, min_steps: int) -> tuple[i
     so that an epoch has at least `min_steps` batches and does not stop early on a handful."""
     repeat = math.ceil(min_steps * batch_size / examples)
     return repeat, math.ceil(repeat * examples / batch_size)
+
+
+def steps_per_call(steps_per_epoch: int, most: int = 25) -> int:
+    """The largest divisor of `steps_per_epoch` up to `most`: batches a compiled training
+    call runs in one go (Keras `steps_per_execution`). Calls of small steps cost as much
+    Python and callback time as the step itself (a 4-block GPT on one core: 102 ms a step
+    one by one, 80 ms sixteen at once); a divisor keeps epochs exactly `steps_per_epoch`."""
+    return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def balanced_class_weights(labels, classes: int) -> dict[int, float]:

@@ -39,6 +39,16 @@ class LanguageModel(keras.Model):
     def context(self) -> int:
         return self.network.context
 
+    @property
+    def jit_compile(self) -> bool:
+        return bool(self._jit_compile)
+
+    @jit_compile.setter
+    def jit_compile(self, value):
+        # Keras refuses XLA to a model holding a layer without it (the string tokenizer),
+        # but the compiled steps run only the network: ids in, logits out.
+        self._jit_compile = bool(value)
+
     def build(self, input_shape):
         if not self.network.built:  # loading builds it from its own config first
             self.network.build(input_shape)
