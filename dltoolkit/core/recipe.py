@@ -286,7 +286,7 @@ class Recipe(abc.ABC):
         """Compile for a phase of `epochs` epochs (under the strategy scope)."""
         model.compile(
             optimizer=self._optimizer(plan, epochs, lr_scale),
-            steps_per_execution=plan.steps_per_execution,
+            steps_per_execution=plan.calls(),
             jit_compile=plan.jit_compile,
             **self._compile_args(),
         )

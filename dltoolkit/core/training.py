@@ -43,8 +43,15 @@ class Plan:
     class_weight: dict | None = None
     callbacks: list = field(default_factory=list)  # after the standard ones
     keep_best: bool = True  # False: no single loss ranks the epochs (a GAN); keep the last
-    steps_per_execution: int = 1  # batches per call into the compiled step (see steps_per_call)
+    steps_per_execution: int | None = None  # batches per compiled call; None: see calls()
     jit_compile: bool | str = "auto"  # XLA for the steps ("auto": Keras decides; off on CPUs)
+
+    def calls(self) -> int:
+        """Batches per compiled call: `steps_per_execution`, or by default `steps_per_call`
+        of an epoch when the data repeat (an epoch is then exactly `steps` batches), else 1."""
+        if self.steps_per_execution:
+            return self.steps_per_execution
+        return steps_per_call(self.steps) if self.repeating else 1
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report
 from dltoolkit.core.rundir import RunDir
-from dltoolkit.core.training import Plan, steps_per_call
+from dltoolkit.core.training import Plan
 from dltoolkit.data.corpus import (
     Records,
     read_records,
@@ -241,7 +241,6 @@ class TextGenerator(Recipe):
             validation_steps=val.batches(c.batch_size) if prepared.val else None,
             repeating=True,
             callbacks=time_budget(c, c.eval_every, epochs),
-            steps_per_execution=steps_per_call(c.eval_every),
             jit_compile=self._xla(epochs * c.eval_every),
         )
 
