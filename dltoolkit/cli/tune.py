@@ -108,18 +108,10 @@ def _single(command) -> typer.Typer:
 
 def print_study(summary: dict) -> None:
     """The study's counts, the best trial and the test metrics of its retrained run."""
-    c.print_table(
-        f"Study {summary['study']}",
-        {
-            **{f"trials {k}": v for k, v in summary.get("states", {}).items()},
-            "best trial": summary.get("best_trial", ""),
-            f"best validation {summary['objective']['metric']}": summary.get("best_value", ""),
-        },
-    )
-    if summary.get("best_params"):
-        c.print_table("Best parameters", summary["best_params"])
-    if summary.get("test_metrics"):
-        c.print_table("Test metrics of the retrained best (scored once)", summary["test_metrics"])
+    from dltoolkit.core.study_report import summary_tables
+
+    for heading, rows in summary_tables(summary):
+        c.print_table(heading, rows)
     for key in ("best_run", "best_recipe", "report"):
         if summary.get(key):
             c.stdout.print(f"{key.replace('_', ' ')}: {summary[key]}")

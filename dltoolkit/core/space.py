@@ -19,14 +19,17 @@ from dltoolkit.core.params import Field, Space, check, fields, search_space
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
 
-def resolve(config_cls: type, space_file=None, fixed=()) -> tuple[dict[str, Space], dict]:
+def resolve(config_cls: type, space=None, fixed=()) -> tuple[dict[str, Space], dict]:
     """The space to search and the values a space file fixes: the declared space, or the
     space file's (its ranges and choices replace the declared space; its plain values fix
-    parameters), less the parameters in `fixed`."""
+    parameters), less the parameters in `fixed`. `space` is a file or its parsed table."""
     declared = {f.name: f for f in fields(config_cls)}
-    space, pinned = search_space(config_cls), {}
-    if space_file is not None:
-        space, pinned = read_space_file(space_file, declared)
+    if space is None:
+        space, pinned = search_space(config_cls), {}
+    elif isinstance(space, dict):
+        space, pinned = space_entries(space, declared, "the space")
+    else:
+        space, pinned = space_entries(read_space_file(space), declared, f"space file '{space}'")
     for name in [*pinned, *fixed]:
         space.pop(name, None)
     for name, entry in space.items():
@@ -38,23 +41,27 @@ def resolve(config_cls: type, space_file=None, fixed=()) -> tuple[dict[str, Spac
     return space, pinned
 
 
-def read_space_file(path, declared: dict[str, Field]) -> tuple[dict[str, Space], dict]:
-    """A space file's ranges and choices, and the values it fixes; one-line ConfigErrors."""
+def read_space_file(path) -> dict:
+    """A space file's table; one-line ConfigErrors."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"space file '{path}' does not exist")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"space file '{path}' is not valid TOML: {err}") from None
+
+
+def space_entries(doc: dict, declared: dict[str, Field], origin: str) -> tuple[dict, dict]:
+    """A space table's ranges and choices, and the values it fixes."""
     entries, pinned = {}, {}
     for name, value in doc.items():
         if name not in declared:
-            raise ConfigError(f"space file '{path}': unknown parameter '{name}'")
+            raise ConfigError(f"{origin}: unknown parameter '{name}'")
         if isinstance(value, dict):
             if set(value) - _RANGE_KEYS or not {"low", "high"} <= set(value):
                 raise ConfigError(
-                    f"space file '{path}': {name} needs low and high (and optionally log, "
+                    f"{origin}: {name} needs low and high (and optionally log, "
                     "step), e.g. {{ low = 1e-4, high = 1e-2, log = true }}"
                 )
             entries[name] = Space(
@@ -65,12 +72,12 @@ def read_space_file(path, declared: dict[str, Field]) -> tuple[dict[str, Space],
             )
         elif isinstance(value, list):
             if not value:
-                raise ConfigError(f"space file '{path}': {name} lists no choices")
+                raise ConfigError(f"{origin}: {name} lists no choices")
             entries[name] = Space(choices=tuple(value))
         else:
             pinned[name] = value
     if not entries:
-        raise ConfigError(f"space file '{path}' gives no range or list of choices to search")
+        raise ConfigError(f"{origin} gives no range or list of choices to search")
     return entries, pinned
 
 

@@ -25,20 +25,8 @@ def write_study_report(out: Path, study: optuna.Study, document: dict) -> Path:
         "best configuration was then retrained into best/, and the test split was scored "
         "once, there. The test figures below played no part in the choice.",
     )
-    report.table(
-        "Study",
-        {
-            "storage": document["storage"],
-            "trials asked": document["trials"],
-            **{f"trials {k}": v for k, v in document.get("states", {}).items()},
-            "best trial": document.get("best_trial", ""),
-            f"best validation {metric}": document.get("best_value", ""),
-        },
-    )
-    if document.get("test_metrics"):
-        report.table("Test metrics of the retrained best (scored once)", document["test_metrics"])
-    if document.get("best_params"):
-        report.table("Best parameters", document["best_params"])
+    for heading, rows in summary_tables(document):
+        report.table(heading, rows)
     if any(t.state == TrialState.COMPLETE for t in trials):
         report.figure("Optimisation history", plot_history(trials, metric, direction), "history")
         importances = _importances(study)
@@ -49,6 +37,28 @@ def write_study_report(out: Path, study: optuna.Study, document: dict) -> Path:
     report.table("Trials", [_row(t, metric) for t in trials])
     report.write(out / "report.html")
     return out / "report.html"
+
+
+def summary_tables(document: dict) -> list[tuple[str, dict]]:
+    """The headline tables of a study (study.json's `document`): its counts and best trial,
+    the test metrics of the retrained best, the best parameters."""
+    tables = [
+        (
+            f"Study {document['study']}",
+            {
+                "storage": document["storage"],
+                "trials asked": document["trials"],
+                **{f"trials {k}": v for k, v in document.get("states", {}).items()},
+                "best trial": document.get("best_trial", ""),
+                f"best validation {document['objective']['metric']}": document.get(
+                    "best_value", ""
+                ),
+            },
+        ),
+        ("Test metrics of the retrained best (scored once)", document.get("test_metrics")),
+        ("Best parameters", document.get("best_params")),
+    ]
+    return [(heading, rows) for heading, rows in tables if rows]
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:

@@ -16,16 +16,20 @@ scored once, and the study's report is written (core/study_report.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import multiprocessing
+import os
 import shutil
+import socket
 import time
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -97,8 +101,9 @@ def tune(
     """Search `recipe`'s parameters on validation data, then retrain the best and test it once.
 
     `recipe` is a task name ("forecast"), a recipe class or a recipe file. `params` and
-    `overrides` (`key=value`, as `--set`) fix parameters; `space` is a TOML space file over
-    the recipe's declared search space (core/space.py). `trials` counts every ended trial
+    `overrides` (`key=value`, as `--set`) fix parameters; `space`, a TOML space file or its
+    table, replaces the recipe's declared search space (core/space.py). A recipe file's
+    parameters are the base and the first trial, not fixed. `trials` counts every ended trial
     of the study (all its workers together); `budget` and `timeout_per_trial` are seconds
     or a duration such as "30m". The study is `study` (default tune-<task>) in `storage`
     (default sqlite in `out`, default runs/<study>); running again resumes it. `n_jobs`
@@ -118,10 +123,11 @@ def tune(
     cfg.make_config(recipe_spec.config, base)  # bad fixed values fail before anything starts
     if trials < 1 or n_jobs < 1 or keep < 0:
         raise ConfigError("trials and n_jobs must be at least 1 (and keep at least 0)")
+    limit = parse_duration(budget, "--budget")
+    timeout = parse_duration(timeout_per_trial, "--timeout-per-trial")
     name = study or f"tune-{task}"
     out = Path(out or Path("runs") / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    limit = parse_duration(budget, "--budget")
     setup = Setup(
         task=task,
         data=doc["data"] if doc["data"] is not None else recipe_spec.default_data,
@@ -132,7 +138,7 @@ def tune(
         storage=storage or f"sqlite:///{out / 'study.db'}",
         study=name,
         seed=seed,
-        timeout=parse_duration(timeout_per_trial, "--timeout-per-trial"),
+        timeout=timeout,
         deadline=None if limit is None else time.time() + limit,
         heartbeat=heartbeat,
     )
@@ -142,7 +148,8 @@ def tune(
     if console is not None:
         console.print(
             f"study {name}: {trials} trials over {', '.join(searched)}; "
-            f"{setup.objective.direction} validation {setup.objective.metric}; storage {setup.storage}"
+            f"{setup.objective.direction} validation {setup.objective.metric}; storage {setup.storage}",
+            soft_wrap=True,
         )
     _run_workers(setup, n_jobs, progress)
     if not retrain:
@@ -191,13 +198,14 @@ def storage(url: str, heartbeat: int) -> RDBStorage:
     failing, with heartbeats so a dead worker's trial is failed and retried."""
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
-        )
+        with _quiet_optuna():
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
     except Exception as err:  # SQLAlchemy: bad URL, missing driver, unreachable server
         first = str(err).strip().splitlines()[0][:200]
         raise ConfigError(f"cannot open the study storage '{url}': {first}") from None
@@ -207,10 +215,12 @@ def open_study(setup: Setup, worker: int) -> optuna.Study:
     """The study (created on first use, with the starting configuration as trial 0) and a
     TPE sampler seeded per worker (constant liar: parallel workers spread their guesses)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with _quiet_optuna():
+        sampler = optuna.samplers.TPESampler(seed=setup.seed + worker, constant_liar=True)
     study = optuna.create_study(
         study_name=setup.study,
         storage=storage(setup.storage, setup.heartbeat),
-        sampler=optuna.samplers.TPESampler(seed=setup.seed + worker, constant_liar=True),
+        sampler=sampler,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
         direction=setup.objective.direction,
         load_if_exists=True,
@@ -284,7 +294,7 @@ def _run_workers(setup: Setup, n_jobs: int, progress: bool) -> None:
 def work(setup: Setup, worker: int, progress: bool = True) -> None:
     """Run trials of the study until it has its count of trials or the budget is spent."""
     study = open_study(setup, worker)
-    if ended(study) >= setup.trials or _over(setup):
+    if ended(study) >= setup.trials or _over(setup) or _hopeless(study):
         return
     study.optimize(
         lambda trial: run_trial(setup, trial),
@@ -293,6 +303,16 @@ def work(setup: Setup, worker: int, progress: bool = True) -> None:
         catch=(Exception,),  # recorded as failed (with its error); the study goes on
         gc_after_trial=True,
     )
+
+
+def _hopeless(study: optuna.Study) -> bool:
+    """Nothing ended well and the first three failures had one error (unreadable data, a
+    wrong fixed value): every trial would fail, so the workers stop."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in _ENDED for t in trials):
+        return False
+    errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
+    return len(errors) >= 3 and len(set(errors)) == 1
 
 
 def _over(setup: Setup) -> bool:
@@ -306,13 +326,18 @@ class _Surplus(Exception):
 def run_trial(setup: Setup, trial: optuna.Trial) -> float:
     """Fit one configuration into its trial directory; its validation metric is the value."""
     import keras
+    import tensorflow as tf
 
     from dltoolkit.core.callbacks import TrialWatch
 
+    tf.get_logger().setLevel("ERROR")  # trial after trial retraces predict; that is expected
+
     _wait_for_slot(setup, trial)
-    retried = RetryFailedTrialCallback.retried_trial_number(trial)
+    with _quiet_optuna():
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
     run = setup.out / f"trial-{trial.number if retried is None else retried}"
     trial.set_user_attr("run", run.name)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     objective = setup.objective
     try:
         values = suggest(trial, setup.space, spec(setup.task).config)
@@ -349,7 +374,8 @@ def _wait_for_slot(setup: Setup, trial: optuna.Trial) -> None:
         if _over(setup):
             trial.set_user_attr("surplus", "the budget ran out")
             raise _Surplus()
-        optuna.storages.fail_stale_trials(trial.study)
+        with _quiet_optuna():
+            optuna.storages.fail_stale_trials(trial.study)
         before = [
             t
             for t in trial.study.get_trials(deepcopy=False)
@@ -360,7 +386,16 @@ def _wait_for_slot(setup: Setup, trial: optuna.Trial) -> None:
         if all(t.state != TrialState.RUNNING for t in before):
             trial.set_user_attr("surplus", "the study has its trials")
             raise _Surplus()
-        time.sleep(setup.heartbeat)
+        time.sleep(1)
+
+
+@contextlib.contextmanager
+def _quiet_optuna():
+    """Without the warnings of Optuna's heartbeat and retry helpers (experimental since 2.8)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def _limit(setup: Setup) -> tuple[float | None, str]:
@@ -388,7 +423,12 @@ class _Progress:
         self.setup, self.console = setup, console
 
     def __call__(self, study: optuna.Study, trial) -> None:
-        if "surplus" in trial.user_attrs or ended(study) >= self.setup.trials or _over(self.setup):
+        if (
+            "surplus" in trial.user_attrs
+            or ended(study) >= self.setup.trials
+            or _over(self.setup)
+            or _hopeless(study)
+        ):
             study.stop()
         if self.console is None or "surplus" in trial.user_attrs:
             return
