@@ -127,6 +127,7 @@ def test_two_worker_processes_share_one_sqlite_study_and_stop_at_the_total(serie
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_killed_study_resumes_keeping_its_finished_trials(series, tmp_path):
     out = tmp_path / "study"
     args = ["tune", "forecast", "--data", series / "sales.csv", "--space", series / "space.toml"]

@@ -159,14 +159,14 @@ def tune(
 
 def parse_duration(value, option: str) -> float | None:
     """Seconds from a number of seconds or a string such as '90s', '30m', '1.5h'."""
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
+    if value is None:
+        return None
     text = str(value).strip().lower()
     units = {"s": 1, "m": 60, "h": 3600}
     try:
         seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
     except ValueError:
-        seconds = -1.0
+        seconds = math.nan
     if not seconds > 0:
         raise ConfigError(f"{option} '{value}' is not a duration; write e.g. 90s, 30m or 2h")
     return seconds
