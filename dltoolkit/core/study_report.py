@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
 from dltoolkit.core.report import Report
@@ -103,6 +104,7 @@ def plot_history(trials: list, metric: str, direction: str) -> Figure:
             label="pruned (last epoch reported)",
         )
     ax.set(xlabel="trial", ylabel=f"validation {metric}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return fig
 
