@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from dltoolkit import Forecaster, tune
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
-from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.space import resolve
 from dltoolkit.specs.forecast import ForecasterConfig
 
@@ -164,6 +164,25 @@ def test_a_killed_study_resumes_keeping_its_finished_trials(series, tmp_path):
     rows = read_history(out / "trial-1" / "history.csv")
     assert [r["epoch"] for r in rows] == sorted({r["epoch"] for r in rows})  # resumed, not redone
     assert sum(summary["states"].values()) == 3
+
+
+def test_trials_past_their_time_limit_fail_with_their_reason(series, tmp_path):
+    out = tmp_path / "study"
+    with pytest.raises(DataError, match="no trial .* completed; the first error: TrialTimeout"):
+        tune(
+            "forecast",
+            str(series / "sales.csv"),
+            params={**FIXED, "epochs": 50},
+            space=series / "space.toml",
+            trials=2,
+            timeout_per_trial="0.5s",
+            out=out,
+            progress=False,
+        )
+    trials = _study(out).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all("longer than 0.5 s" in t.user_attrs["error"] for t in trials)
+    assert not (out / "trial-0").exists()  # a failed trial leaves no half-made run
 
 
 def test_space_file_replaces_the_declared_space_and_set_fixes(series, tmp_path):

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
-        stderr.print("[red]interrupted[/]; continue later with --resume")
+        stderr.print(
+            "[red]interrupted[/]; continue later with --resume (tune: the same command again)"
+        )
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
