@@ -203,6 +203,29 @@ def test_space_file_replaces_the_declared_space_and_set_fixes(series, tmp_path):
             resolve(ForecasterConfig, bad)
 
 
+def test_cli_tunes_a_recipe_file_with_the_verbs_options_and_set(series, tmp_path, capsys):
+    from test_cli import cli
+
+    recipe = tmp_path / "sales.toml"
+    recipe.write_text(
+        f'task = "forecast"\ndata = "{series / "sales.csv"}"\n\n[params]\n'
+        'model = "dlinear"\nhorizon = 7\nepochs = 5\n'
+    )
+    out = tmp_path / "study"
+    args = ["tune", recipe, "--space", series / "space.toml", "--trials", "2", "--no-retrain"]
+    code, stdout, err = cli(
+        capsys, *args, "--lookback", "14", "--set", "epochs=1", "--out", out, "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["params"] == {"model": "dlinear", "horizon": 7, "epochs": 1, "lookback": 14}
+    assert sorted(summary["space"]) == ["learning_rate", "model"]  # lookback is fixed
+    trials = _study(out).get_trials()
+    assert trials[0].params["model"] == "dlinear"  # the recipe file is the first trial
+    assert [len(read_history(out / f"trial-{t.number}" / "history.csv")) for t in trials] == [1, 1]
+    assert not (out / "best").exists()
+
+
 def test_cli_refuses_what_cannot_be_tuned(series, capsys):
     from test_cli import assert_user_error, cli
 
