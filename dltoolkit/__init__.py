@@ -30,6 +30,7 @@ _LAZY = {
     "TextClassifier": "dltoolkit.tasks",
     "TextGenerator": "dltoolkit.tasks",
     "load": "dltoolkit.core.recipe",
+    "tune": "dltoolkit.core.tuning",
     "DLToolkitError": "dltoolkit.core.errors",
 }
 __all__ = [*_LAZY, "__version__"]

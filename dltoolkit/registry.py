@@ -47,6 +47,17 @@ STRICT = Option(
 
 
 @dataclass(frozen=True)
+class Objective:
+    """What `dltoolkit tune` optimises: `metric`, a key of the metrics the recipe computes
+    after training, here on the validation split; and per epoch, for pruning, the
+    history.csv column `epoch_metric`, which moves the same way (`direction`)."""
+
+    metric: str
+    direction: str = "minimize"  # or "maximize"
+    epoch_metric: str = "val_loss"
+
+
+@dataclass(frozen=True)
 class RecipeSpec:
     """What the CLI, the registry and the docs know of a recipe before TensorFlow loads."""
 
@@ -61,6 +72,8 @@ class RecipeSpec:
     single_replica_reason: str = ""
     predict_options: tuple[Option, ...] = field(default=())
     evaluate_options: tuple[Option, ...] = field(default=())
+    # What `dltoolkit tune` optimises; None: the recipe cannot be tuned (yet).
+    objective: Objective | None = None
 
     @property
     def class_name(self) -> str:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from dltoolkit import __version__
-from dltoolkit.cli import info, runs
+from dltoolkit.cli import info, runs, tune
 from dltoolkit.cli.common import stderr
 from dltoolkit.cli.train import train_command
 from dltoolkit.core.errors import DLToolkitError
@@ -34,6 +34,9 @@ for name, command in {
     "align": runs.align,
 }.items():
     app.command(name=name)(command)
+app.command(
+    name="tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)(tune.tune)
 app.command()(info.devices)
 app.command()(info.datasets)
 
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
-        stderr.print("[red]interrupted[/]; continue later with --resume")
+        stderr.print(
+            "[red]interrupted[/]; continue later with --resume (tune: the same command again)"
+        )
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -228,7 +228,13 @@ def export(
 
 
 def report(run: RunArg, as_json: c.Json = False) -> None:
-    """Show a run's final metrics and where its report is."""
+    """Show a run's final metrics and where its report is (a study of `dltoolkit tune`: write
+    its report from the study's storage and show the best trial)."""
+    from dltoolkit.core.tuning import STUDY_FILE
+
+    if (run / STUDY_FILE).is_file():
+        _study_report(run, as_json)
+        return
     rundir = RunDir.open(run)
     metrics = json.loads(rundir.metrics_file.read_text()) if rundir.metrics_file.is_file() else {}
     if as_json:
@@ -240,6 +246,19 @@ def report(run: RunArg, as_json: c.Json = False) -> None:
 
     c.print_table(f"{rundir.name} — metrics", headline(metrics))
     c.stdout.print(f"report: {rundir.report_file}")
+
+
+def _study_report(out: Path, as_json: bool) -> None:
+    from dltoolkit.cli.tune import print_study
+    from dltoolkit.core.study_report import write_study_report
+    from dltoolkit.core.tuning import load_study, study_summary
+
+    summary = study_summary(out)
+    summary["report"] = str(write_study_report(out, load_study(out), summary))
+    if as_json:
+        c.print_json(summary)
+    else:
+        print_study(summary)
 
 
 def run(

@@ -1,4 +1,5 @@
-"""Keras callbacks of our own: Rich progress, a crash-safe history log, epoch-only TensorBoard."""
+"""Keras callbacks of our own: Rich progress, a crash-safe history log, epoch-only TensorBoard,
+time budgets and a tuning trial's watch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dltoolkit.core import files
+from dltoolkit.core.errors import TrialTimeout
 
 # Reading a metric from the training loop forces a device sync; do it every so often.
 _LOSS_REFRESH_BATCHES = 25
@@ -229,3 +231,32 @@ class CosineToBudget(keras.callbacks.Callback):
 def snapshot_path(directory: Path, minutes: float) -> Path:
     """Where TimeBudget keeps the weights reached after `minutes`."""
     return Path(directory) / f"at_{minutes:g}min.weights.h5"
+
+
+class TrialWatch(keras.callbacks.Callback):
+    """A tuning trial's watch over training (core/tuning.py): reports `metric` to the Optuna
+    `trial` after every epoch and stops training once the study's pruner says so (`pruned`);
+    raises TrialTimeout at the first batch past `deadline` (a `time.monotonic()` value)."""
+
+    def __init__(self, trial, metric: str, deadline: float | None, reason: str):
+        super().__init__()
+        self.trial, self.metric = trial, metric
+        self.deadline, self.reason = deadline, reason
+        self.pruned: int | None = None  # the epoch it was pruned after
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.pruned is not None:  # a later phase of a pruned trial
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TrialTimeout(self.reason)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            self.pruned = epoch
+            self.model.stop_training = True

@@ -28,3 +28,7 @@ class WeightsError(DLToolkitError):
 
 class WorkerLost(DLToolkitError):
     """A multi-worker job lost one of its processes; restarting every worker resumes it."""
+
+
+class TrialTimeout(DLToolkitError):
+    """A tuning trial ran past its time limit or the study's budget."""

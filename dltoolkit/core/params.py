@@ -3,8 +3,9 @@
     epochs: int = param(10, "Training epochs.", ge=1, cli=True)
 
 From these declarations come the CLI options and `--help`, recipe-file and `--set`
-validation (`check`), a recipe class's `inspect.signature` and docstring, and the
-parameter tables in docs/parameters.md. Nothing here imports TensorFlow.
+validation (`check`), a recipe class's `inspect.signature` and docstring, the
+parameter tables in docs/parameters.md and the default search space of `dltoolkit tune`
+(`tune=between(1e-4, 1e-2, log=True)` or `tune=among(...)`). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,6 +21,36 @@ _META = "dltoolkit"
 
 
 @dataclass(frozen=True)
+class Space:
+    """Where `dltoolkit tune` searches a parameter: a range (`low`..`high`, on a log scale
+    with `log`, in steps of `step`) or a list of `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+
+    def describe(self) -> str:
+        """'1e-05..0.01 (log)' or 'dlinear, linear'."""
+        if self.choices:
+            return ", ".join(map(str, self.choices))
+        scale = " (log)" if self.log else ""
+        step = f" step {_number(self.step)}" if self.step else ""
+        return f"{_number(self.low)}..{_number(self.high)}{step}{scale}"
+
+
+def between(low: float, high: float, *, log: bool = False, step: float | None = None) -> Space:
+    """A tunable range (int fields draw integers)."""
+    return Space(low=low, high=high, log=log, step=step)
+
+
+def among(*choices) -> Space:
+    """A tunable list of values."""
+    return Space(choices=tuple(choices))
+
+
+@dataclass(frozen=True)
 class Meta:
     """What a Config field declares besides its type and default."""
 
@@ -31,14 +62,40 @@ class Meta:
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    tune: Space | None = None  # the default search space of `dltoolkit tune`
 
 
-def param(default, help: str, *, cli: bool = False, flags: tuple[str, ...] = (), **limits):
-    """A dataclass field with its help text, limits (`choices`, `ge`, `gt`, `le`, `lt`) and
-    whether the recipe's CLI verb has an option for it (`cli`)."""
+def param(
+    default,
+    help: str,
+    *,
+    cli: bool = False,
+    flags: tuple[str, ...] = (),
+    tune: Space | None = None,
+    **limits,
+):
+    """A dataclass field with its help text, limits (`choices`, `ge`, `gt`, `le`, `lt`),
+    whether the recipe's CLI verb has an option for it (`cli`) and where `dltoolkit tune`
+    searches it (`tune`)."""
     return dataclasses.field(
-        default=default, metadata={_META: Meta(help=help, cli=cli, flags=flags, **limits)}
+        default=default,
+        metadata={_META: Meta(help=help, cli=cli, flags=flags, tune=tune, **limits)},
     )
+
+
+def tunable(base: type, name: str, space: Space, **changes):
+    """A subclass's redeclaration of `base`'s field `name` that only adds a search space
+    (and any `changes`: `default`, `help`, ...), so the declaration is not copied."""
+    inherited = next(f for f in dataclasses.fields(base) if f.name == name)
+    meta = dataclasses.replace(inherited.metadata[_META], tune=space)
+    default = changes.pop("default", inherited.default)
+    meta = dataclasses.replace(meta, **changes)
+    return dataclasses.field(default=default, metadata={_META: meta})
+
+
+def search_space(config_cls: type) -> dict[str, Space]:
+    """The tunable parameters of a Config dataclass and their declared spaces."""
+    return {f.name: f.meta.tune for f in fields(config_cls) if f.meta.tune is not None}
 
 
 @dataclass(frozen=True)
@@ -132,18 +189,16 @@ def docstring(config_cls: type) -> str:
 
 
 def markdown_table(config_cls: type) -> str:
-    """The parameter table of docs/parameters.md for one recipe."""
-    rows = ["| parameter | CLI | type | default | allowed | meaning |", "|---|---|---|---|---|---|"]
+    """The parameter table of docs/parameters.md for one recipe (with a 'tuned over' column
+    when the recipe declares a search space)."""
+    tuned = bool(search_space(config_cls))
+    head = ["parameter", "CLI", "type", "default", "allowed"] + ["tuned over"] * tuned + ["meaning"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fields(config_cls):
         flag = " ".join(f"`{s}`" for s in cli_flags(f)) if f.meta.cli else ""
-        cells = [
-            f"`{f.name}`",
-            flag,
-            _type_name(f.hint),
-            f"`{f.default!r}`",
-            f.limits(),
-            f.meta.help,
-        ]
+        space = [f.meta.tune.describe() if f.meta.tune else ""] * tuned
+        cells = [f"`{f.name}`", flag, _type_name(f.hint), f"`{f.default!r}`", f.limits()]
+        cells += space + [f.meta.help]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
 

@@ -88,6 +88,8 @@ class Recipe(abc.ABC):
         self.metrics_: dict = {}
         self.data_: Any = None
         self._console: Console | None = None  # where phases show progress; None: silent
+        self._callbacks: list = []  # fit's extra Keras callbacks
+        self._validation_only = False  # fit's final metrics on the validation split
 
     def __repr__(self) -> str:
         changed = {
@@ -107,7 +109,17 @@ class Recipe(abc.ABC):
 
     # -- training -------------------------------------------------------------------------
 
-    def fit(self, data=None, out=None, *, resume=False, overwrite=False, progress=True) -> Recipe:
+    def fit(
+        self,
+        data=None,
+        out=None,
+        *,
+        resume=False,
+        overwrite=False,
+        progress=True,
+        callbacks=(),
+        validation_only=False,
+    ) -> Recipe:
         """Train on `data` and write a run directory (see DESIGN.md) at `out`.
 
         Data is read and checked before anything is written, so bad input never touches
@@ -118,7 +130,12 @@ class Recipe(abc.ABC):
         With `strategy="multi-worker"` every worker runs this with the same `out` on shared
         storage: the job joins its cluster first, an existing run there is resumed, and only
         the chief writes (and locks) `out` (the others write to scratch directories).
+
+        `callbacks` are Keras callbacks added to every training phase. With
+        `validation_only` (a tuning trial) the final metrics score the validation split,
+        never the test split.
         """
+        self._callbacks, self._validation_only = list(callbacks), validation_only
         data = self.default_data if data is None else data
         multi_worker = self._strategy_kind() == "multi-worker"
         if multi_worker:
@@ -228,6 +245,14 @@ class Recipe(abc.ABC):
             "report": str(run.report_file),
         }
 
+    @classmethod
+    def tune(cls, data=None, **options) -> dict:
+        """Search this recipe's parameters on validation data, then retrain the best and test
+        it once: `dltoolkit.tune(cls, data, **options)` (see core/tuning.py)."""
+        from dltoolkit.core.tuning import tune
+
+        return tune(cls, data, **options)
+
     def _fit_into(self, run: RunDir, prepared, console) -> None:
         cfg.write_recipe_file(run.recipe_file, self.task, self.data_, self.get_params())
         c = self.config
@@ -277,7 +302,7 @@ class Recipe(abc.ABC):
             class_weight=plan.class_weight,
             validation_steps=plan.validation_steps,
             repeating=plan.repeating,
-            extra_callbacks=plan.callbacks,
+            extra_callbacks=plan.callbacks + self._callbacks,
             keep_best=plan.keep_best,
         )
         self._fitted(prepared)
@@ -421,6 +446,12 @@ class Recipe(abc.ABC):
 
     def _fitted(self, prepared) -> None:
         """Learn what needs the trained model (e.g. a threshold on validation scores)."""
+
+    def _held_out(self, available) -> str:
+        """The split the final metrics score: the first of test, val and train among the
+        names `available`; a `validation_only` fit (a tuning trial) skips test."""
+        order = ("val", "train") if self._validation_only else ("test", "val", "train")
+        return next(name for name in order if name in available)
 
     @abc.abstractmethod
     def _evaluate_prepared(self, prepared) -> dict:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dltoolkit.core.params import param
-from dltoolkit.registry import STRICT, RecipeSpec
+from dltoolkit.core.config import TrainConfig
+from dltoolkit.core.params import among, between, param, tunable
+from dltoolkit.registry import STRICT, Objective, RecipeSpec
 from dltoolkit.specs.image_data import ImageDataConfig
 
 LOSSES = ("crossentropy", "focal")
@@ -24,8 +25,13 @@ class ClassifierConfig(ImageDataConfig):
         cli=True,
     )
     learning_rate: float = param(
-        3e-3, "Peak learning rate (warmup then cosine decay).", gt=0, cli=True
+        3e-3,
+        "Peak learning rate (warmup then cosine decay).",
+        gt=0,
+        cli=True,
+        tune=between(3e-4, 1e-2, log=True),
     )
+    weight_decay: float = tunable(TrainConfig, "weight_decay", between(1e-5, 1e-1, log=True))
     backbone: str = param(
         "small-cnn",
         "small-cnn (default) or a pretrained family: resnet50, efficientnet-b0, "
@@ -46,8 +52,12 @@ class ClassifierConfig(ImageDataConfig):
     fine_tune_lr_factor: float = param(
         0.1, "Fine-tuning learning rate as a fraction of learning_rate.", gt=0
     )
-    dropout: float = param(0.2, "Dropout before the classification layer.", ge=0, lt=1)
-    label_smoothing: float = param(0.1, "Label smoothing.", ge=0, le=1, cli=True)
+    dropout: float = param(
+        0.2, "Dropout before the classification layer.", ge=0, lt=1, tune=between(0.0, 0.5)
+    )
+    label_smoothing: float = param(
+        0.1, "Label smoothing.", ge=0, le=1, cli=True, tune=between(0.0, 0.2)
+    )
     loss: str = param("crossentropy", "crossentropy|focal.", choices=LOSSES, cli=True)
     class_weight: str = param("none", "none|balanced.", choices=CLASS_WEIGHTS, cli=True)
     augment: str = param(
@@ -55,6 +65,7 @@ class ClassifierConfig(ImageDataConfig):
         "none|standard|strong (strong adds RandAugment).",
         choices=AUGMENT_LEVELS,
         cli=True,
+        tune=among(*AUGMENT_LEVELS),
     )
     flip: bool = param(False, "Random horizontal flips.", cli=True)
     mixup: float = param(0.0, "MixUp alpha (0 = off).", ge=0, cli=True)
@@ -72,4 +83,5 @@ SPEC = RecipeSpec(
     summary="Train an image classifier (built-in digits sample when --data is not given).",
     default_data="digits",
     predict_options=(STRICT,),
+    objective=Objective("accuracy", "maximize", "val_accuracy"),
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dltoolkit.core.config import SCHEDULES, TrainConfig
-from dltoolkit.core.params import param
-from dltoolkit.registry import Option, RecipeSpec
+from dltoolkit.core.params import among, between, param
+from dltoolkit.registry import Objective, Option, RecipeSpec
 
 MODELS = ("gcn", "gat", "sage")
 BATCHING = ("auto", "full", "sampled")
@@ -24,9 +24,14 @@ class NodeClassifierConfig(TrainConfig):
         ge=1,
         cli=True,
     )
-    learning_rate: float = param(0.01, "Learning rate.", gt=0, cli=True)
+    learning_rate: float = param(
+        0.01, "Learning rate.", gt=0, cli=True, tune=between(1e-3, 5e-2, log=True)
+    )
     weight_decay: float = param(
-        5e-4, "L2 penalty on the weights (the papers' coupled weight decay).", ge=0
+        5e-4,
+        "L2 penalty on the weights (the papers' coupled weight decay).",
+        ge=0,
+        tune=between(1e-5, 1e-2, log=True),
     )
     schedule: str = param("constant", "Learning-rate schedule after the warmup.", choices=SCHEDULES)
     warmup_epochs: float = param(0.0, "Linear warmup, in epochs.", ge=0)
@@ -34,13 +39,21 @@ class NodeClassifierConfig(TrainConfig):
     early_stopping_patience: int = param(
         100, "Stop after this many epochs without a better validation loss (0: never).", ge=0
     )
-    model: str = param("gcn", "gcn (default), gat or sage.", choices=MODELS, cli=True)
+    model: str = param(
+        "gcn", "gcn (default), gat or sage.", choices=MODELS, cli=True, tune=among(*MODELS)
+    )
     hidden: int | None = param(
-        None, "Hidden units (per head for gat; default gcn 16, gat 8, sage 64).", ge=1, cli=True
+        None,
+        "Hidden units (per head for gat; default gcn 16, gat 8, sage 64).",
+        ge=1,
+        cli=True,
+        tune=among(8, 16, 32, 64),
     )
     layers: int = param(2, "Graph layers (the last one outputs the classes).", ge=1)
     heads: int = param(8, "Attention heads of gat's hidden layers.", ge=1, cli=True)
-    dropout: float = param(0.5, "Dropout on each layer's input.", ge=0, lt=1, cli=True)
+    dropout: float = param(
+        0.5, "Dropout on each layer's input.", ge=0, lt=1, cli=True, tune=between(0.0, 0.8)
+    )
     attention_dropout: float = param(0.5, "gat: dropout on the attention coefficients.", ge=0, lt=1)
     feature_norm: str = param(
         "auto",
@@ -95,4 +108,5 @@ SPEC = RecipeSpec(
         Option("nodes", str, "A node table of a new graph (with --edges)."),
         Option("edges", str, "That graph's edge table."),
     ),
+    objective=Objective("accuracy", "maximize", "val_accuracy"),
 )

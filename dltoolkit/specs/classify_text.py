@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
-from dltoolkit.core.params import param
-from dltoolkit.registry import STRICT, Option, RecipeSpec
+from dltoolkit.core.params import among, between, param, tunable
+from dltoolkit.registry import STRICT, Objective, Option, RecipeSpec
 
 MODELS = ("auto", "fasttext", "transformer", "cnn", "pretrained")
 LONG_TEXTS = ("head", "head+tail", "chunk")
@@ -32,7 +32,9 @@ class TextClassifierConfig(TrainConfig):
         "Peak learning rate of the from-scratch models (warmup then cosine decay).",
         gt=0,
         cli=True,
+        tune=between(2e-4, 5e-3, log=True),
     )
+    weight_decay: float = tunable(TrainConfig, "weight_decay", between(1e-5, 1e-1, log=True))
     pretrained_lr_factor: float = param(
         0.05, "pretrained: fine-tune at learning_rate times this (5e-5 by default).", gt=0, le=1
     )
@@ -124,12 +126,15 @@ class TextClassifierConfig(TrainConfig):
         choices=POOLINGS,
     )
     d_model: int = param(
-        128, "Width of the token embeddings, and of the transformer (divisible by heads).", ge=8
+        128,
+        "Width of the token embeddings, and of the transformer (divisible by heads).",
+        ge=8,
+        tune=among(64, 128, 256),
     )
-    layers: int = param(2, "transformer: encoder blocks.", ge=1)
+    layers: int = param(2, "transformer: encoder blocks.", ge=1, tune=between(1, 4))
     heads: int = param(4, "transformer: attention heads.", ge=1)
     ff_dim: int = param(512, "transformer: feed-forward width.", ge=8)
-    dropout: float = param(0.1, "Dropout.", ge=0, lt=1)
+    dropout: float = param(0.1, "Dropout.", ge=0, lt=1, tune=between(0.0, 0.3))
     pretrain_epochs: int = param(
         0,
         "transformer: epochs of masked-language-model pretraining on the training texts "
@@ -174,4 +179,6 @@ SPEC = RecipeSpec(
         Option("text", str, "A text given on the command line (repeatable).", multiple=True),
         STRICT,
     ),
+    # Macro-F1: defined for single- and multi-label runs alike.
+    objective=Objective("macro_f1", "maximize", "val_accuracy"),
 )

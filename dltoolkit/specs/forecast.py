@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
-from dltoolkit.core.params import param
-from dltoolkit.registry import STRICT, RecipeSpec
+from dltoolkit.core.params import among, between, param
+from dltoolkit.registry import STRICT, Objective, RecipeSpec
 
 MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
 CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
@@ -22,16 +22,25 @@ class ForecasterConfig(TrainConfig):
     epochs: int = param(30, "Training epochs.", ge=1, cli=True)
     batch_size: int = param(64, "Global batch size (split across replicas).", ge=1, cli=True)
     learning_rate: float = param(
-        1e-3, "Peak learning rate (warmup then cosine decay).", gt=0, cli=True
+        1e-3,
+        "Peak learning rate (warmup then cosine decay).",
+        gt=0,
+        cli=True,
+        tune=between(1e-4, 1e-2, log=True),
     )
-    weight_decay: float = param(1e-4, "AdamW's decoupled weight decay.", ge=0)
+    weight_decay: float = param(
+        1e-4, "AdamW's decoupled weight decay.", ge=0, tune=between(1e-6, 1e-1, log=True)
+    )
     model: str = param(
         "patch-transformer",
         "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn or transformer.",
         choices=MODELS,
         cli=True,
+        tune=among(*CHANNEL_INDEPENDENT),
     )
-    lookback: int = param(96, "Past rows the model reads.", ge=1, cli=True)
+    lookback: int = param(
+        96, "Past rows the model reads.", ge=1, cli=True, tune=among(96, 192, 336, 512, 720)
+    )
     horizon: int = param(24, "Future steps to forecast.", ge=1, cli=True)
     target: str | None = param(
         None,
@@ -63,22 +72,32 @@ class ForecasterConfig(TrainConfig):
     quantiles: str | None = param(
         None, "Quantile levels for prediction intervals, e.g. 0.1,0.5,0.9.", cli=True
     )
-    loss: str = param("mse", "Training loss of the point forecast.", choices=LOSSES)
+    loss: str = param(
+        "mse", "Training loss of the point forecast.", choices=LOSSES, tune=among(*LOSSES)
+    )
     instance_norm: bool = param(
         True, "Standardise each input window by its own statistics (RevIN-style)."
     )
-    d_model: int = param(16, "Transformers: width of the encoder.", ge=1)
-    layers: int = param(3, "Encoder blocks (Transformers) or recurrent layers.", ge=1)
+    d_model: int = param(
+        16, "Transformers: width of the encoder.", ge=1, tune=among(16, 32, 64, 128)
+    )
+    layers: int = param(
+        3, "Encoder blocks (Transformers) or recurrent layers.", ge=1, tune=between(1, 4)
+    )
     heads: int = param(4, "Transformers: attention heads.", ge=1)
-    ff_dim: int = param(128, "Transformers: feed-forward width.", ge=1)
-    dropout: float = param(0.2, "Dropout.", ge=0, lt=1)
+    ff_dim: int = param(128, "Transformers: feed-forward width.", ge=1, tune=among(64, 128, 256))
+    dropout: float = param(0.2, "Dropout.", ge=0, lt=1, tune=between(0.0, 0.5))
     norm: str = param(
         "layer",
         "Transformers: pre-norm LayerNorm, or PatchTST's post-norm BatchNorm.",
         choices=NORMS,
     )
-    patch_len: int = param(16, "patch-transformer: rows per patch.", ge=1)
-    stride: int = param(8, "patch-transformer: rows between patch starts.", ge=1)
+    patch_len: int = param(
+        16, "patch-transformer: rows per patch.", ge=1, tune=among(8, 12, 16, 24, 32)
+    )
+    stride: int = param(
+        8, "patch-transformer: rows between patch starts.", ge=1, tune=among(4, 8, 16)
+    )
     units: int = param(64, "Recurrent models: units per layer.", ge=1)
     kernel: int = param(25, "dlinear: moving-average kernel of the trend.", ge=1)
     plot_windows: int = param(4, "Test windows drawn in the report.", ge=0)
@@ -92,4 +111,6 @@ SPEC = RecipeSpec(
     default_data="co2",
     data_help="Series: CSV or Parquet file, or a built-in series (co2, sunspots).",
     predict_options=(STRICT,),
+    # The z-scored MSE of the validation windows, as papers report it (whatever the loss).
+    objective=Objective("mse", epoch_metric="val_mse"),
 )

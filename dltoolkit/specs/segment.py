@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dltoolkit.core.params import param
-from dltoolkit.registry import IMAGES, STRICT, Option, RecipeSpec
+from dltoolkit.core.params import among, between, param
+from dltoolkit.registry import IMAGES, STRICT, Objective, Option, RecipeSpec
 from dltoolkit.specs.image_data import ImageDataConfig
 
 LOSS_TERMS = ("crossentropy", "dice", "focal")  # `loss` joins one or more with "+"
@@ -30,7 +30,11 @@ class SegmenterConfig(ImageDataConfig):
     )
     batch_size: int = param(8, "Global batch size (split across replicas).", ge=1, cli=True)
     learning_rate: float = param(
-        2e-3, "Peak learning rate (warmup then cosine decay).", gt=0, cli=True
+        2e-3,
+        "Peak learning rate (warmup then cosine decay).",
+        gt=0,
+        cli=True,
+        tune=between(3e-4, 1e-2, log=True),
     )
     backbone: str = param(
         "unet",
@@ -49,7 +53,12 @@ class SegmenterConfig(ImageDataConfig):
         "hf:// handle, or a local preset directory; replaces --backbone.",
         cli=True,
     )
-    filters: int = param(16, "U-Net width: filters of the first level, doubled per level.", ge=4)
+    filters: int = param(
+        16,
+        "U-Net width: filters of the first level, doubled per level.",
+        ge=4,
+        tune=among(8, 16, 32),
+    )
     depth: int = param(4, "U-Net levels below the first (each halves the map).", ge=1, le=6)
     upsampling: str = param(
         "transpose",
@@ -57,7 +66,9 @@ class SegmenterConfig(ImageDataConfig):
         choices=UPSAMPLING,
         cli=True,
     )
-    dropout: float = param(0.1, "Dropout in the U-Net bottleneck.", ge=0, lt=1)
+    dropout: float = param(
+        0.1, "Dropout in the U-Net bottleneck.", ge=0, lt=1, tune=between(0.0, 0.5)
+    )
     image_size: int | None = param(
         None,
         "Square training input (default: the data's size, longer side at most 256; 224 for "
@@ -131,4 +142,5 @@ SPEC = RecipeSpec(
         Option("masks", str, "The mask folder of --data (segment runs)."),
         IMAGES,
     ),
+    objective=Objective("mean_iou", "maximize", "val_mean_iou"),
 )

@@ -245,7 +245,7 @@ class Forecaster(Recipe):
         return network
 
     def _compile_args(self) -> dict:
-        return {"loss": self._loss(), "metrics": [] if self.levels else ["mae"]}
+        return {"loss": self._loss(), "metrics": [] if self.levels else ["mae", "mse"]}
 
     def _fitted(self, prepared: _Prepared) -> None:
         network = self.model_
@@ -276,7 +276,7 @@ class Forecaster(Recipe):
     # -- evaluation and prediction ----------------------------------------------------------
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
-        part = next(prepared.parts[k] for k in ("test", "val", "train") if k in prepared.parts)
+        part = prepared.parts[self._held_out(prepared.parts)]
         prepared.held_out = self._score(prepared.series.values, self._starts(part))
         return prepared.held_out["metrics"]
 

@@ -187,7 +187,7 @@ class ImageClassifier(Recipe):
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         splits = prepared.splits
-        prepared.held_out = splits.get("test") or splits.get("val") or splits["train"]
+        prepared.held_out = splits[self._held_out([k for k, v in splits.items() if v])]
         prepared.held_out_probabilities = self._probabilities(prepared.held_out)
         return self._metrics(prepared.held_out, prepared.held_out_probabilities)
 

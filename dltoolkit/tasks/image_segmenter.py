@@ -265,7 +265,7 @@ class ImageSegmenter(Recipe):
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         splits = prepared.splits
-        prepared.held_out = splits.get("test") or splits.get("val") or splits["train"]
+        prepared.held_out = splits[self._held_out([k for k, v in splits.items() if v])]
         metrics, prepared.per_image = self._score(prepared.held_out)
         return metrics
 

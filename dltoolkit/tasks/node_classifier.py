@@ -235,9 +235,8 @@ class NodeClassifier(Recipe):
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         graph = prepared.graph
-        prepared.held_out = next(
-            (s for s in ("test", "val") if graph.masks.get(s, np.zeros(1)).any()), "train"
-        )
+        labelled = [s for s in ("test", "val") if graph.masks.get(s, np.zeros(1)).any()]
+        prepared.held_out = self._held_out([*labelled, "train"])
         prepared.probabilities = self.predict_proba(graph)
         return self._metrics(graph, prepared.probabilities, prepared.held_out)
 

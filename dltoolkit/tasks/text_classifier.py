@@ -338,7 +338,7 @@ class TextClassifier(Recipe):
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         splits = prepared.splits
-        name = "test" if "test" in splits else "val" if "val" in splits else "train"
+        name = self._held_out(splits)
         texts = splits[name]
         with self._phase(f"scoring {len(texts)} {name} texts"):
             probabilities = self.predict_proba(texts.texts)
