@@ -211,7 +211,7 @@ def test_torn_backup_metadata_is_repaired_from_the_previous_epoch(tmp_path):
     assert not (tmp_path / "training_metadata.json").exists()
 
 
-def _fit_line(tmp_path, ema_momentum):
+def _fit_line(tmp_path, ema_momentum, best_by=("loss", "min")):
     """Fit y = 2x - 1 with noise for 3 epochs through fit_phases; return the model, history and val data."""
     import tensorflow as tf
 
@@ -238,6 +238,7 @@ def _fit_line(tmp_path, ema_momentum):
         config=config,
         steps_per_epoch=12,
         console=None,
+        best_by=best_by,
     )
     return model, history, val
 
@@ -251,6 +252,15 @@ def test_weight_averaging_is_what_is_validated_and_kept(tmp_path):
     assert not np.allclose(averaged.get_weights()[0], plain.get_weights()[0])
     with pytest.raises(ConfigError, match="ema_momentum"):
         build_optimizer(cfg.TrainConfig(ema_momentum=1.0), 10, 1)
+
+
+def test_the_kept_epoch_is_the_best_by_the_plans_metric_and_direction(tmp_path):
+    # Ranked "max" by validation loss, the worst epoch is the one kept: the direction is
+    # honoured (DPO ranks its epochs by the highest validation preference accuracy).
+    model, history, (x, y) = _fit_line(tmp_path, 0.0, best_by=("loss", "max"))
+    losses = [row["val_loss"] for row in history]
+    assert losses[0] > losses[-1]
+    assert abs(model.evaluate(x, y, verbose=0) - max(losses)) < 1e-5
 
 
 def test_phase_shows_a_spinner_with_name_and_time_then_one_line_only_the_line_in_a_log():

@@ -304,6 +304,7 @@ class Recipe(abc.ABC):
             repeating=plan.repeating,
             extra_callbacks=plan.callbacks + self._callbacks,
             keep_best=plan.keep_best,
+            best_by=(plan.best_by, plan.best_mode),
         )
         self._fitted(prepared)
 

@@ -43,6 +43,8 @@ class Plan:
     class_weight: dict | None = None
     callbacks: list = field(default_factory=list)  # after the standard ones
     keep_best: bool = True  # False: no single loss ranks the epochs (a GAN); keep the last
+    best_by: str = "loss"  # the metric that ranks epochs (on validation when there is one)
+    best_mode: str = "min"  # "max" when higher `best_by` is better (an accuracy)
     steps_per_execution: int | None = None  # batches per compiled call; None: see calls()
     jit_compile: bool | str = "auto"  # XLA for the steps ("auto": Keras decides; off on CPUs)
 
@@ -129,6 +131,7 @@ def fit_phases(
     repeating: bool = False,
     extra_callbacks: list | None = None,
     keep_best: bool = True,
+    best_by: tuple[str, str] = ("loss", "min"),
 ) -> list[dict]:
     """Train through `phases` and return the full per-epoch history.
 
@@ -136,10 +139,12 @@ def fit_phases(
     and `validation_steps` validation batches; their iterators are then made once, not per
     epoch, which matters when epochs are a few steps (e.g. one full-graph step).
     `extra_callbacks` (e.g. a time budget) run after the standard ones in every phase.
-    Without `keep_best` (a model with no single loss, e.g. a GAN's d_loss and g_loss) a
-    phase ends with its last weights, not its best.
+    A phase ends with the weights of its best epoch by `best_by` (metric name, "min" or
+    "max"; the validation metric when there is validation data). Without `keep_best` (a
+    model with no single loss, e.g. a GAN's d_loss and g_loss) it ends with its last ones.
     """
-    monitor = "val_loss" if val_ds is not None else "loss"
+    name, mode = best_by
+    monitor = (f"val_{name}" if val_ds is not None else name, mode)
     replicas = model.distribute_strategy.num_replicas_in_sync
     train_ds, val_ds = distributable(train_ds, replicas), distributable(val_ds, replicas)
     total = sum(p.epochs for p in phases)
@@ -182,7 +187,8 @@ def fit_phases(
 
 
 def _callbacks(run, config, phase, best_by, total_epochs, steps_per_epoch, console):
-    """The standard callbacks; the epoch with the lowest `best_by` is kept (None: none)."""
+    """The standard callbacks; the best epoch by `best_by` (metric, "min"/"max") is kept
+    (None: none)."""
     backup = run.checkpoints / f"{phase.name}.backup"
     _repair_backup(backup)
     # HistoryLog runs before BackupAndRestore: a crash between the two repeats an epoch
@@ -197,22 +203,27 @@ def _callbacks(run, config, phase, best_by, total_epochs, steps_per_epoch, conso
         # best checkpoint and so the final model see the averaged weights.
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if best_by is not None:
+        metric, mode = best_by
         previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
+        best_so_far = (min if mode == "min" else max)(
+            (r[metric] for r in previous if metric in r), default=None
+        )
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
                 str(run.checkpoints / f"{phase.name}.best.weights.h5"),
-                monitor=best_by,
+                monitor=metric,
+                mode=mode,
                 save_best_only=True,
                 save_weights_only=True,
-                initial_value_threshold=min(
-                    (r[best_by] for r in previous if best_by in r), default=None
-                ),
+                initial_value_threshold=best_so_far,
             )
         )
     callbacks.append(EpochTensorBoard(str(run.logs)))
     if config.early_stopping_patience > 0 and best_by is not None:
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=best_by, patience=config.early_stopping_patience)
+            keras.callbacks.EarlyStopping(
+                monitor=best_by[0], mode=best_by[1], patience=config.early_stopping_patience
+            )
         )
     if console is not None:
         callbacks.append(
