@@ -249,10 +249,10 @@ class TextGenerator(Recipe):
         )
 
     def _xla(self, steps: int) -> bool:
-        """Whether to compile the steps with XLA: on long runs of a network of ours (the
-        DPO trainer and KerasHub presets keep Keras' choice)."""
-        ours = self._pretrained is None and self.config.objective != "dpo"
-        return ours and steps >= XLA_FROM_STEPS
+        """Whether to compile the steps with XLA: on long runs of a network of ours, DPO's
+        included (KerasHub presets keep Keras' choice). A DPO step on the HH-RLHF benchmark's
+        model: 4.7-5.7 s with XLA, 5.8-8 s without, on one shared core."""
+        return self._pretrained is None and steps >= XLA_FROM_STEPS
 
     def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
         return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
