@@ -273,9 +273,11 @@ class Recipe(abc.ABC):
             report.table("Parameters", self.get_params())
             report.write(run.report_file)
 
-    def _learn(self, prepared, run: RunDir, rt: Runtime, console: Console | None) -> None:
+    def _learn(
+        self, prepared, run: RunDir, rt: Runtime, console: Console | None, first_epoch: int = 0
+    ) -> None:
         """Train the recipe's Keras model: its plan, model and compile arguments through
-        `fit_phases`, checkpointing into `run`."""
+        `fit_phases`, checkpointing into `run`, its epochs numbered from `first_epoch`."""
         self._adopt(prepared, run)
         plan = self._plan(prepared, rt, run)
         with rt.strategy.scope():
@@ -305,6 +307,7 @@ class Recipe(abc.ABC):
             extra_callbacks=plan.callbacks + self._callbacks,
             keep_best=plan.keep_best,
             best_by=(plan.best_by, plan.best_mode),
+            first_epoch=first_epoch,
         )
         self._fitted(prepared)
 

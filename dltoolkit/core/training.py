@@ -132,6 +132,7 @@ def fit_phases(
     extra_callbacks: list | None = None,
     keep_best: bool = True,
     best_by: tuple[str, str] = ("loss", "min"),
+    first_epoch: int = 0,
 ) -> list[dict]:
     """Train through `phases` and return the full per-epoch history.
 
@@ -139,6 +140,7 @@ def fit_phases(
     and `validation_steps` validation batches; their iterators are then made once, not per
     epoch, which matters when epochs are a few steps (e.g. one full-graph step).
     `extra_callbacks` (e.g. a time budget) run after the standard ones in every phase.
+    Epochs are numbered from `first_epoch` (history.csv keys its rows by epoch).
     A phase ends with the weights of its best epoch by `best_by` (metric name, "min" or
     "max"; the validation metric when there is validation data). Without `keep_best` (a
     model with no single loss, e.g. a GAN's d_loss and g_loss) it ends with its last ones.
@@ -148,7 +150,7 @@ def fit_phases(
     replicas = model.distribute_strategy.num_replicas_in_sync
     train_ds, val_ds = distributable(train_ds, replicas), distributable(val_ds, replicas)
     total = sum(p.epochs for p in phases)
-    start = 0
+    start = first_epoch
     for phase in phases:
         done = run.checkpoints / f"{phase.name}.done.weights.h5"
         if phase.epochs <= 0:

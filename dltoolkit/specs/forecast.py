@@ -10,6 +10,8 @@ from dltoolkit.registry import STRICT, Objective, RecipeSpec
 
 MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
 CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
+AUTO = "auto"  # choose among AUTO_MODELS on validation
+AUTO_MODELS = ("linear", "dlinear", "patch-transformer")  # cheapest first
 NORMS = ("layer", "batch")
 FILLS = ("error", "ffill", "interpolate", "drop")
 LOSSES = ("mse", "mae", "huber")
@@ -33,8 +35,9 @@ class ForecasterConfig(TrainConfig):
     )
     model: str = param(
         "patch-transformer",
-        "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn or transformer.",
-        choices=MODELS,
+        "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn, transformer, "
+        "or auto (train linear, dlinear and patch-transformer; keep the best on validation).",
+        choices=(*MODELS, AUTO),
         cli=True,
         tune=among(*CHANNEL_INDEPENDENT),
     )

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report
-from dltoolkit.core.training import Plan
+from dltoolkit.core.training import Plan, Stage
 from dltoolkit.data.series import (
     Columns,
     Scaler,
@@ -39,7 +40,7 @@ from dltoolkit.models.sequence import (
     SequenceForecaster,
     check_model,
 )
-from dltoolkit.specs.forecast import SPEC
+from dltoolkit.specs.forecast import AUTO, AUTO_MODELS, SPEC
 from dltoolkit.tasks.forecast_eval import (
     comparison_rows,
     forecast_metrics,
@@ -79,6 +80,8 @@ class Forecaster(Recipe):
         self.season_ = 1
         self.step_: pd.Timedelta | None = None
         self.mase_scale_: np.ndarray | None = None
+        self._network_kind = self.config.model  # the network `_build` makes
+        self._choice: dict | None = None  # model auto: the kept network, losses of all
 
     @property
     def levels(self) -> list[float]:
@@ -100,15 +103,18 @@ class Forecaster(Recipe):
 
     def _validate(self) -> None:
         c = self.config
-        check_model(
-            c.model,
-            lookback=c.lookback,
-            patch_len=c.patch_len,
-            d_model=c.d_model,
-            heads=c.heads,
-            norm=c.norm,
-        )
-        if c.covariates and c.model in CHANNEL_INDEPENDENT:
+        for model in self._candidates():
+            check_model(
+                model,
+                lookback=c.lookback,
+                patch_len=c.patch_len,
+                d_model=c.d_model,
+                heads=c.heads,
+                norm=c.norm,
+            )
+        if c.model == AUTO and c.val_split <= 0:
+            raise ConfigError("model auto chooses on the validation split: set val_split > 0")
+        if c.covariates and c.model in (*CHANNEL_INDEPENDENT, AUTO):
             raise ConfigError(
                 f"model '{c.model}' reads each target alone and would ignore covariates; "
                 "use lstm, gru, rnn or transformer with --covariates"
@@ -195,7 +201,34 @@ class Forecaster(Recipe):
             seed=c.seed,
         )
 
+    def _candidates(self) -> tuple[str, ...]:
+        """The networks a fit trains: the configured one, or AUTO_MODELS for model auto."""
+        return AUTO_MODELS if self.config.model == AUTO else (self.config.model,)
+
     # -- training -------------------------------------------------------------------------
+
+    def _learn(self, prepared: _Prepared, run, rt, console) -> None:
+        """Model auto trains each candidate, cheapest first, as a phase of its own (so a
+        resumed fit skips finished ones) and keeps the lowest validation loss."""
+        if self.config.model != AUTO:
+            return super()._learn(prepared, run, rt, console)
+        trained = {}
+        for i, kind in enumerate(AUTO_MODELS):
+            self._network_kind = kind
+            super()._learn(prepared, run, rt, console, first_epoch=i * self.config.epochs)
+            trained[kind] = self.model_
+        history = read_history(run.history_file)
+        losses = {
+            kind: min(row["val_loss"] for row in history if row.get("phase") == kind)
+            for kind in AUTO_MODELS
+        }
+        best = min(losses, key=losses.get)
+        self.model_, self._network_kind = trained[best], best
+        self._choice = {"model": best, "validation_loss": losses}
+
+    def _stages(self, plan: Plan) -> list[Stage]:
+        name = self._network_kind if self.config.model == AUTO else "train"
+        return [Stage(name, plan.epochs)]
 
     def _adopt(self, prepared: _Prepared, run) -> None:
         series = prepared.series
@@ -222,7 +255,7 @@ class Forecaster(Recipe):
         """The network alone (scaled window -> scaled forecast); `_fitted` wraps it in scaling."""
         c = self.config
         network = SequenceForecaster(
-            c.model,
+            self._network_kind,
             c.lookback,
             len(self.inputs_),
             len(self.targets_),
@@ -278,6 +311,8 @@ class Forecaster(Recipe):
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         part = prepared.parts[self._held_out(prepared.parts)]
         prepared.held_out = self._score(prepared.series.values, self._starts(part))
+        if self._choice:
+            return {**prepared.held_out["metrics"], "model_choice": self._choice}
         return prepared.held_out["metrics"]
 
     def _score(self, values: np.ndarray, starts: np.ndarray) -> dict:
@@ -412,6 +447,15 @@ class Forecaster(Recipe):
         report.table(
             "Per target", [{"target": k, **v} for k, v in self.metrics_["per_target"].items()]
         )
+        if "model_choice" in self.metrics_:
+            choice = self.metrics_["model_choice"]
+            report.table(
+                f"Model auto: {choice['model']} kept (lowest validation loss, z-scored)",
+                [
+                    {"model": kind, "validation loss": loss, "kept": kind == choice["model"]}
+                    for kind, loss in choice["validation_loss"].items()
+                ],
+            )
         if "coverage" in self.metrics_:
             report.table(
                 "Prediction interval",
