@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from serving import ServingProcesses
 from sklearn.datasets import load_digits
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,6 +83,14 @@ class Fits:
             recipe.fit(case.data(folder), out=folder / "run", progress=False)
             self.fitted[task] = (recipe, folder)
         return self.fitted[task]
+
+
+@pytest.fixture(scope="session")
+def serving():
+    """Fresh TensorFlow-only processes that call exports (see serving.py)."""
+    processes = ServingProcesses()
+    yield processes
+    processes.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 from contract_cases import CASES, registered_recipes
-from serving import ServingProcesses, plain
+from serving import plain
 from test_cli import assert_user_error, cli
 
 from dltoolkit.core.errors import ConfigError, RunDirError
@@ -39,13 +39,6 @@ def test_every_registered_recipe_has_a_contract_case():
     missing = sorted(set(RECIPES) - set(CASES))
     assert not missing, f"add a Case for {', '.join(missing)} to tests/contract_cases.py"
     assert not set(CASES) - set(RECIPES), "a contract case names a task no recipe registers"
-
-
-@pytest.fixture(scope="session")
-def serving():
-    processes = ServingProcesses()
-    yield processes
-    processes.close()
 
 
 @pytest.fixture(scope="module", params=TASKS)

@@ -15,8 +15,18 @@ from test_cli import assert_user_error, cli
 
 from dltoolkit import NodeClassifier, load
 from dltoolkit.core.callbacks import read_history
+from dltoolkit.core.recipe import Recipe
 from dltoolkit.data.graphs import canonical_edges, load_planetoid
-from dltoolkit.models.graph import GATConv, GCNConv, SAGEConv, segment_softmax
+from dltoolkit.models.graph import (
+    APPNPPropagation,
+    GATConv,
+    GCNConv,
+    GCNIIConv,
+    SAGEConv,
+    gcn_norm,
+    propagate,
+    segment_softmax,
+)
 
 PLANETOID = Path("/work/shared/data/planetoid")
 
@@ -90,6 +100,50 @@ def test_sage_mean_and_gat_attention_by_hand():
     h = (x @ gat.kernel.numpy()).reshape(3, 3, 2)
     mean = np.stack([h[[0, 1]].mean(0), h[[0, 1, 2]].mean(0), h[[1, 2]].mean(0)]).reshape(3, 6)
     np.testing.assert_allclose(gat(x, edges, weights), mean, atol=1e-5)
+
+
+def _normalised_adjacency(edges, weights, n) -> np.ndarray:
+    """D^-1/2 (A + I) D^-1/2 with A[target, source] = weight, in float64."""
+    a_hat = np.eye(n)
+    for (source, target), weight in zip(edges, weights, strict=True):
+        a_hat[target, source] += weight
+    d = 1 / np.sqrt(a_hat.sum(1))
+    return d[:, None] * a_hat * d[None, :]
+
+
+def test_propagation_and_its_gradient_are_the_normalised_adjacency_and_its_transpose():
+    rng = np.random.default_rng(0)
+    n = 7
+    edges = np.array([[0, 1], [2, 1], [1, 3], [4, 3], [3, 4], [6, 5], [0, 6], [5, 0]], np.int32)
+    weights = rng.uniform(0.5, 2.0, len(edges)).astype(np.float32)
+    x = tf.constant(rng.normal(size=(n, 4)).astype(np.float32))
+    upstream = rng.normal(size=(n, 4))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = propagate(x, gcn_norm(edges, weights, n), n)
+        score = tf.reduce_sum(y * upstream)
+    a_hat = _normalised_adjacency(edges, weights, n)  # directed: not symmetric
+    np.testing.assert_allclose(y, a_hat @ x.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(score, x), a_hat.T @ upstream, atol=1e-5)
+
+
+def test_gcnii_layer_and_appnp_propagation_by_hand():
+    x, edges, weights = _path_graph()
+    a_hat = _normalised_adjacency(edges.numpy(), weights.numpy(), 3)
+    adjacency = gcn_norm(edges, weights, 3)
+    x0 = np.arange(9, dtype=np.float32).reshape(3, 3) / 10
+    layer = GCNIIConv(3, alpha=0.2, beta=0.3, activation=None)
+    layer.build((3, 3))
+    kernel = np.random.default_rng(1).normal(size=(3, 3))
+    layer.kernel.assign(kernel)
+    mixed = 0.8 * a_hat @ x + 0.2 * x0  # initial residual
+    expected = 0.7 * mixed + 0.3 * mixed @ kernel  # identity mapping
+    np.testing.assert_allclose(layer(x, x0, adjacency), expected, atol=1e-5)
+    # 100 power-iteration steps reach the personalised PageRank alpha (I - (1 - alpha) A)^-1 h
+    ppr = 0.1 * np.linalg.inv(np.eye(3) - 0.9 * a_hat) @ x0
+    propagation = APPNPPropagation(steps=100, alpha=0.1, dropout=0.5)
+    np.testing.assert_allclose(propagation(x0, adjacency), ppr, atol=1e-4)
+    assert not np.allclose(propagation(x0, adjacency, training=True), ppr, atol=1e-2)
 
 
 def test_canonical_edges_symmetrise_merge_duplicates_and_drop_self_loops():
@@ -209,6 +263,76 @@ def test_gat_and_sampled_sage_learn_the_karate_factions(model, extra, tmp_path):
     clf.fit("karate", out=tmp_path / model, progress=False)
     rows = read_history(tmp_path / model / "history.csv")
     assert rows[-1]["loss"] < rows[0]["loss"] and clf.metrics_["accuracy"] >= 0.8
+
+
+def test_gcnii_and_appnp_default_to_their_papers_settings_unless_set():
+    gcnii = NodeClassifier(model="gcnii")
+    s = gcnii.settings
+    assert (s.layers, s.hidden, s.dropout, s.alpha, s.identity_lambda) == (64, 64, 0.6, 0.1, 0.5)
+    assert (s.weight_decay, s.conv_weight_decay, s.learning_rate, s.epochs) == (
+        5e-4,
+        0.01,
+        0.01,
+        1500,
+    )
+    assert s.early_stopping_patience == 100
+    assert gcnii.get_params()["layers"] is None  # unset stays unset in the recipe file
+    appnp = NodeClassifier(model="appnp", dropout=0.2).settings
+    assert (appnp.layers, appnp.hidden, appnp.propagation_steps, appnp.alpha) == (2, 64, 10, 0.1)
+    assert (appnp.weight_decay, appnp.dropout, appnp.propagation_dropout) == (5e-3, 0.2, 0.5)
+    assert (
+        NodeClassifier().settings.hidden == 16 and NodeClassifier(model="gat").settings.hidden == 8
+    )
+
+
+# Small, fast versions of the deep models (their paper settings otherwise).
+DEEP = {"gcnii": {"layers": 8}, "appnp": {}}
+
+
+@pytest.fixture(scope="module", params=sorted(DEEP))
+def deep(request, tmp_path_factory):
+    """A gcnii or appnp fit on a write_block_graph() folder: (recipe, scratch folder)."""
+    folder = tmp_path_factory.mktemp(request.param)
+    data = write_block_graph(folder / "graph")[0].parent
+    params = {"model": request.param, "epochs": 60, "seed": 0, **DEEP[request.param]}
+    return NodeClassifier(**params).fit(str(data), out=folder / "run", progress=False), folder
+
+
+def test_gcnii_and_appnp_learn_the_blocks_with_weight_decay_per_layer_group(deep):
+    clf, folder = deep
+    rows = read_history(folder / "run" / "history.csv")
+    assert rows[-1]["loss"] < rows[0]["loss"] * 0.7 and clf.metrics_["accuracy"] > 0.75
+    network = clf.model_.network
+
+    def decay(name):  # L2(decay / 2) on the kernel: its gradient is decay * W
+        regularizer = network.get_layer(name).kernel_regularizer
+        return 2 * regularizer.l2 if regularizer else 0.0
+
+    if clf.config.model == "gcnii":
+        names = ("dense_in", "dense_out", "gcnii_1", "gcnii_8")
+        assert [decay(n) for n in names] == pytest.approx([5e-4, 5e-4, 0.01, 0.01])
+    else:
+        assert [decay("dense_1"), decay("dense_2")] == pytest.approx([5e-3, 0.0])
+
+
+def test_gcnii_and_appnp_save_load_predict_and_export_alike(deep, serving):
+    """The contract's checks (test_contract.py) on the deep models: save -> load -> predict,
+    the saved Keras model on raw edges, and the export in a TensorFlow-only process, all on
+    an unseen graph (inductive)."""
+    from contract_cases import CASES
+    from test_contract import assert_same
+
+    clf, folder = deep
+    case = CASES["classify-nodes"]
+    inputs = case.inputs(folder)
+    answers = case.answers(clf, inputs)
+    loaded = Recipe.load(clf.save(folder / "saved"))
+    assert_same(case.answers(loaded, inputs), answers, rtol=1e-6, atol=1e-7)
+    io = case.keras_io(clf, inputs)
+    model = keras.saving.load_model(clf.run_.model_file)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(io.raw)), io.expected, atol=1e-5)
+    outputs = serving.start().call(clf.export(), case.feeds(clf, inputs))
+    assert_same(outputs, answers, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(

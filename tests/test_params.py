@@ -13,7 +13,7 @@ from test_cli import assert_user_error, cli
 
 from dltoolkit.core import config as cfg
 from dltoolkit.core.errors import ConfigError
-from dltoolkit.core.params import fields
+from dltoolkit.core.params import check, fields
 from dltoolkit.registry import specs
 from dltoolkit.specs.__main__ import parameters_markdown
 
@@ -41,6 +41,23 @@ def test_every_field_is_declared_and_its_default_is_in_range(spec):
     declared = fields(spec.config)
     assert all(f.meta.help.strip() for f in declared)
     cfg.make_config(spec.config, {f.name: f.default for f in declared})  # defaults pass checks
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [s for s in SPECS if any(f.meta.per for f in fields(s.config))],
+    ids=lambda s: s.task,
+)
+def test_defaults_per_choice_cover_every_choice_and_are_in_range(spec):
+    declared = {f.name: f for f in fields(spec.config)}
+    for field in declared.values():
+        per = field.meta.per
+        if per is not None:
+            assert field.default is None and field.optional, field.name
+            assert set(per.values) == set(declared[per.on].meta.choices), field.name
+            for value in per.values.values():
+                check(field, value)
+                cfg._coerce(field.name, value, field.hint)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.task)

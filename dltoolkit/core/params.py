@@ -5,7 +5,9 @@
 From these declarations come the CLI options and `--help`, recipe-file and `--set`
 validation (`check`), a recipe class's `inspect.signature` and docstring, the
 parameter tables in docs/parameters.md and the default search space of `dltoolkit tune`
-(`tune=between(1e-4, 1e-2, log=True)` or `tune=among(...)`). Nothing here imports TensorFlow.
+(`tune=between(1e-4, 1e-2, log=True)` or `tune=among(...)`). A parameter whose default
+depends on another's value declares `param(None, ..., per=per("model", {...}))`: left unset
+it takes the default for that value (`resolved`). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -51,6 +53,26 @@ def among(*choices) -> Space:
 
 
 @dataclass(frozen=True)
+class PerChoice:
+    """A default that depends on another parameter: `values` maps each value of the
+    parameter named `on` (e.g. each model) to the default of a parameter left unset."""
+
+    on: str
+    values: dict
+
+    def describe(self) -> str:
+        """'default per model: gcn 16, gat 8'."""
+        return f"default per {self.on}: " + ", ".join(
+            f"{key} {_number(value)}" for key, value in self.values.items()
+        )
+
+
+def per(on: str, values: dict) -> PerChoice:
+    """Defaults per value of parameter `on` (declare the field with default None)."""
+    return PerChoice(on, dict(values))
+
+
+@dataclass(frozen=True)
 class Meta:
     """What a Config field declares besides its type and default."""
 
@@ -63,6 +85,7 @@ class Meta:
     le: float | None = None
     lt: float | None = None
     tune: Space | None = None  # the default search space of `dltoolkit tune`
+    per: PerChoice | None = None  # the default when unset, per value of another parameter
 
 
 def param(
@@ -72,15 +95,30 @@ def param(
     cli: bool = False,
     flags: tuple[str, ...] = (),
     tune: Space | None = None,
+    per: PerChoice | None = None,
     **limits,
 ):
     """A dataclass field with its help text, limits (`choices`, `ge`, `gt`, `le`, `lt`),
-    whether the recipe's CLI verb has an option for it (`cli`) and where `dltoolkit tune`
-    searches it (`tune`)."""
+    whether the recipe's CLI verb has an option for it (`cli`), where `dltoolkit tune`
+    searches it (`tune`) and its defaults per value of another parameter (`per`, with
+    default None; the help then lists them)."""
+    if per is not None:
+        help = f"{help} ({per.describe()})"
     return dataclasses.field(
         default=default,
-        metadata={_META: Meta(help=help, cli=cli, flags=flags, tune=tune, **limits)},
+        metadata={_META: Meta(help=help, cli=cli, flags=flags, tune=tune, per=per, **limits)},
     )
+
+
+def resolved(config):
+    """`config` with every unset (None) parameter that declares `per` defaults set to the
+    default for the value of the parameter it depends on: the settings a recipe trains with."""
+    changes = {
+        f.name: f.meta.per.values[getattr(config, f.meta.per.on)]
+        for f in fields(type(config))
+        if f.meta.per is not None and getattr(config, f.name) is None
+    }
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def tunable(base: type, name: str, space: Space, **changes):

@@ -107,6 +107,12 @@ class Recipe(abc.ABC):
         self.config = cfg.make_config(self.Config, {**self.get_params(), **params})
         return self
 
+    @property
+    def settings(self):
+        """The config as training uses it: unset parameters with defaults per value of
+        another (e.g. per model) take that default (`params.per`)."""
+        return params.resolved(self.config)
+
     # -- training -------------------------------------------------------------------------
 
     def fit(
@@ -270,7 +276,7 @@ class Recipe(abc.ABC):
             history = read_history(run.history_file)
             if history:
                 self._report_history(report, history)
-            report.table("Parameters", self.get_params())
+            report.table("Parameters", cfg.to_params(self.settings))
             report.write(run.report_file)
 
     def _learn(
@@ -298,7 +304,7 @@ class Recipe(abc.ABC):
             plan.val,
             phases=phases,
             run=run,
-            config=self.config,
+            config=self.settings,
             steps_per_epoch=plan.steps,
             console=console,
             class_weight=plan.class_weight,
@@ -322,7 +328,7 @@ class Recipe(abc.ABC):
 
     def _optimizer(self, plan: Plan, epochs: int, lr_scale: float) -> keras.optimizers.Optimizer:
         """The optimizer of a phase (core/optim.py: AdamW, warmup + cosine schedule)."""
-        return build_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
+        return build_optimizer(self.settings, plan.steps, epochs, scale=lr_scale)
 
     def _phase(self, name: str):
         """Progress for a phase outside training (see core/progress.py); silent when the

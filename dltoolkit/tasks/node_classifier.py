@@ -45,7 +45,7 @@ class _Prepared:
 
 
 class NodeClassifier(Recipe):
-    """Classify the nodes of a graph with a GCN, GAT or GraphSAGE model.
+    """Classify the nodes of a graph with a GCN, GAT, GraphSAGE, GCNII or APPNP model.
 
     >>> NodeClassifier(model="gat").fit("planetoid:./planetoid").predict()
     """
@@ -148,13 +148,14 @@ class NodeClassifier(Recipe):
         self.num_features_ = graph.features.shape[1]
 
     def _plan(self, prepared: _Prepared, rt, run) -> Plan:
-        c, graph = self.config, prepared.graph
+        c, graph = self.settings, prepared.graph
         labelled = graph.labels >= 0
         train, val = (
             graph.masks["train"] & labelled,
             graph.masks.get("val", np.zeros_like(labelled)) & labelled,
         )
-        sampler = NeighbourSampler(graph, c.fanout, c.layers) if prepared.sampled else None
+        hops = c.propagation_steps if c.model == "appnp" else c.layers  # the model's reach
+        sampler = NeighbourSampler(graph, c.fanout, hops) if prepared.sampled else None
 
         def nodes(mask: np.ndarray, shuffle: bool):
             """Replicas split the nodes of `mask`: each runs the whole graph (or its own
@@ -185,7 +186,7 @@ class NodeClassifier(Recipe):
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         """The network on canonical edge lists (whole graph or sampled subgraphs); after
         training it is wrapped for raw edges (`_fitted`)."""
-        c = self.config
+        c = self.settings
         return build_node_model(
             c.model,
             self.num_features_,
@@ -196,12 +197,17 @@ class NodeClassifier(Recipe):
             dropout=c.dropout,
             attention_dropout=c.attention_dropout,
             weight_decay=c.weight_decay,
+            conv_weight_decay=c.conv_weight_decay,
+            alpha=c.alpha,
+            identity_lambda=c.identity_lambda,
+            propagation_steps=c.propagation_steps,
+            propagation_dropout=c.propagation_dropout,
             feature_norm=self._feature_norm(prepared.graph.features),
         )
 
     def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
         # weight decay is the layers' L2 penalty, so the optimizer adds none
-        config = dataclasses.replace(self.config, weight_decay=0.0)
+        config = dataclasses.replace(self.settings, weight_decay=0.0)
         return build_optimizer(config, plan.steps, epochs, scale=lr_scale)
 
     def _compile_args(self) -> dict:
