@@ -15,6 +15,7 @@ from dltoolkit import AnomalyDetector, load
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data.samples import load_sample
+from dltoolkit.models.autoencoder import MemberDense, build_autoencoder
 
 FAST = {"epochs": 25, "batch_size": 64, "early_stopping_patience": 0}
 
@@ -88,6 +89,42 @@ def test_contributions_point_at_the_perturbed_column(sensor_run):
     rows = detector.predict(perturb(normal.head(3), "pressure", 8.0))
     assert [r["top_columns"][0]["column"] for r in rows] == ["pressure"] * 3
     assert all(r["anomaly"] for r in rows)
+
+
+def test_batched_members_are_independent_autoencoders_averaged_by_the_score(sensor_run):
+    """The trained ensemble's members (one MemberDense set of layers) have their own weights,
+    each reconstructs rows as a one-member autoencoder with its slice of the weights would,
+    and the score's error term is the mean of the members' squared errors."""
+    detector, _ = sensor_run
+    scorer = detector.model_.get_layer("scorer")
+    batched = [layer for layer in scorer.layers if isinstance(layer, MemberDense)]
+    members = detector.config.members
+    assert len(batched) == 6 and all(layer.kernel.shape[0] == members for layer in batched)
+    for layer in batched:
+        kernels = keras.ops.convert_to_numpy(layer.kernel).reshape(members, -1)
+        assert all(
+            not np.allclose(kernels[a], kernels[b])
+            for a in range(members)
+            for b in range(a + 1, members)
+        ), layer.name
+    scoring = scorer.get_layer("anomaly_score")
+    ensemble = keras.Model(scorer.input, scoring.input[1])
+    x = np.random.default_rng(0).normal(size=(32, scorer.input.shape[-1])).astype("float32")
+    reconstructions = keras.ops.convert_to_numpy(ensemble(x))
+    alone = []
+    for m in range(members):
+        single = build_autoencoder(
+            "dense", x.shape[1], hidden=detector._hidden(), latent=batched[2].units, members=1
+        )
+        for layer in batched:
+            kernel, bias = layer.get_weights()
+            single.get_layer(layer.name).set_weights([kernel[m : m + 1], bias[m : m + 1]])
+        alone.append(keras.ops.convert_to_numpy(single(x))[:, 0])
+        np.testing.assert_allclose(reconstructions[:, m], alone[-1], rtol=1e-5, atol=1e-6)
+    error, _ = scoring.terms(x, reconstructions)
+    np.testing.assert_allclose(
+        error.numpy(), np.mean([(x - r) ** 2 for r in alone], axis=0), rtol=1e-5, atol=1e-7
+    )
 
 
 def pre_migration_scores(detector, frame: pd.DataFrame) -> dict[str, np.ndarray]:

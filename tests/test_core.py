@@ -395,6 +395,93 @@ def test_a_time_budget_ends_training_with_the_cosine_decay_at_its_floor(tmp_path
     assert rates[0] > 0.8 * config.learning_rate and rates[-1] < 0.2 * config.learning_rate
 
 
+def test_checkpoint_clock_says_which_epochs_are_written():
+    import time
+
+    from dltoolkit.core.callbacks import CheckpointClock
+
+    every = CheckpointClock(0.0)
+    assert all(every.due(e) for e in range(3))
+    clock = CheckpointClock(1.0)
+    assert not clock.due(0)
+    time.sleep(1.05)
+    assert clock.due(1) and clock.due(1)  # one answer per epoch, whoever asks
+    assert not clock.due(2)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_checkpoints_by_time_resume_from_the_last_one_written(tmp_path):
+    """With checkpoint_seconds the resume state and the best weights are written only once
+    that long has passed: a run killed later resumes from that checkpoint and still ends with
+    its best weights."""
+    import time
+
+    import tensorflow as tf
+
+    from dltoolkit.core.callbacks import backup_epoch
+    from dltoolkit.core.training import Phase, fit_phases
+
+    class Slow(keras.callbacks.Callback):  # the third epoch takes longer than the clock's 2 s
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                time.sleep(2.1)
+
+    class StopAfter(keras.callbacks.Callback):  # a kill at the end of the fifth epoch
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 4:
+                raise _Stop
+
+    class Epochs(keras.callbacks.Callback):
+        begun: list = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begun.append(epoch)
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 1)).astype("float32")
+    y = (2 * x - 1 + 0.3 * rng.normal(size=x.shape)).astype("float32")
+    train = tf.data.Dataset.from_tensor_slices((x[:192], y[:192])).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((x[192:], y[192:])).batch(64)
+    config = cfg.TrainConfig(
+        learning_rate=0.02, warmup_epochs=0, early_stopping_patience=0, checkpoint_seconds=2.0
+    )
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+    def train_for(callbacks):
+        return fit_phases(
+            model,
+            train,
+            val,
+            phases=[
+                Phase("train", 8, lambda: model.compile(build_optimizer(config, 12, 8), "mse"))
+            ],
+            run=run,
+            config=config,
+            steps_per_epoch=12,
+            console=None,
+            extra_callbacks=callbacks,
+        )
+
+    with pytest.raises(_Stop):
+        train_for([Slow(), StopAfter()])
+    backup, best = run.checkpoints / "train.backup", run.checkpoints / "train.best.weights.h5"
+    assert backup_epoch(backup) == 3  # written after the slow third epoch only
+    assert best.is_file() and len(read_history(run.history_file)) == 5
+    history = train_for([Epochs()])
+    assert Epochs.begun == [3, 4, 5, 6, 7]  # the fourth and fifth epochs again
+    assert [row["epoch"] for row in history] == list(range(1, 9))
+    # a fresh optimizer, restored from the backup: 3 epochs of steps there, 5 since
+    assert not backup.exists() and int(model.optimizer.iterations) == 8 * 12
+    lowest = min(row["val_loss"] for row in history)
+    assert abs(model.evaluate(val, verbose=0) - lowest) < 1e-5
+
+
 def test_a_recipe_without_plan_and_build_or_its_own_learn_is_refused_at_definition():
     from dltoolkit.core.recipe import Recipe
     from dltoolkit.specs.classify import SPEC

@@ -1,10 +1,11 @@
 """Keras callbacks of our own: Rich progress, a crash-safe history log, epoch-only TensorBoard,
-time budgets and a tuning trial's watch."""
+checkpoints written by time, time budgets and a tuning trial's watch."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -152,6 +153,100 @@ def write_history(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     files.write_text(path, buffer.getvalue())
+
+
+class CheckpointClock:
+    """When the checkpoints are written: at the end of an epoch once `seconds` have passed
+    since the last write (or since training began); 0: at every epoch's end. Callbacks that
+    share a clock agree on which epochs are written, so the resume state and the best weights
+    stay in step. Epochs of a few seconds then cost one write a minute, not one each."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+        self._last, self._epoch, self._due = time.monotonic(), None, False
+
+    def due(self, epoch: int) -> bool:
+        if epoch != self._epoch:
+            now = time.monotonic()
+            self._epoch, self._due = epoch, now - self._last >= self.seconds
+            if self._due:
+                self._last = now
+        return self._due
+
+
+class TimedBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore (resume state: weights, optimizer, epoch) written on the
+    epochs its `clock` says, not every epoch: a resumed run repeats at most the epochs since."""
+
+    def __init__(self, backup_dir, clock: CheckpointClock):
+        super().__init__(backup_dir=backup_dir, double_checkpoint=True)
+        self.clock = clock
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        if self.clock.due(epoch):
+            self._save_model()
+
+
+def backup_epoch(backup_dir: Path) -> int:
+    """The epochs a TimedBackup in `backup_dir` holds (0: none), the ones a resume keeps."""
+    metadata = Path(backup_dir) / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the lowest `monitor` (`mode` "max": the highest)
+    in `path`, written atomically on the epochs `clock` says and at the end of training
+    (meanwhile a better epoch's weights wait in memory). `best` is the value to beat (a
+    resumed run's best so far)."""
+
+    def __init__(
+        self,
+        path: Path,
+        monitor: str,
+        clock: CheckpointClock,
+        best: float | None,
+        mode: str = "min",
+    ):
+        super().__init__()
+        self.path, self.monitor, self.clock = Path(path), monitor, clock
+        self.sign = 1.0 if mode == "min" else -1.0  # compare sign * value, lower is better
+        self.best = math.inf if best is None else self.sign * best
+        self._pending: list | None = None  # the best weights, not yet written
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        improved = value is not None and math.isfinite(value) and self.sign * value < self.best
+        if improved:
+            self.best = self.sign * float(value)
+        if self.clock.due(epoch):
+            if improved:
+                self._pending = None
+                self._save()
+            elif self._pending is not None:
+                self._write_pending()
+        elif improved:
+            self._pending = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._pending is not None:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        current = self.model.get_weights()
+        self.model.set_weights(self._pending)
+        self._save()
+        self.model.set_weights(current)
+        self._pending = None
+
+    def _save(self) -> None:
+        save_weights_atomically(self.model, self.path)
+
+
+def save_weights_atomically(model: keras.Model, path) -> None:
+    """`model.save_weights(path)` through a temporary file: never a torn weights file."""
+    with files.atomic_path(path) as tmp:
+        model.save_weights(tmp)
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -73,6 +73,12 @@ class TrainConfig(RuntimeConfig):
     ema_momentum: float = param(
         0.0, "> 0: validate, keep and export a moving average of the weights.", ge=0, lt=1
     )
+    checkpoint_seconds: float = param(
+        0.0,
+        "Write the resume checkpoint and the best weights at an epoch's end once this many "
+        "seconds have passed since the last write (0: every epoch).",
+        ge=0,
+    )
 
 
 def make_config(config_cls: type, params: dict) -> object:

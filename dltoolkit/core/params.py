@@ -124,10 +124,15 @@ def resolved(config):
 def tunable(base: type, name: str, space: Space, **changes):
     """A subclass's redeclaration of `base`'s field `name` that only adds a search space
     (and any `changes`: `default`, `help`, ...), so the declaration is not copied."""
-    inherited = next(f for f in dataclasses.fields(base) if f.name == name)
-    meta = dataclasses.replace(inherited.metadata[_META], tune=space)
-    default = changes.pop("default", inherited.default)
-    meta = dataclasses.replace(meta, **changes)
+    return inherited(base, name, tune=space, **changes)
+
+
+def inherited(base: type, name: str, **changes):
+    """A subclass's redeclaration of `base`'s field `name` with `changes` (`default`, `help`,
+    ...) and the rest of its declaration as it is."""
+    field = next(f for f in dataclasses.fields(base) if f.name == name)
+    default = changes.pop("default", field.default)
+    meta = dataclasses.replace(field.metadata[_META], **changes)
     return dataclasses.field(default=default, metadata={_META: meta})
 
 

@@ -1,9 +1,10 @@
 """Run `model.fit` in resumable phases with the standard callbacks.
 
 A phase is a stretch of epochs with one compiled model (e.g. 'head' with a frozen
-backbone, then 'finetune'). Every phase checkpoints as it goes (BackupAndRestore), keeps
-its best weights on validation, and leaves `<phase>.done.weights.h5` when finished, so a
-resumed run skips finished phases and continues the interrupted one from its last epoch.
+backbone, then 'finetune'). Every phase checkpoints as it goes (a BackupAndRestore, at
+every epoch's end or, with `checkpoint_seconds`, once that long has passed), keeps its best
+weights on validation, and leaves `<phase>.done.weights.h5` when finished, so a resumed run
+skips finished phases and continues the interrupted one from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -22,10 +23,19 @@ import numpy as np
 import tensorflow as tf
 from rich.console import Console
 
-from dltoolkit.core.callbacks import EpochTensorBoard, HistoryLog, RichProgress, read_history
+from dltoolkit.core.callbacks import (
+    BestWeights,
+    CheckpointClock,
+    EpochTensorBoard,
+    HistoryLog,
+    RichProgress,
+    TimedBackup,
+    backup_epoch,
+    read_history,
+    save_weights_atomically,
+)
 from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.errors import WorkerLost
-from dltoolkit.core.files import atomic_path
 from dltoolkit.core.rundir import RunDir
 from dltoolkit.core.runtime import distributable
 
@@ -80,6 +90,15 @@ def steps_per_call(steps_per_epoch: int, most: int = 25) -> int:
     Python and callback time as the step itself (a 4-block GPT on one core: 102 ms a step
     one by one, 80 ms sixteen at once); a divisor keeps epochs exactly `steps_per_epoch`."""
     return max(d for d in range(1, min(most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def even_calls(batches: int, most: int = 25) -> tuple[int, int]:
+    """(batches per epoch, batches per compiled call) for an epoch of about `batches` batches
+    of a repeating stream: as few calls of at most `most` batches as cover it, all of one
+    length (so no batch count needs a divisor); the epoch grows by less than a batch a call."""
+    calls = math.ceil(batches / most)
+    per_call = math.ceil(batches / calls)
+    return calls * per_call, per_call
 
 
 def balanced_class_weights(labels, classes: int) -> dict[int, float]:
@@ -183,22 +202,24 @@ def fit_phases(
             best = run.checkpoints / f"{phase.name}.best.weights.h5"
             if best.is_file():
                 model.load_weights(best)
-            _save_weights_atomically(model, done)
+            save_weights_atomically(model, done)
         start += phase.epochs
     return read_history(run.history_file)
 
 
 def _callbacks(run, config, phase, best_by, total_epochs, steps_per_epoch, console):
     """The standard callbacks; the best epoch by `best_by` (metric, "min"/"max") is kept
-    (None: none)."""
+    (None: none). The resume state and the best weights are written as
+    `config.checkpoint_seconds` says."""
     backup = run.checkpoints / f"{phase.name}.backup"
     _repair_backup(backup)
-    # HistoryLog runs before BackupAndRestore: a crash between the two repeats an epoch
+    clock = CheckpointClock(config.checkpoint_seconds)
+    # HistoryLog runs before the backup: a crash between the two repeats an epoch
     # on resume (its row is then replaced) rather than losing one.
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         HistoryLog(run.history_file, phase.name),
-        keras.callbacks.BackupAndRestore(backup_dir=str(backup), double_checkpoint=True),
+        TimedBackup(backup, clock),
     ]
     if config.ema_momentum > 0:
         # After the backup (which keeps the raw weights to resume from): validation, the
@@ -206,18 +227,20 @@ def _callbacks(run, config, phase, best_by, total_epochs, steps_per_epoch, conso
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if best_by is not None:
         metric, mode = best_by
-        previous = [r for r in read_history(run.history_file) if r.get("phase") == phase.name]
-        best_so_far = (min if mode == "min" else max)(
-            (r[metric] for r in previous if metric in r), default=None
-        )
+        # the best so far among the epochs a resume keeps (later ones are trained again)
+        kept = backup_epoch(backup)
+        previous = [
+            r[metric]
+            for r in read_history(run.history_file)
+            if r.get("phase") == phase.name and r["epoch"] <= kept and metric in r
+        ]
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                str(run.checkpoints / f"{phase.name}.best.weights.h5"),
-                monitor=metric,
+            BestWeights(
+                run.checkpoints / f"{phase.name}.best.weights.h5",
+                metric,
+                clock,
+                (min if mode == "min" else max)(previous, default=None),
                 mode=mode,
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=best_so_far,
             )
         )
     callbacks.append(EpochTensorBoard(str(run.logs)))
@@ -286,8 +309,3 @@ def _build_optimizer(model: keras.Model) -> None:
 def _label(phase_name: str) -> str:
     """Progress lines name the phase only when there is more than the plain one."""
     return "" if phase_name == "train" else phase_name
-
-
-def _save_weights_atomically(model: keras.Model, path) -> None:
-    with atomic_path(path) as tmp:
-        model.save_weights(tmp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dltoolkit.core.config import SCHEDULES, TrainConfig
-from dltoolkit.core.params import param
+from dltoolkit.core.params import inherited, param
 from dltoolkit.registry import STRICT, RecipeSpec
 
 ROW_MODELS = ("dense", "denoising", "sparse", "vae")
@@ -37,6 +37,8 @@ class AnomalyDetectorConfig(TrainConfig):
     early_stopping_patience: int = param(
         10, "Stop after this many epochs without a better validation loss (0: never).", ge=0
     )
+    # epochs take a fraction of a second: a checkpoint at each would cost more than the epoch
+    checkpoint_seconds: float = inherited(TrainConfig, "checkpoint_seconds", default=60.0)
     model: str | None = param(
         None,
         "dense (default), denoising, sparse or vae for rows; conv (default with --window) "

@@ -33,11 +33,13 @@ from dltoolkit.core.metrics import best_f1_threshold, detection_metrics
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report, plot_roc_pr, plot_score_histogram
-from dltoolkit.core.training import Plan
+from dltoolkit.core.training import Plan, even_calls
 from dltoolkit.data import tables
 from dltoolkit.layers.tabular import AnomalyScore, TableEncoder
 from dltoolkit.models.autoencoder import build_autoencoder, reconstruction_loss, vae_encoder
 from dltoolkit.specs.detect_anomalies import SPEC, WINDOW_MODELS
+
+VAL_BATCHES = 8  # training batches per validation batch: validation only scores
 
 
 @dataclass
@@ -204,19 +206,34 @@ class AnomalyDetector(Recipe):
         self.signature_inputs_ = {n: tables.signature_name(n, taken) for n in self.columns_}
 
     def _plan(self, prepared: _Prepared, rt, run) -> Plan:
+        """A shuffled stream of training batches, an epoch about one pass run in a few
+        compiled calls; validation in batches of VAL_BATCHES training batches."""
         c = self.config
         train = prepared.x[prepared.parts["train"]]
-        val_ds = None
-        if "val" in prepared.parts:
-            val = prepared.x[prepared.parts["val"]]
-            val_ds = tf.data.Dataset.from_tensor_slices((val, val)).batch(c.batch_size)
+        steps, per_call = even_calls(math.ceil(len(train) / c.batch_size))
+        if rt.kind == "multi-worker":  # Keras' multi-step call fails there on this stream
+            per_call = 1
         train_ds = (
             tf.data.Dataset.from_tensor_slices((train, train))
             .shuffle(len(train), seed=c.seed)
+            .repeat()
             .batch(c.batch_size)
             .prefetch(tf.data.AUTOTUNE)
         )
-        return Plan(train_ds, val_ds, steps=math.ceil(len(train) / c.batch_size), epochs=c.epochs)
+        val_ds, val_steps = None, None
+        if "val" in prepared.parts:
+            val, size = prepared.x[prepared.parts["val"]], c.batch_size * VAL_BATCHES
+            val_ds = tf.data.Dataset.from_tensor_slices((val, val)).batch(size).repeat()
+            val_steps = math.ceil(len(val) / size)
+        return Plan(
+            train_ds,
+            val_ds,
+            steps=steps,
+            epochs=c.epochs,
+            validation_steps=val_steps,
+            repeating=True,
+            steps_per_execution=per_call,
+        )
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         """The autoencoder, trained on encoded rows/windows (`_fitted` wraps it for raw input)."""
