@@ -150,7 +150,7 @@ class Agent(Recipe):
 
     def evaluate(self, data=None, *, episodes: int | None = None, seed: int | None = None) -> dict:
         """Mean ± std return of the deterministic policy over `episodes` seeded episodes
-        (the same episodes as the run's own final evaluation by default)."""
+        (by default the episodes of the run's own evaluations)."""
         self._require_model()
         if data is not None:
             raise ConfigError("an agent is evaluated in its environment; drop --data")
