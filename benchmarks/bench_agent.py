@@ -1,14 +1,22 @@
-"""CartPole-v1 PPO: the train-agent recipe beside Stable-Baselines3, same RL Zoo settings.
+"""The train-agent recipe beside Stable-Baselines3 with the same RL Zoo settings.
 
-Both sides train PPO with the RL Zoo's tuned CartPole hyperparameters (8 environments,
-n_steps 32, batch 256, 20 epochs, gae_lambda 0.8, gamma 0.98, learning rate 1e-3 and clip
-range 0.2 both falling linearly, 64x64 tanh policy and value networks, 100k steps) and
-are scored on 20 deterministic evaluation episodes. Each run is a fresh process (the
-sides alternate, so machine load affects both alike); training wall time excludes
-imports. SB3 and torch (CPU) live only in the benchmark's environment
-(see benchmarks/README.md).
+`cartpole`: both sides train PPO with the RL Zoo's tuned CartPole hyperparameters (8
+environments, n_steps 32, batch 256, 20 epochs, gae_lambda 0.8, gamma 0.98, learning rate
+1e-3 and clip range 0.2 both falling linearly, 64x64 tanh policy and value networks, 100k
+steps) and are scored on 20 deterministic evaluation episodes.
+
+`mountaincar`: both sides train DQN with the RL Zoo's tuned MountainCar-v0 hyperparameters
+(recipes/mountaincar_dqn.toml, 120k steps). The recipe keeps its best evaluated policy
+(every 5k steps, 20 evaluation episodes: its validation); SB3 keeps its last, as the RL
+Zoo reports it. Both are then scored on 100 test episodes whose reset seeds are disjoint
+from the recipe's evaluation episodes, and the recipe's last policy (final.keras) on them too.
+
+Each run is a fresh process (the sides alternate, so machine load affects both alike);
+training wall time excludes imports (and the recipe's evaluations: `fit s` has everything).
+SB3 and torch (CPU) live only in the benchmark's environment (see benchmarks/README.md).
 
     python benchmarks/bench_agent.py cartpole [--seeds 0,1,2]
+    python benchmarks/bench_agent.py mountaincar [--seeds 0,1,2]
     python benchmarks/bench_agent.py recipe recipes/acrobot_dqn.toml [--seeds 0]
 
 Environments come from gymnasium itself (no data path is needed): `recipe` runs any
@@ -30,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 100_000
 EVAL_EPISODES = 20
+TEST_EPISODES = 100
+TEST_SEED_OFFSET = 100  # test episodes: the evaluation seeds of run seed + 100
 ZOO = {
     "n_envs": 8,
     "n_steps": 32,
@@ -45,20 +55,30 @@ ZOO = {
 OURS = """
 import json, sys, tempfile, time
 sys.path.insert(0, {root!r})
+import keras
 import tensorflow as tf
 params, seed, threads = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+test_seed, test_episodes = int(sys.argv[4]), int(sys.argv[5])
 if threads:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 from dltoolkit import Agent
+test = {{}}
 with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
     agent = Agent(**{{**params, "seed": seed}}).fit(out=tmp + "/run", progress=False)
     fit = time.perf_counter() - start
+    if test_episodes:
+        kept = agent.evaluate(episodes=test_episodes, seed=test_seed)
+        agent.model_ = keras.saving.load_model(agent.run_.final_model_file)
+        final = agent.evaluate(episodes=test_episodes, seed=test_seed)
+        test = {{"test_return": kept["mean_return"], "test_std": kept["std_return"],
+                "test_final_return": final["mean_return"], "test_final_std": final["std_return"]}}
 m = agent.metrics_
 print(json.dumps({{"train_seconds": m["train_seconds"], "train_cpu": m["train_cpu_seconds"],
-                  "fit_seconds": fit,
-                  "mean_return": m["mean_return"], "std_return": m["std_return"]}}))
+                  "fit_seconds": fit, "kept_steps": m["kept_steps"],
+                  "mean_return": m["mean_return"], "std_return": m["std_return"],
+                  "final_return": m["final_return"], **test}}))
 """
 
 SB3 = """
@@ -80,19 +100,59 @@ model = PPO("MlpPolicy", env, n_steps=zoo["n_steps"], batch_size=zoo["batch_size
 start, cpu = time.perf_counter(), time.process_time()
 model.learn({steps})
 train, train_cpu = time.perf_counter() - start, time.process_time() - cpu
-returns = []
-play = gym.make("CartPole-v1")
-for i in range(episodes):
-    obs, _ = play.reset(seed=1_000_000 + 1000 * seed + i)
-    total, done = 0.0, False
-    while not done:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, _ = play.step(int(action))
-        total, done = total + reward, terminated or truncated
-    returns.append(total)
+seeds = [1_000_000 + 1000 * seed + i for i in range(episodes)]
+returns = play(model, "CartPole-v1", seeds)
 print(json.dumps({{"train_seconds": train, "train_cpu": train_cpu, "mean_return": float(np.mean(returns)),
                   "std_return": float(np.std(returns))}}))
 """
+
+SB3_PLAY = """
+def play(model, env_id, seeds):
+    returns, env = [], gym.make(env_id)
+    for episode_seed in seeds:
+        obs, _ = env.reset(seed=episode_seed)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+    return returns
+"""
+
+MOUNTAINCAR = ROOT / "recipes" / "mountaincar_dqn.toml"
+SB3_DQN_KEYS = (
+    "learning_rate", "batch_size", "buffer_size", "learning_starts", "gamma",
+    "target_update_interval", "train_freq", "gradient_steps", "exploration_fraction",
+    "exploration_final_eps",
+)  # fmt: skip
+
+SB3_DQN = """
+import json, sys, time
+import gymnasium as gym
+import numpy as np
+from stable_baselines3 import DQN
+import torch
+zoo, seed, seeds, threads = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+if threads:
+    torch.set_num_threads(threads)
+env = gym.make(zoo.pop("env"))
+steps, hidden = zoo.pop("steps"), zoo.pop("hidden")
+model = DQN("MlpPolicy", env, policy_kwargs=dict(net_arch=hidden), seed=seed, device="cpu",
+            verbose=0, **zoo)
+start, cpu = time.perf_counter(), time.process_time()
+model.learn(steps)
+train, train_cpu = time.perf_counter() - start, time.process_time() - cpu
+returns = play(model, env.spec.id, seeds)
+print(json.dumps({"train_seconds": train, "train_cpu": train_cpu,
+                  "test_return": float(np.mean(returns)), "test_std": float(np.std(returns))}))
+"""
+
+
+def sb3_script(body: str) -> str:
+    """An SB3 script: its imports, then `play`, then the rest of `body`."""
+    head, _, rest = body.partition("import torch\n")
+    return head + "import torch\n" + SB3_PLAY + rest
 
 
 def run_script(source: str, *args) -> dict:
@@ -125,8 +185,10 @@ def ours_params() -> dict:
 def cartpole(seeds: list[int], threads: int) -> None:
     rows = []
     for seed in seeds:
-        sb3 = run_script(SB3.format(steps=STEPS), json.dumps(ZOO), seed, EVAL_EPISODES, threads)
-        ours = run_script(OURS.format(root=str(ROOT)), json.dumps(ours_params()), seed, threads)
+        sb3 = run_script(
+            sb3_script(SB3.format(steps=STEPS)), json.dumps(ZOO), seed, EVAL_EPISODES, threads
+        )
+        ours = run_ours(ours_params(), seed, threads)
         for name, result in (("SB3 PPO (torch)", sb3), ("dltoolkit train-agent", ours)):
             rows.append({"side": name, "seed": seed, **result})
             print(_row(rows[-1]), flush=True)
@@ -148,13 +210,73 @@ def cartpole(seeds: list[int], threads: int) -> None:
         )
 
 
-def recipe(path: str, seeds: list[int], threads: int) -> None:
+def run_ours(params: dict, seed: int, threads: int, test_episodes: int = 0) -> dict:
+    """The recipe in a fresh process; with `test_episodes`, its kept and final policies
+    are also played on that many test episodes."""
+    source = OURS.format(root=str(ROOT))
+    test_seed = seed + TEST_SEED_OFFSET
+    return run_script(source, json.dumps(params), seed, threads, test_seed, test_episodes)
+
+
+def recipe_params(path: str | Path) -> dict:
     sys.path.insert(0, str(ROOT))
     from dltoolkit.core.config import read_recipe_file
 
-    params = read_recipe_file(path)["params"]
+    return read_recipe_file(path)["params"]
+
+
+def mountaincar(seeds: list[int], threads: int) -> None:
+    """DQN on MountainCar-v0 beside SB3's, both on the same 100 test episodes per seed."""
+    from dltoolkit.rl.evaluation import evaluation_seeds
+
+    params = recipe_params(MOUNTAINCAR)
+    zoo = {k: params[k] for k in SB3_DQN_KEYS}
+    zoo |= {"env": params["env"], "steps": params["steps"]}
+    zoo["hidden"] = [int(units) for units in params["hidden"].split(",")]
+    rows = []
     for seed in seeds:
-        result = run_script(OURS.format(root=str(ROOT)), json.dumps(params), seed, threads)
+        test_seeds = evaluation_seeds(seed + TEST_SEED_OFFSET, TEST_EPISODES)
+        sb3 = run_script(
+            sb3_script(SB3_DQN), json.dumps(zoo), seed, json.dumps(test_seeds), threads
+        )
+        ours = run_ours(params, seed, threads, TEST_EPISODES)
+        for name, result in (("SB3 DQN (torch), last", sb3), ("dltoolkit train-agent", ours)):
+            rows.append({"side": name, "seed": seed, **result})
+            print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(
+        f"| side | seed | test return ({TEST_EPISODES} episodes) | kept at step | "
+        "final policy's test return | train wall s | train CPU s | fit wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        final = (
+            f"{r['test_final_return']:.1f} ± {r['test_final_std']:.1f}" if "kept_steps" in r else ""
+        )
+        cells = (
+            r["side"],
+            r["seed"],
+            f"{r['test_return']:.1f} ± {r['test_std']:.1f}",
+            r.get("kept_steps", "last"),
+            final,
+            f"{r['train_seconds']:.1f}",
+            f"{r['train_cpu']:.1f}",
+            f"{r['fit_seconds']:.1f}" if "fit_seconds" in r else "",
+        )
+        print("| " + " | ".join(map(str, cells)) + " |")
+    for name in dict.fromkeys(r["side"] for r in rows):
+        mine = [r for r in rows if r["side"] == name]
+        print(
+            f"{name}: mean test return {statistics.mean(r['test_return'] for r in mine):.1f}, "
+            f"worst seed {min(r['test_return'] for r in mine):.1f}, median train wall "
+            f"{statistics.median(r['train_seconds'] for r in mine):.1f} s"
+        )
+
+
+def recipe(path: str, seeds: list[int], threads: int) -> None:
+    params = recipe_params(path)
+    for seed in seeds:
+        result = run_ours(params, seed, threads)
         print(
             _row({"side": f"{params['env']} {params['algo']}", "seed": seed, **result}), flush=True
         )
@@ -170,7 +292,7 @@ def _row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("cartpole", "recipe"))
+    parser.add_argument("what", choices=("cartpole", "mountaincar", "recipe"))
     parser.add_argument("recipe_file", nargs="?")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
@@ -187,6 +309,8 @@ def main() -> None:
     )
     if args.what == "cartpole":
         cartpole(seeds, args.threads)
+    elif args.what == "mountaincar":
+        mountaincar(seeds, args.threads)
     else:
         recipe(args.recipe_file, seeds, args.threads)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

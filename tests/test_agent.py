@@ -23,7 +23,9 @@ from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.runlock import LOCK_FILE
+from dltoolkit.rl.dqn import ReplayBuffer
 from dltoolkit.rl.evaluation import evaluation_seeds, play, summarize
+from dltoolkit.specs.train_agent import FALLBACK_EPISODE_CAP
 
 CARTPOLE_STEPS = 8192
 
@@ -53,6 +55,7 @@ def test_ppo_on_cartpole_learns_and_writes_a_run(cartpole):
     for name in (
         "recipe.toml",
         "model.keras",
+        "final.keras",
         "state.json",
         "history.csv",
         "metrics.json",
@@ -68,10 +71,25 @@ def test_ppo_on_cartpole_learns_and_writes_a_run(cartpole):
     assert m["steps"] >= CARTPOLE_STEPS and m["episodes"] == 10
     history = read_history(out / "history.csv")
     assert [r["steps"] for r in history] == [4096, m["steps"]]
-    assert history[-1]["eval_return"] == m["mean_return"]
     assert history[0]["seconds"] < history[-1]["seconds"]
-    assert "Learning curve" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "Learning curve" in report and "agent.npz" in report
     assert read_recipe_file(out)["params"]["env"] == "CartPole-v1"
+
+
+def test_the_best_evaluated_policy_is_the_model_and_the_last_is_final_keras(cartpole):
+    """Seed 3's policy gets worse between its two evaluations, so which one is kept shows."""
+    agent, out = cartpole
+    history = read_history(out / "history.csv")
+    best = max(history, key=lambda r: r["eval_return"])
+    assert best is not history[-1], "this seed must evaluate worse at the end"
+    m = agent.metrics_
+    assert (m["mean_return"], m["kept_steps"]) == (best["eval_return"], best["steps"])
+    assert m["final_return"] == history[-1]["eval_return"]
+    assert load(out).evaluate(episodes=10)["mean_return"] == best["eval_return"]
+    final = load(out)
+    final.model_ = keras.saving.load_model(out / "final.keras")
+    assert final.evaluate(episodes=10)["mean_return"] == history[-1]["eval_return"]
 
 
 def test_evaluate_repeats_the_final_evaluation_and_load_plays_identically(cartpole):
@@ -89,6 +107,9 @@ def test_cli_evaluate_and_predict_render_a_gif(cartpole, tmp_path, capsys):
     assert code == 0, err
     metrics = json.loads(stdout)
     assert metrics["episodes"] == 4 and metrics["std_return"] >= 0
+    code, stdout, err = cli(capsys, "evaluate", out, "--episodes", "4", "--seed", "7", "--json")
+    assert code == 0, err
+    assert json.loads(stdout) == load(out).evaluate(episodes=4, seed=7)
     gif = tmp_path / "episodes.gif"
     code, stdout, err = cli(
         capsys,
@@ -226,47 +247,108 @@ def test_sarsa_learns_a_users_own_registered_environment(tmp_path, monkeypatch):
     assert agent.metrics_["mean_return"] == pytest.approx(0.6)  # the shortest path: 5 steps
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, capsys):
-    out = tmp_path / "lake"
-    command = [
-        sys.executable,
-        "-m",
-        "dltoolkit",
-        "train-agent",
-        "--env",
-        "FrozenLake-v1",
-        "--algo",
-        "q-learning",
-        "--steps",
-        "50000000",
-        "--eval-every",
-        "2000",
-        "--n-envs",
-        "1",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+def kill_after_evaluations(out: Path, count: int, *args) -> list[dict]:
+    """Run `dltoolkit train-agent --out out *args` in a subprocess, SIGKILL it once its
+    history has `count` evaluations, and return that history."""
+    command = [sys.executable, "-m", "dltoolkit", "train-agent", *map(str, args)]
+    command += ["--steps", "50000000", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(read_history(out / "history.csv")) < 2:
+        while time.time() < deadline and len(read_history(out / "history.csv")) < count:
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    before = read_history(out / "history.csv")
-    assert len(before) >= 2, "the run must have checkpointed before it was killed"
-    assert not (out / "model.keras").exists()
-    code, _, err = cli(capsys, "train-agent", "--out", out, "--resume", "--set", "steps=24000")
-    assert code == 0, err
-    assert "resuming from step" in err
     history = read_history(out / "history.csv")
-    assert history[0] == before[0]  # kept, not retrained: same wall-clock stamp
-    steps = [r["steps"] for r in history]
-    assert steps == sorted(set(steps)) and steps[-1] == 24000
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 24000
-    assert read_recipe_file(out)["params"]["env"] == "FrozenLake-v1"
+    assert len(history) >= count, "the run must have checkpointed before it was killed"
+    assert not (out / "model.keras").exists()
+    return history
+
+
+def test_a_killed_dqn_run_resumes_with_its_full_replay_buffer(tmp_path, capsys):
+    out = tmp_path / "dqn"
+    before = kill_after_evaluations(
+        out, 2, "--env", "CartPole-v1", "--algo", "dqn", "--n-envs", "1", "--eval-every", "400",
+        "--set", "buffer_size=300", "--set", "learning_starts=100", "--set", "eval_episodes=2",
+        "--set", 'hidden="16"',
+    )  # fmt: skip
+    checkpoint = out / "checkpoints" / "agent.npz"
+    with np.load(checkpoint) as saved:
+        assert saved["extra_replay_rewards"].shape == (300,)
+        assert saved["extra_replay_obs"].shape == (300, 4)
+    steps = before[-1]["steps"] + 400
+    code, _, err = cli(capsys, "train-agent", "--out", out, "--resume", "--set", f"steps={steps}")
+    assert code == 0, err
+    log = " ".join(err.split())
+    assert f"resuming from step {before[-1]['steps']} with 300 of 300 transitions" in log
+    history = read_history(out / "history.csv")
+    assert history[: len(before)] == before  # kept, not retrained: same wall-clock stamps
+    assert [r["steps"] for r in history] == [r["steps"] for r in before] + [steps]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == steps
+    assert read_recipe_file(out)["params"]["algo"] == "dqn"
+    with np.load(checkpoint) as saved:
+        assert saved["extra_replay_rewards"].shape == (300,)
+    size = f"{checkpoint.stat().st_size / 2**20:.2f} MB"
+    assert size in log and size in (out / "report.html").read_text()
+
+
+def test_a_replay_buffer_round_trips_in_order_and_keeps_the_newest_when_smaller():
+    buffer = ReplayBuffer(5, (2,), np.float32)
+    for t in range(7):  # wraps: holds transitions 2..6, the next write at index 2
+        obs = np.full((1, 2), t, np.float32)
+        buffer.add(obs, [t % 2], [float(t)], obs + 1, [0.0])
+    again = ReplayBuffer(5, (2,), np.float32)
+    again.restore(buffer.state())
+    assert len(again) == 5
+    for a, b in zip(
+        again.sample(np.random.default_rng(0), (2, 8)),
+        buffer.sample(np.random.default_rng(0), (2, 8)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)  # the same draws pick the same transitions
+    again.add(np.zeros((1, 2), np.float32), [0], [7.0], np.ones((1, 2), np.float32), [1.0])
+    assert sorted(again.rewards) == [3.0, 4.0, 5.0, 6.0, 7.0]  # the oldest went first
+    smaller = ReplayBuffer(3, (2,), np.float32)
+    smaller.restore(buffer.state())
+    assert list(smaller.rewards) == [4.0, 5.0, 6.0] and len(smaller) == 3
+    assert np.array_equal(smaller.next_obs[:, 0], [5.0, 6.0, 7.0])
+    assert buffer.nbytes == 5 * (2 * 2 * 4 + 4 + 4 + 4)
+
+
+def test_evaluation_episodes_stop_at_the_step_cap():
+    """A policy that never ends a CliffWalking episode (always up: stuck in the top row) is
+    cut at --eval-max-steps, else at the environment's own limit, else at the fallback."""
+
+    def up(obs):
+        return np.zeros(len(obs), np.int64)
+
+    seeds = evaluation_seeds(0, 3)
+    for options, cap, expected, cut in (
+        ({}, 50, 50, True),
+        ({"max_episode_steps": 30}, None, 30, False),
+        ({}, None, FALLBACK_EPISODE_CAP, True),
+    ):
+        played = play(up, "CliffWalking-v1", options, seeds, np.int32, cap)
+        assert [(e.length, e.reward, e.cut) for e in played] == [(expected, -expected, cut)] * 3
+
+
+def test_an_untrained_greedy_policy_on_cliff_walking_is_cut_at_eval_max_steps(tmp_path, capsys):
+    """One step of q-learning leaves a greedy policy that walks in circles or into a wall."""
+    out = tmp_path / "cliff"
+    started = time.perf_counter()
+    code, stdout, err = cli(
+        capsys, "train-agent", "--env", "CliffWalking-v1", "--algo", "q-learning",
+        "--steps", "1", "--n-envs", "1", "--eval-every", "0", "--eval-max-steps", "40",
+        "--out", out, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads(stdout)["metrics"]
+    assert metrics["mean_length"] == 40 and metrics["cut_episodes"] == metrics["episodes"] == 20
+    code, stdout, err = cli(capsys, "predict", out, "--episodes", "2", "--json")
+    assert code == 0, err
+    assert [r["length"] for r in json.loads(stdout)] == [40, 40]
+    assert time.perf_counter() - started < 60
 
 
 @pytest.mark.parametrize(

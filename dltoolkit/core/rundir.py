@@ -14,6 +14,7 @@ from dltoolkit.core.runlock import LOCK_FILE
 
 RECIPE_FILE = "recipe.toml"
 MODEL_FILE = "model.keras"
+FINAL_MODEL_FILE = "final.keras"
 STATE_FILE = "state.json"
 
 
@@ -39,6 +40,11 @@ class RunDir:
     @property
     def model_file(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def final_model_file(self) -> Path:
+        """The last model of a run whose `model.keras` is its best (train-agent)."""
+        return self.path / FINAL_MODEL_FILE
 
     @property
     def state_file(self) -> Path:

@@ -1,6 +1,6 @@
 """What every algorithm shares: stepping vectorised environments with episode bookkeeping,
-the training loop with periodic evaluation, history and checkpoints. Each algorithm adds
-its model, how it acts and its update (`_iteration`)."""
+the training loop with periodic evaluation, the best evaluated policy, history and
+checkpoints. Each algorithm adds its model, how it acts and its update (`_iteration`)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ class Algorithm(abc.ABC):
         self.rng = np.random.default_rng(config.seed)
         self.calls = 0  # stateless-random counter: the sampling stream survives a resume
         self.stats: dict[str, float] = {}
+        self.best: dict | None = None  # steps and result of the best evaluation so far
+        self._best_weights: list[np.ndarray] = []  # the model's weights at that evaluation
         self.model: keras.Model = self._build()
         self._compile()
         self.greedy = self._compiled(
@@ -147,7 +149,8 @@ class Algorithm(abc.ABC):
     # -- the training loop ----------------------------------------------------------------
 
     def learn(self, history_file: Path, checkpoint_dir: Path, console: Console | None) -> None:
-        """Train until `config.steps`, evaluating and checkpointing every `eval_every` steps."""
+        """Train until `config.steps`, evaluating and checkpointing every `eval_every` steps
+        and at the end."""
         c = self.config
         envs = make_vector_env(c.env, c.n_envs, self.env_options)
         self._episode_return = np.zeros(c.n_envs, np.float32)
@@ -167,22 +170,32 @@ class Algorithm(abc.ABC):
                     bar(self.steps, self.train_return())
                     if c.eval_every and self.steps >= next_eval and self.steps < c.steps:
                         next_eval += every
-                        history.append(self._evaluation_row())
-                        write_history(history_file, history)
-                        self.save_checkpoint(checkpoint_dir)
-                        if console is not None:
-                            console.print(_describe(history[-1]))
+                        self._checkpoint(history, history_file, checkpoint_dir, console)
                         started = time.perf_counter() - self.seconds
                         cpu_started = time.process_time() - self.cpu_seconds
         finally:
             envs.close()
+        if not history or history[-1]["steps"] < self.steps:  # not yet evaluated at the end
+            self._checkpoint(history, history_file, checkpoint_dir, console)
+
+    def _checkpoint(self, history: list, history_file: Path, directory: Path, console) -> None:
+        """Evaluate, add the row to the history, then write the checkpoint."""
+        history.append(self._evaluation_row())
+        write_history(history_file, history)
+        size = self.save_checkpoint(directory)
+        if console is not None:
+            console.print(f"{_describe(history[-1])}  [dim]checkpoint {size / 2**20:.2f} MB[/]")
 
     def train_return(self) -> float:
         """Mean return of the last 100 finished training episodes (nan before the first)."""
         return float(np.mean(self.recent)) if self.recent else float("nan")
 
     def _evaluation_row(self) -> dict:
+        """Evaluate the policy, keep it if it is the best so far, and describe it."""
         result = self.evaluate(self.config.eval_episodes)
+        if self.best is None or result["mean_return"] > self.best["result"]["mean_return"]:
+            self.best = {"steps": self.steps, "result": result}
+            self._best_weights = [keras.ops.convert_to_numpy(w) for w in self.model.weights]
         return {
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
@@ -195,17 +208,26 @@ class Algorithm(abc.ABC):
     def evaluate(self, episodes: int, seed: int | None = None) -> dict:
         """Deterministic play over `episodes` seeded episodes: mean ± std return."""
         self._sync_model()
-        seeds = evaluation.evaluation_seeds(self.config.seed if seed is None else seed, episodes)
+        c = self.config
+        seeds = evaluation.evaluation_seeds(c.seed if seed is None else seed, episodes)
         played = evaluation.play(
-            self.act_greedy, self.config.env, self.env_options, seeds, self.dtype
+            self.act_greedy, c.env, self.env_options, seeds, self.dtype, c.eval_max_steps
         )
         return evaluation.summarize(played)
+
+    def keep_best(self) -> None:
+        """Put the best evaluated policy's weights into the model (after `learn`)."""
+        self.model.set_weights(self._best_weights)
+        self._from_model()
 
     def act_greedy(self, obs: np.ndarray) -> np.ndarray:
         return self.greedy(tf.constant(obs))["actions"].numpy()
 
     def _sync_model(self) -> None:
         """Write state kept outside the model (e.g. a numpy table) into it."""
+
+    def _from_model(self) -> None:
+        """Read state kept outside the model back from it (its weights were just set)."""
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -220,8 +242,20 @@ class Algorithm(abc.ABC):
     def _restore_extra_state(self, state: dict) -> None:
         """Restore what `_extra_state` saved."""
 
-    def save_checkpoint(self, directory: Path) -> None:
-        """Write every variable and counter into one file, atomically."""
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays a resumed run needs beside the variables (e.g. a replay buffer)."""
+        return {}
+
+    def _restore_extra_arrays(self, saved) -> None:
+        """Restore what `_extra_arrays` saved (`saved` maps its names to arrays)."""
+
+    def position(self) -> str:
+        """Where training stands, for the log: the step (and e.g. the replay buffer)."""
+        return f"step {self.steps}"
+
+    def save_checkpoint(self, directory: Path) -> int:
+        """Write every variable, counter, extra array and the best policy's weights into one
+        file, atomically; returns its size in bytes."""
         self._sync_model()
         meta = {
             "steps": self.steps,
@@ -233,10 +267,15 @@ class Algorithm(abc.ABC):
             "stats": self.stats,
             "rng": self.rng.bit_generator.state,
             "extra": self._extra_state(),
+            "best": self.best,
         }
         arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._variables())}
-        with files.atomic_path(Path(directory) / CHECKPOINT) as tmp, open(tmp, "wb") as fh:
+        arrays |= {f"best{i}": w for i, w in enumerate(self._best_weights)}
+        arrays |= {f"extra_{k}": v for k, v in self._extra_arrays().items()}
+        path = Path(directory) / CHECKPOINT
+        with files.atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        return path.stat().st_size
 
     def restore_checkpoint(self, directory: Path) -> bool:
         """Continue from the checkpoint in `directory`; False when there is none."""
@@ -247,12 +286,18 @@ class Algorithm(abc.ABC):
             meta = json.loads(str(saved["meta"]))
             for i, variable in enumerate(self._variables()):
                 variable.assign(saved[f"v{i}"])
+            self._best_weights = [saved[f"best{i}"] for i in range(len(self.model.weights))]
+            self._restore_extra_arrays(
+                {k.removeprefix("extra_"): saved[k] for k in saved.files if k.startswith("extra_")}
+            )
         self.steps, self.seconds, self.episodes = meta["steps"], meta["seconds"], meta["episodes"]
         self.cpu_seconds = meta["cpu_seconds"]
         self.recent.extend(meta["recent"])
         self.calls, self.stats = meta["calls"], meta["stats"]
         self.rng.bit_generator.state = meta["rng"]
+        self.best = meta["best"]
         self._restore_extra_state(meta["extra"])
+        self._from_model()
         return True
 
 

@@ -18,7 +18,9 @@ def linear_epsilon(progress: float, fraction: float, final: float) -> float:
 
 
 class ReplayBuffer:
-    """A ring buffer of transitions in numpy arrays."""
+    """A ring buffer of at most `size` transitions in numpy arrays."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminal")
 
     def __init__(self, size: int, obs_shape, obs_dtype):
         self.obs = np.zeros((size, *obs_shape), obs_dtype)
@@ -37,6 +39,29 @@ class ReplayBuffer:
         self.next_obs[idx], self.terminal[idx] = next_obs, terminal
         self.full |= self.at + len(obs) >= self.size
         self.at = int(idx[-1] + 1) % self.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays when full: the bound of its share of a checkpoint."""
+        return sum(getattr(self, name).nbytes for name in self.FIELDS)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The filled part of the arrays and the write position, for a checkpoint."""
+        filled = {name: getattr(self, name)[: len(self)] for name in self.FIELDS}
+        return {**filled, "at": np.array(self.at)}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state` (see `state`): index for index when the size is the same
+        (so sampling goes on as it would have), else the newest transitions, oldest first."""
+        count, at = len(state["actions"]), int(state["at"])
+        if count == self.size:
+            keep = np.arange(count)
+        else:
+            keep = ((at + np.arange(count)) % max(count, 1))[-self.size :]
+            at = len(keep) % self.size
+        for name in self.FIELDS:
+            getattr(self, name)[: len(keep)] = state[name][keep]
+        self.full, self.at = len(keep) == self.size, at
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, int]):
         idx = rng.integers(0, len(self), size=shape)
@@ -154,3 +179,15 @@ class DQN(Algorithm):
 
     def _restore_extra_state(self, state: dict) -> None:
         self._since_target = state["since_target"]
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {f"replay_{k}": v for k, v in self.buffer.state().items()}
+
+    def _restore_extra_arrays(self, saved) -> None:
+        self.buffer.restore({k.removeprefix("replay_"): v for k, v in saved.items()})
+
+    def position(self) -> str:
+        return (
+            f"{super().position()} with {len(self.buffer)} of {self.buffer.size} transitions "
+            "in the replay buffer"
+        )

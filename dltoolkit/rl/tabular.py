@@ -56,13 +56,8 @@ class Tabular(Algorithm):
     def _sync_model(self) -> None:
         self.model.get_layer("q_table").embeddings.assign(self.table)
 
-    def restore_checkpoint(self, directory) -> bool:
-        restored = super().restore_checkpoint(directory)
-        if restored:
-            self.table = keras.ops.convert_to_numpy(
-                self.model.get_layer("q_table").embeddings
-            ).copy()
-        return restored
+    def _from_model(self) -> None:
+        self.table = keras.ops.convert_to_numpy(self.model.get_layer("q_table").embeddings).copy()
 
 
 class QLearning(Tabular):

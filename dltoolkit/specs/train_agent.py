@@ -10,6 +10,7 @@ from dltoolkit.registry import STRICT, Option, RecipeSpec
 
 ALGOS = ("ppo", "a2c", "dqn", "q-learning", "sarsa")
 LR_SCHEDULES = ("linear", "constant")
+FALLBACK_EPISODE_CAP = 1000  # evaluation steps in an environment without a step limit
 
 
 @dataclass
@@ -80,9 +81,20 @@ class AgentConfig(RuntimeConfig):
     double_q: bool = param(True, "dqn: pick the next action with the online network (Double DQN).")
     # evaluation, checkpoints
     eval_every: int = param(
-        20_000, "Evaluate and checkpoint every N steps (0: only at the end).", ge=0, cli=True
+        20_000,
+        "Evaluate and checkpoint every N steps (0: only at the end); the best evaluated "
+        "policy is the run's model.",
+        ge=0,
+        cli=True,
     )
     eval_episodes: int = param(20, "Episodes of each evaluation.", ge=1)
+    eval_max_steps: int | None = param(
+        None,
+        "Steps after which an evaluation or played episode is cut (default: the "
+        f"environment's own step limit, else {FALLBACK_EPISODE_CAP}).",
+        ge=1,
+        cli=True,
+    )
 
     @property
     def hidden_layers(self) -> tuple[int, ...]:
@@ -109,5 +121,8 @@ SPEC = RecipeSpec(
         Option("out", str, "Image or GIF file to write."),
         STRICT,
     ),
-    evaluate_options=(Option("episodes", int, "Evaluation episodes."),),
+    evaluate_options=(
+        Option("episodes", int, "Evaluation episodes."),
+        Option("seed", int, "Seed of the episodes (default: the run's evaluation episodes)."),
+    ),
 )

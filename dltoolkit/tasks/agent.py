@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from dltoolkit.core import files
-from dltoolkit.core.callbacks import read_history, write_history
+from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import check_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
@@ -26,6 +26,7 @@ from dltoolkit.core.records import Bad, assemble, attempt
 from dltoolkit.core.report import Report
 from dltoolkit.models.policy import deterministic_policy, policy_outputs
 from dltoolkit.rl import ALGORITHMS, Algorithm
+from dltoolkit.rl.base import CHECKPOINT
 from dltoolkit.rl.envs import Spaces, describe, make_env, observation_dtype, parse_options
 from dltoolkit.rl.evaluation import evaluation_seeds, play, play_rendered, summarize
 from dltoolkit.specs.train_agent import SPEC
@@ -111,33 +112,28 @@ class Agent(Recipe):
         return ALGORITHMS[self.config.algo](self.config, prepared.spaces, prepared.options)
 
     def _learn(self, prepared: _Prepared, run, rt, console) -> None:
-        """The algorithm's own loop (dltoolkit.rl), checkpointing into `run`."""
+        """The algorithm's own loop (dltoolkit.rl), checkpointing into `run`. The last
+        policy is saved as final.keras; the best evaluated one becomes the run's model."""
         algo = self._algorithm(prepared)
         if algo.restore_checkpoint(run.checkpoints) and console is not None:
-            console.print(f"resuming from step {algo.steps}")
+            console.print(f"resuming from {algo.position()}")
         algo.learn(run.history_file, run.checkpoints, console)
+        with files.atomic_path(run.final_model_file) as tmp:
+            algo.model.save(tmp)
+        algo.keep_best()
         self.spaces_, self.model_ = prepared.spaces, algo.model
         self.trained_steps_, self.train_seconds_ = algo.steps, algo.seconds
         self._algo = algo
 
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
+        """The kept policy's evaluation (its history row's), beside the final policy's."""
         algo = self._algo
-        result = algo.evaluate(self.config.eval_episodes)
-        history = [r for r in read_history(self.run_.history_file) if r["steps"] < algo.steps]
-        history.append(
-            {
-                "steps": algo.steps,
-                "seconds": round(algo.seconds, 3),
-                "train_return": algo.train_return(),
-                "eval_return": result["mean_return"],
-                "eval_std": result["std_return"],
-                **algo.stats,
-            }
-        )
-        write_history(self.run_.history_file, history)
-        algo.save_checkpoint(self.run_.checkpoints)
+        final = read_history(self.run_.history_file)[-1]
         return {
-            **result,
+            **algo.best["result"],
+            "kept_steps": algo.best["steps"],
+            "final_return": final["eval_return"],
+            "final_std": final["eval_std"],
             "train_return": algo.train_return(),
             "steps": algo.steps,
             "train_episodes": algo.episodes,
@@ -154,7 +150,7 @@ class Agent(Recipe):
 
     def evaluate(self, data=None, *, episodes: int | None = None, seed: int | None = None) -> dict:
         """Mean ± std return of the deterministic policy over `episodes` seeded episodes
-        (the same episodes as the run's own final evaluation by default)."""
+        (by default the episodes of the run's own evaluations)."""
         self._require_model()
         if data is not None:
             raise ConfigError("an agent is evaluated in its environment; drop --data")
@@ -166,6 +162,7 @@ class Agent(Recipe):
             parse_options(self.config.env_options),
             seeds,
             observation_dtype(self.spaces_),
+            self.config.eval_max_steps,
         )
         return summarize(played)
 
@@ -204,6 +201,7 @@ class Agent(Recipe):
             seeds,
             observation_dtype(self.spaces_),
             render=render == "rgb",
+            max_steps=self.config.eval_max_steps,
         )
         rows = [
             {"episode": i + 1, "seed": e.seed, "return": e.reward, "length": e.length}
@@ -285,15 +283,24 @@ class Agent(Recipe):
             f"{m['train_episodes']} training episodes in {m['train_seconds']:.1f} s",
         )
         report.table(
-            "Evaluation (deterministic policy)",
+            "Evaluation of the kept policy (deterministic)",
             {
+                "kept: the best evaluation, at step": m["kept_steps"],
                 "episodes": m["episodes"],
                 "mean return": m["mean_return"],
                 "std": m["std_return"],
                 "min": m["min_return"],
                 "max": m["max_return"],
                 "mean length": m["mean_length"],
+                "episodes cut at the step cap": m["cut_episodes"],
+                "final policy (final.keras): mean return": m["final_return"],
             },
+        )
+        checkpoint = self.run_.checkpoints / CHECKPOINT
+        report.text(
+            "Checkpoint",
+            f"{checkpoint.name}: {checkpoint.stat().st_size / 2**20:.2f} MB on disk "
+            f"(the training state at {self._algo.position()}).",
         )
 
     def _report_history(self, report: Report, history: list[dict]) -> None:
