@@ -211,8 +211,6 @@ class AnomalyDetector(Recipe):
         c = self.config
         train = prepared.x[prepared.parts["train"]]
         steps, per_call = even_calls(math.ceil(len(train) / c.batch_size))
-        if rt.kind == "multi-worker":  # Keras' multi-step call fails there on this stream
-            per_call = 1
         train_ds = (
             tf.data.Dataset.from_tensor_slices((train, train))
             .shuffle(len(train), seed=c.seed)
