@@ -381,7 +381,8 @@ def test_help_says_one_process_and_python_api_rejects_data(capsys):
 
 
 @pytest.mark.parametrize(
-    "name", ["cartpole_ppo", "acrobot_dqn", "pendulum_ppo", "frozenlake_qlearning"]
+    "name",
+    ["cartpole_ppo", "acrobot_dqn", "mountaincar_dqn", "pendulum_ppo", "frozenlake_qlearning"],
 )
 def test_recipe_files_are_valid_for_their_environment(name):
     doc = read_recipe_file(Path(__file__).parents[1] / "recipes" / f"{name}.toml")
