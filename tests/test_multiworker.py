@@ -402,10 +402,13 @@ def chief_run(out, results, epochs: int) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_workers_classify_nodes_exactly_as_one_process(tmp_path):
+@pytest.mark.parametrize(
+    "model", [("gcn",), ("gcnii", "--set", "layers=4"), ("appnp",)], ids=lambda m: m[0]
+)
+def test_two_workers_classify_nodes_exactly_as_one_process(model, tmp_path):
     """Full batch: each replica runs the whole graph with the loss over its share of the
-    training nodes; the summed gradients are one process's."""
-    args = ("--epochs", 20, "--seed", 0, "--set", "early_stopping_patience=0")
+    training nodes; the summed gradients are one process's (dropout, edge dropout too)."""
+    args = ("--model", *model, "--epochs", 20, "--seed", 0, "--set", "early_stopping_patience=0")
     out = tmp_path / "job"
     history = chief_run(out, run_job("classify-nodes", out, *args, wait=RECIPE_WAIT), 20)
     single = run_cli(
