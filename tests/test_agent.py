@@ -247,21 +247,36 @@ def test_sarsa_learns_a_users_own_registered_environment(tmp_path, monkeypatch):
     assert agent.metrics_["mean_return"] == pytest.approx(0.6)  # the shortest path: 5 steps
 
 
+def _checkpointed(out: Path, count: int) -> list[dict] | None:
+    """The run's history once it has `count` evaluations and its checkpoint (written just
+    after each row) holds the last of them; else None."""
+    history = read_history(out / "history.csv")
+    checkpoint = out / "checkpoints" / "agent.npz"
+    if len(history) < count or not checkpoint.is_file():
+        return None
+    with np.load(checkpoint) as saved:  # written atomically: never a torn file
+        steps = json.loads(str(saved["meta"]))["steps"]
+    return (
+        [row for row in history if row["steps"] <= steps] if steps >= history[-1]["steps"] else None
+    )
+
+
 def kill_after_evaluations(out: Path, count: int, *args) -> list[dict]:
     """Run `dltoolkit train-agent --out out *args` in a subprocess, SIGKILL it once its
-    history has `count` evaluations, and return that history."""
+    checkpoint holds `count` evaluations, and return the history that checkpoint keeps."""
     command = [sys.executable, "-m", "dltoolkit", "train-agent", *map(str, args)]
     command += ["--steps", "50000000", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = None
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(read_history(out / "history.csv")) < count:
+        while time.time() < deadline and history is None:
+            history = _checkpointed(out, count)
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    history = read_history(out / "history.csv")
-    assert len(history) >= count, "the run must have checkpointed before it was killed"
+    assert history, "the run must have checkpointed before it was killed"
     assert not (out / "model.keras").exists()
     return history
 
