@@ -287,8 +287,8 @@ class Recipe(abc.ABC):
         self._adopt(prepared, run)
         plan = self._plan(prepared, rt, run)
         if rt.kind == "multi-worker":
-            # Keras' multi-step call fails under MultiWorkerMirroredStrategy ("You must feed
-            # a value for placeholder ... while/cond"): one step per call there.
+            # Keras' multi-step compiled call fails under MultiWorkerMirroredStrategy (its
+            # while loop is missing a fed input): one step per call there.
             plan.steps_per_execution = 1
         with rt.strategy.scope():
             model = self.model_ = self._build(prepared, plan)

@@ -80,7 +80,7 @@ class Forecaster(Recipe):
         self.season_ = 1
         self.step_: pd.Timedelta | None = None
         self.mase_scale_: np.ndarray | None = None
-        self._network_kind = self.config.model  # the network `_build` makes
+        self._candidate: str | None = None  # model auto: the network being trained
         self._choice: dict | None = None  # model auto: the kept network, losses of all
 
     @property
@@ -214,7 +214,7 @@ class Forecaster(Recipe):
             return super()._learn(prepared, run, rt, console)
         trained = {}
         for i, kind in enumerate(AUTO_MODELS):
-            self._network_kind = kind
+            self._candidate = kind
             super()._learn(prepared, run, rt, console, first_epoch=i * self.config.epochs)
             trained[kind] = self.model_
         history = read_history(run.history_file)
@@ -223,12 +223,11 @@ class Forecaster(Recipe):
             for kind in AUTO_MODELS
         }
         best = min(losses, key=losses.get)
-        self.model_, self._network_kind = trained[best], best
+        self.model_, self._candidate = trained[best], None
         self._choice = {"model": best, "validation_loss": losses}
 
     def _stages(self, plan: Plan) -> list[Stage]:
-        name = self._network_kind if self.config.model == AUTO else "train"
-        return [Stage(name, plan.epochs)]
+        return [Stage(self._candidate or "train", plan.epochs)]
 
     def _adopt(self, prepared: _Prepared, run) -> None:
         series = prepared.series
@@ -255,7 +254,7 @@ class Forecaster(Recipe):
         """The network alone (scaled window -> scaled forecast); `_fitted` wraps it in scaling."""
         c = self.config
         network = SequenceForecaster(
-            self._network_kind,
+            self._candidate or c.model,
             c.lookback,
             len(self.inputs_),
             len(self.targets_),
