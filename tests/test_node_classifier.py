@@ -16,7 +16,7 @@ from test_cli import assert_user_error, cli
 from dltoolkit import NodeClassifier, load
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.recipe import Recipe
-from dltoolkit.data.graphs import canonical_edges, load_planetoid
+from dltoolkit.data.graphs import canonical_edges, load_planetoid, with_split
 from dltoolkit.models.graph import (
     APPNPPropagation,
     GATConv,
@@ -313,6 +313,20 @@ def test_gcnii_and_appnp_learn_the_blocks_with_weight_decay_per_layer_group(deep
         assert [decay(n) for n in names] == pytest.approx([5e-4, 5e-4, 0.01, 0.01])
     else:
         assert [decay("dense_1"), decay("dense_2")] == pytest.approx([5e-3, 0.0])
+
+
+def test_epochs_are_kept_by_validation_cross_entropy_not_the_loss_with_its_penalty(deep):
+    """The loss holds the L2 penalty (large for GCNII's decayed layers); the kept epoch is
+    the one with the lowest validation cross-entropy, as the papers and PyG choose."""
+    clf, folder = deep
+    rows = read_history(folder / "run" / "history.csv")
+    assert all(r["val_loss"] > r["val_cross_entropy"] + 1e-4 for r in rows)
+    c = clf.config
+    graph = with_split(clf.load_graph(str(folder / "graph")), c.val_split, c.test_split, c.seed)
+    val = graph.masks["val"] & (graph.labels >= 0)
+    chosen = clf.predict_proba(graph)[val, graph.labels[val]]
+    best = min(r["val_cross_entropy"] for r in rows)
+    assert float(-np.log(chosen).mean()) == pytest.approx(best, abs=1e-4)
 
 
 def test_gcnii_and_appnp_save_load_predict_and_export_alike(deep, serving):
