@@ -70,15 +70,18 @@ def test_learns_the_squares_and_reports_it(fitted):
 def test_predict_writes_masks_at_each_images_size(fitted, tmp_path):
     seg, _ = fitted
     images, masks = squares(2, size=(45, 61), seed=7)
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(tmp_path / f"big{i}.png")
-        Image.fromarray(image[..., 0]).save(paths[-1])
+    paths = [tmp_path / "big.png", tmp_path / "z" / "big.png"]  # one stem: two files
+    for path, image in zip(paths, images, strict=True):
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(image[..., 0]).save(path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     rows = seg.predict([*paths, broken], output=tmp_path / "out")
-    assert rows[2]["input"] == str(broken) and "error" in rows[2]
-    for row, truth in zip(rows[:2], masks, strict=True):
+    rows = sorted(rows, key=lambda r: r["input"])  # inputs are read in sorted order
+    assert rows[1]["input"] == str(broken) and "error" in rows[1]
+    rows = [rows[0], rows[2]]
+    assert [Path(r["mask"]).name for r in rows] == ["big.png", "big-2.png"]
+    for row, truth in zip(rows, masks, strict=True):
         assert (row["height"], row["width"]) == (45, 61)
         written = np.asarray(Image.open(row["mask"]))
         assert written.shape == truth.shape and set(np.unique(written)) <= {0, 1}

@@ -59,6 +59,24 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+def output_stems(names: list[str], folder: str | Path | None) -> list[Path | None]:
+    """One path stem in `folder` per input name, for the files written about it: the input's
+    own stem, with `-2`, `-3`, ... for later inputs whose stem is taken (a.jpg and a.png,
+    or two folders' a.jpg), so no input's files overwrite another's. None without a folder."""
+    if folder is None:
+        return [None] * len(names)
+    taken: set[str] = set()
+    stems = []
+    for name in names:
+        stem, n = Path(name).stem, 1
+        while (stem if n == 1 else f"{stem}-{n}") in taken:
+            n += 1
+        stem = stem if n == 1 else f"{stem}-{n}"
+        taken.add(stem)
+        stems.append(Path(folder) / stem)
+    return stems
+
+
 def _json_default(obj):
     if hasattr(obj, "tolist"):  # numpy scalars and arrays
         return obj.tolist()

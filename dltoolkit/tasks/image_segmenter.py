@@ -341,15 +341,15 @@ class ImageSegmenter(Recipe):
             names = image_inputs(inputs)
             images = [read_image_file(p) for p in names]
         rows = []
-        for name, image in zip(names, images, strict=True):
+        for name, image, stem in zip(names, images, files.output_stems(names, output), strict=True):
             if isinstance(image, Bad):
                 rows.append(image)
                 continue
             mask = self._segment(image)[0]
-            rows.append(self._row(name, image, mask, output))
+            rows.append(self._row(name, image, mask, stem))
         return assemble(rows, strict=strict)
 
-    def _row(self, name: str, image: np.ndarray, mask: np.ndarray, output) -> dict:
+    def _row(self, name: str, image: np.ndarray, mask: np.ndarray, stem: Path | None) -> dict:
         shares = np.bincount(mask.ravel(), minlength=len(self.class_names_)) / mask.size
         row = {
             "input": name,
@@ -357,8 +357,7 @@ class ImageSegmenter(Recipe):
             "width": int(mask.shape[1]),
             "classes": {n: float(s) for n, s in zip(self.class_names_, shares, strict=True) if s},
         }
-        if output is not None:
-            stem = Path(output) / Path(name).stem
+        if stem is not None:
             files.write_bytes(f"{stem}.png", palette_png(mask, self.colors_))
             drawn = overlay(np.asarray(image), colorize(mask, self.colors_))
             files.write_bytes(f"{stem}_overlay.png", rgb_png(drawn))

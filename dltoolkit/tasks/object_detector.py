@@ -345,12 +345,13 @@ class ObjectDetector(Recipe):
         found = dict(
             zip(good, self._detect_images([images[i] for i in good], thresholds), strict=True)
         )
+        stems = files.output_stems(names, output)
         rows = []
         for i, (name, image) in enumerate(zip(names, images, strict=True)):
-            rows.append(image if i not in found else self._row(name, image, found[i], output))
+            rows.append(image if i not in found else self._row(name, image, found[i], stems[i]))
         return assemble(rows, strict=strict)
 
-    def _row(self, name: str, image: np.ndarray, found: dict, output) -> dict:
+    def _row(self, name: str, image: np.ndarray, found: dict, stem: Path | None) -> dict:
         row = {
             "input": name,
             "count": len(found["scores"]),
@@ -359,8 +360,7 @@ class ObjectDetector(Recipe):
             "classes": found["labels"].tolist(),
             "scores": found["scores"].tolist(),
         }
-        if output is not None:
-            stem = Path(output) / Path(name).stem
+        if stem is not None:
             files.write_bytes(f"{stem}.jpg", _jpeg(self._drawn(image, found)))
             row.update(drawn=f"{stem}.jpg", json=f"{stem}.json")
             files.write_json(f"{stem}.json", row)
