@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dltoolkit.core.config import SCHEDULES, TrainConfig
-from dltoolkit.core.params import among, between, param, per
+from dltoolkit.core.params import among, between, inherited, param, per
 from dltoolkit.registry import Objective, Option, RecipeSpec
 
 MODELS = ("gcn", "gat", "sage", "gcnii", "appnp")
@@ -48,8 +48,13 @@ class NodeClassifierConfig(TrainConfig):
     warmup_epochs: float = param(0.0, "Linear warmup, in epochs.", ge=0)
     clipnorm: float = param(0.0, "Clip each gradient to this norm (0: off).", ge=0)
     early_stopping_patience: int = param(
-        100, "Stop after this many epochs without a better validation loss (0: never).", ge=0
+        100,
+        "Stop after this many epochs without a better validation cross-entropy (0: never).",
+        ge=0,
     )
+    # a full-batch epoch is one step (GCNII's: a quarter second); writing the resume state
+    # of its 64 layers at each would take longer than the epoch
+    checkpoint_seconds: float = inherited(TrainConfig, "checkpoint_seconds", default=60.0)
     model: str = param(
         "gcn",
         "gcn (default), gat, sage, gcnii (deep GCN with initial residual and identity "
