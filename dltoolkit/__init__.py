@@ -6,6 +6,7 @@ classes a run's model.keras holds are registered as soon as Keras is imported.
 
 import importlib
 import os
+import sys
 
 import wrapt
 
@@ -14,7 +15,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.2.0"
 
-wrapt.register_post_import_hook(lambda _: importlib.import_module("dltoolkit.layers"), "keras")
+
+def _register_layers(_keras) -> None:
+    """Import dltoolkit.layers, which registers the Keras classes of a run's model.keras.
+    Not while KerasHub is what is importing Keras: the layers build on KerasHub, which is
+    half imported then; any recipe (and `dltoolkit.load`) imports them when it needs them."""
+    hub = sys.modules.get("keras_hub")
+    if hub is None or not getattr(hub.__spec__, "_initializing", False):
+        importlib.import_module("dltoolkit.layers")
+
+
+wrapt.register_post_import_hook(_register_layers, "keras")
 
 _LAZY = {
     "ImageClassifier": "dltoolkit.tasks",

@@ -488,3 +488,16 @@ def test_a_recipe_without_plan_and_build_or_its_own_learn_is_refused_at_definiti
 
     with pytest.raises(TypeError, match="must supply _plan and _build, or override _learn"):
         type("Incomplete", (Recipe,), {"spec": SPEC})
+
+
+@pytest.mark.parametrize("first", ["dltoolkit", "keras_hub"])
+def test_dltoolkit_and_keras_hub_import_in_either_order(first):
+    """KerasHub imports Keras, whose import hook loads dltoolkit's layers, which build on
+    KerasHub: with dltoolkit first, that hook must not run into the half-imported KerasHub."""
+    second = "keras_hub" if first == "dltoolkit" else "dltoolkit"
+    code = (
+        f"import {first}, {second}, keras_hub; from dltoolkit.layers.text import WordPieces; "
+        "assert issubclass(WordPieces, keras_hub.tokenizers.WordPieceTokenizer)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
