@@ -24,6 +24,7 @@ from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.runlock import LOCK_FILE
 from dltoolkit.rl.dqn import ReplayBuffer
+from dltoolkit.rl.envs import make_vector_env
 from dltoolkit.rl.evaluation import evaluation_seeds, play, summarize
 from dltoolkit.specs.train_agent import FALLBACK_EPISODE_CAP
 
@@ -329,6 +330,27 @@ def test_a_replay_buffer_round_trips_in_order_and_keeps_the_newest_when_smaller(
     assert list(smaller.rewards) == [4.0, 5.0, 6.0] and len(smaller) == 3
     assert np.array_equal(smaller.next_obs[:, 0], [5.0, 6.0, 7.0])
     assert buffer.nbytes == 5 * (2 * 2 * 4 + 4 + 4 + 4)
+
+
+def test_dqn_syncs_its_target_during_collection_so_the_next_updates_use_it():
+    """As SB3: the target interval counts environment steps while collecting; the gradient
+    steps after a collection that reached it bootstrap from the just-copied network."""
+    agent = Agent(
+        env="CartPole-v1", algo="dqn", n_envs=1, train_freq=16, gradient_steps=2,
+        learning_starts=0, batch_size=8, target_update_interval=16, hidden="8",
+    )  # fmt: skip
+    algo = agent._algorithm(agent._prepare(None, None))
+    envs = make_vector_env("CartPole-v1", 1)
+    algo._episode_return = np.zeros(1, np.float32)
+    obs, _ = envs.reset(seed=0)
+    before = algo.model.get_weights()
+    algo._iteration(envs, obs.astype(np.float32))
+    envs.close()
+    assert algo._since_target == 0 and "loss" in algo.stats  # synced, then trained
+    target, online = algo.target.get_weights(), algo.model.get_weights()
+    for start, copied in zip(before, target, strict=True):
+        np.testing.assert_array_equal(copied, start)  # the copy made before the updates
+    assert not all(np.array_equal(t, o) for t, o in zip(target, online, strict=True))
 
 
 def test_evaluation_episodes_stop_at_the_step_cap():

@@ -161,14 +161,14 @@ class DQN(Algorithm):
             self.buffer.add(obs, actions, step.reward, step.next_obs, step.terminated)
             obs = step.obs
             self._since_target += c.n_envs
+            if self._since_target >= c.target_update_interval:  # as SB3: counted in env steps,
+                self._sync_target()  # so the updates after this collection see the new target
+                self._since_target = 0
         if self.steps >= c.learning_starts and len(self.buffer) >= c.batch_size:
             self.optimizer.learning_rate = self._scheduled(self.learning_rate)
             batches = self.buffer.sample(self.rng, (c.gradient_steps, c.batch_size))
             loss = self._train_steps(*batches)
             self.stats = {"loss": float(loss), "epsilon": self.epsilon()}
-        if self._since_target >= c.target_update_interval:
-            self._sync_target()
-            self._since_target = 0
         return obs
 
     def _variables(self) -> list:
