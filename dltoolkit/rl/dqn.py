@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from dltoolkit.models.policy import q_network
 from dltoolkit.rl.base import Algorithm
+from dltoolkit.rl.envs import observation_bounds
 
 
 def linear_epsilon(progress: float, fraction: float, final: float) -> float:
@@ -85,6 +86,9 @@ class DQN(Algorithm):
 
     def _build(self) -> keras.Model:
         c, s = self.config, self.spaces
+        bounds = None
+        if c.scale_obs and s.obs_states is None:
+            bounds = observation_bounds(c.env, self.env_options)
 
         def make():
             return q_network(
@@ -93,6 +97,7 @@ class DQN(Algorithm):
                 actions=s.actions,
                 hidden=c.hidden_layers,
                 activation=self.activation,
+                bounds=bounds,
             )
 
         model, self.target = make(), make()
