@@ -6,9 +6,10 @@ environments, n_steps 32, batch 256, 20 epochs, gae_lambda 0.8, gamma 0.98, lear
 steps) and are scored on 20 deterministic evaluation episodes.
 
 `mountaincar`: both sides train DQN with the RL Zoo's tuned MountainCar-v0 hyperparameters
-(recipes/mountaincar_dqn.toml, 120k steps). The recipe keeps its best evaluated policy
-(every 5k steps, 20 evaluation episodes: its validation); SB3 keeps its last, as the RL
-Zoo reports it. Both are then scored on 100 test episodes whose reset seeds are disjoint
+(recipes/mountaincar_dqn.toml, 120k steps; the recipe is double DQN and scales its
+observations by their bounds, SB3 takes the Zoo's settings as they are). The recipe keeps
+its best evaluated policy (every 5k steps, 20 evaluation episodes: its validation); SB3
+keeps its last, as the RL Zoo reports it. Both are then scored on 100 test episodes whose reset seeds are disjoint
 from the recipe's evaluation episodes, and the recipe's last policy (final.keras) on them too.
 
 Each run is a fresh process (the sides alternate, so machine load affects both alike);

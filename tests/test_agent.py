@@ -23,7 +23,9 @@ from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.runlock import LOCK_FILE
+from dltoolkit.models.policy import bounds_scaling
 from dltoolkit.rl.dqn import ReplayBuffer
+from dltoolkit.rl.envs import make_vector_env
 from dltoolkit.rl.evaluation import evaluation_seeds, play, summarize
 from dltoolkit.specs.train_agent import FALLBACK_EPISODE_CAP
 
@@ -329,6 +331,55 @@ def test_a_replay_buffer_round_trips_in_order_and_keeps_the_newest_when_smaller(
     assert list(smaller.rewards) == [4.0, 5.0, 6.0] and len(smaller) == 3
     assert np.array_equal(smaller.next_obs[:, 0], [5.0, 6.0, 7.0])
     assert buffer.nbytes == 5 * (2 * 2 * 4 + 4 + 4 + 4)
+
+
+def test_dqn_syncs_its_target_during_collection_so_the_next_updates_use_it():
+    """As SB3: the target interval counts environment steps while collecting; the gradient
+    steps after a collection that reached it bootstrap from the just-copied network."""
+    agent = Agent(
+        env="CartPole-v1", algo="dqn", n_envs=1, train_freq=16, gradient_steps=2,
+        learning_starts=0, batch_size=8, target_update_interval=16, hidden="8",
+    )  # fmt: skip
+    algo = agent._algorithm(agent._prepare(None, None))
+    envs = make_vector_env("CartPole-v1", 1)
+    algo._episode_return = np.zeros(1, np.float32)
+    obs, _ = envs.reset(seed=0)
+    before = algo.model.get_weights()
+    algo._iteration(envs, obs.astype(np.float32))
+    envs.close()
+    assert algo._since_target == 0 and "loss" in algo.stats  # synced, then trained
+    target, online = algo.target.get_weights(), algo.model.get_weights()
+    for start, copied in zip(before, target, strict=True):
+        np.testing.assert_array_equal(copied, start)  # the copy made before the updates
+    assert not all(np.array_equal(t, o) for t, o in zip(target, online, strict=True))
+
+
+def test_bounds_scaling_maps_finite_bounds_onto_unit_range_and_passes_the_rest():
+    big = float(np.finfo(np.float32).max)  # a float maximum standing for "unbounded"
+    layer = bounds_scaling([-1.2, -0.07, -np.inf, -big], [0.6, 0.07, np.inf, big])
+    x = np.array([[-1.2, -0.07, 5.0, 7.0], [0.6, 0.07, -5.0, 7.0], [-0.3, 0.0, 0.0, 7.0]])
+    expected = [[-1.0, -1.0, 5.0, 7.0], [1.0, 1.0, -5.0, 7.0], [0.0, 0.0, 0.0, 7.0]]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="scale_obs is for dqn"):
+        Agent(algo="ppo", scale_obs=True)._validate()
+
+
+def test_a_dqn_with_scale_obs_keeps_the_scaling_in_its_saved_model(tmp_path):
+    out = tmp_path / "mountaincar"
+    agent = Agent(
+        env="MountainCar-v0", algo="dqn", scale_obs=True, steps=256, learning_starts=64,
+        batch_size=32, train_freq=16, hidden="16", eval_every=0, eval_episodes=1,
+    ).fit(out=out, progress=False)  # fmt: skip
+    space = gym.make("MountainCar-v0").observation_space
+    scale = agent.model_.get_layer("obs_scale")
+    corners = keras.ops.convert_to_numpy(scale(np.stack([space.low, space.high])))
+    np.testing.assert_allclose(corners, [[-1.0, -1.0], [1.0, 1.0]], atol=1e-6)
+    obs = np.stack([space.sample() for _ in range(8)])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(load(out).model_(obs)["q_values"]),
+        keras.ops.convert_to_numpy(agent.model_(obs)["q_values"]),
+        rtol=1e-6,
+    )
 
 
 def test_evaluation_episodes_stop_at_the_step_cap():

@@ -90,9 +90,23 @@ class CategoricalHead(layers.Dense):
         return {"logits": logits, "probabilities": keras.KerasTensor(logits.shape, logits.dtype)}
 
 
-def observation_input(obs_shape: tuple[int, ...], discrete_states: int | None, normalize: bool):
+def bounds_scaling(low, high, widest: float = 1e6) -> layers.Rescaling:
+    """A fixed map of each feature with finite bounds (at most `widest` apart, so a float
+    maximum standing for "unbounded" is left alone) onto [-1, 1]; other features pass as they are."""
+    low, high = np.ravel(low).astype("float64"), np.ravel(high).astype("float64")
+    width = high - low
+    scaled = np.isfinite(width) & (width > 0) & (width <= widest)
+    scale = np.divide(2.0, width, out=np.ones_like(width), where=scaled)
+    offset = np.divide(-(high + low), width, out=np.zeros_like(width), where=scaled)
+    return layers.Rescaling(scale.tolist(), offset.tolist(), name="obs_scale")
+
+
+def observation_input(
+    obs_shape: tuple[int, ...], discrete_states: int | None, normalize: bool, bounds=None
+):
     """The model input and its encoding: one-hot for a discrete state, flattened and
-    optionally normalised for a box of numbers."""
+    optionally normalised (running statistics) or scaled by `bounds` (low, high) for a box
+    of numbers."""
     if discrete_states is not None:
         inputs = keras.Input((), dtype="int32", name="observation")
         encoded = layers.CategoryEncoding(discrete_states, output_mode="one_hot")(inputs)
@@ -101,6 +115,8 @@ def observation_input(obs_shape: tuple[int, ...], discrete_states: int | None, n
     flat = layers.Flatten()(inputs) if len(obs_shape) > 1 else inputs
     if normalize:
         flat = RunningNormalization(name="obs_norm")(flat)
+    if bounds is not None:
+        flat = bounds_scaling(*bounds)(flat)
     return inputs, flat
 
 
@@ -149,10 +165,17 @@ def actor_critic(
 
 
 def q_network(
-    obs_shape, discrete_states, *, actions: int, hidden=(64, 64), activation="relu", normalize=False
+    obs_shape,
+    discrete_states,
+    *,
+    actions: int,
+    hidden=(64, 64),
+    activation="relu",
+    normalize=False,
+    bounds=None,
 ) -> keras.Model:
-    """An MLP from an observation to one value per action."""
-    inputs, encoded = observation_input(obs_shape, discrete_states, normalize)
+    """An MLP from an observation to one value per action (see `observation_input`)."""
+    inputs, encoded = observation_input(obs_shape, discrete_states, normalize, bounds)
     q = _head(_mlp(encoded, hidden, activation, "q"), actions, 1.0, "q_values")
     return keras.Model(inputs, {"q_values": q}, name="q_network")
 

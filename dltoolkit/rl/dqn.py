@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from dltoolkit.models.policy import q_network
 from dltoolkit.rl.base import Algorithm
+from dltoolkit.rl.envs import observation_bounds
 
 
 def linear_epsilon(progress: float, fraction: float, final: float) -> float:
@@ -85,6 +86,9 @@ class DQN(Algorithm):
 
     def _build(self) -> keras.Model:
         c, s = self.config, self.spaces
+        bounds = None
+        if c.scale_obs and s.obs_states is None:
+            bounds = observation_bounds(c.env, self.env_options)
 
         def make():
             return q_network(
@@ -93,6 +97,7 @@ class DQN(Algorithm):
                 actions=s.actions,
                 hidden=c.hidden_layers,
                 activation=self.activation,
+                bounds=bounds,
             )
 
         model, self.target = make(), make()
@@ -161,14 +166,14 @@ class DQN(Algorithm):
             self.buffer.add(obs, actions, step.reward, step.next_obs, step.terminated)
             obs = step.obs
             self._since_target += c.n_envs
+            if self._since_target >= c.target_update_interval:  # as SB3: counted in env steps,
+                self._sync_target()  # so the updates after this collection see the new target
+                self._since_target = 0
         if self.steps >= c.learning_starts and len(self.buffer) >= c.batch_size:
             self.optimizer.learning_rate = self._scheduled(self.learning_rate)
             batches = self.buffer.sample(self.rng, (c.gradient_steps, c.batch_size))
             loss = self._train_steps(*batches)
             self.stats = {"loss": float(loss), "epsilon": self.epsilon()}
-        if self._since_target >= c.target_update_interval:
-            self._sync_target()
-            self._since_target = 0
         return obs
 
     def _variables(self) -> list:

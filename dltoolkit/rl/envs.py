@@ -121,6 +121,15 @@ def describe(env: gym.Env) -> Spaces:
     )
 
 
+def observation_bounds(env_id: str, options: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) bounds of `env_id`'s Box observation space."""
+    env = make_env(env_id, options)
+    try:
+        return env.observation_space.low, env.observation_space.high
+    finally:
+        env.close()
+
+
 def make_vector_env(env_id: str, count: int, options: dict | None = None) -> SyncVectorEnv:
     """`count` copies stepped in this process (fastest for cheap environments); a finished
     episode resets in the same step and its last observation is in info['final_obs']."""

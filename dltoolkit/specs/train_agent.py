@@ -47,6 +47,11 @@ class AgentConfig(RuntimeConfig):
     normalize_obs: bool = param(
         False, "Standardise observations with running statistics (ppo, a2c).", cli=True
     )
+    scale_obs: bool = param(
+        False,
+        "dqn: map observations with finite bounds onto [-1, 1] inside the network (fixed, "
+        "from the observation space), so a feature with a narrow range is not drowned out.",
+    )
     normalize_reward: bool = param(
         False, "Scale rewards by running statistics of the return (ppo, a2c)."
     )

@@ -90,6 +90,8 @@ class Agent(Recipe):
             )
         if c.algo not in ("ppo", "a2c") and (c.normalize_obs or c.normalize_reward):
             raise ConfigError("normalize_obs and normalize_reward are for ppo and a2c")
+        if c.algo != "dqn" and c.scale_obs:
+            raise ConfigError("scale_obs is for dqn (ppo and a2c have normalize_obs)")
 
     def _prepare(self, data, console) -> _Prepared:
         c = self.config
