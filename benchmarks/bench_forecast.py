@@ -52,6 +52,9 @@ MODELS = {
         "weight_decay": 0.5,
     },
 }
+# model auto with the patch Transformer's settings: all three candidates trained, kept on
+# validation loss (the choice is printed per seed)
+MODELS["auto"] = {**MODELS["patch-transformer"], "model": "auto"}
 # Published MSE at horizon 96 / 192 (Zeng et al. 2023, Table 2; Nie et al. 2023, Table 3).
 REFERENCES = {
     "repeat": {96: 1.295, 192: 1.325},
@@ -91,7 +94,8 @@ def run(frame: pd.DataFrame, horizon: int, name: str, seed: int, overrides: dict
     first_mse, first_repeat, kept = first_windows_mse(model, frame)
     print(
         f"  h{horizon} {name} seed {seed}: val loss {val:.4f}, test mse {m['mse']:.4f} "
-        f"mae {m['mae']:.4f}, first {kept} windows mse {first_mse:.4f} ({seconds:.0f}s)",
+        f"mae {m['mae']:.4f}, first {kept} windows mse {first_mse:.4f} ({seconds:.0f}s)"
+        + (f", kept {m['model_choice']['model']}" if "model_choice" in m else ""),
         flush=True,
     )
     return {
@@ -116,6 +120,8 @@ def spread(values: list[float]) -> str:
 
 def reference(name: str, horizon: int) -> str:
     """The published MSE for a row, with the paper's model name."""
+    if name not in REFERENCES:
+        return "–"
     mse = REFERENCES[name].get(horizon)
     return f"{'–' if mse is None else f'{mse:.3f}'} ({REFERENCE_NAMES[name]})"
 

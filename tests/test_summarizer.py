@@ -225,6 +225,22 @@ def test_resume_keeps_the_vocabulary_its_run_was_trained_with(trained, tmp_path)
     assert load(out).model_.tokenizer.get_vocabulary() == saved
 
 
+def test_a_time_budget_keeps_its_snapshot_and_ends_the_cosine_decay_at_its_floor(tmp_path):
+    pairs = [(r["article"], r["highlights"]) for r in make_pairs(64)]
+    model = Summarizer(
+        **{**TINY, "batch_size": 8, "eval_samples": 2, "epochs": 1000},
+        schedule="cosine",
+        warmup_epochs=0,
+        train_minutes=0.25,
+        snapshot_minutes=0.05,
+    ).fit(pairs, tmp_path / "run", progress=False)
+    rates = [row["learning_rate"] for row in read_history(tmp_path / "run" / "history.csv")]
+    peak = TINY["learning_rate"]  # the decay is timed to the budget: near its floor at the end
+    assert 3 < len(rates) < 1000 and rates[-1] < 0.5 * peak < 0.9 * peak < rates[0], rates
+    before = model.model_.get_weights()[0]
+    assert not np.array_equal(model.load_snapshot(0.05).model_.get_weights()[0], before)
+
+
 def test_folder_of_paired_files(tmp_path):
     stories = make_pairs(3)
     for i, story in enumerate(stories):

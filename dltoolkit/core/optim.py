@@ -80,15 +80,20 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int, scal
     return keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
 
 
-def time_budget(config, steps_per_epoch: int, planned_epochs: int) -> list:
-    """Callbacks for `config.train_minutes` (none without it): a TimeBudget stops training,
-    and with the cosine schedule CosineToBudget times the decay to end with it (build the
-    optimizer with `budget_optimizer` then)."""
+def time_budget(
+    config, steps_per_epoch: int, planned_epochs: int, snapshots=(), directory=None
+) -> list:
+    """Callbacks for `config.train_minutes` (none without it or `snapshots`): a TimeBudget
+    stops training (and keeps the weights reached at each of the `snapshots` minute marks
+    in `directory`), and with the cosine schedule CosineToBudget times the decay to end
+    with it (build the optimizer with `budget_optimizer` then)."""
     from dltoolkit.core.callbacks import CosineToBudget, TimeBudget
 
-    if not config.train_minutes:
+    if not (config.train_minutes or snapshots):
         return []
-    callbacks = [TimeBudget(config.train_minutes)]
+    callbacks = [TimeBudget(config.train_minutes, snapshots, directory)]
+    if not config.train_minutes:
+        return callbacks
     if config.schedule == "cosine":
         warmup = int(config.warmup_epochs * steps_per_epoch)
         planned = steps_per_epoch * planned_epochs

@@ -11,10 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files, state
-from dltoolkit.core.callbacks import TimeBudget, snapshot_path
+from dltoolkit.core.callbacks import snapshot_path
 from dltoolkit.core.config import check_preset_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
+from dltoolkit.core.optim import budget_optimizer, time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report
@@ -168,19 +169,20 @@ class Summarizer(Recipe):
         c = self.config
         dataset = self._text_dataset if self.pretrained else self._id_dataset
         val_steps = math.ceil(len(prepared.val) / c.batch_size) or None
-        budget = []
-        if c.train_minutes or c.snapshot_minutes:
-            snapshots = [c.snapshot_minutes] if c.snapshot_minutes else []
-            budget = [TimeBudget(c.train_minutes, snapshots, run.checkpoints)]
+        steps = math.ceil(len(prepared.train) / c.batch_size)
+        snapshots = [c.snapshot_minutes] if c.snapshot_minutes else []
         return Plan(
             train=dataset(prepared.train, True),
             val=dataset(prepared.val, False) if val_steps else None,
-            steps=math.ceil(len(prepared.train) / c.batch_size),
+            steps=steps,
             epochs=c.epochs,
             validation_steps=val_steps,
             repeating=True,
-            callbacks=budget,
+            callbacks=time_budget(c, steps, c.epochs, snapshots, run.checkpoints),
         )
+
+    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
+        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c = self.config
