@@ -236,7 +236,7 @@ def test_a_time_budget_keeps_its_snapshot_and_ends_the_cosine_decay_at_its_floor
     ).fit(pairs, tmp_path / "run", progress=False)
     rates = [row["learning_rate"] for row in read_history(tmp_path / "run" / "history.csv")]
     peak = TINY["learning_rate"]  # the decay is timed to the budget: near its floor at the end
-    assert 3 < len(rates) < 1000 and rates[-1] < 0.5 * peak < 0.9 * peak < rates[0], rates
+    assert 3 < len(rates) < 1000 and rates[-1] < 0.5 * peak and rates[0] > 0.9 * peak, rates
     before = model.model_.get_weights()[0]
     assert not np.array_equal(model.load_snapshot(0.05).model_.get_weights()[0], before)
 

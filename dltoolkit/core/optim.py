@@ -104,7 +104,8 @@ def time_budget(
 
 
 def budget_optimizer(config, steps_per_epoch: int, epochs: int, scale=1.0):
-    """`build_optimizer`, with a constant rate when `time_budget`'s CosineToBudget sets it."""
-    timed = config.train_minutes and config.schedule == "cosine"
+    """`build_optimizer`, with a constant rate when `time_budget`'s CosineToBudget sets it
+    (recipes without `train_minutes` get `build_optimizer`'s schedule)."""
+    timed = getattr(config, "train_minutes", None) and config.schedule == "cosine"
     config = dataclasses.replace(config, schedule="constant") if timed else config
     return build_optimizer(config, steps_per_epoch, epochs, scale=scale)

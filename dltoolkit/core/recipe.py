@@ -30,7 +30,7 @@ from dltoolkit.core import files, params, state
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.errors import ConfigError, DLToolkitError, RunDirError, WorkerLost
 from dltoolkit.core.export import EXPORT_FORMATS, Signature, write_saved_model, write_tflite
-from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.optim import budget_optimizer
 from dltoolkit.core.progress import phase_progress
 from dltoolkit.core.report import Report, plot_history
 from dltoolkit.core.rundir import (
@@ -331,8 +331,9 @@ class Recipe(abc.ABC):
         )
 
     def _optimizer(self, plan: Plan, epochs: int, lr_scale: float) -> keras.optimizers.Optimizer:
-        """The optimizer of a phase (core/optim.py: AdamW, warmup + cosine schedule)."""
-        return build_optimizer(self.settings, plan.steps, epochs, scale=lr_scale)
+        """The optimizer of a phase (core/optim.py: AdamW, warmup + cosine schedule; with
+        `train_minutes`, the cosine is timed to the budget by `time_budget`'s callback)."""
+        return budget_optimizer(self.settings, plan.steps, epochs, scale=lr_scale)
 
     def _phase(self, name: str):
         """Progress for a phase outside training (see core/progress.py); silent when the

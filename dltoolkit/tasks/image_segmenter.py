@@ -11,10 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from dltoolkit.core import files
-from dltoolkit.core.callbacks import TimeBudget
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
 from dltoolkit.core.metrics import pixel_confusion, segmentation_metrics
+from dltoolkit.core.optim import time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report, plot_confusion_matrix, plot_image_grid
@@ -205,12 +205,13 @@ class ImageSegmenter(Recipe):
         self._class_weights = (
             self._balanced_weights(train) if c.class_weight == "balanced" else None
         )
+        epochs = c.epochs or max(3, math.ceil(STEP_BUDGET / steps))
         return Plan(
             train=self._dataset(train, training=True, rt=rt, repeat=repeat),
             val=self._dataset(val, training=False, rt=rt) if val is not None and len(val) else None,
             steps=steps,
-            epochs=c.epochs or max(3, math.ceil(STEP_BUDGET / steps)),
-            callbacks=[TimeBudget(c.train_minutes)] if c.train_minutes else [],
+            epochs=epochs,
+            callbacks=time_budget(c, steps, epochs),
         )
 
     def _balanced_weights(self, train: MaskSet) -> list[float]:

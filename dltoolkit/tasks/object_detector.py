@@ -14,7 +14,7 @@ from dltoolkit.core import files
 from dltoolkit.core.coco_eval import RECALL_POINTS, coco_scores
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
-from dltoolkit.core.optim import budget_optimizer, time_budget
+from dltoolkit.core.optim import time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble
 from dltoolkit.core.report import Report, plot_image_grid
@@ -167,9 +167,6 @@ class ObjectDetector(Recipe):
             epochs=epochs,
             callbacks=time_budget(c, steps, epochs),
         )
-
-    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
-        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c, classes = self.config, len(self.class_names_)

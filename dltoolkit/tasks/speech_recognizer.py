@@ -14,7 +14,7 @@ import tensorflow as tf
 from dltoolkit.core.config import check_preset_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
-from dltoolkit.core.optim import budget_optimizer, time_budget
+from dltoolkit.core.optim import time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report
@@ -203,9 +203,6 @@ class SpeechRecognizer(Recipe):
             repeating=True,
             callbacks=time_budget(c, steps, epochs),
         )
-
-    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
-        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _dataset(self, clips: Clips, texts: list[str], training: bool) -> tf.data.Dataset:
         """Batches of clips of similar length, as the model's fit takes them."""

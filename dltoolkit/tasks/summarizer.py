@@ -15,7 +15,7 @@ from dltoolkit.core.callbacks import snapshot_path
 from dltoolkit.core.config import check_preset_choice
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.export import Signature
-from dltoolkit.core.optim import budget_optimizer, time_budget
+from dltoolkit.core.optim import time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report
@@ -180,9 +180,6 @@ class Summarizer(Recipe):
             repeating=True,
             callbacks=time_budget(c, steps, c.epochs, snapshots, run.checkpoints),
         )
-
-    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
-        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c = self.config

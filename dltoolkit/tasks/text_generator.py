@@ -17,7 +17,7 @@ from dltoolkit.core import files, state
 from dltoolkit.core.config import check_preset_choice, read_recipe_file
 from dltoolkit.core.errors import ConfigError
 from dltoolkit.core.export import Signature
-from dltoolkit.core.optim import budget_optimizer, time_budget
+from dltoolkit.core.optim import time_budget
 from dltoolkit.core.recipe import Recipe
 from dltoolkit.core.records import Bad, assemble, stop_if_strict
 from dltoolkit.core.report import Report
@@ -253,9 +253,6 @@ class TextGenerator(Recipe):
         included (KerasHub presets keep Keras' choice). A DPO step on the HH-RLHF benchmark's
         model: 4.7-5.7 s with XLA, 5.8-8 s without, on one shared core."""
         return self._pretrained is None and steps >= XLA_FROM_STEPS
-
-    def _optimizer(self, plan: Plan, epochs: int, lr_scale: float):
-        return budget_optimizer(self.config, plan.steps, epochs, scale=lr_scale)
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
         c = self.config
