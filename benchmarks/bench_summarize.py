@@ -5,11 +5,14 @@ Protocol (DialogSum README): train on dialogsum.train.jsonl (a small slice held 
 early stopping), report ROUGE-1/2/L F-measure with stemming (rouge-score) on all 500
 dialogues of dialogsum.dev.jsonl, against their `summary`. Lead = the first
 `lead_sentences` turns of the dialogue. The budget run keeps the weights it reached at
-`--snapshot` minutes, so one run reports both budgets.
+`--snapshot` minutes, so one run reports both budgets (the cosine decays to the end of
+`--minutes`, so a snapshot is taken before the decay ends). The settings below were chosen
+on the held-out training pairs (`--validation-only`) for the 15-minute budget.
 
+    python benchmarks/bench_summarize.py ../shared/data/DialogSum               # 15 minutes
     python benchmarks/bench_summarize.py ../shared/data/DialogSum --minutes 60 --snapshot 15
-    python benchmarks/bench_summarize.py ../shared/data/DialogSum --minutes 15 --snapshot 0 \
-        --validation-only --set 'schedule="cosine"'     # choosing a setting: dev unseen
+    python benchmarks/bench_summarize.py ../shared/data/DialogSum --validation-only \
+        --set max_source_length=192     # choosing a setting: dev unseen
     python benchmarks/bench_summarize.py ../shared/data/DialogSum --tiny-bart
 """
 
@@ -34,14 +37,14 @@ TRANSFORMER = {
     "layers": 2,
     "heads": 4,
     "ff_dim": 512,
-    "dropout": 0.1,
+    "dropout": 0.0,  # 15 minutes is 5-6 epochs: the model underfits
     "vocabulary_size": 4000,
     "max_source_length": 256,
     "max_target_length": 64,
     "batch_size": 32,
-    "learning_rate": 1.5e-3,
+    "learning_rate": 3e-3,
     "warmup_epochs": 0.5,
-    "schedule": "inverse-sqrt",
+    "schedule": "cosine",  # timed to end with the budget
     "label_smoothing": 0.1,
     "no_repeat_ngram": 3,
     "lead_sentences": 3,
@@ -172,9 +175,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("data", type=Path, help="the DialogSum folder (dialogsum.train/dev.jsonl)")
-    parser.add_argument("--minutes", type=float, default=60, help="training wall-time budget")
+    parser.add_argument("--minutes", type=float, default=15, help="training wall-time budget")
     parser.add_argument(
-        "--snapshot", type=float, default=15, help="also report the weights at this minute"
+        "--snapshot", type=float, default=0, help="also report the weights at this minute"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-summarize"))
     parser.add_argument(
