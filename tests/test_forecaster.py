@@ -64,10 +64,13 @@ def test_fit_writes_a_run_and_beats_the_baselines(trained):
     assert read_recipe_file(out)["params"]["quantiles"] == "0.1,0.5,0.9"
 
 
-def test_loss_falls(trained):
-    _, out = trained
-    losses = [row["loss"] for row in read_history(out / "history.csv")]
-    assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
+def test_loss_falls_for_every_candidate_of_the_default_model_auto(trained):
+    model, out = trained
+    history = read_history(out / "history.csv")
+    for phase in ("linear", "dlinear", "patch-transformer"):
+        losses = [row["loss"] for row in history if row["phase"] == phase]
+        assert len(losses) == 6 and losses[-1] < 0.5 * losses[0], phase
+    assert model.metrics_["model_choice"]["model"] in ("linear", "dlinear", "patch-transformer")
 
 
 def test_predict_gives_next_steps_in_units_from_rows_or_a_raw_window(trained):
@@ -243,6 +246,7 @@ def test_unsorted_rows_are_sorted_with_a_warning_and_gaps_filled(tmp_path):
 def test_batch_norm_patch_transformer_learns_and_round_trips(tmp_path):
     out = tmp_path / "bn"
     model = Forecaster(
+        model="patch-transformer",
         lookback=LOOKBACK,
         horizon=HORIZON,
         epochs=3,

@@ -49,12 +49,17 @@ def _study(out) -> optuna.Study:
 
 def test_a_study_searches_on_validation_retrains_the_best_and_tests_it_once(series, tmp_path):
     # patch_len 16 > lookback 14: every patch-transformer trial fails, the study goes on;
-    # the first trial tries the defaults (patch-transformer), so one fails for sure.
+    # the first trial tries the recipe file's model (patch-transformer), so one fails for sure.
     space = tmp_path / "space.toml"
     space.write_text('model = ["patch-transformer", "linear"]\n')
+    recipe = tmp_path / "sales.toml"
+    recipe.write_text(
+        f'task = "forecast"\ndata = "{series / "sales.csv"}"\n\n[params]\n'
+        'model = "patch-transformer"\n'
+    )
     out = tmp_path / "study"
-    summary = Forecaster.tune(
-        str(series / "sales.csv"),
+    summary = tune(
+        recipe,
         params={**FIXED, "lookback": 14, "val_split": 0.3},
         space=space,
         trials=4,

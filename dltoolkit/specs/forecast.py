@@ -34,9 +34,9 @@ class ForecasterConfig(TrainConfig):
         1e-4, "AdamW's decoupled weight decay.", ge=0, tune=between(1e-6, 1e-1, log=True)
     )
     model: str = param(
-        "patch-transformer",
-        "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn, transformer, "
-        "or auto (train linear, dlinear and patch-transformer; keep the best on validation).",
+        AUTO,
+        "auto (train linear, dlinear and patch-transformer; keep the best on validation), "
+        "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn or transformer.",
         choices=(*MODELS, AUTO),
         cli=True,
         tune=among(*CHANNEL_INDEPENDENT),

@@ -113,7 +113,10 @@ class Forecaster(Recipe):
                 norm=c.norm,
             )
         if c.model == AUTO and c.val_split <= 0:
-            raise ConfigError("model auto chooses on the validation split: set val_split > 0")
+            raise ConfigError(
+                "model auto (the default) chooses on the validation split: set val_split > 0 "
+                "or choose a --model"
+            )
         if c.covariates and c.model in (*CHANNEL_INDEPENDENT, AUTO):
             raise ConfigError(
                 f"model '{c.model}' reads each target alone and would ignore covariates; "
