@@ -549,10 +549,12 @@ def test_two_workers_forecast(tmp_path):
         "early_stopping_patience=0",
         wait=RECIPE_WAIT,
     )
-    history = chief_run(out, results, 3)
-    assert history[-1]["loss"] < history[0]["loss"]
+    history = chief_run(out, results, 9)  # model auto: 3 epochs for each of 3 candidates
+    for phase in ("linear", "dlinear", "patch-transformer"):
+        losses = [row["loss"] for row in history if row["phase"] == phase]
+        assert len(losses) == 3 and losses[-1] < losses[0], phase
     metrics = results[0]["metrics"]
-    assert metrics["mse"] < metrics["naive_mse"]
+    assert metrics["mse"] < metrics["naive_mse"] and "model_choice" in metrics
 
 
 @pytest.mark.slow
