@@ -18,6 +18,7 @@ from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data.samples import load_sample
 from dltoolkit.layers.scaling import Standardize, Unstandardize
+from dltoolkit.specs.forecast import AUTO_MODELS
 
 LOOKBACK, HORIZON = 52, 13
 
@@ -67,10 +68,10 @@ def test_fit_writes_a_run_and_beats_the_baselines(trained):
 def test_loss_falls_for_every_candidate_of_the_default_model_auto(trained):
     model, out = trained
     history = read_history(out / "history.csv")
-    for phase in ("linear", "dlinear", "patch-transformer"):
+    for phase in AUTO_MODELS:
         losses = [row["loss"] for row in history if row["phase"] == phase]
         assert len(losses) == 6 and losses[-1] < 0.5 * losses[0], phase
-    assert model.metrics_["model_choice"]["model"] in ("linear", "dlinear", "patch-transformer")
+    assert model.metrics_["model_choice"]["model"] in AUTO_MODELS
 
 
 def test_predict_gives_next_steps_in_units_from_rows_or_a_raw_window(trained):

@@ -50,6 +50,7 @@ from dltoolkit.data.graph_batches import full_batch, replica_share
 from dltoolkit.data.graphs import from_networkx, with_split
 from dltoolkit.data.images import ImageSet, load_image_source, make_dataset
 from dltoolkit.data.samples import load_sample
+from dltoolkit.specs.forecast import AUTO_MODELS
 
 # Four global batches of 64 per epoch (237 training rows: 64, 64, 64, 45).
 ARGS = ("--epochs", "4", "--batch-size", "64", "--seed", "0", "--set", "early_stopping_patience=0")
@@ -550,7 +551,7 @@ def test_two_workers_forecast(tmp_path):
         wait=RECIPE_WAIT,
     )
     history = chief_run(out, results, 9)  # model auto: 3 epochs for each of 3 candidates
-    for phase in ("linear", "dlinear", "patch-transformer"):
+    for phase in AUTO_MODELS:
         losses = [row["loss"] for row in history if row["phase"] == phase]
         assert len(losses) == 3 and losses[-1] < losses[0], phase
     metrics = results[0]["metrics"]
