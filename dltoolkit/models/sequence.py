@@ -6,7 +6,8 @@ input channels. With `instance_norm` (RevIN-style) each window is standardised b
 mean and spread per channel and the forecast is mapped back, which makes the models robust
 to level shifts between training and test. Channel-independent models (`linear`,
 `dlinear`, `patch-transformer`) forecast each target from its own past with shared weights;
-the others mix every input channel, covariates included.
+the others (`tsmixer` and the recurrent and mixing Transformer models) mix every input
+channel, covariates included.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ class SequenceForecaster(keras.Model):
                 ff_dim,
                 dropout,
                 norm,
+            )
+        elif model == "tsmixer":
+            self.body = TSMixer(
+                horizon, outputs, targets, lookback, inputs, layers_, ff_dim, dropout, norm
             )
         elif model == "transformer":
             self.body = MixingTransformer(
@@ -357,6 +362,102 @@ class MixingTransformer(_Encoder):
 
     def get_config(self):
         return {**layers.Layer.get_config(self), **self.args}
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class MixerBlock(layers.Layer):
+    """TSMixer block: an MLP across time steps (shared by the channels), then one across
+    channels (shared by the time steps), each normalised first and added back."""
+
+    def __init__(
+        self, length: int, channels: int, ff_dim: int, dropout: float, norm: str, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.args = {
+            "length": length,
+            "channels": channels,
+            "ff_dim": ff_dim,
+            "dropout": dropout,
+            "norm": norm,
+        }
+        self.time_norm, self.channel_norm = _window_norm(norm), _window_norm(norm)
+        self.time_mlp = layers.Dense(length, activation="relu")
+        self.channel_in = layers.Dense(ff_dim, activation="relu")
+        self.channel_out = layers.Dense(channels)
+        self.drop = layers.Dropout(dropout)
+
+    def call(self, h, training=False):
+        t = ops.transpose(self.time_norm(h, training=training), (0, 2, 1))
+        h = h + self.drop(ops.transpose(self.time_mlp(t), (0, 2, 1)), training=training)
+        f = self.channel_in(self.channel_norm(h, training=training))
+        f = self.channel_out(self.drop(f, training=training))
+        return h + self.drop(f, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), **self.args}
+
+
+class _WindowBatchNorm(layers.Layer):
+    """BatchNormalization with one statistic per (time step, channel) of a window."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+
+    def call(self, h, training=False):
+        shape = ops.shape(h)
+        flat = ops.reshape(h, (-1, shape[1] * shape[2]))
+        return ops.reshape(self.norm(flat, training=training), shape)
+
+
+def _window_norm(norm: str) -> layers.Layer:
+    """A mixer block's normalisation over each whole window (time steps x channels)."""
+    if norm == "layer":
+        return layers.LayerNormalization(axis=(-2, -1), epsilon=1e-5)
+    return _WindowBatchNorm()
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class TSMixer(layers.Layer):
+    """TSMixer (Chen et al. 2023): mixer blocks over every input channel, then one linear
+    map per target from the mixed window to the horizon."""
+
+    def __init__(
+        self,
+        horizon: int,
+        outputs: int,
+        targets: int,
+        lookback: int,
+        inputs: int,
+        layers_: int,
+        ff_dim: int,
+        dropout: float,
+        norm: str = "batch",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.args = {
+            "horizon": horizon,
+            "outputs": outputs,
+            "targets": targets,
+            "lookback": lookback,
+            "inputs": inputs,
+            "layers_": layers_,
+            "ff_dim": ff_dim,
+            "dropout": dropout,
+            "norm": norm,
+        }
+        self.blocks = [MixerBlock(lookback, inputs, ff_dim, dropout, norm) for _ in range(layers_)]
+        self.head = ChannelLinear(horizon, outputs)
+
+    def call(self, x, training=False):
+        h = x
+        for block in self.blocks:
+            h = block(h, training=training)
+        return self.head(h[..., : self.args["targets"]])
+
+    def get_config(self):
+        return {**super().get_config(), **self.args}
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)

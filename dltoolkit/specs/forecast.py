@@ -8,7 +8,16 @@ from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.params import among, between, param
 from dltoolkit.registry import STRICT, Objective, RecipeSpec
 
-MODELS = ("patch-transformer", "dlinear", "linear", "lstm", "gru", "rnn", "transformer")
+MODELS = (
+    "patch-transformer",
+    "dlinear",
+    "linear",
+    "tsmixer",
+    "lstm",
+    "gru",
+    "rnn",
+    "transformer",
+)
 CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
 AUTO = "auto"  # choose among AUTO_MODELS on validation
 AUTO_MODELS = ("linear", "dlinear", "patch-transformer")  # cheapest first
@@ -36,10 +45,11 @@ class ForecasterConfig(TrainConfig):
     model: str = param(
         AUTO,
         "auto (train linear, dlinear and patch-transformer; keep the best on validation), "
-        "patch-transformer (PatchTST-style), dlinear, linear, lstm, gru, rnn or transformer.",
+        "patch-transformer (PatchTST-style), dlinear, linear, tsmixer (TSMixer), lstm, gru, rnn or "
+        "transformer.",
         choices=(*MODELS, AUTO),
         cli=True,
-        tune=among(*CHANNEL_INDEPENDENT),
+        tune=among(*CHANNEL_INDEPENDENT, "tsmixer"),
     )
     lookback: int = param(
         96, "Past rows the model reads.", ge=1, cli=True, tune=among(96, 192, 336, 512, 720)
@@ -52,7 +62,9 @@ class ForecasterConfig(TrainConfig):
         cli=True,
     )
     covariates: str | None = param(
-        None, "Comma-separated input-only columns (needs lstm, gru, rnn or transformer).", cli=True
+        None,
+        "Comma-separated input-only columns (needs tsmixer, lstm, gru, rnn or transformer).",
+        cli=True,
     )
     all_columns: bool = param(False, "Forecast every numeric column (multivariate).", cli=True)
     time_col: str | None = param(
@@ -85,14 +97,20 @@ class ForecasterConfig(TrainConfig):
         16, "Transformers: width of the encoder.", ge=1, tune=among(16, 32, 64, 128)
     )
     layers: int = param(
-        3, "Encoder blocks (Transformers) or recurrent layers.", ge=1, tune=between(1, 4)
+        3,
+        "Encoder blocks (Transformers), mixer blocks (tsmixer) or recurrent layers.",
+        ge=1,
+        tune=between(1, 4),
     )
     heads: int = param(4, "Transformers: attention heads.", ge=1)
-    ff_dim: int = param(128, "Transformers: feed-forward width.", ge=1, tune=among(64, 128, 256))
+    ff_dim: int = param(
+        128, "Transformers and tsmixer: feed-forward width.", ge=1, tune=among(64, 128, 256)
+    )
     dropout: float = param(0.2, "Dropout.", ge=0, lt=1, tune=between(0.0, 0.5))
     norm: str = param(
         "layer",
-        "Transformers: pre-norm LayerNorm, or PatchTST's post-norm BatchNorm.",
+        "Transformers: pre-norm LayerNorm, or PatchTST's post-norm BatchNorm; tsmixer: the same "
+        "over each whole window.",
         choices=NORMS,
     )
     patch_len: int = param(

@@ -120,7 +120,7 @@ class Forecaster(Recipe):
         if c.covariates and c.model in (*CHANNEL_INDEPENDENT, AUTO):
             raise ConfigError(
                 f"model '{c.model}' reads each target alone and would ignore covariates; "
-                "use lstm, gru, rnn or transformer with --covariates"
+                "use tsmixer, lstm, gru, rnn or transformer with --covariates"
             )
         try:
             levels = self.levels
