@@ -119,10 +119,10 @@ RECIPE_TEST_MODULES = {
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks into group names
 def pytest_collection_modifyitems(config, items):
     """With pytest-xdist's `--dist loadgroup` (pyproject's addopts), a recipe's own tests
-    and its contract checks run in one worker, so its session fit is made once."""
+    and its contract checks run in one worker, so its session fit is made once; any other
+    module's tests run in one worker too, so its module-scoped fixtures are made once."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         task = callspec.params.get("task") if callspec else None
-        task = task or RECIPE_TEST_MODULES.get(item.module.__name__)
-        if task:
-            item.add_marker(pytest.mark.xdist_group(task))
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(task or RECIPE_TEST_MODULES.get(module, module)))
