@@ -281,6 +281,33 @@ def test_model_auto_keeps_the_candidate_with_the_lowest_validation_loss(trained,
         Forecaster(model="auto", val_split=0.0).fit("co2", out=tmp_path / "x", progress=False)
 
 
+def test_an_ensemble_averages_networks_trained_from_other_seeds(tmp_path):
+    out = tmp_path / "ensemble"
+    model = Forecaster(
+        model="dlinear", ensemble=3, lookback=LOOKBACK, horizon=HORIZON, epochs=2, seed=4
+    ).fit("co2", out=out, progress=False)
+    history = read_history(out / "history.csv")
+    phases = ["train", "dlinear-seed-5", "dlinear-seed-6"]
+    assert list(dict.fromkeys(row["phase"] for row in history)) == phases
+    assert [row["epoch"] for row in history] == list(range(1, 7))
+    assert set(model.metrics_["ensemble"]["validation_loss"]) == set(phases)
+    assert "Ensemble: the mean of 3 networks" in (out / "report.html").read_text()
+    network = model.model_.get_layer("network")
+    series = load_sample("co2")["co2"].to_numpy(np.float32)
+    window = np.stack([series[end - LOOKBACK : end, None] for end in (600, 1300)])
+    scaled = (window - model.scaler_.mean) / model.scaler_.std
+    forecasts = [np.asarray(m(scaled)) for m in network.members]
+    assert len(forecasts) == 3 and not np.allclose(forecasts[0], forecasts[1])
+    np.testing.assert_allclose(np.asarray(network(scaled)), np.mean(forecasts, 0), rtol=1e-5)
+    frame = load_sample("co2").iloc[:600]
+    np.testing.assert_allclose(
+        [r["co2"] for r in load(out).predict(frame)],
+        [r["co2"] for r in model.predict(frame)],
+        rtol=1e-6,
+    )
+    assert_export_matches_the_old_formula(model, window, model.export(tmp_path / "export"))
+
+
 def test_unknown_parameters_and_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="did you mean 'horizon'"):
         Forecaster(horizn=3)

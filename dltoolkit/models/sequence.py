@@ -503,6 +503,27 @@ class Recurrent(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
+class AveragedForecaster(keras.Model):
+    """The mean forecast (and mean quantiles) of networks trained apart: a seed ensemble."""
+
+    def __init__(self, members: list, **kwargs):
+        super().__init__(**kwargs)
+        self.members = list(members)
+
+    def call(self, x, training=False):
+        return ops.mean(ops.stack([m(x, training=training) for m in self.members]), axis=0)
+
+    def get_config(self):
+        members = [keras.saving.serialize_keras_object(m) for m in self.members]
+        return {**super().get_config(), "members": members}
+
+    @classmethod
+    def from_config(cls, config):
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
 class PinballLoss(keras.losses.Loss):
     """Mean pinball (quantile) loss of (B, H, T, Q) forecasts against (B, H, T) actuals."""
 

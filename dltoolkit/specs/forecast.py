@@ -51,6 +51,13 @@ class ForecasterConfig(TrainConfig):
         cli=True,
         tune=among(*CHANNEL_INDEPENDENT, "tsmixer"),
     )
+    ensemble: int = param(
+        1,
+        "Networks of the model trained from different seeds (seed, seed+1, ...) whose "
+        "forecasts are averaged.",
+        ge=1,
+        cli=True,
+    )
     lookback: int = param(
         96, "Past rows the model reads.", ge=1, cli=True, tune=among(96, 192, 336, 512, 720)
     )

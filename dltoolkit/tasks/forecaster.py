@@ -36,6 +36,7 @@ from dltoolkit.data.series import (
 from dltoolkit.layers.scaling import Standardize, Unstandardize
 from dltoolkit.models.sequence import (
     CHANNEL_INDEPENDENT,
+    AveragedForecaster,
     PinballLoss,
     SequenceForecaster,
     check_model,
@@ -80,8 +81,10 @@ class Forecaster(Recipe):
         self.season_ = 1
         self.step_: pd.Timedelta | None = None
         self.mase_scale_: np.ndarray | None = None
-        self._candidate: str | None = None  # model auto: the network being trained
+        self._candidate: str | None = None  # model auto, ensemble: the network being trained
+        self._stage = "train"  # its training phase's name
         self._choice: dict | None = None  # model auto: the kept network, losses of all
+        self._members: dict | None = None  # ensemble: each member's validation loss
 
     @property
     def levels(self) -> list[float]:
@@ -211,26 +214,55 @@ class Forecaster(Recipe):
     # -- training -------------------------------------------------------------------------
 
     def _learn(self, prepared: _Prepared, run, rt, console) -> None:
+        """Train the network (model auto: choose it); with `ensemble`, then train more
+        networks of the same model from other seeds and average their forecasts."""
+        if self.config.model == AUTO:
+            self._choose(prepared, run, rt, console)
+        else:
+            super()._learn(prepared, run, rt, console)
+        if self.config.ensemble > 1:
+            self._ensemble(prepared, run, rt, console)
+        self._candidate, self._stage = None, "train"
+
+    def _choose(self, prepared: _Prepared, run, rt, console) -> None:
         """Model auto trains each candidate, cheapest first, as a phase of its own (so a
         resumed fit skips finished ones) and keeps the lowest validation loss."""
-        if self.config.model != AUTO:
-            return super()._learn(prepared, run, rt, console)
         trained = {}
         for i, kind in enumerate(AUTO_MODELS):
-            self._candidate = kind
+            self._candidate = self._stage = kind
             super()._learn(prepared, run, rt, console, first_epoch=i * self.config.epochs)
             trained[kind] = self.model_
-        history = read_history(run.history_file)
-        losses = {
-            kind: min(row["val_loss"] for row in history if row.get("phase") == kind)
-            for kind in AUTO_MODELS
-        }
+        losses = _best_losses(run, AUTO_MODELS, "val_loss")
         best = min(losses, key=losses.get)
-        self.model_, self._candidate = trained[best], None
+        self.model_ = trained[best]
         self._choice = {"model": best, "validation_loss": losses}
 
+    def _ensemble(self, prepared: _Prepared, run, rt, console) -> None:
+        """Members 2..ensemble of the trained model, each seeded apart and trained as a
+        phase of its own; the network becomes their average (AveragedForecaster)."""
+        c = self.config
+        kind = self._choice["model"] if self._choice else c.model
+        members = [self.model_.get_layer(NETWORK)]
+        stages = [kind if self._choice else "train"]
+        for i in range(1, c.ensemble):
+            self._candidate, self._stage = kind, f"{kind}-seed-{c.seed + i}"
+            keras.utils.set_random_seed(c.seed + i)
+            epoch = (len(self._candidates()) + i - 1) * c.epochs
+            super()._learn(prepared, run, rt, console, first_epoch=epoch)
+            members.append(self.model_.get_layer(NETWORK))
+            stages.append(self._stage)
+        key = "val_loss" if prepared.parts.get("val") else "loss"
+        self._members = {
+            "validation_loss" if key == "val_loss" else "training_loss": _best_losses(
+                run, stages, key
+            )
+        }
+        with rt.strategy.scope():
+            network = AveragedForecaster(members, name=NETWORK)
+            self.model_ = self._raw_model(network, prepared.scaler)
+
     def _stages(self, plan: Plan) -> list[Stage]:
-        return [Stage(self._candidate or "train", plan.epochs)]
+        return [Stage(self._stage, plan.epochs)]
 
     def _adopt(self, prepared: _Prepared, run) -> None:
         series = prepared.series
@@ -313,9 +345,12 @@ class Forecaster(Recipe):
     def _evaluate_prepared(self, prepared: _Prepared) -> dict:
         part = prepared.parts[self._held_out(prepared.parts)]
         prepared.held_out = self._score(prepared.series.values, self._starts(part))
+        metrics = prepared.held_out["metrics"]
         if self._choice:
-            return {**prepared.held_out["metrics"], "model_choice": self._choice}
-        return prepared.held_out["metrics"]
+            metrics["model_choice"] = self._choice
+        if self._members:
+            metrics["ensemble"] = {"members": self.config.ensemble, **self._members}
+        return metrics
 
     def _score(self, values: np.ndarray, starts: np.ndarray) -> dict:
         """Forecasts for the windows at `starts`, in original units, with metrics and baselines."""
@@ -458,6 +493,17 @@ class Forecaster(Recipe):
                     for kind, loss in choice["validation_loss"].items()
                 ],
             )
+        if "ensemble" in self.metrics_:
+            report.table(
+                f"Ensemble: the mean of {self.metrics_['ensemble']['members']} networks "
+                "trained from different seeds",
+                [
+                    {"phase": phase, kind.replace("_", " "): loss}
+                    for kind, losses in self.metrics_["ensemble"].items()
+                    if kind != "members"
+                    for phase, loss in losses.items()
+                ],
+            )
         if "coverage" in self.metrics_:
             report.table(
                 "Prediction interval",
@@ -481,3 +527,9 @@ def _warner(console):
     if console is not None:
         return lambda message: console.print(f"[yellow]warning:[/] {message}")
     return lambda message: warnings.warn(message, stacklevel=3)
+
+
+def _best_losses(run, phases, key: str) -> dict[str, float]:
+    """Each training phase's lowest `key` (val_loss or loss), from the run's history."""
+    history = read_history(run.history_file)
+    return {p: min(row[key] for row in history if row.get("phase") == p) for p in phases}
