@@ -284,7 +284,7 @@ def test_model_auto_keeps_the_candidate_with_the_lowest_validation_loss(trained,
 def test_an_ensemble_averages_networks_trained_from_other_seeds(tmp_path):
     out = tmp_path / "ensemble"
     model = Forecaster(
-        model="dlinear", ensemble=3, lookback=LOOKBACK, horizon=HORIZON, epochs=2, seed=4
+        model="dlinear", members=3, lookback=LOOKBACK, horizon=HORIZON, epochs=2, seed=4
     ).fit("co2", out=out, progress=False)
     history = read_history(out / "history.csv")
     phases = ["train", "dlinear-seed-5", "dlinear-seed-6"]

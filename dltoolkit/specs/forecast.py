@@ -51,7 +51,7 @@ class ForecasterConfig(TrainConfig):
         cli=True,
         tune=among(*CHANNEL_INDEPENDENT, "tsmixer"),
     )
-    ensemble: int = param(
+    members: int = param(
         1,
         "Networks of the model trained from different seeds (seed, seed+1, ...) whose "
         "forecasts are averaged.",

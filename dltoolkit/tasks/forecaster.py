@@ -214,13 +214,13 @@ class Forecaster(Recipe):
     # -- training -------------------------------------------------------------------------
 
     def _learn(self, prepared: _Prepared, run, rt, console) -> None:
-        """Train the network (model auto: choose it); with `ensemble`, then train more
+        """Train the network (model auto: choose it); with `members` > 1, then train more
         networks of the same model from other seeds and average their forecasts."""
         if self.config.model == AUTO:
             self._choose(prepared, run, rt, console)
         else:
             super()._learn(prepared, run, rt, console)
-        if self.config.ensemble > 1:
+        if self.config.members > 1:
             self._ensemble(prepared, run, rt, console)
         self._candidate, self._stage = None, "train"
 
@@ -238,13 +238,13 @@ class Forecaster(Recipe):
         self._choice = {"model": best, "validation_loss": losses}
 
     def _ensemble(self, prepared: _Prepared, run, rt, console) -> None:
-        """Members 2..ensemble of the trained model, each seeded apart and trained as a
+        """Members 2..members of the trained model, each seeded apart and trained as a
         phase of its own; the network becomes their average (AveragedForecaster)."""
         c = self.config
         kind = self._choice["model"] if self._choice else c.model
         members = [self.model_.get_layer(NETWORK)]
         stages = [kind if self._choice else "train"]
-        for i in range(1, c.ensemble):
+        for i in range(1, c.members):
             self._candidate, self._stage = kind, f"{kind}-seed-{c.seed + i}"
             keras.utils.set_random_seed(c.seed + i)
             epoch = (len(self._candidates()) + i - 1) * c.epochs
@@ -349,7 +349,7 @@ class Forecaster(Recipe):
         if self._choice:
             metrics["model_choice"] = self._choice
         if self._members:
-            metrics["ensemble"] = {"members": self.config.ensemble, **self._members}
+            metrics["ensemble"] = {"members": self.config.members, **self._members}
         return metrics
 
     def _score(self, values: np.ndarray, starts: np.ndarray) -> dict:
