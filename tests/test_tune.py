@@ -19,7 +19,7 @@ from dltoolkit import Forecaster, tune
 from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
-from dltoolkit.core.space import resolve
+from dltoolkit.core.space import resolve, starting_point, suggest
 from dltoolkit.specs.forecast import ForecasterConfig
 
 # Fixed for every trial: a small linear forecaster of a weekly cycle.
@@ -206,6 +206,32 @@ def test_space_file_replaces_the_declared_space_and_set_fixes(series, tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):
             resolve(ForecasterConfig, bad)
+
+
+def test_a_parameter_declared_for_some_models_is_drawn_only_for_them():
+    chosen, _ = resolve(
+        ForecasterConfig,
+        {"model": ["linear", "dlinear", "patch-transformer"], "patch_len": [8, 16], "kernel": [13]},
+    )
+    space = {**resolve(ForecasterConfig)[0], **chosen}  # lookback, dropout, ... as declared
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {}
+    for _ in range(12):
+        values = suggest(study.ask(), space, ForecasterConfig, {})
+        drawn.setdefault(values["model"], set(values))
+    assert set(drawn) == {"linear", "dlinear", "patch-transformer"}
+    assert not {"patch_len", "d_model", "dropout", "kernel"} & drawn["linear"]
+    assert "kernel" in drawn["dlinear"] and "patch_len" not in drawn["dlinear"]
+    assert {"patch_len", "d_model", "dropout"} <= drawn["patch-transformer"]
+    assert "kernel" not in drawn["patch-transformer"]
+    # A model fixed outside the space (--set model=dlinear) decides the same way.
+    del space["model"]
+    values = suggest(study.ask(), space, ForecasterConfig, {"model": "dlinear"})
+    assert "kernel" in values and "patch_len" not in values
+    start = starting_point(
+        space, {"model": "dlinear", "patch_len": 16, "kernel": 13}, ForecasterConfig
+    )
+    assert start == {"kernel": 13}
 
 
 def test_cli_tunes_a_recipe_file_with_the_verbs_options_and_set(series, tmp_path, capsys):

@@ -73,6 +73,29 @@ def per(on: str, values: dict) -> PerChoice:
 
 
 @dataclass(frozen=True)
+class Only:
+    """A parameter that matters only while parameter `on` has one of `values` (a patch
+    length only for the patch Transformer): `dltoolkit tune` draws it only then."""
+
+    on: str
+    values: tuple
+
+    def holds(self, settings: dict) -> bool:
+        return settings.get(self.on) in self.values
+
+    def describe(self) -> str:
+        """'when model is linear, dlinear or auto'."""
+        names = [str(v) for v in self.values]
+        listed = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+        return f"when {self.on} is {listed}"
+
+
+def only(on: str, *values) -> Only:
+    """Declares that a parameter matters only for these values of parameter `on`."""
+    return Only(on, values)
+
+
+@dataclass(frozen=True)
 class Meta:
     """What a Config field declares besides its type and default."""
 
@@ -86,6 +109,7 @@ class Meta:
     lt: float | None = None
     tune: Space | None = None  # the default search space of `dltoolkit tune`
     per: PerChoice | None = None  # the default when unset, per value of another parameter
+    only: Only | None = None  # tuned only for some values of another parameter
 
 
 def param(
@@ -96,17 +120,20 @@ def param(
     flags: tuple[str, ...] = (),
     tune: Space | None = None,
     per: PerChoice | None = None,
+    only: Only | None = None,
     **limits,
 ):
     """A dataclass field with its help text, limits (`choices`, `ge`, `gt`, `le`, `lt`),
     whether the recipe's CLI verb has an option for it (`cli`), where `dltoolkit tune`
-    searches it (`tune`) and its defaults per value of another parameter (`per`, with
-    default None; the help then lists them)."""
+    searches it (`tune`, and `only` for some values of another parameter) and its defaults
+    per value of another parameter (`per`, with default None; the help then lists them)."""
     if per is not None:
         help = f"{help} ({per.describe()})"
     return dataclasses.field(
         default=default,
-        metadata={_META: Meta(help=help, cli=cli, flags=flags, tune=tune, per=per, **limits)},
+        metadata={
+            _META: Meta(help=help, cli=cli, flags=flags, tune=tune, per=per, only=only, **limits)
+        },
     )
 
 
@@ -239,11 +266,18 @@ def markdown_table(config_cls: type) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fields(config_cls):
         flag = " ".join(f"`{s}`" for s in cli_flags(f)) if f.meta.cli else ""
-        space = [f.meta.tune.describe() if f.meta.tune else ""] * tuned
+        space = [_tuned_over(f.meta)] * tuned
         cells = [f"`{f.name}`", flag, _type_name(f.hint), f"`{f.default!r}`", f.limits()]
         cells += space + [f.meta.help]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
+
+
+def _tuned_over(meta: Meta) -> str:
+    """'8, 16 (when model is patch-transformer)', or '' for a parameter not tuned."""
+    if meta.tune is None:
+        return ""
+    return meta.tune.describe() + (f" ({meta.only.describe()})" if meta.only else "")
 
 
 def cli_flags(field: Field) -> tuple[str, ...]:

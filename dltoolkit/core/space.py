@@ -101,30 +101,40 @@ def _check(field: Field, space: Space) -> None:
             )
 
 
-def suggest(trial, space: dict[str, Space], config_cls: type) -> dict:
-    """The values an Optuna trial draws from `space`."""
-    kinds = {f.name: f.kind for f in fields(config_cls)}
+def suggest(trial, space: dict[str, Space], config_cls: type, fixed: dict) -> dict:
+    """The values an Optuna trial draws from `space`. A parameter declared `only` for some
+    values of another (drawn, or fixed in `fixed`, or its default) is drawn only then."""
+    declared = {f.name: f for f in fields(config_cls)}
+    settings = {name: f.default for name, f in declared.items()} | fixed
     values = {}
-    for name, entry in space.items():
-        if entry.choices:
-            values[name] = trial.suggest_categorical(name, list(entry.choices))
-        elif kinds[name] is int:
-            step = int(entry.step or 1)
-            values[name] = trial.suggest_int(
-                name, int(entry.low), int(entry.high), step=step, log=entry.log
-            )
-        else:
-            values[name] = trial.suggest_float(
-                name, float(entry.low), float(entry.high), log=entry.log, step=entry.step
-            )
+    # Unconditional parameters first, so the ones conditions read are drawn by then.
+    for name in sorted(space, key=lambda n: declared[n].meta.only is not None):
+        only = declared[name].meta.only
+        if only is None or only.holds(settings | values):
+            values[name] = _draw(trial, name, space[name], declared[name].kind)
     return values
 
 
-def starting_point(space: dict[str, Space], params: dict) -> dict:
-    """The values of `params` that lie inside `space` (the study's first trial tries them)."""
+def _draw(trial, name: str, entry: Space, kind: type):
+    if entry.choices:
+        return trial.suggest_categorical(name, list(entry.choices))
+    if kind is int:
+        step = int(entry.step or 1)
+        return trial.suggest_int(name, int(entry.low), int(entry.high), step=step, log=entry.log)
+    return trial.suggest_float(
+        name, float(entry.low), float(entry.high), log=entry.log, step=entry.step
+    )
+
+
+def starting_point(space: dict[str, Space], params: dict, config_cls: type) -> dict:
+    """The values of `params` that lie inside `space` and apply (see `suggest`): the
+    study's first trial tries them."""
+    declared = {f.name: f for f in fields(config_cls)}
     inside = {}
     for name, entry in space.items():
-        value = params.get(name)
+        value, only = params.get(name), declared[name].meta.only
+        if only is not None and not only.holds(params):
+            continue
         if entry.choices:
             if value in entry.choices:
                 inside[name] = value

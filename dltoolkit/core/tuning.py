@@ -229,7 +229,8 @@ def open_study(setup: Setup, worker: int) -> optuna.Study:
     if started is None:
         study.set_user_attr("setup", setup.fingerprint())
         if not study.get_trials(deepcopy=False):
-            study.enqueue_trial(starting_point(setup.space, _defaults(setup)))
+            config = spec(setup.task).config
+            study.enqueue_trial(starting_point(setup.space, _defaults(setup), config))
     elif started != setup.fingerprint():
         raise ConfigError(
             f"study '{setup.study}' in {setup.storage} was started with other settings "
@@ -340,7 +341,7 @@ def run_trial(setup: Setup, trial: optuna.Trial) -> float:
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     objective = setup.objective
     try:
-        values = suggest(trial, setup.space, spec(setup.task).config)
+        values = suggest(trial, setup.space, spec(setup.task).config, setup.params)
         recipe = spec(setup.task).recipe_class()(**{**setup.params, **values})
         watch = TrialWatch(trial, objective.epoch_metric, *_limit(setup))
         resume = retried is not None and (run / RECIPE_FILE).is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dltoolkit.core.config import TrainConfig
-from dltoolkit.core.params import among, between, param
+from dltoolkit.core.params import among, between, only, param
 from dltoolkit.registry import STRICT, Objective, RecipeSpec
 
 MODELS = (
@@ -22,6 +22,9 @@ CHANNEL_INDEPENDENT = ("patch-transformer", "dlinear", "linear")
 AUTO = "auto"  # choose among AUTO_MODELS on validation
 AUTO_MODELS = ("linear", "dlinear", "patch-transformer")  # cheapest first
 NORMS = ("layer", "batch")
+# The parameters a model reads (model auto trains the patch Transformer and DLinear).
+TRANSFORMERS = ("patch-transformer", "transformer", AUTO)
+NETWORKS = (*TRANSFORMERS, "tsmixer", "lstm", "gru", "rnn")  # all but the linear ones
 FILLS = ("error", "ffill", "interpolate", "drop")
 LOSSES = ("mse", "mae", "huber")
 
@@ -101,33 +104,60 @@ class ForecasterConfig(TrainConfig):
         True, "Standardise each input window by its own statistics (RevIN-style)."
     )
     d_model: int = param(
-        16, "Transformers: width of the encoder.", ge=1, tune=among(16, 32, 64, 128)
+        16,
+        "Transformers: width of the encoder.",
+        ge=1,
+        tune=among(16, 32, 64, 128),
+        only=only("model", *TRANSFORMERS),
     )
     layers: int = param(
         3,
         "Encoder blocks (Transformers), mixer blocks (tsmixer) or recurrent layers.",
         ge=1,
         tune=between(1, 4),
+        only=only("model", *NETWORKS),
     )
-    heads: int = param(4, "Transformers: attention heads.", ge=1)
+    heads: int = param(4, "Transformers: attention heads.", ge=1, only=only("model", *TRANSFORMERS))
     ff_dim: int = param(
-        128, "Transformers and tsmixer: feed-forward width.", ge=1, tune=among(64, 128, 256)
+        128,
+        "Transformers and tsmixer: feed-forward width.",
+        ge=1,
+        tune=among(64, 128, 256),
+        only=only("model", *TRANSFORMERS, "tsmixer"),
     )
-    dropout: float = param(0.2, "Dropout.", ge=0, lt=1, tune=between(0.0, 0.5))
+    dropout: float = param(
+        0.2, "Dropout.", ge=0, lt=1, tune=between(0.0, 0.5), only=only("model", *NETWORKS)
+    )
     norm: str = param(
         "layer",
         "Transformers: pre-norm LayerNorm, or PatchTST's post-norm BatchNorm; tsmixer: the same "
         "over each whole window.",
         choices=NORMS,
+        only=only("model", *TRANSFORMERS, "tsmixer"),
     )
     patch_len: int = param(
-        16, "patch-transformer: rows per patch.", ge=1, tune=among(8, 12, 16, 24, 32)
+        16,
+        "patch-transformer: rows per patch.",
+        ge=1,
+        tune=among(8, 12, 16, 24, 32),
+        only=only("model", "patch-transformer", AUTO),
     )
     stride: int = param(
-        8, "patch-transformer: rows between patch starts.", ge=1, tune=among(4, 8, 16)
+        8,
+        "patch-transformer: rows between patch starts.",
+        ge=1,
+        tune=among(4, 8, 16),
+        only=only("model", "patch-transformer", AUTO),
     )
-    units: int = param(64, "Recurrent models: units per layer.", ge=1)
-    kernel: int = param(25, "dlinear: moving-average kernel of the trend.", ge=1)
+    units: int = param(
+        64, "Recurrent models: units per layer.", ge=1, only=only("model", "lstm", "gru", "rnn")
+    )
+    kernel: int = param(
+        25,
+        "dlinear: moving-average kernel of the trend.",
+        ge=1,
+        only=only("model", "dlinear", AUTO),
+    )
     plot_windows: int = param(4, "Test windows drawn in the report.", ge=0)
 
 
