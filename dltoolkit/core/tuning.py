@@ -213,10 +213,18 @@ def storage(url: str, heartbeat: int) -> RDBStorage:
 
 def open_study(setup: Setup, worker: int) -> optuna.Study:
     """The study (created on first use, with the starting configuration as trial 0) and a
-    TPE sampler seeded per worker (constant liar: parallel workers spread their guesses)."""
+    TPE sampler seeded per worker (constant liar: parallel workers spread their guesses;
+    multivariate over groups: parameters drawn together, such as one model's, are modelled
+    jointly, and a parameter drawn only for some models only from their trials)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with _quiet_optuna():
-        sampler = optuna.samplers.TPESampler(seed=setup.seed + worker, constant_liar=True)
+        sampler = optuna.samplers.TPESampler(
+            seed=setup.seed + worker,
+            constant_liar=True,
+            multivariate=True,
+            group=True,
+            warn_independent_sampling=False,
+        )
     study = optuna.create_study(
         study_name=setup.study,
         storage=storage(setup.storage, setup.heartbeat),
