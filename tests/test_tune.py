@@ -20,6 +20,7 @@ from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.core.space import resolve, starting_point, suggest
+from dltoolkit.core.tuning import Setup, open_study
 from dltoolkit.specs.forecast import ForecasterConfig
 
 # Fixed for every trial: a small linear forecaster of a weekly cycle.
@@ -232,6 +233,38 @@ def test_a_parameter_declared_for_some_models_is_drawn_only_for_them():
         space, {"model": "dlinear", "patch_len": 16, "kernel": 13}, ForecasterConfig
     )
     assert start == {"kernel": 13}
+
+
+def test_the_studys_sampler_learns_a_model_and_its_own_parameter(tmp_path):
+    """The TPE sampler of `open_study` on a conditional space: after its random start it
+    draws the one good (model, kernel) pair most of the time, and a model's parameters
+    only for that model."""
+    chosen, _ = resolve(
+        ForecasterConfig,
+        {"model": ["linear", "dlinear", "patch-transformer"], "kernel": [13, 25, 49, 97]},
+    )
+    space = {**resolve(ForecasterConfig)[0], **chosen}
+    setup = Setup(
+        task="forecast",
+        data="series.csv",
+        params={},
+        space=space,
+        trials=40,
+        out=tmp_path,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study="conditional",
+    )
+    study = open_study(setup, worker=0)
+    late = []
+    for number in range(40):
+        trial = study.ask()
+        values = suggest(trial, space, ForecasterConfig, {})
+        good = values["model"] == "dlinear" and values.get("kernel") == 13
+        study.tell(trial, 0.5 if good else 1.0 + values["learning_rate"])
+        assert ("kernel" in values) == (values["model"] == "dlinear")
+        if number >= 25:
+            late.append(good)
+    assert sum(late) >= 6, late  # drawn at random: 1 in 12, about 1.25 of the 15
 
 
 def test_cli_tunes_a_recipe_file_with_the_verbs_options_and_set(series, tmp_path, capsys):
