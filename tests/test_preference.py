@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dltoolkit.core.errors import ConfigError
 from dltoolkit.models.preference import (
     DPOTrainer,
     binomial_interval,
@@ -191,6 +192,29 @@ def test_conservative_loss_matches_the_implicit_rewards(pretrained, pairs):
     assert scores["loss"] == pytest.approx(smoothed.mean(), rel=1e-4)
     assert scores["chosen_reward"] == pytest.approx(rewards["chosen_reward"].mean(), abs=1e-5)
     assert scores["rejected_reward"] == pytest.approx(rewards["rejected_reward"].mean(), abs=1e-5)
+
+
+def test_sft_weight_adds_the_chosen_responses_loss_and_keeps_them_likely(pretrained, pairs):
+    first = {k: v[:128] for k, v in pairs[0].items()}
+    batches = tf.data.Dataset.from_tensor_slices(first).batch(32)
+    chosen_log_prob, trainers = [], []
+    for sft_weight in (0.0, 1.0):
+        trainer = DPOTrainer.from_policy(copy_of(pretrained), beta=0.1, sft_weight=sft_weight)
+        trainer.compile(keras.optimizers.Adam(2e-3))
+        trainer.fit(batches, epochs=3, verbose=0)
+        sums, counts = sequence_log_probs(trainer.policy, first["chosen"], first["chosen_mask"])
+        chosen_log_prob.append(float(np.sum(sums) / np.sum(counts)))
+        trainers.append(trainer)
+    assert chosen_log_prob[1] > chosen_log_prob[0] + 0.1  # RPO: the chosen stay likely
+
+    trainer = trainers[1]
+    scores = trainer.evaluate(batches, verbose=0, return_dict=True)
+    rewards = implicit_rewards(trainer.policy, trainer.reference, **first, beta=0.1)
+    sums, counts = sequence_log_probs(trainer.policy, first["chosen"], first["chosen_mask"])
+    expected = np.logaddexp(0, -rewards["margin"]) - np.asarray(sums) / np.asarray(counts)
+    assert scores["loss"] == pytest.approx(expected.mean(), rel=1e-4)
+    with pytest.raises(ConfigError, match="sft_weight"):
+        DPOTrainer.from_policy(copy_of(pretrained), sft_weight=-1.0)
 
 
 def test_policy_dropout_is_off_unless_asked_for(pairs):

@@ -143,12 +143,13 @@ def test_fine_tunes_a_run_on_pairs_then_aligns_it_by_dpo(fitted, tmp_path):
         if len(r["response"].split()) > 1
     ]
     preferences = write_jsonl(tmp_path / "prefs.jsonl", rows)
-    aligned = sft.align(str(preferences), tmp_path / "dpo", progress=False, eval_every=20)
+    aligned = sft.align(
+        str(preferences), tmp_path / "dpo", progress=False, eval_every=20, sft_weight=0.5
+    )
     m = aligned.metrics_
     assert m["preference_accuracy"] >= m["reference_accuracy"] and m["reward_margin"] > 0, m
-    assert read_recipe_file(tmp_path / "dpo" / "recipe.toml")["params"]["preset"] == str(
-        tmp_path / "sft"
-    )
+    params = read_recipe_file(tmp_path / "dpo" / "recipe.toml")["params"]
+    assert params["preset"] == str(tmp_path / "sft") and params["sft_weight"] == 0.5
     assert load(tmp_path / "dpo").generate(["count down from three:"], temperature=0.0)
 
 

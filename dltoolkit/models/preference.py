@@ -37,8 +37,9 @@ _SIDES = ("chosen", "rejected")
 
 
 def _pair_log_probs(model, batch, training):
-    """Summed log-probs of the chosen and the rejected sequences, in one pass of `model`:
-    both sides padded on the right to a common length (a causal model ignores the padding)."""
+    """(summed log-probs, masked token counts) of the chosen and the rejected sequences, in one
+    pass of `model`: both sides padded on the right to a common length (a causal model ignores
+    the padding); each of the two is a (chosen, rejected) pair of (B,) tensors."""
     length = tf.maximum(tf.shape(batch["chosen"])[1], tf.shape(batch["rejected"])[1])
 
     def joined(key, dtype, width):
@@ -46,8 +47,8 @@ def _pair_log_probs(model, batch, training):
         return tf.concat([tf.pad(p, [[0, 0], [0, width - tf.shape(p)[1]]]) for p in parts], 0)
 
     ids, mask = joined("{}", tf.int32, length), joined("{}_mask", tf.float32, length - 1)
-    sums, _ = sequence_log_probs(model, ids, mask, training=training)
-    return tf.split(sums, 2)
+    sums, counts = sequence_log_probs(model, ids, mask, training=training)
+    return tf.split(sums, 2), tf.split(counts, 2)
 
 
 class DPOTrainer(keras.Model):
@@ -56,24 +57,38 @@ class DPOTrainer(keras.Model):
     `fit`/`evaluate` take batches {"chosen": ids, "chosen_mask": mask, "rejected": ids,
     "rejected_mask": mask}; the loss is -log sigmoid(beta * h), h the chosen-minus-rejected
     difference of log-ratios, with `label_smoothing` eps the conservative variant
-    -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h). Only the policy is trained;
+    -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), and with `sft_weight` alpha the
+    policy's mean negative log-likelihood per chosen-response token added, times alpha (RPO,
+    Pang et al., 2024), which keeps the chosen responses likely. Only the policy is trained;
     it runs without dropout unless `dropout` (as TRL's default), so that at the start policy
     and reference agree exactly and the loss is log 2.
     """
 
     REPORTED = ("loss", "preference_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
 
-    def __init__(self, policy, reference, beta=0.1, label_smoothing=0.0, dropout=False, **kwargs):
+    def __init__(
+        self,
+        policy,
+        reference,
+        beta=0.1,
+        label_smoothing=0.0,
+        sft_weight=0.0,
+        dropout=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if beta <= 0:
             raise ConfigError(f"beta must be positive, got {beta}")
         if not 0 <= label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        if sft_weight < 0:
+            raise ConfigError(f"sft_weight must be >= 0, got {sft_weight}")
         if reference is policy:
             raise ConfigError("the reference must be a separate copy of the policy")
         self.policy, self.reference = policy, reference
         self.reference.trainable = False
         self.beta, self.label_smoothing = float(beta), float(label_smoothing)
+        self.sft_weight = float(sft_weight)
         self.dropout = bool(dropout)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.REPORTED}
 
@@ -96,14 +111,18 @@ class DPOTrainer(keras.Model):
         return list(self.trackers.values())
 
     def call(self, batch, training=None):
-        """Summed response log-probs: policy and reference, chosen and rejected, each (B,)."""
-        policy_chosen, policy_rejected = _pair_log_probs(self.policy, batch, training)
-        reference_chosen, reference_rejected = _pair_log_probs(self.reference, batch, False)
+        """Summed response log-probs (policy and reference, chosen and rejected) and the chosen
+        responses' token counts, each (B,)."""
+        (policy_chosen, policy_rejected), (chosen_tokens, _) = _pair_log_probs(
+            self.policy, batch, training
+        )
+        (reference_chosen, reference_rejected), _ = _pair_log_probs(self.reference, batch, False)
         return {
             "policy_chosen": policy_chosen,
             "policy_rejected": policy_rejected,
             "reference_chosen": tf.stop_gradient(reference_chosen),
             "reference_rejected": tf.stop_gradient(reference_rejected),
+            "chosen_tokens": chosen_tokens,
         }
 
     def _dpo_terms(self, batch, training):
@@ -114,6 +133,9 @@ class DPOTrainer(keras.Model):
         margin = chosen - rejected
         eps = self.label_smoothing
         losses = (1.0 - eps) * ops.softplus(-margin) + eps * ops.softplus(margin)
+        if self.sft_weight:
+            chosen_nll = -log_probs["policy_chosen"] / ops.maximum(log_probs["chosen_tokens"], 1.0)
+            losses = losses + self.sft_weight * chosen_nll
         return losses, chosen, rejected
 
     def _record(self, losses, chosen, rejected):

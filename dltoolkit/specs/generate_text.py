@@ -130,6 +130,18 @@ class TextGeneratorConfig(TrainConfig):
     beta: float = param(
         0.1, "dpo: beta, how far the policy may move from the reference (higher: less).", gt=0
     )
+    label_smoothing: float = param(
+        0.0,
+        "dpo: the share of preference labels taken to be flipped (conservative DPO; 0: plain).",
+        ge=0,
+        lt=0.5,
+    )
+    sft_weight: float = param(
+        0.0,
+        "dpo: weight of the language-model loss on the chosen responses, added to DPO's (RPO; "
+        "0: plain DPO).",
+        ge=0,
+    )
     report_samples: int = param(3, "Generated samples shown in the report.", ge=0)
 
 

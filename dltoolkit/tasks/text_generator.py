@@ -282,7 +282,9 @@ class TextGenerator(Recipe):
         if c.objective == "dpo":
             from dltoolkit.models.preference import DPOTrainer
 
-            return DPOTrainer.from_policy(model, beta=c.beta)
+            return DPOTrainer.from_policy(
+                model, beta=c.beta, label_smoothing=c.label_smoothing, sft_weight=c.sft_weight
+            )
         return model
 
     def _compile_args(self) -> dict:
