@@ -503,15 +503,17 @@ class Recurrent(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
-class AveragedForecaster(keras.Model):
-    """The mean forecast (and mean quantiles) of networks trained apart: a seed ensemble."""
+class MemberStack(keras.Model):
+    """Networks side by side, their forecasts stacked on axis 1 (B, members, ...): one step
+    trains them all, each on its own loss (`OverMembers`), at about one network's cost for
+    the small models."""
 
     def __init__(self, members: list, **kwargs):
         super().__init__(**kwargs)
         self.members = list(members)
 
     def call(self, x, training=False):
-        return ops.mean(ops.stack([m(x, training=training) for m in self.members]), axis=0)
+        return ops.stack([m(x, training=training) for m in self.members], axis=1)
 
     def get_config(self):
         members = [keras.saving.serialize_keras_object(m) for m in self.members]
@@ -521,6 +523,30 @@ class AveragedForecaster(keras.Model):
     def from_config(cls, config):
         members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
         return cls(members, **config)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class AveragedForecaster(MemberStack):
+    """The mean forecast (and mean quantiles) of networks trained apart: a seed ensemble."""
+
+    def call(self, x, training=False):
+        return ops.mean(super().call(x, training=training), axis=1)
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class OverMembers(keras.losses.Loss):
+    """A forecast loss (a keras Loss; also a metric's values) of a `MemberStack`'s stacked
+    forecasts against one target: each member's loss, averaged over the members."""
+
+    def __init__(self, loss, name=None, **kwargs):
+        self.inner = keras.losses.get(loss)
+        super().__init__(name=name or self.inner.name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return self.inner.call(ops.expand_dims(ops.cast(y_true, y_pred.dtype), 1), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "loss": keras.losses.serialize(self.inner)}
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)

@@ -37,6 +37,8 @@ from dltoolkit.layers.scaling import Standardize, Unstandardize
 from dltoolkit.models.sequence import (
     CHANNEL_INDEPENDENT,
     AveragedForecaster,
+    MemberStack,
+    OverMembers,
     PinballLoss,
     SequenceForecaster,
     check_model,
@@ -84,7 +86,8 @@ class Forecaster(Recipe):
         self._candidate: str | None = None  # model auto, ensemble: the network being trained
         self._stage = "train"  # its training phase's name
         self._choice: dict | None = None  # model auto: the kept network, losses of all
-        self._members: dict | None = None  # ensemble: each member's validation loss
+        self._members: dict | None = None  # ensemble: each phase's validation loss
+        self._stacked = 0  # ensemble: networks trained side by side in the phase (0: one)
 
     @property
     def levels(self) -> list[float]:
@@ -238,19 +241,17 @@ class Forecaster(Recipe):
         self._choice = {"model": best, "validation_loss": losses}
 
     def _ensemble(self, prepared: _Prepared, run, rt, console) -> None:
-        """Members 2..members of the trained model, each seeded apart and trained as a
-        phase of its own; the network becomes their average (AveragedForecaster)."""
+        """Members 2..members of the trained model, trained together in one phase as a
+        `MemberStack` (seeded from seed + 1, each on its own loss); the network becomes the
+        average of all the members (AveragedForecaster)."""
         c = self.config
         kind = self._choice["model"] if self._choice else c.model
-        members = [self.model_.get_layer(NETWORK)]
-        stages = [kind if self._choice else "train"]
-        for i in range(1, c.members):
-            self._candidate, self._stage = kind, f"{kind}-seed-{c.seed + i}"
-            keras.utils.set_random_seed(c.seed + i)
-            epoch = (len(self._candidates()) + i - 1) * c.epochs
-            super()._learn(prepared, run, rt, console, first_epoch=epoch)
-            members.append(self.model_.get_layer(NETWORK))
-            stages.append(self._stage)
+        first = self.model_.get_layer(NETWORK)
+        stages = [kind if self._choice else "train", f"{kind}-members"]
+        self._candidate, self._stage, self._stacked = kind, stages[1], c.members - 1
+        keras.utils.set_random_seed(c.seed + 1)
+        super()._learn(prepared, run, rt, console, first_epoch=len(self._candidates()) * c.epochs)
+        stack, self._stacked = self.model_.get_layer(NETWORK), 0
         key = "val_loss" if prepared.parts.get("val") else "loss"
         self._members = {
             "validation_loss" if key == "val_loss" else "training_loss": _best_losses(
@@ -258,7 +259,7 @@ class Forecaster(Recipe):
             )
         }
         with rt.strategy.scope():
-            network = AveragedForecaster(members, name=NETWORK)
+            network = AveragedForecaster([first, *stack.members], name=NETWORK)
             self.model_ = self._raw_model(network, prepared.scaler)
 
     def _stages(self, plan: Plan) -> list[Stage]:
@@ -286,7 +287,16 @@ class Forecaster(Recipe):
         )
 
     def _build(self, prepared: _Prepared, plan: Plan) -> keras.Model:
-        """The network alone (scaled window -> scaled forecast); `_fitted` wraps it in scaling."""
+        """The network alone (scaled window -> scaled forecast), or `_stacked` of them side
+        by side (a MemberStack); `_fitted` wraps it in scaling."""
+        if self._stacked:
+            stack = MemberStack([self._network() for _ in range(self._stacked)], name=NETWORK)
+            stack(np.zeros((1, self.config.lookback, len(self.inputs_)), np.float32))
+            return stack
+        return self._network()
+
+    def _network(self) -> SequenceForecaster:
+        """One network of the model being trained, built."""
         c = self.config
         network = SequenceForecaster(
             self._candidate or c.model,
@@ -312,7 +322,16 @@ class Forecaster(Recipe):
         return network
 
     def _compile_args(self) -> dict:
-        return {"loss": self._loss(), "metrics": [] if self.levels else ["mae", "mse"]}
+        metrics = [] if self.levels else ["mae", "mse"]
+        if not self._stacked:
+            return {"loss": self._loss(), "metrics": metrics}
+        return {
+            "loss": OverMembers(self._loss()),
+            "metrics": [
+                keras.metrics.MeanMetricWrapper(OverMembers(_LOSSES[name]()).call, name=name)
+                for name in metrics
+            ],
+        }
 
     def _fitted(self, prepared: _Prepared) -> None:
         network = self.model_
@@ -335,10 +354,10 @@ class Forecaster(Recipe):
             return {"forecast": units}
         return {"forecast": units[..., self.levels.index(0.5)], "quantiles": units}
 
-    def _loss(self):
+    def _loss(self) -> keras.losses.Loss:
         if self.levels:
             return PinballLoss(self.levels)
-        return {"mse": "mse", "mae": "mae", "huber": keras.losses.Huber()}[self.config.loss]
+        return _LOSSES[self.config.loss]()
 
     # -- evaluation and prediction ----------------------------------------------------------
 
@@ -521,6 +540,13 @@ class Forecaster(Recipe):
             ),
             "forecasts",
         )
+
+
+_LOSSES = {
+    "mse": keras.losses.MeanSquaredError,
+    "mae": keras.losses.MeanAbsoluteError,
+    "huber": keras.losses.Huber,
+}
 
 
 def _warner(console):
