@@ -250,8 +250,13 @@ class Forecaster(Recipe):
         stages = [kind if self._choice else "train", f"{kind}-members"]
         self._candidate, self._stage, self._stacked = kind, stages[1], c.members - 1
         keras.utils.set_random_seed(c.seed + 1)
-        super()._learn(prepared, run, rt, console, first_epoch=len(self._candidates()) * c.epochs)
-        stack, self._stacked = self.model_.get_layer(NETWORK), 0
+        try:
+            super()._learn(
+                prepared, run, rt, console, first_epoch=len(self._candidates()) * c.epochs
+            )
+        finally:
+            self._stacked = 0
+        stack = self.model_
         key = "val_loss" if prepared.parts.get("val") else "loss"
         self._members = {
             "validation_loss" if key == "val_loss" else "training_loss": _best_losses(
@@ -334,6 +339,8 @@ class Forecaster(Recipe):
         }
 
     def _fitted(self, prepared: _Prepared) -> None:
+        if self._stacked:  # members 2..N: `_ensemble` wraps them with the first
+            return
         network = self.model_
         with network.distribute_strategy.scope():
             self.model_ = self._raw_model(network, prepared.scaler)
