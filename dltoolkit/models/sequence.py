@@ -505,8 +505,8 @@ class Recurrent(layers.Layer):
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MemberStack(keras.Model):
     """Networks side by side, their forecasts stacked on axis 1 (B, members, ...): one step
-    trains them all, each on its own loss (`OverMembers`), at about one network's cost for
-    the small models."""
+    trains them all, each on its own loss (`OverMembers`); four DLinears cost about 2.3
+    single fits on ETTh1."""
 
     def __init__(self, members: list, **kwargs):
         super().__init__(**kwargs)
