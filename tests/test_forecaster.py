@@ -281,7 +281,7 @@ def test_model_auto_keeps_the_candidate_with_the_lowest_validation_loss(trained,
         Forecaster(model="auto", val_split=0.0).fit("co2", out=tmp_path / "x", progress=False)
 
 
-def test_an_ensemble_averages_networks_trained_from_other_seeds(tmp_path):
+def test_an_ensemble_averages_networks_trained_from_other_seeds(tmp_path, serving):
     out = tmp_path / "ensemble"
     model = Forecaster(
         model="dlinear", members=3, lookback=LOOKBACK, horizon=HORIZON, epochs=2, seed=4
@@ -314,7 +314,11 @@ def test_an_ensemble_averages_networks_trained_from_other_seeds(tmp_path):
         [r["co2"] for r in model.predict(frame)],
         rtol=1e-6,
     )
-    assert_export_matches_the_old_formula(model, window, model.export(tmp_path / "export"))
+    export = model.export(tmp_path / "export")
+    assert_export_matches_the_old_formula(model, window, export)
+    served = serving.start().call(export, {"window": window})  # a fresh TensorFlow-only process
+    units = np.asarray(network(scaled)) * model.scaler_.std + model.scaler_.mean
+    np.testing.assert_allclose(served["forecast"], units, rtol=1e-5)
 
 
 def test_unknown_parameters_and_bad_options_are_config_errors():
