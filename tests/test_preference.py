@@ -228,6 +228,28 @@ def test_policy_dropout_is_off_unless_asked_for(pairs):
     assert abs(losses[1] - math.log(2)) > 1e-3
 
 
+def test_weight_averaging_swaps_the_policy_and_never_the_reference(pretrained, pairs):
+    # ema_momentum under DPO (fit_phases' SwapEMAWeights): validation scores the averaged
+    # policy against the untouched frozen reference.
+    train, held_out = pairs
+    batches = tf.data.Dataset.from_tensor_slices(train).batch(32)
+    trainer = DPOTrainer.from_policy(copy_of(pretrained), beta=0.1)
+    trainer.compile(keras.optimizers.Adam(2e-3, use_ema=True, ema_momentum=0.9))
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    trainer.fit(batches, epochs=2, verbose=0, callbacks=[swap])
+    for frozen, original in zip(trainer.reference.weights, pretrained.weights, strict=True):
+        np.testing.assert_array_equal(frozen.numpy(), original.numpy())
+    averaged = [w.numpy() for w in trainer.policy.trainable_weights]
+    for w, ema in zip(averaged, trainer.optimizer._model_variables_moving_average, strict=True):
+        np.testing.assert_array_equal(w, ema.numpy())  # after the epoch: the average is in
+    scores = trainer.evaluate(
+        tf.data.Dataset.from_tensor_slices(held_out).batch(64), verbose=0, return_dict=True
+    )
+    rewards = implicit_rewards(trainer.policy, trainer.reference, **held_out, beta=0.1)
+    assert scores["preference_accuracy"] == pytest.approx(rewards["accuracy"])
+    assert rewards["accuracy"] > 0.8
+
+
 _TWO_REPLICAS = """
 import numpy as np
 import tensorflow as tf
