@@ -44,7 +44,13 @@ STAGES = ("pretrain", "sft", "dpo")
 STAGE_PARAMS = {
     "pretrain": {"eval_every": 200},
     "sft": {"eval_every": 50, "learning_rate": 3e-4, "warmup_epochs": 0.5},
-    "dpo": {"eval_every": 25, "learning_rate": 2e-4, "warmup_epochs": 0.5, "beta": 0.1},
+    "dpo": {
+        "eval_every": 25,
+        "learning_rate": 2e-4,
+        "warmup_epochs": 0.5,
+        "beta": 0.1,
+        "ema_momentum": 0.95,  # a moving average of the policy: chosen on validation pairs
+    },
 }
 COLUMNS = [
     "seed",
