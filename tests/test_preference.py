@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dltoolkit.core.config import TrainConfig
 from dltoolkit.core.errors import ConfigError
+from dltoolkit.core.optim import build_optimizer
+from dltoolkit.core.rundir import RunDir
+from dltoolkit.core.training import Phase, fit_phases
 from dltoolkit.models.preference import (
     DPOTrainer,
     binomial_interval,
@@ -228,25 +232,34 @@ def test_policy_dropout_is_off_unless_asked_for(pairs):
     assert abs(losses[1] - math.log(2)) > 1e-3
 
 
-def test_weight_averaging_swaps_the_policy_and_never_the_reference(pretrained, pairs):
-    # ema_momentum under DPO (fit_phases' SwapEMAWeights): validation scores the averaged
-    # policy against the untouched frozen reference.
+def test_weight_averaging_swaps_the_policy_and_never_the_reference(pretrained, pairs, tmp_path):
+    # ema_momentum under DPO, through the shared training loop (build_optimizer, fit_phases'
+    # SwapEMAWeights): validation scores the averaged policy against the frozen reference.
     train, held_out = pairs
-    batches = tf.data.Dataset.from_tensor_slices(train).batch(32)
+    config = TrainConfig(learning_rate=2e-3, warmup_epochs=0, ema_momentum=0.9)
     trainer = DPOTrainer.from_policy(copy_of(pretrained), beta=0.1)
-    trainer.compile(keras.optimizers.Adam(2e-3, use_ema=True, ema_momentum=0.9))
-    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-    trainer.fit(batches, epochs=2, verbose=0, callbacks=[swap])
+    run = RunDir(tmp_path / "dpo")
+    run.checkpoints.mkdir(parents=True)
+    history = fit_phases(
+        trainer,
+        tf.data.Dataset.from_tensor_slices(train).batch(32),
+        tf.data.Dataset.from_tensor_slices(held_out).batch(64),
+        phases=[Phase("dpo", 2, lambda: trainer.compile(build_optimizer(config, 16, 2)))],
+        run=run,
+        config=config,
+        steps_per_epoch=16,
+        console=None,
+        keep_best=False,  # the last epoch's (averaged) policy, as the average stands
+        best_by=("preference_accuracy", "max"),
+    )
+    assert trainer.optimizer.use_ema
     for frozen, original in zip(trainer.reference.weights, pretrained.weights, strict=True):
         np.testing.assert_array_equal(frozen.numpy(), original.numpy())
     averaged = [w.numpy() for w in trainer.policy.trainable_weights]
     for w, ema in zip(averaged, trainer.optimizer._model_variables_moving_average, strict=True):
         np.testing.assert_array_equal(w, ema.numpy())  # after the epoch: the average is in
-    scores = trainer.evaluate(
-        tf.data.Dataset.from_tensor_slices(held_out).batch(64), verbose=0, return_dict=True
-    )
     rewards = implicit_rewards(trainer.policy, trainer.reference, **held_out, beta=0.1)
-    assert scores["preference_accuracy"] == pytest.approx(rewards["accuracy"])
+    assert history[-1]["val_preference_accuracy"] == pytest.approx(rewards["accuracy"])
     assert rewards["accuracy"] > 0.8
 
 
