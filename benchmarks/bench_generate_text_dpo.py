@@ -3,7 +3,9 @@
 Data: ../shared/data/hh_rlhf_harmless_test (2,312 pairs of whole dialogues that share their
 prefix up to the last Assistant turn), split by line order: the first 2,000 pairs train, the
 last 312 are held out and scored once, at the end of each seed. Per seed, three runs of
-`dltoolkit.TextGenerator`, each with `train_minutes` of training:
+`dltoolkit.TextGenerator`: pretraining and fine-tuning with `train_minutes` of training each,
+DPO with the recipe's own step count (two passes over the pairs, so that the same steps are
+taken whatever the machine's load) unless `--minutes-dpo` gives it a time budget instead:
 
 1. pretraining from scratch, byte-level BPE learned on the data, on the 2,000 training
    dialogues (chosen and rejected, each a document);
@@ -18,7 +20,7 @@ and the SFT model's (its reference) by length-normalised log-likelihood, each wi
 95 % interval over the pairs. Target: DPO above SFT on every seed, its interval above 0.5.
 
 `python benchmarks/bench_generate_text_dpo.py --data ../shared/data/hh_rlhf_harmless_test
-[--seeds 0,1,2 --minutes-pretrain 20 --minutes-sft 8 --minutes-dpo 8 --json out.json]`
+[--seeds 0,1,2 --minutes-pretrain 20 --minutes-sft 8 --json out.json]`
 """
 
 from __future__ import annotations
@@ -184,7 +186,11 @@ def main() -> None:
     )
     parser.add_argument("--minutes-pretrain", type=float, default=20.0)
     parser.add_argument("--minutes-sft", type=float, default=8.0)
-    parser.add_argument("--minutes-dpo", type=float, default=8.0)
+    parser.add_argument(
+        "--minutes-dpo",
+        type=float,
+        help="a time budget for DPO (default: the recipe's step count, load-independent)",
+    )
     parser.add_argument("--context", type=int, default=256, help="tokens the model sees")
     parser.add_argument(
         "--set",
