@@ -15,6 +15,7 @@ from dltoolkit.core.callbacks import read_history
 from dltoolkit.core.config import read_recipe_file
 from dltoolkit.core.errors import ConfigError, DataError
 from dltoolkit.data.samples import counting_songs
+from dltoolkit.specs.generate_text import alignment_params
 
 # Small enough to fit in seconds, big enough to learn the songs' verses.
 TINY = dict(
@@ -151,6 +152,14 @@ def test_fine_tunes_a_run_on_pairs_then_aligns_it_by_dpo(fitted, tmp_path):
     params = read_recipe_file(tmp_path / "dpo" / "recipe.toml")["params"]
     assert params["preset"] == str(tmp_path / "sft") and params["sft_weight"] == 0.5
     assert load(tmp_path / "dpo").generate(["count down from three:"], temperature=0.0)
+
+
+def test_alignment_keeps_the_parents_model_but_not_its_length_of_training():
+    parent = {**TINY, "train_minutes": 5.0, "prompt_field": "prompt", "response_field": "r"}
+    child = alignment_params(parent, "runs/sft")
+    assert child["objective"] == "dpo" and child["preset"] == "runs/sft"
+    assert child["epochs"] is None and child["train_minutes"] is None  # DPO's own length
+    assert child["prompt_field"] is None and child["d_model"] == TINY["d_model"]
 
 
 def test_bad_parameters_and_data_are_one_line_errors(fitted, tmp_path, capsys):

@@ -167,7 +167,8 @@ SPEC = RecipeSpec(
 
 def alignment_params(params: dict, run: str) -> dict:
     """The parameters of a run that aligns generate-text run `run` (with `params`) by DPO:
-    its own, with objective dpo and the run as the parent (preset) it starts from."""
+    its own, with objective dpo and the run as the parent (preset) it starts from, but not
+    its length of training (DPO's own default is two passes over the pairs)."""
     return {
         **params,
         "objective": "dpo",
@@ -175,4 +176,5 @@ def alignment_params(params: dict, run: str) -> dict:
         "prompt_field": None,
         "response_field": None,
         "epochs": None,
+        "train_minutes": None,
     }
