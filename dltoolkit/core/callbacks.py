@@ -276,11 +276,11 @@ class TimeBudget(keras.callbacks.Callback):
 class CosineToBudget(keras.callbacks.Callback):
     """Warmup then cosine decay of the learning rate (to 1% of `peak`), timed to end when
     `minutes` of training have passed: after every epoch the decay's length in steps is
-    re-planned from that epoch's time per step (validation included, its first call left
-    out: it may trace and compile the step; an epoch of one call counts whole, but not
-    the first), never beyond `planned_steps`. The optimizer's
-    learning rate must be a plain value (schedule "constant"); it is set before every call
-    from the optimizer's step count, so a resumed run continues the curve."""
+    re-planned from the time per step since the run's first call (which may trace and
+    compile the step, so it is left out): validation, checkpoints and the other work between
+    epochs included, never beyond `planned_steps`. The optimizer's learning rate must be a
+    plain value (schedule "constant"); it is set before every call from the optimizer's step
+    count, so a resumed run continues the curve."""
 
     def __init__(self, minutes: float, peak: float, warmup_steps: int, planned_steps: int):
         super().__init__()
@@ -289,25 +289,18 @@ class CosineToBudget(keras.callbacks.Callback):
         self.planned = self.total
 
     def on_train_begin(self, logs=None):
-        self._started, self._first = time.perf_counter(), True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._begin, self._mark = (time.perf_counter(), self._step()), None
+        self._started, self._origin = time.perf_counter(), None
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(self.rate(self._step()))
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._mark is None:
-            self._mark = (time.perf_counter(), self._step())
+        if self._origin is None:
+            self._origin = (time.perf_counter(), self._step())
 
     def on_epoch_end(self, epoch, logs=None):
-        first, self._first = self._first, False
-        if self._mark and self._step() > self._mark[1]:
-            since, step = self._mark
-        elif not first and self._step() > self._begin[1]:
-            since, step = self._begin
-        else:  # the run's first call traced the step: its time says nothing
+        since, step = self._origin or (None, self._step())
+        if self._step() <= step:  # nothing timed yet past the first call
             return
         per_step = (time.perf_counter() - since) / (self._step() - step)
         left = self.minutes * 60 - (time.perf_counter() - self._started)
