@@ -299,9 +299,9 @@ class CosineToBudget(keras.callbacks.Callback):
             self._origin = (time.perf_counter(), self._step())
 
     def on_epoch_end(self, epoch, logs=None):
-        since, step = self._origin or (None, self._step())
-        if self._step() <= step:  # nothing timed yet past the first call
-            return
+        if self._origin is None or self._step() <= self._origin[1]:
+            return  # nothing timed yet past the run's first call
+        since, step = self._origin
         per_step = (time.perf_counter() - since) / (self._step() - step)
         left = self.minutes * 60 - (time.perf_counter() - self._started)
         self.total = max(self.warmup + 1, min(self.planned, self._step() + int(left / per_step)))
