@@ -101,7 +101,9 @@ class ForecasterConfig(TrainConfig):
         "mse", "Training loss of the point forecast.", choices=LOSSES, tune=among(*LOSSES)
     )
     instance_norm: bool = param(
-        True, "Standardise each input window by its own statistics (RevIN-style)."
+        True,
+        "Standardise each input window by its own statistics (RevIN-style).",
+        tune=among(True, False),
     )
     d_model: int = param(
         16,
