@@ -109,6 +109,36 @@ def test_a_study_searches_on_validation_retrains_the_best_and_tests_it_once(seri
     assert (out / "report.html").is_file()
 
 
+def test_a_true_or_false_parameter_is_searched_both_ways_and_its_best_written_back(
+    series, tmp_path
+):
+    # instance_norm is declared tunable as on or off; trials of both kinds train, and the
+    # best value is a TOML boolean in best.toml that the recipe class takes as it is.
+    declared, _ = resolve(ForecasterConfig)
+    assert declared["instance_norm"].choices == (True, False)
+    space = tmp_path / "space.toml"
+    space.write_text("instance_norm = [true, false]\n")
+    out = tmp_path / "study"
+    summary = tune(
+        "forecast",
+        str(series / "sales.csv"),
+        params={**FIXED, "model": "linear", "lookback": 14},
+        space=space,
+        trials=4,
+        out=out,
+        keep=1,
+        progress=False,
+    )
+    trials = _study(out).get_trials()
+    assert summary["states"]["complete"] == 4
+    assert {t.params["instance_norm"] for t in trials} == {True, False}
+    best = read_recipe_file(out / "best.toml")["params"]["instance_norm"]
+    assert best is summary["best_params"]["instance_norm"]
+    assert Forecaster(**read_recipe_file(out / "best.toml")["params"]).config.instance_norm is best
+    retrained = read_recipe_file(out / "best" / "recipe.toml")["params"]
+    assert retrained["instance_norm"] is best
+
+
 @pytest.mark.slow
 def test_two_worker_processes_share_one_sqlite_study_and_stop_at_the_total(series, tmp_path):
     out = tmp_path / "study"
